@@ -1,0 +1,303 @@
+import Bencode
+
+/// A .torrent file (BEP 3, v1; hybrid v1+v2 torrents are read through their v1 part): the `info`
+/// dictionary with its hash, and the optional fields around it.
+///
+/// The `info` bytes are kept exactly as read (or as first encoded), and `encoded()` writes them back
+/// untouched, so nothing done to the outer fields can ever change the info-hash.
+public struct Metainfo: Sendable {
+    public let info: TorrentInfo
+    /// The bencoded `info` dictionary, byte-for-byte as it appears in the file.
+    public let infoBytes: [UInt8]
+    public let infoHash: InfoHash
+
+    /// Tracker tiers (BEP 12); within a tier, trackers are tried in order.
+    public var announceTiers: [[String]]
+    /// Web seeds (BEP 19 `url-list`).
+    public var webSeeds: [String]
+    public var comment: String?
+    public var createdBy: String?
+    /// Seconds since 1970.
+    public var creationDate: Int64?
+
+    /// A torrent for freshly made `info`, encoded canonically.
+    public init(
+        info: TorrentInfo, announceTiers: [[String]] = [], webSeeds: [String] = [], comment: String? = nil,
+        createdBy: String? = nil, creationDate: Int64? = nil
+    ) {
+        self.info = info
+        self.infoBytes = info.encoded()
+        self.infoHash = InfoHash(hashingInfo: infoBytes)
+        self.announceTiers = announceTiers.filter { !$0.isEmpty }
+        self.webSeeds = webSeeds
+        self.comment = comment
+        self.createdBy = createdBy
+        self.creationDate = creationDate
+    }
+
+    /// Reads a .torrent file. Lenient bencode by default: real-world torrents with unsorted keys or
+    /// leading zeros are read, and their info-hash is still the one their maker computed.
+    public init(
+        parsing bytes: some Collection<UInt8>, mode: BencodeDecoder.Mode = .lenient
+    ) throws(MetainfoError) {
+        let root: BencodeNode
+        do {
+            root = try BencodeDecoder(mode: mode).decode(bytes)
+        } catch {
+            throw .malformed(error)
+        }
+        let reader = FieldReader()
+        try reader.requireDictionary(root, "torrent")
+        guard let infoNode = root["info"] else { throw .missingField("info", dictionaryOffset: root.range.lowerBound) }
+        self.info = try reader.parseInfo(infoNode)
+        let all = Array(bytes)
+        self.infoBytes = Array(all[infoNode.range])
+        self.infoHash = InfoHash(hashingInfo: infoBytes)
+
+        var tiers: [[String]] = []
+        if let list = root["announce-list"] {
+            for (tierIndex, tier) in try reader.list(list, "announce-list").enumerated() {
+                let urls = try reader.list(tier, "announce-list[\(tierIndex)]").enumerated().map {
+                    (index, url) throws(MetainfoError) in
+                    try reader.text(url, "announce-list[\(tierIndex)][\(index)]")
+                }
+                let kept = urls.filter { !$0.isEmpty }
+                if !kept.isEmpty { tiers.append(kept) }
+            }
+        }
+        if tiers.isEmpty, let announce = root["announce"] {
+            let url = try reader.text(announce, "announce")
+            if !url.isEmpty { tiers = [[url]] }
+        }
+        self.announceTiers = tiers
+
+        var seeds: [String] = []
+        if let urlList = root["url-list"] {
+            if urlList.bytes != nil {
+                seeds = [try reader.text(urlList, "url-list")]
+            } else {
+                seeds = try reader.list(urlList, "url-list").enumerated().map { (index, url) throws(MetainfoError) in
+                    try reader.text(url, "url-list[\(index)]")
+                }
+            }
+        }
+        self.webSeeds = seeds.filter { !$0.isEmpty }
+        self.comment = try (root["comment.utf-8"] ?? root["comment"]).map { node throws(MetainfoError) in
+            try reader.displayText(node, "comment")
+        }
+        self.createdBy = try root["created by"].map { node throws(MetainfoError) in
+            try reader.displayText(node, "created by")
+        }
+        self.creationDate = try root["creation date"].map { node throws(MetainfoError) in
+            try reader.integer(node, "creation date")
+        }
+    }
+
+    /// The whole .torrent file: outer fields canonically ordered around the untouched `info` bytes.
+    public func encoded() -> [UInt8] {
+        var entries: [(key: [UInt8], encoded: [UInt8])] = [(Array("info".utf8), infoBytes)]
+        func add(_ key: String, _ value: BencodeValue) { entries.append((Array(key.utf8), value.encoded())) }
+        if let first = announceTiers.first?.first { add("announce", .string(first)) }
+        if announceTiers.joined().count > 1 {
+            add("announce-list", .list(announceTiers.map { .list($0.map(BencodeValue.string)) }))
+        }
+        if webSeeds.count == 1 {
+            add("url-list", .string(webSeeds[0]))
+        } else if webSeeds.count > 1 {
+            add("url-list", .list(webSeeds.map(BencodeValue.string)))
+        }
+        if let comment { add("comment", .string(comment)) }
+        if let createdBy { add("created by", .string(createdBy)) }
+        if let creationDate { add("creation date", .integer(creationDate)) }
+        return Bencode.encodeDictionary(preencoded: entries)
+    }
+
+    /// Every tracker, tiers flattened, without repeats.
+    public var trackers: [String] {
+        var seen = Set<String>()
+        return announceTiers.joined().filter { seen.insert($0).inserted }
+    }
+
+    /// A BEP 9 magnet link: info-hash, display name and trackers.
+    public var magnetURI: String {
+        var uri = "magnet:?xt=urn:btih:\(infoHash.hex)&dn=\(PercentEncoding.encode(info.name))"
+        for tracker in trackers { uri += "&tr=\(PercentEncoding.encode(tracker))" }
+        for seed in webSeeds { uri += "&ws=\(PercentEncoding.encode(seed))" }
+        return uri
+    }
+}
+
+/// Reads typed fields out of decoded nodes, turning every mismatch into a `MetainfoError` that names
+/// the field and its byte offset.
+struct FieldReader {
+    /// The most files one torrent may list; far beyond any VM image bundle, and a bound on memory.
+    static let maxFiles = 1_000_000
+
+    func requireDictionary(_ node: BencodeNode, _ field: String) throws(MetainfoError) {
+        guard node.entries != nil else { throw wrongType(node, field, "a dictionary") }
+    }
+
+    func list(_ node: BencodeNode, _ field: String) throws(MetainfoError) -> [BencodeNode] {
+        guard let list = node.list else { throw wrongType(node, field, "a list") }
+        return list
+    }
+
+    func integer(_ node: BencodeNode, _ field: String) throws(MetainfoError) -> Int64 {
+        guard let value = node.integer else { throw wrongType(node, field, "an integer") }
+        return value
+    }
+
+    func bytes(_ node: BencodeNode, _ field: String) throws(MetainfoError) -> [UInt8] {
+        guard let value = node.bytes else { throw wrongType(node, field, "a byte string") }
+        return value
+    }
+
+    /// A byte string that must be UTF-8 (URLs, names).
+    func text(_ node: BencodeNode, _ field: String) throws(MetainfoError) -> String {
+        let raw = try bytes(node, field)
+        guard let text = String(validating: raw, as: UTF8.self) else {
+            throw .invalidUTF8(field: field, offset: node.range.lowerBound)
+        }
+        return text
+    }
+
+    /// A byte string shown to people only; invalid UTF-8 becomes replacement characters.
+    func displayText(_ node: BencodeNode, _ field: String) throws(MetainfoError) -> String {
+        String(decoding: try bytes(node, field), as: UTF8.self)
+    }
+
+    /// The entry `key`, or its `variant` where present (the `.utf-8` twin some makers add beside a
+    /// field in a legacy encoding).
+    func required(
+        _ dictionary: BencodeNode, _ key: String, _ field: String, preferring variant: String? = nil
+    ) throws(MetainfoError) -> BencodeNode {
+        if let variant, let node = dictionary[variant] { return node }
+        guard let node = dictionary[key] else {
+            throw .missingField(field, dictionaryOffset: dictionary.range.lowerBound)
+        }
+        return node
+    }
+
+    private func wrongType(_ node: BencodeNode, _ field: String, _ expected: String) -> MetainfoError {
+        .wrongType(field: field, expected: expected, found: node.kindName, offset: node.range.lowerBound)
+    }
+
+    /// A path component, preferring the BEP-era `.utf-8` variant where the torrent has one.
+    func pathComponent(_ node: BencodeNode, _ field: String) throws(MetainfoError) -> String {
+        let name = try text(node, field)
+        let forbidden: Set<Character> = ["/", "\\", "\0"]
+        if name.isEmpty || name == "." || name == ".." || name.contains(where: forbidden.contains) {
+            throw .unsafePath(field: field, component: name, offset: node.range.lowerBound)
+        }
+        return name
+    }
+
+    func parseInfo(_ info: BencodeNode) throws(MetainfoError) -> TorrentInfo {
+        try requireDictionary(info, "info")
+        let nameNode = try required(info, "name", "info.name", preferring: "name.utf-8")
+        let name = try pathComponent(nameNode, "info.name")
+
+        let pieceLengthNode = try required(info, "piece length", "info.piece length")
+        let pieceLength = try integer(pieceLengthNode, "info.piece length")
+        guard pieceLength > 0 && pieceLength <= Int64(PieceLayout.maxPieceLength) else {
+            throw .invalidValue(
+                field: "info.piece length",
+                problem: "is \(pieceLength), outside 1...\(PieceLayout.maxPieceLength)",
+                offset: pieceLengthNode.range.lowerBound)
+        }
+
+        guard let piecesNode = info["pieces"] else {
+            if info["meta version"] != nil {
+                throw .unsupported("v2-only torrent (no v1 'pieces'); vmswarm reads v1 and hybrid torrents",
+                    offset: info.range.lowerBound)
+            }
+            throw .missingField("info.pieces", dictionaryOffset: info.range.lowerBound)
+        }
+        let pieces = try bytes(piecesNode, "info.pieces")
+        guard pieces.count % InfoHash.byteCount == 0 else {
+            throw .invalidValue(
+                field: "info.pieces", problem: "has \(pieces.count) bytes, not a multiple of 20",
+                offset: piecesNode.range.lowerBound)
+        }
+
+        let files: [FileEntry]
+        let isMultiFile: Bool
+        if let filesNode = info["files"] {
+            if info["length"] != nil {
+                throw .invalidValue(field: "info", problem: "has both 'length' and 'files'", offset: info.range.lowerBound)
+            }
+            files = try parseFiles(filesNode)
+            isMultiFile = true
+        } else {
+            let lengthNode = try required(info, "length", "info.length")
+            let length = try integer(lengthNode, "info.length")
+            guard length >= 0 else {
+                throw .invalidValue(field: "info.length", problem: "is negative (\(length))",
+                    offset: lengthNode.range.lowerBound)
+            }
+            files = [FileEntry(path: [name], length: length)]
+            isMultiFile = false
+        }
+
+        var privacy = TorrentInfo.Privacy.unspecified
+        if let privateNode = info["private"] {
+            privacy = try integer(privateNode, "info.private") == 1 ? .private : .explicitlyPublic
+        }
+
+        do {
+            return try TorrentInfo(
+                name: name, files: files, isMultiFile: isMultiFile, privacy: privacy,
+                pieceLength: Int(pieceLength), pieceHashes: pieces)
+        } catch {
+            switch error {
+            case .noFiles:
+                throw .invalidValue(field: "info.files", problem: "is empty", offset: info.range.lowerBound)
+            case .pieceHashCount(let expected, let found):
+                throw .invalidValue(
+                    field: "info.pieces",
+                    problem: "holds \(found) piece hashes but the files need \(expected)",
+                    offset: piecesNode.range.lowerBound)
+            case .layout(.totalLengthOverflow(let index)):
+                throw .invalidValue(
+                    field: "info.files[\(index)].length", problem: "makes the total length overflow 64 bits",
+                    offset: info["files"]?.list?[index].range.lowerBound ?? info.range.lowerBound)
+            case .layout(let problem):
+                throw .invalidValue(field: "info", problem: "has an invalid layout (\(problem))",
+                    offset: info.range.lowerBound)
+            }
+        }
+    }
+
+    private func parseFiles(_ filesNode: BencodeNode) throws(MetainfoError) -> [FileEntry] {
+        let list = try list(filesNode, "info.files")
+        guard list.count <= Self.maxFiles else {
+            throw .invalidValue(field: "info.files", problem: "lists \(list.count) files, more than \(Self.maxFiles)",
+                offset: filesNode.range.lowerBound)
+        }
+        var files: [FileEntry] = []
+        files.reserveCapacity(list.count)
+        for (index, fileNode) in list.enumerated() {
+            let field = "info.files[\(index)]"
+            try requireDictionary(fileNode, field)
+            let lengthNode = try required(fileNode, "length", "\(field).length")
+            let length = try integer(lengthNode, "\(field).length")
+            guard length >= 0 else {
+                throw .invalidValue(field: "\(field).length", problem: "is negative (\(length))",
+                    offset: lengthNode.range.lowerBound)
+            }
+            let pathNode = try required(fileNode, "path", "\(field).path", preferring: "path.utf-8")
+            let components = try self.list(pathNode, "\(field).path")
+            guard !components.isEmpty else {
+                throw .invalidValue(field: "\(field).path", problem: "is empty", offset: pathNode.range.lowerBound)
+            }
+            let path = try components.enumerated().map { (part, node) throws(MetainfoError) in
+                try pathComponent(node, "\(field).path[\(part)]")
+            }
+            let attributes = try fileNode["attr"].map { node throws(MetainfoError) in
+                FileEntry.Attributes(bep47: try bytes(node, "\(field).attr"))
+            } ?? []
+            files.append(FileEntry(path: path, length: length, attributes: attributes))
+        }
+        return files
+    }
+}

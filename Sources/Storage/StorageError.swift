@@ -1,0 +1,26 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A failed file operation, naming the file, the offset and the system's reason.
+public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
+    case open(path: String, errno: Int32)
+    case read(path: String, offset: Int64, errno: Int32)
+    /// The file ended before the torrent says it should (it shrank, or is not the torrent's data).
+    case fileTooShort(path: String, expectedLength: Int64, endedAt: Int64)
+
+    public var description: String {
+        switch self {
+        case .open(let path, let code):
+            return "cannot open \(path): \(Self.message(code))"
+        case .read(let path, let offset, let code):
+            return "cannot read \(path) at byte \(offset): \(Self.message(code))"
+        case .fileTooShort(let path, let expected, let endedAt):
+            return "\(path) ends at byte \(endedAt) but should hold \(expected) bytes (was it changed while being read?)"
+        }
+    }
+
+    static func message(_ code: Int32) -> String { String(cString: strerror(code)) }
+}

@@ -1,0 +1,81 @@
+import Crypto
+import Metainfo
+import Storage
+import Synchronization
+
+/// Computes the SHA-1 of every piece of a file set, on all cores, holding one piece per worker in
+/// memory whatever the size of the data.
+///
+/// Workers take pieces in order from a shared counter and read them with positional reads, so the
+/// files are read front to back (two neighbouring pieces at a time, which the page cache and disk
+/// read-ahead handle as one sequential stream).
+public struct PieceHasher: Sendable {
+    public var threads: Int
+
+    public init(threads: Int) {
+        self.threads = max(1, threads)
+    }
+
+    /// Returns the concatenated 20-byte digests. `progress` is called with the total bytes hashed so
+    /// far, from worker threads, after each piece.
+    public func hashPieces(
+        of reader: FileSetReader, progress: (@Sendable (Int64) -> Void)? = nil
+    ) throws(StorageError) -> [UInt8] {
+        let layout = reader.layout
+        let state = SharedState(pieceCount: layout.pieceCount)
+        let workers = min(threads, max(1, layout.pieceCount))
+        DispatchQueueRunner.run(workers) { _ in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.pieceLength, alignment: 64)
+            defer { buffer.deallocate() }
+            while state.failure.withLock({ $0 == nil }) {
+                let index = state.next.add(1, ordering: .relaxed).oldValue
+                guard index < layout.pieceCount else { return }
+                let piece = PieceIndex(index)
+                let length = layout.length(of: piece)
+                let data = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
+                do throws(StorageError) {
+                    try reader.read(layout.byteRange(of: piece), into: data)
+                } catch {
+                    state.failure.withLock { if $0 == nil { $0 = error } }
+                    return
+                }
+                var sha = Insecure.SHA1()
+                sha.update(bufferPointer: UnsafeRawBufferPointer(data))
+                state.digests.store(sha.finalize(), at: index)
+                let done = state.bytesDone.add(Int64(length), ordering: .relaxed).newValue
+                progress?(done)
+            }
+        }
+        if let failure = state.failure.withLock({ $0 }) { throw failure }
+        return state.digests.bytes
+    }
+}
+
+private final class SharedState: Sendable {
+    let next = Atomic<Int>(0)
+    let bytesDone = Atomic<Int64>(0)
+    let failure = Mutex<StorageError?>(nil)
+    let digests: DigestTable
+
+    init(pieceCount: Int) { digests = DigestTable(count: pieceCount) }
+}
+
+/// Digest storage that workers fill in disjoint 20-byte slots without locking.
+private final class DigestTable: @unchecked Sendable {
+    private let storage: UnsafeMutableBufferPointer<UInt8>
+
+    init(count: Int) {
+        storage = .allocate(capacity: count * InfoHash.byteCount)
+        storage.initialize(repeating: 0)
+    }
+
+    deinit { storage.deallocate() }
+
+    func store(_ digest: Insecure.SHA1Digest, at index: Int) {
+        digest.withUnsafeBytes { bytes in
+            for (offset, byte) in bytes.enumerated() { storage[index * InfoHash.byteCount + offset] = byte }
+        }
+    }
+
+    var bytes: [UInt8] { Array(storage) }
+}

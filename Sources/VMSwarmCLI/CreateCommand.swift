@@ -1,0 +1,122 @@
+import ArgumentParser
+import Foundation
+import Metainfo
+import TorrentCreation
+
+struct CreateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create",
+        abstract: "Make a .torrent of an image file or a folder.",
+        discussion: """
+            Hashes the data on every core with bounded memory and writes a v1 torrent whose info-hash \
+            matches what mktorrent, Transmission, libtorrent and CTorrent compute for the same name, \
+            piece size, file order and private flag.
+
+            Piece size `auto` picks the smallest power of two from 256 KiB to 16 MiB that keeps the \
+            torrent at 2,048 pieces or fewer (512 MiB -> 256 KiB, 4 GiB -> 2 MiB, 32 GiB and up -> 16 MiB).
+            A folder's files are taken in byte order of their paths unless --files-from lists them.
+            """)
+
+    @Argument(help: "The image file or folder to share.", completion: .file())
+    var path: String
+
+    @Option(name: [.short, .customLong("tracker")],
+        help: "Tracker announce URL. Repeat for backup tiers; separate URLs with commas for one tier (BEP 12).")
+    var trackers: [String] = []
+
+    @Option(name: .customLong("piece-size"), help: "Piece size: auto, or a power of two such as 256K, 1M, 4MiB.")
+    var pieceSize: String = "auto"
+
+    @Flag(help: "Set the private flag (BEP 27): peers only from the trackers, no DHT/PEX.")
+    var `private` = false
+
+    @Flag(help: "Write the private flag as 0 (as Transmission does) instead of leaving it out.")
+    var `public` = false
+
+    @Option(help: "Torrent name (default: the file's or folder's name).")
+    var name: String?
+
+    @Option(help: "A comment stored in the torrent.")
+    var comment: String?
+
+    @Option(name: .customLong("web-seed"), help: "HTTP URL serving the same data (BEP 19). Repeatable.")
+    var webSeeds: [String] = []
+
+    @Option(name: [.short, .customLong("output")], help: "Where to write the torrent (default: NAME.torrent).")
+    var output: String?
+
+    @Option(name: .customLong("files-from"),
+        help: "For a folder: a file listing the relative paths to include, one per line, in torrent order.")
+    var filesFrom: String?
+
+    @Flag(name: .customLong("no-date"), help: "Leave out the creation date, making the file reproducible.")
+    var noDate = false
+
+    @Option(help: "Hashing threads (default: one per core).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Flag(help: "Overwrite the output file if it exists.")
+    var force = false
+
+    @Flag(help: "Print progress and the result as JSON lines on standard output.")
+    var json = false
+
+    func validate() throws {
+        if `private` && `public` { throw ValidationError("--private and --public exclude each other.") }
+        if pieceSize != "auto" && Format.parseSize(pieceSize) == nil {
+            throw ValidationError("--piece-size must be 'auto' or a size such as 256K, 1M, 4MiB (got '\(pieceSize)').")
+        }
+        if threads < 1 || threads > 1024 { throw ValidationError("--threads must be from 1 to 1024.") }
+        for url in trackers.flatMap({ $0.split(separator: ",") }) + webSeeds.map({ Substring($0) }) {
+            guard let parsed = URL(string: String(url)), parsed.scheme != nil, parsed.host != nil else {
+                throw ValidationError("'\(url)' is not an absolute URL.")
+            }
+        }
+    }
+
+    func run() throws {
+        var options = TorrentCreator.Options(threads: threads)
+        options.name = name
+        options.pieceLength = pieceSize == "auto" ? nil : Format.parseSize(pieceSize)
+        options.announceTiers = trackers.map { $0.split(separator: ",").map { String($0) } }
+        options.privacy = `private` ? .private : (`public` ? .explicitlyPublic : .unspecified)
+        options.comment = comment
+        options.webSeeds = webSeeds
+        options.createdBy = "vmswarm \(VMSwarm.version)"
+        options.creationDate = noDate ? nil : Int64(Date().timeIntervalSince1970)
+        if let filesFrom {
+            let list = try CLIError.wrap("cannot read \(filesFrom)") { try String(contentsOfFile: filesFrom, encoding: .utf8) }
+            options.fileOrder = list.split(whereSeparator: \.isNewline).filter { !$0.isEmpty }
+                .map { $0.split(separator: "/", omittingEmptySubsequences: false).map(String.init) }
+        }
+        let creator = TorrentCreator(options: options)
+        let plan = try CLIError.wrap { try creator.plan(path) }
+        let target = output ?? "\(name ?? plan.source.baseName).torrent"
+        if !force && FileManager.default.fileExists(atPath: target) {
+            throw CLIError("\(target) exists; use --force to overwrite it")
+        }
+
+        let progress = ProgressReporter(label: "hashing", total: plan.totalLength, style: .choose(json: json))
+        let started = Date()
+        let metainfo = try CLIError.wrap { try creator.create(path) { progress.update(done: $0) } }
+        progress.finish()
+        let seconds = Date().timeIntervalSince(started)
+
+        try CLIError.wrap("cannot write \(target)") { try Data(metainfo.encoded()).write(to: URL(fileURLWithPath: target), options: .atomic) }
+
+        if json {
+            let report = TorrentReport(metainfo, file: target)
+            print(try JSONLine.encode(CreatedEvent(event: "created", seconds: seconds, torrent: report)))
+        } else {
+            print("created \(target) in \(Format.duration(seconds)) "
+                + "(\(Format.rate(seconds > 0 ? Double(plan.totalLength) / seconds : 0)))")
+            print(TorrentReport(metainfo, file: target).summary)
+        }
+    }
+}
+
+private struct CreatedEvent: Encodable {
+    let event: String
+    let seconds: Double
+    let torrent: TorrentReport
+}

@@ -1,0 +1,94 @@
+import Foundation
+import Metainfo
+
+/// What `inspect` (and `create`) tell about a torrent, as text for people and JSON for programs.
+struct TorrentReport: Encodable {
+    struct File: Encodable {
+        let path: String
+        let length: Int64
+        let padding: Bool
+    }
+
+    let file: String
+    let name: String
+    let infoHash: String
+    let magnet: String
+    let totalLength: Int64
+    let pieceLength: Int
+    let pieceCount: Int
+    let `private`: Bool
+    let multiFile: Bool
+    let trackerTiers: [[String]]
+    let webSeeds: [String]
+    let comment: String?
+    let createdBy: String?
+    let creationDate: Int64?
+    let files: [File]
+
+    enum CodingKeys: String, CodingKey {
+        case file, name, magnet, comment, files
+        case infoHash = "info_hash"
+        case totalLength = "total_length"
+        case pieceLength = "piece_length"
+        case pieceCount = "piece_count"
+        case `private`
+        case multiFile = "multi_file"
+        case trackerTiers = "tracker_tiers"
+        case webSeeds = "web_seeds"
+        case createdBy = "created_by"
+        case creationDate = "creation_date"
+    }
+
+    init(_ metainfo: Metainfo, file: String) {
+        let info = metainfo.info
+        self.file = file
+        name = info.name
+        infoHash = metainfo.infoHash.hex
+        magnet = metainfo.magnetURI
+        totalLength = info.totalLength
+        pieceLength = info.pieceLength
+        pieceCount = info.pieceCount
+        `private` = info.isPrivate
+        multiFile = info.isMultiFile
+        trackerTiers = metainfo.announceTiers
+        webSeeds = metainfo.webSeeds
+        comment = metainfo.comment
+        createdBy = metainfo.createdBy
+        creationDate = metainfo.creationDate
+        files = info.files.map { File(path: $0.path.joined(separator: "/"), length: $0.length, padding: $0.isPadding) }
+    }
+
+    var summary: String {
+        var lines: [(String, String)] = [
+            ("name", name),
+            ("info-hash", infoHash),
+            ("magnet", magnet),
+            ("size", "\(Format.bytes(totalLength)) (\(totalLength) bytes)"),
+            ("pieces", "\(pieceCount) x \(Format.bytes(Int64(pieceLength)))"),
+            ("private", `private` ? "yes" : "no"),
+        ]
+        if trackerTiers.isEmpty {
+            lines.append(("trackers", "none (trackerless: peers must be given with --peer)"))
+        }
+        for (index, tier) in trackerTiers.enumerated() {
+            lines.append((index == 0 ? "trackers" : "", "tier \(index + 1): " + tier.joined(separator: ", ")))
+        }
+        for (index, seed) in webSeeds.enumerated() { lines.append((index == 0 ? "web seeds" : "", seed)) }
+        if let createdBy { lines.append(("created by", createdBy)) }
+        if let creationDate {
+            let date = Date(timeIntervalSince1970: TimeInterval(creationDate))
+            lines.append(("created", ISO8601DateFormatter().string(from: date)))
+        }
+        if let comment { lines.append(("comment", comment)) }
+        var text = lines.map { label, value in
+            (label.isEmpty ? "" : label + ":").padding(toLength: 12, withPad: " ", startingAt: 0) + value
+        }
+        text.append("files (\(files.count)):")
+        for file in files {
+            let size = Format.bytes(file.length)
+            text.append("  " + size.padding(toLength: 12, withPad: " ", startingAt: 0) + file.path
+                + (file.padding ? "  [padding]" : ""))
+        }
+        return text.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,20 @@
+import ArgumentParser
+
+/// The `vmswarm` command: a BitTorrent-compatible node for moving VM images to many machines.
+public struct VMSwarm: ParsableCommand {
+    public static let version = "0.1.0"
+
+    public static let configuration = CommandConfiguration(
+        commandName: "vmswarm",
+        abstract: "Distribute large VM images to many nodes, BitTorrent-compatible.",
+        discussion: """
+            Start with `vmswarm demo`, which makes a sample image, its torrent, and shows it.
+            Torrents made here are ordinary v1 torrents: libtorrent, Transmission, aria2 and CTorrent
+            read them and compute the same info-hash.
+            """,
+        version: version,
+        subcommands: [CreateCommand.self, InspectCommand.self, DemoCommand.self]
+    )
+
+    public init() {}
+}

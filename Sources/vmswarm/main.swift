@@ -1,0 +1,2 @@
+import VMSwarmCLI
+VMSwarm.main()
