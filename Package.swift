@@ -36,11 +36,13 @@ let package = Package(
         ]),
         .executableTarget(name: "vmswarm", dependencies: ["VMSwarmCLI"]),
 
-        .testTarget(name: "BencodeTests", dependencies: ["Bencode"]),
-        .testTarget(name: "MetainfoTests", dependencies: ["Metainfo", "Bencode"]),
-        .testTarget(name: "TorrentCreationTests", dependencies: ["TorrentCreation", "Metainfo", "Storage"]),
+        // Fixture lookup, deterministic randomness, temporary folders, process running.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "BencodeTests", dependencies: ["Bencode", "TestSupport"]),
+        .testTarget(name: "MetainfoTests", dependencies: ["Metainfo", "Bencode", "TestSupport"]),
+        .testTarget(name: "TorrentCreationTests", dependencies: ["TorrentCreation", "Metainfo", "Storage", "TestSupport"]),
         // Runs the built `vmswarm` binary and real BitTorrent tools; kept apart so unit tests stay fast.
-        .testTarget(name: "CLITests", dependencies: ["vmswarm", "Metainfo", "Bencode"]),
+        .testTarget(name: "CLITests", dependencies: ["vmswarm", "Metainfo", "Bencode", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -78,6 +78,12 @@ public struct PieceLayout: Hashable, Sendable {
         public let fileIndex: Int
         public let offsetInFile: Int64
         public let length: Int
+
+        public init(fileIndex: Int, offsetInFile: Int64, length: Int) {
+            self.fileIndex = fileIndex
+            self.offsetInFile = offsetInFile
+            self.length = length
+        }
     }
 
     /// The file regions that together hold `range` of the concatenated data, in order. Files of

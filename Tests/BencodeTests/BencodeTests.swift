@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import Bencode
@@ -132,18 +133,6 @@ private func reason(_ text: String, _ mode: BencodeDecoder.Mode = .strict) -> Be
         #expect(String(decoding: bytes, as: UTF8.self) == "d4:infod1:b1:x1:a1:ye1:zi1ee")
     }
 
-    /// A small deterministic generator, so a failure reproduces.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static func randomValue(depth: Int, _ rng: inout SplitMix64) -> BencodeValue {
         let kind = Int.random(in: 0..<(depth > 3 ? 2 : 4), using: &rng)
         switch kind {
@@ -165,7 +154,7 @@ private func reason(_ text: String, _ mode: BencodeDecoder.Mode = .strict) -> Be
     }
 
     @Test func randomValuesRoundTrip() throws {
-        var rng = SplitMix64(state: 0x5EED)
+        var rng = SplitMix64(seed: 0x5EED)
         for _ in 0..<2_000 {
             let value = Self.randomValue(depth: 0, &rng)
             let encoded = value.encoded()
@@ -178,7 +167,7 @@ private func reason(_ text: String, _ mode: BencodeDecoder.Mode = .strict) -> Be
     }
 
     @Test func everyPrefixOfAValueIsRejected() {
-        var rng = SplitMix64(state: 42)
+        var rng = SplitMix64(seed: 42)
         for _ in 0..<200 {
             let encoded = Self.randomValue(depth: 0, &rng).encoded()
             for cut in 0..<encoded.count {
