@@ -40,7 +40,10 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "BencodeTests", dependencies: ["Bencode", "TestSupport"]),
         .testTarget(name: "MetainfoTests", dependencies: ["Metainfo", "Bencode", "TestSupport"]),
-        .testTarget(name: "TorrentCreationTests", dependencies: ["TorrentCreation", "Metainfo", "Storage", "TestSupport"]),
+        .testTarget(name: "TorrentCreationTests", dependencies: [
+            "TorrentCreation", "Metainfo", "Storage", "TestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Runs the built `vmswarm` binary and real BitTorrent tools; kept apart so unit tests stay fast.
         .testTarget(name: "CLITests", dependencies: ["vmswarm", "Metainfo", "Bencode", "TestSupport"]),
     ],

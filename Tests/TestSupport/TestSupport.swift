@@ -59,3 +59,51 @@ public struct TemporaryFolder: Sendable {
     public func cleanUp() { try? FileManager.default.removeItem(atPath: path) }
     public func file(_ name: String) -> String { path + "/" + name }
 }
+
+/// The result of running a program to completion.
+public struct ProcessResult: Sendable {
+    public let status: Int32
+    public let stdout: String
+    public let stderr: String
+}
+
+/// Runs `executable` with `arguments` and waits for it. Output is collected through files, so a
+/// chatty program can never block on a full pipe.
+public func runProcess(_ executable: String, _ arguments: [String], in directory: String? = nil) throws -> ProcessResult {
+    let folder = try TemporaryFolder()
+    defer { folder.cleanUp() }
+    _ = FileManager.default.createFile(atPath: folder.file("out"), contents: nil)
+    _ = FileManager.default.createFile(atPath: folder.file("err"), contents: nil)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: folder.file("out")))
+    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: folder.file("err")))
+    try process.run()
+    process.waitUntilExit()
+    return ProcessResult(
+        status: process.terminationStatus,
+        stdout: try String(contentsOfFile: folder.file("out"), encoding: .utf8),
+        stderr: try String(contentsOfFile: folder.file("err"), encoding: .utf8))
+}
+
+/// The full path of a program on PATH, or nil.
+public func which(_ program: String) -> String? {
+    if program.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: program) ? program : nil }
+    for folder in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let candidate = "\(folder)/\(program)"
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+    }
+    return nil
+}
+
+/// The `vmswarm` binary built beside the running test bundle.
+public let vmswarmBinary: String = {
+    let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var folder = URL(fileURLWithPath: me).deletingLastPathComponent()
+    // On Linux the test runner is `.build/<config>/<Package>PackageTests.xctest`, beside the products.
+    if folder.lastPathComponent.hasSuffix(".xctest") { folder = folder.deletingLastPathComponent() }
+    return folder.appendingPathComponent("vmswarm").path
+}()
