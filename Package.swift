@@ -13,6 +13,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // Pure bencode codec: bytes in, values (with byte spans) out, and back.
@@ -29,10 +33,32 @@ let package = Package(
             "Metainfo", "Storage",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // Tracker HTTP protocol as pure types: announce/scrape queries and answers, both directions.
+        .target(name: "TrackerProtocol", dependencies: ["Bencode", "Metainfo"]),
+        // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
+        .target(name: "Tracker", dependencies: [
+            "TrackerProtocol", "Metainfo", "Bencode",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        // The announce/scrape client the swarm uses: BEP 12 tiers, back-off, a small HTTP GET.
+        .target(name: "TrackerClient", dependencies: [
+            "TrackerProtocol", "Metainfo",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The only place that parses flags and prints to a terminal.
         .target(name: "VMSwarmCLI", dependencies: [
-            "Bencode", "Metainfo", "Storage", "TorrentCreation",
+            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Tracker", "TrackerClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .executableTarget(name: "vmswarm", dependencies: ["VMSwarmCLI"]),
 
@@ -43,6 +69,12 @@ let package = Package(
         .testTarget(name: "TorrentCreationTests", dependencies: [
             "TorrentCreation", "Metainfo", "Storage", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "TrackerProtocolTests", dependencies: ["TrackerProtocol", "Metainfo", "Bencode", "TestSupport"]),
+        .testTarget(name: "TrackerTests", dependencies: [
+            "Tracker", "TrackerProtocol", "TrackerClient", "Metainfo", "Bencode", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Runs the built `vmswarm` binary and real BitTorrent tools; kept apart so unit tests stay fast.
         .testTarget(name: "CLITests", dependencies: ["vmswarm", "Metainfo", "Bencode", "TestSupport"]),

@@ -36,6 +36,33 @@ public struct InfoHash: Hashable, Sendable, CustomStringConvertible {
     public var description: String { hex }
 }
 
+/// A peer's self-chosen 20-byte identity (BEP 3, BEP 20 for the `-XX1234-` client prefix).
+public struct PeerID: Hashable, Sendable, CustomStringConvertible {
+    public static let byteCount = 20
+    public let bytes: [UInt8]
+
+    public init?(bytes: some Collection<UInt8>) {
+        guard bytes.count == Self.byteCount else { return nil }
+        self.bytes = Array(bytes)
+    }
+
+    /// A fresh id: `-VS0100-` then 12 random alphanumerics, the BEP 20 convention.
+    public static func random(prefix: String = "-VS0100-") -> PeerID {
+        let alphabet = Array("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        var bytes = Array(prefix.utf8.prefix(byteCount))
+        while bytes.count < byteCount { bytes.append(alphabet[Int.random(in: 0..<alphabet.count)]) }
+        return PeerID(validated: bytes)
+    }
+
+    private init(validated bytes: [UInt8]) { self.bytes = bytes }
+
+    /// Printable ASCII as is, other bytes as `%XX`.
+    public var description: String {
+        bytes.map { $0 >= 0x20 && $0 < 0x7F && $0 != 0x25 ? String(UnicodeScalar($0)) : "%" + HexCoding.encode([$0]) }
+            .joined()
+    }
+}
+
 /// Index of a piece within a torrent. A type of its own so that a byte offset can never be passed
 /// where a piece belongs.
 public struct PieceIndex: Hashable, Comparable, Sendable, CustomStringConvertible {

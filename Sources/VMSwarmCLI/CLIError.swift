@@ -20,6 +20,16 @@ struct CLIError: Error, CustomStringConvertible {
     }
 }
 
+extension CLIError {
+    static func wrapAsync<T>(_ context: String? = nil, _ body: () async throws -> T) async throws(CLIError) -> T {
+        do {
+            return try await body()
+        } catch {
+            throw CLIError((context.map { "\($0): " } ?? "") + (error is CocoaError ? error.localizedDescription : String(describing: error)))
+        }
+    }
+}
+
 enum JSONLine {
     static func encode(_ value: some Encodable) throws -> String {
         let encoder = JSONEncoder()

@@ -1,7 +1,7 @@
 import ArgumentParser
 
 /// The `vmswarm` command: a BitTorrent-compatible node for moving VM images to many machines.
-public struct VMSwarm: ParsableCommand {
+public struct VMSwarm: AsyncParsableCommand {
     public static let version = "0.1.0"
 
     public static let configuration = CommandConfiguration(
@@ -13,8 +13,20 @@ public struct VMSwarm: ParsableCommand {
             read them and compute the same info-hash.
             """,
         version: version,
-        subcommands: [CreateCommand.self, InspectCommand.self, DemoCommand.self]
+        subcommands: [CreateCommand.self, InspectCommand.self, TrackerCommand.self, DemoCommand.self]
     )
 
     public init() {}
+}
+
+extension VMSwarm {
+    /// Runs the command line. (Called through a generic so that AsyncParsableCommand's entry point
+    /// is chosen over ParsableCommand's synchronous one.)
+    public static func runFromCommandLine() async {
+        await runAsync(VMSwarm.self)
+    }
+
+    private static func runAsync<Command: AsyncParsableCommand>(_ command: Command.Type) async {
+        await command.main(nil)
+    }
 }

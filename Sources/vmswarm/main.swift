@@ -1,2 +1,3 @@
 import VMSwarmCLI
-VMSwarm.main()
+
+await VMSwarm.runFromCommandLine()

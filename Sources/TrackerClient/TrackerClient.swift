@@ -1,0 +1,1 @@
+// The announce client lands in its own commit.

@@ -1,0 +1,260 @@
+import Bencode
+import Metainfo
+
+/// BEP 3 `event`; `paused` is BEP 21's partial seed, announced like a regular one.
+public enum AnnounceEvent: String, Sendable, Equatable {
+    case none = ""
+    case started, stopped, completed, paused
+}
+
+/// One `GET /announce`, as a client sends it and as the tracker reads it.
+public struct AnnounceRequest: Sendable, Equatable {
+    public var infoHash: InfoHash
+    public var peerID: PeerID
+    public var port: UInt16
+    public var uploaded: Int64 = 0
+    public var downloaded: Int64 = 0
+    /// Bytes still missing; nil when the client did not say (then it counts as a leecher).
+    public var left: Int64?
+    public var event: AnnounceEvent = .none
+    /// Peers wanted; nil for the tracker's default.
+    public var numWant: Int?
+    /// BEP 23: compact peer lists (the default answer).
+    public var compact = true
+    public var noPeerID = false
+    /// An address the client claims for itself; trackers honour it only when configured to.
+    public var ip: String?
+    public var key: String?
+
+    public init(infoHash: InfoHash, peerID: PeerID, port: UInt16) {
+        self.infoHash = infoHash
+        self.peerID = peerID
+        self.port = port
+    }
+
+    public var isSeeder: Bool { left == 0 }
+
+    /// Reads the query of an announce URL. Unknown parameters are ignored, as every tracker does.
+    public init(query: some StringProtocol) throws(TrackerRequestError) {
+        var infoHash: InfoHash?
+        var peerID: PeerID?
+        var port: UInt16?
+        var request = AnnounceRequest.Fields()
+        for (name, value) in try QueryString.parse(query) {
+            switch name {
+            case "info_hash":
+                guard let hash = InfoHash(bytes: value) else {
+                    throw .invalidParameter("info_hash", "must be 20 bytes, got \(value.count)")
+                }
+                infoHash = hash
+            case "peer_id":
+                guard let id = PeerID(bytes: value) else {
+                    throw .invalidParameter("peer_id", "must be 20 bytes, got \(value.count)")
+                }
+                peerID = id
+            case "port":
+                guard let number = Self.integer(value), number >= 1, number <= 65535 else {
+                    throw .invalidParameter("port", "must be a number from 1 to 65535")
+                }
+                port = UInt16(number)
+            case "uploaded", "downloaded", "left":
+                guard let number = Self.integer(value), number >= 0 else {
+                    throw .invalidParameter(name, "must be a non-negative number")
+                }
+                if name == "uploaded" { request.uploaded = number }
+                if name == "downloaded" { request.downloaded = number }
+                if name == "left" { request.left = number }
+            case "event":
+                guard let text = String(validating: value, as: UTF8.self), let event = AnnounceEvent(rawValue: text) else {
+                    throw .invalidParameter("event", "must be started, stopped, completed or empty")
+                }
+                request.event = event
+            case "numwant":
+                // Negative or huge values are clamped by the tracker, not refused: clients send -1.
+                guard let text = String(validating: value, as: UTF8.self), let number = Int64(text) else {
+                    throw .invalidParameter("numwant", "must be a number")
+                }
+                request.numWant = Int(clamping: number)
+            case "compact":
+                request.compact = value != Array("0".utf8)
+            case "no_peer_id":
+                request.noPeerID = value == Array("1".utf8)
+            case "ip":
+                request.ip = String(validating: value, as: UTF8.self)
+            case "key":
+                request.key = String(decoding: value.prefix(64), as: UTF8.self)
+            default:
+                break
+            }
+        }
+        guard let infoHash else { throw .missingParameter("info_hash") }
+        guard let peerID else { throw .missingParameter("peer_id") }
+        guard let port else { throw .missingParameter("port") }
+        self.init(infoHash: infoHash, peerID: peerID, port: port)
+        self.uploaded = request.uploaded
+        self.downloaded = request.downloaded
+        self.left = request.left
+        self.event = request.event
+        self.numWant = request.numWant
+        self.compact = request.compact
+        self.noPeerID = request.noPeerID
+        self.ip = request.ip
+        self.key = request.key
+    }
+
+    private struct Fields {
+        var uploaded: Int64 = 0
+        var downloaded: Int64 = 0
+        var left: Int64?
+        var event: AnnounceEvent = .none
+        var numWant: Int?
+        var compact = true
+        var noPeerID = false
+        var ip: String?
+        var key: String?
+    }
+
+    private static func integer(_ value: [UInt8]) -> Int64? {
+        guard value.count <= 20, let text = String(validating: value, as: UTF8.self) else { return nil }
+        return Int64(text)
+    }
+
+    /// The query string a client appends to the announce URL (after `?`).
+    public var query: String {
+        var parts = [
+            "info_hash=\(PercentEncoding.encode(infoHash.bytes))",
+            "peer_id=\(PercentEncoding.encode(peerID.bytes))",
+            "port=\(port)", "uploaded=\(uploaded)", "downloaded=\(downloaded)",
+        ]
+        if let left { parts.append("left=\(left)") }
+        if event != .none { parts.append("event=\(event.rawValue)") }
+        if let numWant { parts.append("numwant=\(numWant)") }
+        parts.append("compact=\(compact ? 1 : 0)")
+        if noPeerID { parts.append("no_peer_id=1") }
+        if let ip { parts.append("ip=\(PercentEncoding.encode(ip))") }
+        if let key { parts.append("key=\(PercentEncoding.encode(key))") }
+        return parts.joined(separator: "&")
+    }
+}
+
+/// A peer in an announce answer.
+public struct AnnouncedPeer: Hashable, Sendable {
+    public var address: PeerAddress
+    /// Only in non-compact answers without `no_peer_id`.
+    public var peerID: PeerID?
+
+    public init(address: PeerAddress, peerID: PeerID? = nil) {
+        self.address = address
+        self.peerID = peerID
+    }
+}
+
+/// A tracker's answer to an announce.
+public struct AnnounceResponse: Sendable, Equatable {
+    /// Seconds until the client should announce again.
+    public var interval: Int
+    public var minInterval: Int?
+    /// Seeders and leechers in the swarm, when the tracker says.
+    public var complete: Int?
+    public var incomplete: Int?
+    public var peers: [AnnouncedPeer]
+    public var warning: String?
+
+    public init(interval: Int, minInterval: Int? = nil, complete: Int? = nil, incomplete: Int? = nil,
+        peers: [AnnouncedPeer] = [], warning: String? = nil) {
+        self.interval = interval
+        self.minInterval = minInterval
+        self.complete = complete
+        self.incomplete = incomplete
+        self.peers = peers
+        self.warning = warning
+    }
+
+    /// The bencoded answer: `peers` (and `peers6` for IPv6 peers, BEP 7) compact when asked, else
+    /// a list of dictionaries, with peer ids unless `no_peer_id`.
+    public func encoded(compact: Bool, includePeerIDs: Bool) -> [UInt8] {
+        var dictionary: [[UInt8]: BencodeValue] = [Array("interval".utf8): .integer(Int64(interval))]
+        if let minInterval { dictionary[Array("min interval".utf8)] = .integer(Int64(minInterval)) }
+        if let complete { dictionary[Array("complete".utf8)] = .integer(Int64(complete)) }
+        if let incomplete { dictionary[Array("incomplete".utf8)] = .integer(Int64(incomplete)) }
+        if let warning { dictionary[Array("warning message".utf8)] = .string(warning) }
+        if compact {
+            dictionary[Array("peers".utf8)] = .bytes(peers.filter(\.address.isIPv4).flatMap(\.address.compact))
+            let v6 = peers.filter { !$0.address.isIPv4 }
+            if !v6.isEmpty { dictionary[Array("peers6".utf8)] = .bytes(v6.flatMap(\.address.compact)) }
+        } else {
+            dictionary[Array("peers".utf8)] = .list(peers.map { peer in
+                var entry: [[UInt8]: BencodeValue] = [
+                    Array("ip".utf8): .string(peer.address.host), Array("port".utf8): .integer(Int64(peer.address.port)),
+                ]
+                if includePeerIDs, let id = peer.peerID { entry[Array("peer id".utf8)] = .bytes(id.bytes) }
+                return .dictionary(entry)
+            })
+        }
+        return BencodeValue.dictionary(dictionary).encoded()
+    }
+
+    /// The most peers a client accepts from one answer; beyond that the answer is hostile.
+    public static let maxPeers = 10_000
+
+    /// Reads a tracker's answer: compact (`peers`, `peers6`) or dictionary peer lists.
+    public init(decoding bytes: some Collection<UInt8>) throws(TrackerResponseError) {
+        let root: BencodeNode
+        do {
+            root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 4 << 20, maxDepth: 8)).decode(bytes)
+        } catch {
+            throw .malformed(error.description)
+        }
+        guard root.entries != nil else { throw .malformed("not a dictionary") }
+        if let failure = root["failure reason"] {
+            throw .failure(String(decoding: failure.bytes ?? [], as: UTF8.self))
+        }
+        guard let interval = root["interval"]?.integer, interval >= 0 else {
+            throw .malformed("no valid 'interval'")
+        }
+        self.interval = Int(clamping: interval)
+        self.minInterval = root["min interval"]?.integer.map { Int(clamping: $0) }
+        self.complete = root["complete"]?.integer.map { Int(clamping: $0) }
+        self.incomplete = root["incomplete"]?.integer.map { Int(clamping: $0) }
+        self.warning = root["warning message"]?.bytes.map { String(decoding: $0, as: UTF8.self) }
+        var peers: [AnnouncedPeer] = []
+        if let node = root["peers"] {
+            if let compact = node.bytes {
+                peers += try Self.compactPeers(compact, width: 6, field: "peers")
+            } else if let list = node.list {
+                for entry in list.prefix(Self.maxPeers) {
+                    guard let host = entry["ip"]?.bytes.flatMap({ String(validating: $0, as: UTF8.self) }),
+                        let port = entry["port"]?.integer, (1...65535).contains(port),
+                        let address = PeerAddress(host: host, port: UInt16(port))
+                    else { continue }  // a hostname or a bad entry: skip it, keep the rest
+                    peers.append(AnnouncedPeer(address: address, peerID: entry["peer id"]?.bytes.flatMap { PeerID(bytes: $0) }))
+                }
+            } else {
+                throw .malformed("'peers' is neither a string nor a list")
+            }
+        }
+        if let v6 = root["peers6"]?.bytes { peers += try Self.compactPeers(v6, width: 18, field: "peers6") }
+        self.peers = Array(peers.prefix(Self.maxPeers))
+    }
+
+    private static func compactPeers(_ bytes: [UInt8], width: Int, field: String) throws(TrackerResponseError) -> [AnnouncedPeer] {
+        guard bytes.count % width == 0 else {
+            throw .malformed("'\(field)' has \(bytes.count) bytes, not a multiple of \(width)")
+        }
+        var peers: [AnnouncedPeer] = []
+        var offset = 0
+        while offset < bytes.count && peers.count < maxPeers {
+            let port = UInt16(bytes[offset + width - 2]) << 8 | UInt16(bytes[offset + width - 1])
+            if port != 0, let address = PeerAddress(ip: Array(bytes[offset..<(offset + width - 2)]), port: port) {
+                peers.append(AnnouncedPeer(address: address))
+            }
+            offset += width
+        }
+        return peers
+    }
+}
+
+/// The answer that refuses a request, in the form every client shows to its user.
+public func failureResponse(_ reason: String) -> [UInt8] {
+    BencodeValue.dictionary([Array("failure reason".utf8): .string(reason)]).encoded()
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import Tracker
+
+struct TrackerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tracker",
+        abstract: "Run an HTTP BitTorrent tracker (BEP 3/23/7/48) for a site.",
+        discussion: """
+            Serves /announce and /scrape to any BitTorrent client, /stats (an HTML page; ?format=json for \
+            JSON) and /metrics (Prometheus). Open by default: any torrent is tracked. With --allow, only \
+            the torrents listed (a file of hex info-hashes, one per line, or a folder of .torrent files); \
+            send SIGHUP to reload the list without losing the peers. SIGINT or SIGTERM stops it.
+            """)
+
+    @Option(help: "Address and port to listen on.")
+    var listen: String = "0.0.0.0:6969"
+
+    @Option(help: "Serve only these torrents: a file of hex info-hashes or a folder of .torrent files.")
+    var allow: String?
+
+    @Option(help: "Seconds between announces that clients are told.")
+    var interval: Int = 1800
+
+    @Option(name: .customLong("min-interval"), help: "Seconds a client must wait at least between announces.")
+    var minInterval: Int = 60
+
+    @Option(name: .customLong("max-torrents"), help: "Most torrents tracked at once; beyond it new ones are refused.")
+    var maxTorrents: Int = 100_000
+
+    @Option(name: .customLong("max-peers"), help: "Most peers stored per torrent.")
+    var maxPeers: Int = 50_000
+
+    @Flag(name: .customLong("accept-ip-param"),
+        help: "Honour the announce 'ip' parameter (off: clients are seen at their connection's address).")
+    var acceptIPParameter = false
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard HostPort(listen) != nil else { throw ValidationError("--listen must be HOST:PORT, such as 0.0.0.0:6969 or [::]:6969.") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
+        guard interval >= 10, minInterval >= 1, minInterval <= interval else {
+            throw ValidationError("--interval must be at least 10 s and --min-interval from 1 s to the interval.")
+        }
+        guard maxTorrents >= 1, maxPeers >= 1 else { throw ValidationError("limits must be at least 1.") }
+    }
+
+    func run() async throws {
+        let logger = makeLogger(label: "vmswarm.tracker", level: logLevel)
+        var configuration = TrackerConfiguration()
+        configuration.interval = interval
+        configuration.minInterval = minInterval
+        configuration.maxTorrents = maxTorrents
+        configuration.maxPeersPerTorrent = maxPeers
+        configuration.acceptIPParameter = acceptIPParameter
+        if let allow {
+            configuration.allowlist = try CLIError.wrap { try Allowlist.load(allow) }
+        }
+        let address = HostPort(listen)!
+        let server = try await CLIError.wrapAsync("cannot listen on \(listen)") {
+            try await TrackerServer.start(host: address.host, port: address.port, configuration: configuration, logger: logger)
+        }
+        if let allow {
+            logger.info("allowlist mode", metadata: ["torrents": "\(configuration.allowlist?.count ?? 0)", "source": "\(allow)"])
+        }
+
+        let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
+        for await signal in signals.stream {
+            if signal == SIGHUP {
+                guard let allow else {
+                    logger.info("SIGHUP: open mode, nothing to reload")
+                    continue
+                }
+                do {
+                    server.service.setAllowlist(try Allowlist.load(allow))
+                } catch {
+                    logger.error("SIGHUP: allowlist not reloaded, keeping the previous one", metadata: ["error": "\(error)"])
+                }
+                continue
+            }
+            logger.info("shutting down", metadata: ["signal": "\(signal == SIGINT ? "SIGINT" : "SIGTERM")"])
+            break
+        }
+        await server.shutdown()
+    }
+}
+
+/// `HOST:PORT`, with IPv6 hosts in brackets.
+struct HostPort {
+    let host: String
+    let port: Int
+
+    init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.host = host
+        self.port = port
+    }
+}
+
+/// Turns POSIX signals into an async sequence (the default action of each is disabled).
+final class SignalWatcher {
+    let stream: AsyncStream<Int32>
+    private let sources: [any DispatchSourceSignal]
+
+    init(_ signals: [Int32]) {
+        let (stream, continuation) = AsyncStream<Int32>.makeStream()
+        self.stream = stream
+        sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            return source
+        }
+    }
+}
+
+/// swift-log to standard error, once per process.
+func makeLogger(label: String, level: String) -> Logger {
+    LoggingBootstrap.once
+    var logger = Logger(label: label)
+    logger.logLevel = Logger.Level(rawValue: level) ?? .info
+    return logger
+}
+
+enum LoggingBootstrap {
+    static let once: Void = { LoggingSystem.bootstrap(StreamLogHandler.standardError) }()
+}
