@@ -78,7 +78,9 @@ public struct TrackerState: Sendable {
             swarms[request.infoHash] = Swarm()
         }
         let entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now)
-        let wanted = min(max(request.numWant ?? configuration.defaultNumWant, 0), configuration.maxNumWant)
+        // numwant: absent or negative (clients send -1) means the default; more than the cap, the cap.
+        let requested = request.numWant.flatMap { $0 < 0 ? nil : $0 } ?? configuration.defaultNumWant
+        let wanted = min(requested, configuration.maxNumWant)
         let limit = configuration.maxPeersPerTorrent
         // Dictionary's defaulted subscript changes the swarm in place, never copying its tables.
         let stored = swarms[request.infoHash, default: Swarm()].upsert(
