@@ -1,0 +1,213 @@
+import Foundation
+import Logging
+import Metainfo
+import NIOCore
+import NIOPosix
+import TestSupport
+import Testing
+import TrackerClient
+import TrackerProtocol
+
+@testable import Tracker
+
+/// A blocking TCP exchange on loopback, for sending exactly the bytes a hostile client would.
+enum RawTCP {
+    /// Sends `chunks` (pausing `pause` between them) and reads until the server closes or `timeout`.
+    static func exchange(port: Int, chunks: [[UInt8]], pause: Double = 0, timeout: Double = 5) -> (response: String, closedBy: Double) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return ("connect failed", 0) }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let start = Date()
+        for chunk in chunks {
+            if chunk.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) < 0 { break }
+            if pause > 0 { Thread.sleep(forTimeInterval: pause) }
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while Date().timeIntervalSince(start) < timeout {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received += buffer[0..<count]
+            if let text = String(bytes: received, encoding: .isoLatin1), text.contains("\r\n\r\n"),
+                let length = text.range(of: "Content-Length: ").map({ Int(text[$0.upperBound...].prefix { $0.isNumber }) ?? 0 }),
+                let headerEnd = text.range(of: "\r\n\r\n"), text[headerEnd.upperBound...].utf8.count >= length,
+                !text.contains("Connection: close")
+            { break }
+        }
+        return (String(decoding: received, as: UTF8.self), Date().timeIntervalSince(start))
+    }
+
+    static func get(port: Int, _ target: String) -> String {
+        exchange(port: port, chunks: [Array("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)]).response
+    }
+}
+
+let silentLogger: Logger = {
+    var logger = Logger(label: "test")
+    logger.logLevel = .critical
+    return logger
+}()
+
+@Suite(.serialized) struct TrackerServerTests {
+    func withServer(
+        _ configure: (inout TrackerConfiguration, inout TrackerServer.Limits) -> Void = { _, _ in },
+        _ body: (TrackerServer) async throws -> Void
+    ) async throws {
+        var configuration = TrackerConfiguration()
+        var limits = TrackerServer.Limits()
+        configure(&configuration, &limits)
+        let server = try await TrackerServer.start(
+            host: "127.0.0.1", port: 0, configuration: configuration, limits: limits, logger: silentLogger)
+        do {
+            try await body(server)
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+        await server.shutdown()
+    }
+
+    @Test func clientsLearnOfEachOtherOverHTTP() async throws {
+        try await withServer { server in
+            let url = "http://127.0.0.1:\(server.port)/announce"
+            let client = TrackerClient(tiers: [[url]], group: MultiThreadedEventLoopGroup.singleton, logger: silentLogger)
+            var first = AnnounceRequest(infoHash: torrentA, peerID: peerID(1), port: 7001)
+            first.left = 0
+            first.event = .started
+            _ = try await client.announce(first)
+            var second = AnnounceRequest(infoHash: torrentA, peerID: peerID(2), port: 7002)
+            second.left = 10
+            let (tracker, answer) = try await client.announce(second)
+            #expect(tracker == url)
+            #expect(answer.peers.map(\.address.description) == ["127.0.0.1:7001"])
+            #expect((answer.complete, answer.incomplete) == (1, 1))
+            let scrape = try await client.scrape([torrentA, torrentB])
+            #expect(scrape.files == [torrentA: ScrapeStats(complete: 1, downloaded: 0, incomplete: 1)])
+            let stats = RawTCP.get(port: server.port, "/stats?format=json")
+            #expect(stats.contains("\"seeders\":1"))
+            let metrics = RawTCP.get(port: server.port, "/metrics")
+            #expect(metrics.contains("vmswarm_tracker_announces_total 2"))
+            #expect(metrics.contains("vmswarm_tracker_scrapes_total 1"))
+            let html = RawTCP.get(port: server.port, "/stats")
+            #expect(html.contains("text/html") && html.contains("announces/s"))
+        }
+    }
+
+    @Test func hostileRequestsGetClearAnswersAndAreCounted() async throws {
+        try await withServer { server in
+            let port = server.port
+            #expect(RawTCP.get(port: port, "/announce?info_hash=%01&peer_id=x&port=1").contains("failure reason"))
+            #expect(RawTCP.get(port: port, "/announce?\(hashQueryA)&peer_id=-TT0001-abcdefghijkl&port=0").contains("invalid 'port'"))
+            #expect(RawTCP.get(port: port, "/announce?%zz").contains("malformed query"))
+            #expect(RawTCP.get(port: port, "/nowhere").contains("404"))
+            let post = RawTCP.exchange(port: port, chunks: [Array("POST /announce HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc".utf8)]).response
+            #expect(post.contains("405"))
+            let longURL = "/announce?" + String(repeating: "a", count: 100 * 1024)
+            let long = RawTCP.exchange(port: port, chunks: [Array("GET \(longURL) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)]).response
+            #expect(long.contains(" 414 ") || long.contains(" 400 "), "100 KiB URL: \(long.prefix(80))")
+            let garbage = RawTCP.exchange(port: port, chunks: [Array("\u{01}\u{02}GARBAGE\r\n\r\n".utf8)]).response
+            #expect(garbage.contains(" 400 ") || garbage.isEmpty)
+            let metrics = RawTCP.get(port: port, "/metrics")
+            #expect(metrics.contains("reason=\"invalid_info_hash\""))
+            #expect(metrics.contains("reason=\"invalid_port\""))
+            #expect(metrics.contains("reason=\"malformed_query\""))
+            #expect(metrics.contains("status=\"405\""))
+            #expect(metrics.contains("status=\"404\""))
+            // Still serving after all that.
+            #expect(RawTCP.get(port: port, "/").contains("200 OK"))
+        }
+    }
+
+    @Test func slowClientsAreCutOff() async throws {
+        try await withServer({ _, limits in limits.requestTimeout = .milliseconds(800) }) { server in
+            let request = Array("GET /announce?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            let (_, closedAfter) = RawTCP.exchange(port: server.port, chunks: request.map { [$0] }, pause: 0.1, timeout: 8)
+            #expect(closedAfter < 3, "a client sending a byte every 0.1 s was closed after \(closedAfter) s")
+            #expect(RawTCP.get(port: server.port, "/metrics").contains("status=\"408\""))
+        }
+    }
+
+    @Test func aFloodOfInfoHashesStaysBounded() async throws {
+        try await withServer({ configuration, _ in configuration.maxTorrents = 200 }) { server in
+            let group = MultiThreadedEventLoopGroup.singleton
+            let client = TrackerClient(tiers: [["http://127.0.0.1:\(server.port)/announce"]], group: group, logger: silentLogger)
+            var refused = 0
+            for n in 0..<400 {
+                var bytes = [UInt8](repeating: 0, count: 20)
+                bytes[0] = UInt8(n & 0xFF)
+                bytes[1] = UInt8(n >> 8)
+                let request = AnnounceRequest(infoHash: InfoHash(bytes: bytes)!, peerID: peerID(n), port: 9000)
+                do { _ = try await client.announce(request) } catch { refused += 1 }
+            }
+            #expect(refused == 200)
+            #expect(server.service.snapshot().torrents == 200)
+            #expect(RawTCP.get(port: server.port, "/metrics").contains("reason=\"tracker_full\""))
+        }
+    }
+
+    @Test func allowlistModeRefusesOthers() async throws {
+        try await withServer({ configuration, _ in configuration.allowlist = [torrentA] }) { server in
+            #expect(RawTCP.get(port: server.port, "/announce?\(hashQueryB)&peer_id=-TT0001-abcdefghijkl&port=5").contains("unregistered torrent"))
+            #expect(RawTCP.get(port: server.port, "/announce?\(hashQueryA)&peer_id=-TT0001-abcdefghijkl&port=5").contains("8:interval"))
+            server.service.setAllowlist([torrentB])
+            #expect(RawTCP.get(port: server.port, "/announce?\(hashQueryB)&peer_id=-TT0001-abcdefghijkl&port=5").contains("8:interval"))
+        }
+    }
+}
+
+let hashQueryA = "info_hash=" + PercentEncoding.encode(torrentA.bytes)
+let hashQueryB = "info_hash=" + PercentEncoding.encode(torrentB.bytes)
+
+@Suite struct TrackerClientTests {
+    @Test func tiersFallBackAndRememberWhoAnswered() async throws {
+        let server = try await TrackerServer.start(host: "127.0.0.1", port: 0, configuration: TrackerConfiguration(), logger: silentLogger)
+        let good = "http://127.0.0.1:\(server.port)/announce"
+        let dead = "http://127.0.0.1:1/announce"
+        let client = TrackerClient(tiers: [[dead], ["udp://127.0.0.1:2/announce", good]], group: MultiThreadedEventLoopGroup.singleton, logger: silentLogger)
+        let (tracker, _) = try await client.announce(AnnounceRequest(infoHash: torrentA, peerID: peerID(1), port: 1))
+        #expect(tracker == good)
+        await server.shutdown()
+        do {
+            _ = try await client.announce(AnnounceRequest(infoHash: torrentA, peerID: peerID(1), port: 1))
+            Issue.record("announce succeeded with every tracker down")
+        } catch {
+            #expect(error.failures.count == 3)
+            #expect(error.description.contains("UDP trackers (BEP 15) are not supported yet"))
+        }
+    }
+
+    @Test func tierOrderFollowsBEP12() {
+        var random = SplitMix64(seed: 3)
+        var tiers = TrackerTiers([["a", "b", "c"], [], ["d"]], using: &random)
+        #expect(tiers.tiers.count == 2)
+        #expect(Set(tiers.tiers[0]) == ["a", "b", "c"])
+        tiers.succeeded("c")
+        #expect(tiers.tiers[0].first == "c")
+        #expect(tiers.order.last == "d")
+    }
+
+    @Test func backoffDoublesWithJitterAndCaps() {
+        var random = SplitMix64(seed: 9)
+        let policy = RetryPolicy()
+        for (failures, base) in [(1, 15.0), (2, 30.0), (3, 60.0), (8, 1800.0), (100, 1800.0)] {
+            let delay = policy.delay(afterFailures: failures, using: &random)
+            #expect(delay >= base * 0.9 && delay <= base * 1.1, "\(failures) failures: \(delay)")
+        }
+        #expect(policy.delay(afterInterval: 30, minInterval: 60) == 60)
+    }
+
+    @Test func scrapeURLConvention() {
+        #expect(TrackerClient.scrapeURL(forAnnounce: "http://t/announce") == "http://t/scrape")
+        #expect(TrackerClient.scrapeURL(forAnnounce: "http://t/x/announce.php?k=1") == "http://t/x/scrape.php?k=1")
+        #expect(TrackerClient.scrapeURL(forAnnounce: "http://t/a") == nil)
+    }
+}
