@@ -77,7 +77,10 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Runs the built `vmswarm` binary and real BitTorrent tools; kept apart so unit tests stay fast.
-        .testTarget(name: "CLITests", dependencies: ["vmswarm", "Metainfo", "Bencode", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: [
+            "vmswarm", "Metainfo", "Bencode", "Tracker", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ],
     swiftLanguageModes: [.v6]
 )

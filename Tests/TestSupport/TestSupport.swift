@@ -107,3 +107,107 @@ public let vmswarmBinary: String = {
     if folder.lastPathComponent.hasSuffix(".xctest") { folder = folder.deletingLastPathComponent() }
     return folder.appendingPathComponent("vmswarm").path
 }()
+
+/// A program running in the background for the length of a test; output goes to files in `folder`.
+public final class BackgroundProcess: @unchecked Sendable {
+    public let process = Process()
+    public let outputPath: String
+
+    public init(_ executable: String, _ arguments: [String], in directory: String? = nil, logTo outputPath: String) throws {
+        self.outputPath = outputPath
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        process.standardInput = FileHandle.nullDevice
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+    }
+
+    public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    /// Waits up to `seconds` for the process to exit by itself; true if it did.
+    public func wait(seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.1) }
+        return !process.isRunning
+    }
+
+    public func stop() {
+        if process.isRunning { process.terminate() }
+        if !wait(seconds: 5) { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+}
+
+/// Polls `condition` every 0.2 s for up to `seconds`.
+public func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    repeat {
+        if try condition() { return true }
+        Thread.sleep(forTimeInterval: 0.2)
+    } while Date() < deadline
+    return try condition()
+}
+
+/// A TCP port that was free a moment ago, for programs that need one on their command line.
+public func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+            bind(fd, pointer, length)
+            return getsockname(fd, pointer, &length)
+        }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// SHA-256 of a file, through the system's sha256sum.
+public func sha256(_ path: String) throws -> String {
+    let result = try runProcess("/usr/bin/sha256sum", [path])
+    return String(result.stdout.prefix(64))
+}
+
+/// A network namespace of the test's own, with one 10.x address on its loopback interface: real
+/// clients that refuse 127.0.0.0/8 peers (Transmission does) can meet there, and no packet leaves it.
+/// Needs root; deleted by `remove()`.
+public final class TestNamespace: Sendable {
+    public let name: String
+    public let address: String
+
+    public init(address: String = "10.77.0.1") throws {
+        name = "vmswarm-test-\(UInt32.random(in: 0...UInt32.max))"
+        self.address = address
+        for command in [["netns", "add", name], ["-n", name, "link", "set", "lo", "up"], ["-n", name, "addr", "add", "\(address)/32", "dev", "lo"]] {
+            let result = try runProcess("/usr/sbin/ip", command)
+            guard result.status == 0 else {
+                _ = try? runProcess("/usr/sbin/ip", ["netns", "del", name])
+                throw NamespaceError(description: "ip \(command.joined(separator: " ")) failed (root needed): \(result.stderr)")
+            }
+        }
+    }
+
+    public struct NamespaceError: Error, CustomStringConvertible { public let description: String }
+
+    /// `executable arguments` run inside the namespace (through `ip netns exec`).
+    public func command(_ executable: String, _ arguments: [String]) -> (String, [String]) {
+        ("/usr/sbin/ip", ["netns", "exec", name, executable] + arguments)
+    }
+
+    public func remove() {
+        _ = try? runProcess("/usr/sbin/ip", ["netns", "pids", name]).stdout.split(separator: "\n").forEach {
+            if let pid = Int32($0) { kill(pid, SIGKILL) }
+        }
+        _ = try? runProcess("/usr/sbin/ip", ["netns", "del", name])
+    }
+}
