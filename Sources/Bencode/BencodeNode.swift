@@ -19,24 +19,42 @@ public struct BencodeNode: Sendable {
         self.content = content
     }
 
+    // The accessors below are kept out of line: inlined into another module (cross-module
+    // optimization in release builds), they crash the Swift 6.3.1 optimizer's ownership verifier.
     public var integer: Int64? {
-        if case .integer(let value) = content { return value }
-        return nil
+        @inline(never) get {
+            switch content {
+            case .integer(let value): value
+            default: nil
+            }
+        }
     }
 
     public var bytes: [UInt8]? {
-        if case .bytes(let value) = content { return value }
-        return nil
+        @inline(never) get {
+            switch content {
+            case .bytes(let value): value
+            default: nil
+            }
+        }
     }
 
     public var list: [BencodeNode]? {
-        if case .list(let value) = content { return value }
-        return nil
+        @inline(never) get {
+            switch content {
+            case .list(let value): value
+            default: nil
+            }
+        }
     }
 
     public var entries: [BencodeEntry]? {
-        if case .dictionary(let value) = content { return value }
-        return nil
+        @inline(never) get {
+            switch content {
+            case .dictionary(let value): value
+            default: nil
+            }
+        }
     }
 
     /// The first dictionary entry whose key is `key` in UTF-8, or nil (also when this is not a dictionary).

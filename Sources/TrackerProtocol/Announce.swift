@@ -199,48 +199,58 @@ public struct AnnounceResponse: Sendable, Equatable {
 
     /// Reads a tracker's answer: compact (`peers`, `peers6`) or dictionary peer lists.
     public init(decoding bytes: some Collection<UInt8>) throws(TrackerResponseError) {
-        let root: BencodeNode
-        do {
-            root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 4 << 20, maxDepth: 8)).decode(bytes)
-        } catch {
-            throw .malformed(error.description)
-        }
-        guard root.entries != nil else { throw .malformed("not a dictionary") }
-        if let failure = root["failure reason"] {
-            throw .failure(String(decoding: failure.bytes ?? [], as: UTF8.self))
-        }
-        guard let interval = root["interval"]?.integer, interval >= 0 else {
-            throw .malformed("no valid 'interval'")
-        }
-        self.interval = Int(clamping: interval)
-        self.minInterval = root["min interval"]?.integer.map { Int(clamping: $0) }
-        self.complete = root["complete"]?.integer.map { Int(clamping: $0) }
-        self.incomplete = root["incomplete"]?.integer.map { Int(clamping: $0) }
-        self.warning = root["warning message"]?.bytes.map { String(decoding: $0, as: UTF8.self) }
-        var peers: [AnnouncedPeer] = []
-        if let node = root["peers"] {
-            if let compact = node.bytes {
-                peers += try Self.compactPeers(compact, width: 6, field: "peers")
-            } else if let list = node.list {
-                for entry in list.prefix(Self.maxPeers) {
-                    guard let host = entry["ip"]?.bytes.flatMap({ String(validating: $0, as: UTF8.self) }),
-                        let port = entry["port"]?.integer, (1...65535).contains(port),
-                        let address = PeerAddress(host: host, port: UInt16(port))
-                    else { continue }  // a hostname or a bad entry: skip it, keep the rest
-                    peers.append(AnnouncedPeer(address: address, peerID: entry["peer id"]?.bytes.flatMap { PeerID(bytes: $0) }))
-                }
-            } else {
-                throw .malformed("'peers' is neither a string nor a list")
-            }
-        }
-        if let v6 = root["peers6"]?.bytes { peers += try Self.compactPeers(v6, width: 18, field: "peers6") }
-        self.peers = Array(peers.prefix(Self.maxPeers))
+        self = try Self.parse(try decodeTrackerAnswer(bytes))
     }
 
-    private static func compactPeers(_ bytes: [UInt8], width: Int, field: String) throws(TrackerResponseError) -> [AnnouncedPeer] {
-        guard bytes.count % width == 0 else {
-            throw .malformed("'\(field)' has \(bytes.count) bytes, not a multiple of \(width)")
+    private static func parse(_ root: BencodeNode) throws(TrackerResponseError) -> AnnounceResponse {
+        let interval = root["interval"]?.integer ?? -1
+        guard interval >= 0 else { throw .malformed("no valid 'interval'") }
+        var response = AnnounceResponse(interval: Int(clamping: interval))
+        response.minInterval = root["min interval"]?.integer.map { Int(clamping: $0) }
+        response.complete = root["complete"]?.integer.map { Int(clamping: $0) }
+        response.incomplete = root["incomplete"]?.integer.map { Int(clamping: $0) }
+        response.warning = root["warning message"]?.bytes.map { String(decoding: $0, as: UTF8.self) }
+        response.peers = try peerLists(v4: root["peers"], v6: root["peers6"]).get()
+        response.peers = Array(response.peers.prefix(maxPeers))
+        return response
+    }
+
+    private static func peerLists(v4: BencodeNode?, v6: BencodeNode?) -> Result<[AnnouncedPeer], TrackerResponseError> {
+        var peers: [AnnouncedPeer] = []
+        switch v4?.content {
+        case nil:
+            break
+        case .bytes(let compact)?:
+            guard let decoded = compactPeers(compact, width: 6) else { return .failure(malformedCompact("peers", compact.count, 6)) }
+            peers = decoded
+        case .list(let list)?:
+            peers = list.prefix(maxPeers).compactMap(dictionaryPeer)
+        default:
+            return .failure(.malformed("'peers' is neither a string nor a list"))
         }
+        if case .bytes(let compact)? = v6?.content {
+            guard let decoded = compactPeers(compact, width: 18) else { return .failure(malformedCompact("peers6", compact.count, 18)) }
+            peers += decoded
+        }
+        return .success(peers)
+    }
+
+    /// A peer of the dictionary model; nil for a hostname or a bad entry, which is skipped.
+    private static func dictionaryPeer(_ entry: BencodeNode) -> AnnouncedPeer? {
+        guard let host = entry["ip"]?.bytes.flatMap({ String(validating: $0, as: UTF8.self) }),
+            let port = entry["port"]?.integer, (1...65535).contains(port),
+            let address = PeerAddress(host: host, port: UInt16(port))
+        else { return nil }
+        return AnnouncedPeer(address: address, peerID: entry["peer id"]?.bytes.flatMap { PeerID(bytes: $0) })
+    }
+
+    private static func malformedCompact(_ field: String, _ count: Int, _ width: Int) -> TrackerResponseError {
+        .malformed("'\(field)' has \(count) bytes, not a multiple of \(width)")
+    }
+
+    /// Peers of the compact model, or nil when the length is not a multiple of `width`.
+    private static func compactPeers(_ bytes: [UInt8], width: Int) -> [AnnouncedPeer]? {
+        guard bytes.count % width == 0 else { return nil }
         var peers: [AnnouncedPeer] = []
         var offset = 0
         while offset < bytes.count && peers.count < maxPeers {
@@ -252,6 +262,21 @@ public struct AnnounceResponse: Sendable, Equatable {
         }
         return peers
     }
+}
+
+/// Decodes a tracker's bencoded answer, turning `failure reason` into an error.
+func decodeTrackerAnswer(_ bytes: some Collection<UInt8>) throws(TrackerResponseError) -> BencodeNode {
+    let root: BencodeNode
+    do {
+        root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 4 << 20, maxDepth: 8)).decode(bytes)
+    } catch {
+        throw .malformed(error.description)
+    }
+    guard root.entries != nil else { throw .malformed("not a dictionary") }
+    if let failure = root["failure reason"] {
+        throw .failure(String(decoding: failure.bytes ?? [], as: UTF8.self))
+    }
+    return root
 }
 
 /// The answer that refuses a request, in the form every client shows to its user.

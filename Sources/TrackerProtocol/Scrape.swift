@@ -56,13 +56,7 @@ public struct ScrapeResponse: Sendable, Equatable {
     }
 
     public init(decoding bytes: some Collection<UInt8>) throws(TrackerResponseError) {
-        let root: BencodeNode
-        do {
-            root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 4 << 20, maxDepth: 8)).decode(bytes)
-        } catch {
-            throw .malformed(error.description)
-        }
-        if let failure = root["failure reason"] { throw .failure(String(decoding: failure.bytes ?? [], as: UTF8.self)) }
+        let root = try decodeTrackerAnswer(bytes)
         guard let entries = root["files"]?.entries else { throw .malformed("no 'files' dictionary") }
         var files: [InfoHash: ScrapeStats] = [:]
         for entry in entries {
