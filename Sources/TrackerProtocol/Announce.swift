@@ -173,6 +173,7 @@ public struct AnnounceResponse: Sendable, Equatable {
     /// The bencoded answer: `peers` (and `peers6` for IPv6 peers, BEP 7) compact when asked, else
     /// a list of dictionaries, with peer ids unless `no_peer_id`.
     public func encoded(compact: Bool, includePeerIDs: Bool) -> [UInt8] {
+        if compact { return encodedCompact() }
         var dictionary: [[UInt8]: BencodeValue] = [Array("interval".utf8): .integer(Int64(interval))]
         if let minInterval { dictionary[Array("min interval".utf8)] = .integer(Int64(minInterval)) }
         if let complete { dictionary[Array("complete".utf8)] = .integer(Int64(complete)) }
@@ -192,6 +193,39 @@ public struct AnnounceResponse: Sendable, Equatable {
             })
         }
         return BencodeValue.dictionary(dictionary).encoded()
+    }
+
+    /// The compact answer written directly, keys in their canonical order: this is the tracker's
+    /// hot path, and building a dictionary value to sort its keys cost more than the announce.
+    private func encodedCompact() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(96 + peers.count * 6)
+        func key(_ text: StaticString) {
+            out += Array(String(text.utf8CodeUnitCount).utf8)
+            out.append(UInt8(ascii: ":"))
+            out += UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)
+        }
+        func integer(_ value: Int) {
+            out.append(UInt8(ascii: "i"))
+            out += Array(String(value).utf8)
+            out.append(UInt8(ascii: "e"))
+        }
+        func bytes(_ value: [UInt8]) {
+            out += Array(String(value.count).utf8)
+            out.append(UInt8(ascii: ":"))
+            out += value
+        }
+        out.append(UInt8(ascii: "d"))
+        if let complete { key("complete"); integer(complete) }
+        if let incomplete { key("incomplete"); integer(incomplete) }
+        key("interval"); integer(interval)
+        if let minInterval { key("min interval"); integer(minInterval) }
+        key("peers"); bytes(peers.filter(\.address.isIPv4).flatMap(\.address.compact))
+        let v6 = peers.filter { !$0.address.isIPv4 }
+        if !v6.isEmpty { key("peers6"); bytes(v6.flatMap(\.address.compact)) }
+        if let warning { key("warning message"); bytes(Array(warning.utf8)) }
+        out.append(UInt8(ascii: "e"))
+        return out
     }
 
     /// The most peers a client accepts from one answer; beyond that the answer is hostile.

@@ -37,6 +37,9 @@ struct TrackerCommand: AsyncParsableCommand {
         help: "Honour the announce 'ip' parameter (off: clients are seen at their connection's address).")
     var acceptIPParameter = false
 
+    @Option(help: "Event-loop threads (default: one per core).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -47,6 +50,7 @@ struct TrackerCommand: AsyncParsableCommand {
             throw ValidationError("--interval must be at least 10 s and --min-interval from 1 s to the interval.")
         }
         guard maxTorrents >= 1, maxPeers >= 1 else { throw ValidationError("limits must be at least 1.") }
+        guard (1...256).contains(threads) else { throw ValidationError("--threads must be from 1 to 256.") }
     }
 
     func run() async throws {
@@ -60,9 +64,12 @@ struct TrackerCommand: AsyncParsableCommand {
         if let allow {
             configuration.allowlist = try CLIError.wrap { try Allowlist.load(allow) }
         }
-        let address = HostPort(listen)!
+        guard let address = HostPort(listen) else { throw CLIError("--listen must be HOST:PORT") }
+        var limits = TrackerServer.Limits()
+        limits.threads = threads
         let server = try await CLIError.wrapAsync("cannot listen on \(listen)") {
-            try await TrackerServer.start(host: address.host, port: address.port, configuration: configuration, logger: logger)
+            try await TrackerServer.start(
+                host: address.host, port: address.port, configuration: configuration, limits: limits, logger: logger)
         }
         if let allow {
             logger.info("allowlist mode", metadata: ["torrents": "\(configuration.allowlist?.count ?? 0)", "source": "\(allow)"])

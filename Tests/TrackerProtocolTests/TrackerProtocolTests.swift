@@ -158,3 +158,28 @@ func refusal(_ query: String) -> TrackerRequestError? {
         }
     }
 }
+
+@Suite struct CompactEncodingTests {
+    /// The hand-written compact encoder must equal the canonical generic encoding, field for field.
+    @Test func fastPathIsCanonical() {
+        let v4 = PeerAddress(host: "10.1.2.3", port: 6881)!
+        let v6 = PeerAddress(host: "2001:db8::1", port: 443)!
+        let variants = [
+            AnnounceResponse(interval: 1800),
+            AnnounceResponse(interval: 1800, minInterval: 60, complete: 0, incomplete: 12, peers: [AnnouncedPeer(address: v4)]),
+            AnnounceResponse(interval: 5, minInterval: 1, complete: 3, incomplete: 4,
+                peers: [AnnouncedPeer(address: v6), AnnouncedPeer(address: v4)], warning: "slow down"),
+        ]
+        for response in variants {
+            var dictionary: [[UInt8]: BencodeValue] = [Array("interval".utf8): .integer(Int64(response.interval))]
+            if let value = response.minInterval { dictionary[Array("min interval".utf8)] = .integer(Int64(value)) }
+            if let value = response.complete { dictionary[Array("complete".utf8)] = .integer(Int64(value)) }
+            if let value = response.incomplete { dictionary[Array("incomplete".utf8)] = .integer(Int64(value)) }
+            if let value = response.warning { dictionary[Array("warning message".utf8)] = .string(value) }
+            dictionary[Array("peers".utf8)] = .bytes(response.peers.filter(\.address.isIPv4).flatMap(\.address.compact))
+            let v6Peers = response.peers.filter { !$0.address.isIPv4 }
+            if !v6Peers.isEmpty { dictionary[Array("peers6".utf8)] = .bytes(v6Peers.flatMap(\.address.compact)) }
+            #expect(response.encoded(compact: true, includePeerIDs: false) == BencodeValue.dictionary(dictionary).encoded())
+        }
+    }
+}
