@@ -58,10 +58,6 @@ public final class TrackerServer: Sendable {
             let channel = try await ServerBootstrap(group: loops)
                 .serverChannelOption(.backlog, value: 1024)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                // Accept up to 64 pending connections per wake-up: announces arrive as short bursts
-                // of new connections, and one accept per event-loop turn starves them.
-                .serverChannelOption(.maxMessagesPerRead, value: 64)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(

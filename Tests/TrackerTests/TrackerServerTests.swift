@@ -211,3 +211,31 @@ let hashQueryB = "info_hash=" + PercentEncoding.encode(torrentB.bytes)
         #expect(TrackerClient.scrapeURL(forAnnounce: "http://t/a") == nil)
     }
 }
+
+@Suite struct TrackerIPv6AndAllowlistTests {
+    @Test func ipv6PeersComeBackAsPeers6() async throws {
+        let server = try await TrackerServer.start(host: "::1", port: 0, configuration: TrackerConfiguration(), logger: silentLogger)
+        let client = TrackerClient(tiers: [["http://[::1]:\(server.port)/announce"]], group: MultiThreadedEventLoopGroup.singleton, logger: silentLogger)
+        do {
+            _ = try await client.announce(AnnounceRequest(infoHash: torrentA, peerID: peerID(1), port: 7001))
+            let (_, answer) = try await client.announce(AnnounceRequest(infoHash: torrentA, peerID: peerID(2), port: 7002))
+            #expect(answer.peers.map(\.address.description) == ["[0:0:0:0:0:0:0:1]:7001"])
+        } catch {
+            await server.shutdown()
+            throw error
+        }
+        await server.shutdown()
+    }
+
+    @Test func allowlistFromAFolderOfTorrentsOrAFileOfHashes() throws {
+        let hashes = try Allowlist.load(fixturesURL.appendingPathComponent("torrents").path)
+        #expect(hashes == Set(FixtureTorrent.all.compactMap { InfoHash(hex: $0.infoHash) }))
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        try "# comment\n\n\(torrentA.hex)  # trailing comment\n\(torrentB.hex.uppercased())\n".write(toFile: folder.file("list"), atomically: true, encoding: .utf8)
+        #expect(try Allowlist.load(folder.file("list")) == [torrentA, torrentB])
+        try "\(torrentA.hex)\nxyz\n".write(toFile: folder.file("bad"), atomically: true, encoding: .utf8)
+        #expect(throws: Allowlist.LoadError.self) { try Allowlist.load(folder.file("bad")) }
+        #expect(throws: Allowlist.LoadError.self) { try Allowlist.load(folder.file("missing")) }
+    }
+}
