@@ -75,10 +75,11 @@ public struct PieceIndex: Hashable, Comparable, Sendable, CustomStringConvertibl
     public var description: String { "piece \(value)" }
 }
 
-enum HexCoding {
+/// Hexadecimal digits to bytes and back (info-hashes, percent-escapes).
+public enum HexCoding {
     private static let digits = Array("0123456789abcdef".utf8)
 
-    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         var out: [UInt8] = []
         for byte in bytes {
             out.append(digits[Int(byte >> 4)])
@@ -87,7 +88,7 @@ enum HexCoding {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func decode(_ text: String) -> [UInt8]? {
+    public static func decode(_ text: String) -> [UInt8]? {
         let chars = Array(text.utf8)
         guard chars.count % 2 == 0 else { return nil }
         var out: [UInt8] = []
@@ -101,7 +102,8 @@ enum HexCoding {
         return out
     }
 
-    private static func nibble(_ char: UInt8) -> UInt8? {
+    /// The value of one hex digit (either case), or nil.
+    public static func nibble(_ char: UInt8) -> UInt8? {
         switch char {
         case UInt8(ascii: "0")...UInt8(ascii: "9"): char - UInt8(ascii: "0")
         case UInt8(ascii: "a")...UInt8(ascii: "f"): char - UInt8(ascii: "a") + 10

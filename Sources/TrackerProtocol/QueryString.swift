@@ -1,3 +1,5 @@
+import Metainfo
+
 /// URL query strings as trackers use them: values are raw bytes (an info-hash is 20 binary bytes
 /// percent-encoded), names are ASCII.
 public enum QueryString {
@@ -28,20 +30,11 @@ public enum QueryString {
                 out.append(byte)
                 continue
             }
-            guard let high = iterator.next().flatMap(hexValue), let low = iterator.next().flatMap(hexValue) else {
+            guard let high = iterator.next().flatMap(HexCoding.nibble), let low = iterator.next().flatMap(HexCoding.nibble) else {
                 throw .malformedQuery("a '%' is not followed by two hex digits")
             }
             out.append(high << 4 | low)
         }
         return out
-    }
-
-    private static func hexValue(_ char: UInt8) -> UInt8? {
-        switch char {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): char - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): char - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): char - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
