@@ -33,6 +33,11 @@ let package = Package(
             "Metainfo", "Storage",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // The BitTorrent peer wire protocol (BEP 3, 6, 10, 11) as a pure codec and per-connection rules.
+        .target(name: "PeerWire", dependencies: [
+            "Metainfo", "Bencode",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         // Tracker HTTP protocol as pure types: announce/scrape queries and answers, both directions.
         .target(name: "TrackerProtocol", dependencies: ["Bencode", "Metainfo"]),
         // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
@@ -69,6 +74,10 @@ let package = Package(
         .testTarget(name: "TorrentCreationTests", dependencies: [
             "TorrentCreation", "Metainfo", "Storage", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "PeerWireTests", dependencies: [
+            "PeerWire", "Metainfo", "Bencode", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "TrackerProtocolTests", dependencies: ["TrackerProtocol", "Metainfo", "Bencode", "TestSupport"]),
         .testTarget(name: "TrackerTests", dependencies: [

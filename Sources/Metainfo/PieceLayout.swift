@@ -1,3 +1,19 @@
+/// A block of a piece, as `request`, `cancel` and `reject` name it.
+public struct BlockRequest: Hashable, Sendable, CustomStringConvertible {
+    public let piece: PieceIndex
+    /// Offset of the block within its piece.
+    public let begin: Int
+    public let length: Int
+
+    public init(piece: PieceIndex, begin: Int, length: Int) {
+        self.piece = piece
+        self.begin = begin
+        self.length = length
+    }
+
+    public var description: String { "\(piece) [\(begin)+\(length)]" }
+}
+
 /// All of a torrent's geometry in one place: how the concatenated file data divides into pieces and
 /// blocks, and which file regions a byte range of that data covers (BEP 3: files in the order the
 /// torrent lists them, pieces running across file boundaries).
@@ -71,6 +87,27 @@ public struct PieceLayout: Hashable, Sendable {
     /// Number of 16 KiB blocks (the last one possibly shorter) in the piece.
     public func blockCount(of piece: PieceIndex) -> Int {
         (length(of: piece) + Self.blockLength - 1) / Self.blockLength
+    }
+
+    /// The largest block a peer may ask for; every client asks for 16 KiB, and libtorrent and
+    /// Transmission refuse more than 128 KiB.
+    public static let maxRequestLength = 128 << 10
+
+    /// The 16 KiB requests that cover a piece, in order.
+    public func blocks(of piece: PieceIndex) -> [BlockRequest] {
+        let length = length(of: piece)
+        return stride(from: 0, to: length, by: Self.blockLength).map {
+            BlockRequest(piece: piece, begin: $0, length: min(Self.blockLength, length - $0))
+        }
+    }
+
+    /// Whether `request` lies inside its piece, is non-empty and not longer than `maxRequestLength`.
+    public func isValid(_ request: BlockRequest) -> Bool {
+        guard contains(request.piece), request.begin >= 0, request.length > 0,
+            request.length <= Self.maxRequestLength
+        else { return false }
+        let (end, overflow) = request.begin.addingReportingOverflow(request.length)
+        return !overflow && end <= length(of: request.piece)
     }
 
     /// A region of one file.

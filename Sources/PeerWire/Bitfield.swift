@@ -1,0 +1,52 @@
+import Metainfo
+
+/// Which pieces a peer has: one bit per piece, high bit of the first byte is piece 0 (BEP 3).
+public struct Bitfield: Hashable, Sendable {
+    public let pieceCount: Int
+    public private(set) var bytes: [UInt8]
+    public private(set) var count: Int
+
+    public init(pieceCount: Int, all: Bool = false) {
+        precondition(pieceCount >= 0)
+        self.pieceCount = pieceCount
+        bytes = [UInt8](repeating: all ? 0xFF : 0, count: (pieceCount + 7) / 8)
+        count = all ? pieceCount : 0
+        if all, pieceCount % 8 != 0 { bytes[bytes.count - 1] = 0xFF << (8 - pieceCount % 8) }
+    }
+
+    public enum Problem: Error, Equatable, Sendable {
+        case wrongSize(expected: Int, got: Int)
+        case spareBitsSet
+    }
+
+    /// Reads a bitfield message's payload: exactly `ceil(pieceCount / 8)` bytes, spare bits clear.
+    public init(bytes: [UInt8], pieceCount: Int) throws(Problem) {
+        let expected = (pieceCount + 7) / 8
+        guard bytes.count == expected else { throw .wrongSize(expected: expected, got: bytes.count) }
+        if pieceCount % 8 != 0, let last = bytes.last, last & (0xFF >> (pieceCount % 8)) != 0 {
+            throw .spareBitsSet
+        }
+        self.pieceCount = pieceCount
+        self.bytes = bytes
+        count = bytes.reduce(0) { $0 + $1.nonzeroBitCount }
+    }
+
+    public subscript(piece: PieceIndex) -> Bool {
+        precondition(piece.value >= 0 && piece.value < pieceCount, "\(piece) outside \(pieceCount) pieces")
+        return bytes[piece.value >> 3] & (0x80 >> UInt8(piece.value & 7)) != 0
+    }
+
+    /// Marks a piece as present; returns false if it already was.
+    @discardableResult
+    public mutating func insert(_ piece: PieceIndex) -> Bool {
+        precondition(piece.value >= 0 && piece.value < pieceCount, "\(piece) outside \(pieceCount) pieces")
+        let mask: UInt8 = 0x80 >> UInt8(piece.value & 7)
+        guard bytes[piece.value >> 3] & mask == 0 else { return false }
+        bytes[piece.value >> 3] |= mask
+        count += 1
+        return true
+    }
+
+    public var isComplete: Bool { count == pieceCount }
+    public var isEmpty: Bool { count == 0 }
+}

@@ -1,0 +1,96 @@
+import Bencode
+import Metainfo
+import NIOCore
+
+/// The BEP 10 extension handshake: which extensions a peer speaks and under which message ids.
+public struct ExtensionHandshake: Equatable, Sendable {
+    /// Extension name to the id the sender wants to receive it under (0: not supported).
+    public var messageIDs: [String: UInt8]
+    public var listenPort: UInt16?
+    public var client: String?
+    /// How many outstanding requests the peer will queue.
+    public var requestQueue: Int?
+
+    /// The extensions vmswarm speaks, and the ids it receives them under.
+    public static let ours = ExtensionHandshake(messageIDs: ["ut_pex": 1], client: "vmswarm 0.1")
+    public static let pexID: UInt8 = 1
+
+    public init(messageIDs: [String: UInt8], listenPort: UInt16? = nil, client: String? = nil, requestQueue: Int? = nil) {
+        self.messageIDs = messageIDs
+        self.listenPort = listenPort
+        self.client = client
+        self.requestQueue = requestQueue
+    }
+
+    public init(payload: ByteBuffer) throws(PeerViolation) {
+        let root: BencodeNode
+        do {
+            root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 64 << 10, maxDepth: 4))
+                .decode(payload.readableBytesView)
+        } catch {
+            throw .malformedExtension("handshake: \(error)")
+        }
+        var ids: [String: UInt8] = [:]
+        for entry in root["m"]?.entries ?? [] {
+            if let id = entry.value.integer, (0...255).contains(id) { ids[entry.keyText] = UInt8(id) }
+        }
+        messageIDs = ids
+        listenPort = root["p"]?.integer.flatMap { (1...65535).contains($0) ? UInt16($0) : nil }
+        client = root["v"]?.bytes.map { String(decoding: $0.prefix(100), as: UTF8.self) }
+        requestQueue = root["reqq"]?.integer.map { Int(clamping: $0) }
+    }
+
+    public func encoded() -> [UInt8] {
+        var dictionary: [[UInt8]: BencodeValue] = [
+            Array("m".utf8): .dictionary(Dictionary(uniqueKeysWithValues: messageIDs.map { (Array($0.key.utf8), .integer(Int64($0.value))) })),
+        ]
+        if let listenPort { dictionary[Array("p".utf8)] = .integer(Int64(listenPort)) }
+        if let client { dictionary[Array("v".utf8)] = .string(client) }
+        if let requestQueue { dictionary[Array("reqq".utf8)] = .integer(Int64(requestQueue)) }
+        return BencodeValue.dictionary(dictionary).encoded()
+    }
+}
+
+/// A BEP 11 peer exchange message: peers the sender connected to and dropped since its last one.
+public struct PeerExchange: Equatable, Sendable {
+    public var added: [PeerAddress]
+    public var dropped: [PeerAddress]
+
+    /// At most this many peers per message are read (BEP 11 asks senders for 50).
+    public static let maxPeers = 200
+
+    public init(added: [PeerAddress], dropped: [PeerAddress]) {
+        self.added = added
+        self.dropped = dropped
+    }
+
+    public init(payload: ByteBuffer) throws(PeerViolation) {
+        let root: BencodeNode
+        do {
+            root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 64 << 10, maxDepth: 4))
+                .decode(payload.readableBytesView)
+        } catch {
+            throw .malformedExtension("ut_pex: \(error)")
+        }
+        func compact(_ key: String, width: Int) throws(PeerViolation) -> [PeerAddress] {
+            guard let bytes = root[key]?.bytes else { return [] }
+            guard bytes.count % width == 0 else { throw .malformedExtension("ut_pex '\(key)' is \(bytes.count) bytes") }
+            return stride(from: 0, to: min(bytes.count, Self.maxPeers * width), by: width).compactMap { offset in
+                let port = UInt16(bytes[offset + width - 2]) << 8 | UInt16(bytes[offset + width - 1])
+                return port == 0 ? nil : PeerAddress(ip: Array(bytes[offset..<(offset + width - 2)]), port: port)
+            }
+        }
+        added = try compact("added", width: 6) + compact("added6", width: 18)
+        dropped = try compact("dropped", width: 6) + compact("dropped6", width: 18)
+    }
+
+    public func encoded() -> [UInt8] {
+        func compact(_ peers: [PeerAddress], v4: Bool) -> BencodeValue {
+            .bytes(peers.filter { $0.isIPv4 == v4 }.prefix(Self.maxPeers).flatMap(\.compact))
+        }
+        return BencodeValue.dictionary([
+            Array("added".utf8): compact(added, v4: true), Array("added6".utf8): compact(added, v4: false),
+            Array("dropped".utf8): compact(dropped, v4: true), Array("dropped6".utf8): compact(dropped, v4: false),
+        ]).encoded()
+    }
+}

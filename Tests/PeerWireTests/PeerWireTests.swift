@@ -1,0 +1,220 @@
+import Metainfo
+import NIOCore
+import TestSupport
+import Testing
+
+@testable import PeerWire
+
+let layout = try! PieceLayout(pieceLength: 32768, fileLengths: [32768 * 9 + 1000])  // 10 pieces, last 1000 B
+let hash = InfoHash(bytes: [UInt8](repeating: 7, count: 20))!
+let us = PeerID(bytes: Array("-VS0100-aaaaaaaaaaaa".utf8))!
+let them = PeerID(bytes: Array("-LT2080-bbbbbbbbbbbb".utf8))!
+
+func encode(_ messages: [PeerMessage]) -> ByteBuffer {
+    var buffer = ByteBuffer()
+    for message in messages { PeerWireEncoder.write(message, to: &buffer) }
+    return buffer
+}
+
+func decodeAll(_ buffer: ByteBuffer) throws(PeerWireError) -> [PeerMessage] {
+    var buffer = buffer
+    var messages: [PeerMessage] = []
+    while let message = try PeerWireDecoder().next(from: &buffer) { messages.append(message) }
+    return messages
+}
+
+func session(fast: Bool = true) -> PeerSession {
+    PeerSession(layout: layout, ourHandshake: Handshake(infoHash: hash, peerID: us),
+        theirHandshake: Handshake(infoHash: hash, peerID: them, fast: fast))
+}
+
+let block0 = BlockRequest(piece: PieceIndex(0), begin: 0, length: 16384)
+
+@Suite struct CodecTests {
+    static let all: [PeerMessage] = [
+        .keepAlive, .choke, .unchoke, .interested, .notInterested, .have(PieceIndex(3)), .bitfield([0xFF, 0xC0]),
+        .request(block0), .cancel(block0), .reject(block0), .port(6881), .suggest(PieceIndex(2)), .haveAll, .haveNone,
+        .allowedFast(PieceIndex(1)), .piece(PieceIndex(9), begin: 0, block: ByteBuffer(bytes: [1, 2, 3])),
+        .extended(id: 0, payload: ByteBuffer(bytes: Array("d1:md6:ut_pexi1eee".utf8))), .unknown(id: 99, length: 5),
+    ]
+
+    @Test func everyMessageRoundTrips() throws {
+        #expect(try decodeAll(encode(Self.all)) == Self.all)
+    }
+
+    @Test func bytesArrivingOneAtATimeDecodeTheSame() throws {
+        let whole = encode(Self.all)
+        var buffer = ByteBuffer()
+        var messages: [PeerMessage] = []
+        for byte in whole.readableBytesView {
+            buffer.writeInteger(byte)
+            while let message = try PeerWireDecoder().next(from: &buffer) { messages.append(message) }
+        }
+        #expect(messages == Self.all)
+    }
+
+    @Test func hugeLengthPrefixIsRefusedBeforeBuffering() {
+        var buffer = ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xFF, 7])
+        #expect(throws: PeerWireError.messageTooLong(length: 0xFFFF_FFFF, limit: (1 << 20) + 9)) {
+            try PeerWireDecoder().next(from: &buffer)
+        }
+    }
+
+    @Test func wrongPayloadLengthsAreRefused() {
+        for bytes: [UInt8] in [[0, 0, 0, 2, 0, 9], [0, 0, 0, 3, 4, 0, 0], [0, 0, 0, 5, 6, 0, 0, 0, 0], [0, 0, 0, 4, 7, 0, 0, 0], [0, 0, 0, 1, 20]] {
+            var buffer = ByteBuffer(bytes: bytes)
+            #expect(throws: PeerWireError.self, "\(bytes)") { try PeerWireDecoder().next(from: &buffer) }
+        }
+    }
+
+    @Test func handshakeRoundTripAndStrangers() throws {
+        var buffer = ByteBuffer()
+        let handshake = Handshake(infoHash: hash, peerID: us)
+        handshake.write(to: &buffer)
+        #expect(buffer.readableBytes == 68)
+        var partial = buffer.getSlice(at: 0, length: 30)!
+        #expect(try Handshake.read(from: &partial) == nil)
+        let read = try #require(try Handshake.read(from: &buffer))
+        #expect(read == handshake)
+        #expect(read.supportsFast && read.supportsExtensions)
+        var http = ByteBuffer(string: "GET / HTTP/1.1\r\n")
+        #expect(throws: PeerWireError.notBitTorrent) { try Handshake.read(from: &http) }
+        var early = ByteBuffer(bytes: [19] + Array("BitTorrent prxtocol".utf8))
+        #expect(throws: PeerWireError.notBitTorrent) { try Handshake.read(from: &early) }
+    }
+
+    /// Random bytes never crash the decoder or the session: they decode, wait, or are refused.
+    @Test func randomGarbageNeverCrashes() {
+        var rng = SplitMix64(seed: 77)
+        for _ in 0..<3000 {
+            let bytes = (0..<Int.random(in: 0...64, using: &rng)).map { index -> UInt8 in
+                index < 3 && Bool.random(using: &rng) ? 0 : UInt8.random(in: 0...255, using: &rng)
+            }
+            var buffer = ByteBuffer(bytes: bytes)
+            var peer = session()
+            do {
+                while let message = try PeerWireDecoder().next(from: &buffer) { _ = try peer.receive(message) }
+            } catch {
+                continue
+            }
+        }
+    }
+}
+
+@Suite struct SessionRuleTests {
+    @Test func bitfieldMustFitTheTorrentAndComeFirst() throws {
+        var peer = session()
+        #expect(throws: PeerViolation.badBitfield(.wrongSize(expected: 2, got: 1))) { try peer.receive(.bitfield([0xFF])) }
+        peer = session()
+        #expect(throws: PeerViolation.badBitfield(.spareBitsSet)) { try peer.receive(.bitfield([0xFF, 0xE0])) }
+        peer = session()
+        #expect(try peer.receive(.bitfield([0xFF, 0xC0])) == [.hasBitfield])
+        #expect(peer.peerPieces.isComplete)
+        peer = session()
+        _ = try peer.receive(.keepAlive)
+        _ = try peer.receive(.have(PieceIndex(1)))
+        #expect(throws: PeerViolation.bitfieldNotFirst) { try peer.receive(.bitfield([0, 0])) }
+    }
+
+    @Test func haveOutsideTheTorrentIsRefused() throws {
+        var peer = session()
+        #expect(try peer.receive(.have(PieceIndex(9))) == [.has(PieceIndex(9))])
+        #expect(try peer.receive(.have(PieceIndex(9))) == [])
+        #expect(throws: PeerViolation.pieceOutOfRange(PieceIndex(10))) { try peer.receive(.have(PieceIndex(10))) }
+    }
+
+    @Test func requestsMustLieInsideTheirPiece() throws {
+        var peer = session()
+        peer.sent(.unchoke)
+        #expect(try peer.receive(.request(block0)) == [.requested(block0)])
+        for bad in [
+            BlockRequest(piece: PieceIndex(9), begin: 0, length: 1001), BlockRequest(piece: PieceIndex(10), begin: 0, length: 1),
+            BlockRequest(piece: PieceIndex(0), begin: 32000, length: 16384), BlockRequest(piece: PieceIndex(0), begin: 0, length: 0),
+            BlockRequest(piece: PieceIndex(0), begin: 0, length: 200_000),
+        ] {
+            #expect(throws: PeerViolation.invalidRequest(bad)) { try peer.receive(.request(bad)) }
+        }
+        #expect(try peer.receive(.cancel(block0)) == [.cancelled(block0)])
+        #expect(peer.peerRequests.isEmpty)
+    }
+
+    @Test func requestFloodsAreRefused() throws {
+        var peer = session()
+        peer.sent(.unchoke)
+        for n in 0..<PeerSession.maxPeerRequests { _ = try peer.receive(.request(BlockRequest(piece: PieceIndex(n % 9), begin: 0, length: 1 + n / 9))) }
+        #expect(throws: PeerViolation.tooManyRequests(limit: 500)) { try peer.receive(.request(block0)) }
+    }
+
+    @Test func requestsWhileChokedAreIgnored() throws {
+        var peer = session()
+        #expect(try peer.receive(.request(block0)) == [.ignored("request while choked: reject it")])
+        #expect(peer.peerRequests.isEmpty)
+    }
+
+    @Test func onlyRequestedBlocksAreAccepted() throws {
+        var peer = session()
+        let data = ByteBuffer(repeating: 1, count: 16384)
+        #expect(throws: PeerViolation.unrequestedBlock(block0)) { try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) }
+        peer.sent(.request(block0))
+        #expect(try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) == [.block(block0, data)])
+        #expect(peer.outstanding.isEmpty)
+        // A block we cancelled may still arrive: tolerated once, not a violation.
+        peer.sent(.request(block0))
+        peer.sent(.cancel(block0))
+        #expect(try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) == [.lateBlock(block0)])
+        #expect(throws: PeerViolation.unrequestedBlock(block0)) { try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) }
+    }
+
+    @Test func chokeDropsRequestsUnlessFast() throws {
+        var plain = session(fast: false)
+        plain.sent(.request(block0))
+        #expect(try plain.receive(.choke) == [.choked, .requestsDropped([block0])])
+        var fast = session(fast: true)
+        fast.sent(.request(block0))
+        #expect(try fast.receive(.choke) == [.choked])
+        #expect(try fast.receive(.reject(block0)) == [.rejected(block0)])
+        #expect(fast.outstanding.isEmpty)
+    }
+
+    @Test func fastMessagesNeedTheFastExtension() {
+        for message: PeerMessage in [.haveAll, .haveNone, .reject(block0), .suggest(PieceIndex(1)), .allowedFast(PieceIndex(1))] {
+            var peer = session(fast: false)
+            #expect(throws: PeerViolation.self, "\(message)") { try peer.receive(message) }
+        }
+    }
+
+    @Test func extensionHandshakeAndPeerExchange() throws {
+        var peer = session()
+        let theirs = ExtensionHandshake(messageIDs: ["ut_pex": 3, "ut_metadata": 2], listenPort: 51413, client: "libtorrent 2.0", requestQueue: 500)
+        let events = try peer.receive(.extended(id: 0, payload: ByteBuffer(bytes: theirs.encoded())))
+        #expect(events == [.extensionHandshake(theirs)])
+        #expect(peer.peerExtensions?.messageIDs["ut_pex"] == 3)
+        let pex = PeerExchange(added: [PeerAddress(host: "10.0.0.2", port: 6881)!, PeerAddress(host: "fd00::2", port: 7000)!],
+            dropped: [PeerAddress(host: "10.0.0.3", port: 1)!])
+        #expect(try peer.receive(.extended(id: ExtensionHandshake.pexID, payload: ByteBuffer(bytes: pex.encoded()))) == [.peerExchange(pex)])
+        #expect(throws: PeerViolation.self) {
+            try peer.receive(.extended(id: ExtensionHandshake.pexID, payload: ByteBuffer(string: "d5:added5:abcdee")))
+        }
+        #expect(throws: PeerViolation.self) { try peer.receive(.extended(id: 0, payload: ByteBuffer(string: "not bencode"))) }
+        #expect(try peer.receive(.extended(id: 42, payload: ByteBuffer())) == [.ignored("extension message 42")])
+    }
+}
+
+@Suite struct BlockGeometryTests {
+    @Test func blocksCoverEachPiece() {
+        #expect(layout.blocks(of: PieceIndex(0)) == [block0, BlockRequest(piece: PieceIndex(0), begin: 16384, length: 16384)])
+        #expect(layout.blocks(of: PieceIndex(9)) == [BlockRequest(piece: PieceIndex(9), begin: 0, length: 1000)])
+    }
+
+    @Test func bitfieldBits() throws {
+        var bits = Bitfield(pieceCount: 10)
+        let first = bits.insert(PieceIndex(0))
+        let last = bits.insert(PieceIndex(9))
+        let again = bits.insert(PieceIndex(9))
+        #expect(first && last && !again)
+        #expect(bits.bytes == [0x80, 0x40])
+        #expect(bits.count == 2)
+        #expect(Bitfield(pieceCount: 10, all: true).bytes == [0xFF, 0xC0])
+        #expect(try Bitfield(bytes: [0x80, 0x40], pieceCount: 10) == bits)
+    }
+}
