@@ -26,8 +26,11 @@ let package = Package(
             "Bencode",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        // Positional I/O over a torrent's file layout.
-        .target(name: "Storage", dependencies: ["Metainfo"]),
+        // Positional I/O over a torrent's file layout: hashing, verified piece writes, resume.
+        .target(name: "Storage", dependencies: [
+            "Metainfo",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Building torrents from files: directory walk, parallel piece hashing.
         .target(name: "TorrentCreation", dependencies: [
             "Metainfo", "Storage",
@@ -75,6 +78,7 @@ let package = Package(
             "TorrentCreation", "Metainfo", "Storage", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "Metainfo", "TestSupport"]),
         .testTarget(name: "PeerWireTests", dependencies: [
             "PeerWire", "Metainfo", "Bencode", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

@@ -8,6 +8,7 @@ import Darwin
 public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case open(path: String, errno: Int32)
     case read(path: String, offset: Int64, errno: Int32)
+    case write(path: String, offset: Int64, errno: Int32)
     /// The file ended before the torrent says it should (it shrank, or is not the torrent's data).
     case fileTooShort(path: String, expectedLength: Int64, endedAt: Int64)
 
@@ -17,6 +18,8 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
             return "cannot open \(path): \(Self.message(code))"
         case .read(let path, let offset, let code):
             return "cannot read \(path) at byte \(offset): \(Self.message(code))"
+        case .write(let path, let offset, let code):
+            return "cannot write \(path) at byte \(offset): \(Self.message(code))"
         case .fileTooShort(let path, let expected, let endedAt):
             return "\(path) ends at byte \(endedAt) but should hold \(expected) bytes (was it changed while being read?)"
         }

@@ -53,7 +53,7 @@ public struct TorrentCreator: Sendable {
         let hashes: [UInt8]
         do {
             let layout = try PieceLayout(pieceLength: pieceLength, fileLengths: files.map(\.length))
-            let reader = try FileSetReader(layout: layout, paths: source.files.map(\.fullPath))
+            let reader = try FileSet(layout: layout, paths: source.files.map(\.fullPath))
             hashes = try PieceHasher(threads: options.threads).hashPieces(of: reader, progress: progress)
         } catch let error as StorageError {
             throw .storage(error)

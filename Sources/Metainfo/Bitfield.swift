@@ -1,6 +1,5 @@
-import Metainfo
-
-/// Which pieces a peer has: one bit per piece, high bit of the first byte is piece 0 (BEP 3).
+/// A set of pieces (ours, or what a peer has): one bit per piece, the high bit of the first byte
+/// is piece 0, as the `bitfield` message carries it (BEP 3).
 public struct Bitfield: Hashable, Sendable {
     public let pieceCount: Int
     public private(set) var bytes: [UInt8]

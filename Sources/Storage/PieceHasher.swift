@@ -1,6 +1,5 @@
 import Crypto
 import Metainfo
-import Storage
 import Synchronization
 
 /// Computes the SHA-1 of every piece of a file set, on all cores, holding one piece per worker in
@@ -17,9 +16,11 @@ public struct PieceHasher: Sendable {
     }
 
     /// Returns the concatenated 20-byte digests. `progress` is called with the total bytes hashed so
-    /// far, from worker threads, after each piece.
+    /// far, from worker threads, after each piece. With `skipUnreadable`, a piece that cannot be
+    /// read (a file missing or too short, as when resuming) gets an all-zero digest instead of
+    /// stopping the work.
     public func hashPieces(
-        of reader: FileSetReader, progress: (@Sendable (Int64) -> Void)? = nil
+        of reader: FileSet, skipUnreadable: Bool = false, progress: (@Sendable (Int64) -> Void)? = nil
     ) throws(StorageError) -> [UInt8] {
         let layout = reader.layout
         let state = SharedState(pieceCount: layout.pieceCount)
@@ -36,6 +37,10 @@ public struct PieceHasher: Sendable {
                 do throws(StorageError) {
                     try reader.read(layout.byteRange(of: piece), into: data)
                 } catch {
+                    if skipUnreadable {
+                        _ = state.bytesDone.add(Int64(length), ordering: .relaxed)
+                        continue
+                    }
                     state.failure.withLock { if $0 == nil { $0 = error } }
                     return
                 }

@@ -1,0 +1,134 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Metainfo
+
+/// The files of a torrent, open for positional I/O: any byte range of the concatenated data can be
+/// read or written from any thread (pread/pwrite never share a file offset).
+///
+/// Padding files (BEP 47) have no path: they read as zeros and writes to them are dropped.
+public final class FileSet: Sendable {
+    public enum Mode: Sendable {
+        case read
+        /// Creates missing files and folders and sizes every file to its length (sparse where the
+        /// file system allows), so a crash never leaves a file shorter than the torrent says.
+        case readWrite
+    }
+
+    public let layout: PieceLayout
+    private let paths: [String?]
+    private let descriptors: [Int32]
+
+    /// Opens every file of `layout`; `paths[i]` is the file system path of the layout's file `i`,
+    /// or nil for a padding file.
+    public init(layout: PieceLayout, paths: [String?], mode: Mode = .read) throws(StorageError) {
+        precondition(paths.count == layout.fileLengths.count, "one path per file of the layout")
+        var opened: [Int32] = []
+        func fail(_ error: StorageError) -> StorageError {
+            opened.forEach { if $0 >= 0 { close($0) } }
+            return error
+        }
+        for (index, path) in paths.enumerated() {
+            guard let path else {
+                opened.append(-1)
+                continue
+            }
+            if mode == .readWrite, let slash = path.lastIndex(of: "/") {
+                let folder = String(path[..<slash])
+                if !folder.isEmpty, let problem = Self.makeFolders(folder) { throw fail(problem) }
+            }
+            let flags = mode == .read ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC
+            let descriptor = open(path, flags, 0o644)
+            guard descriptor >= 0 else { throw fail(.open(path: path, errno: errno)) }
+            opened.append(descriptor)
+            if mode == .readWrite {
+                var info = stat()
+                if fstat(descriptor, &info) == 0, Int64(info.st_size) != layout.fileLengths[index],
+                    ftruncate(descriptor, off_t(layout.fileLengths[index])) != 0
+                {
+                    throw fail(.write(path: path, offset: 0, errno: errno))
+                }
+            } else {
+                #if canImport(Glibc)
+                _ = posix_fadvise(descriptor, 0, 0, POSIX_FADV_SEQUENTIAL)
+                #endif
+            }
+        }
+        self.layout = layout
+        self.paths = paths
+        self.descriptors = opened
+    }
+
+    deinit {
+        for descriptor in descriptors where descriptor >= 0 { close(descriptor) }
+    }
+
+    /// Fills `buffer` (exactly `range.count` bytes) with the data of `range`.
+    public func read(_ range: Range<Int64>, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        precondition(buffer.count == Int(range.upperBound - range.lowerBound), "buffer size must match the range")
+        var done = 0
+        for segment in layout.segments(of: range) {
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + segment.length)])
+            if descriptors[segment.fileIndex] < 0 {
+                target.initializeMemory(as: UInt8.self, repeating: 0)
+            } else {
+                try readFully(file: segment.fileIndex, at: segment.offsetInFile, into: target)
+            }
+            done += segment.length
+        }
+    }
+
+    /// Writes `data` at `offset` of the concatenated data.
+    public func write(_ data: UnsafeRawBufferPointer, at offset: Int64) throws(StorageError) {
+        var done = 0
+        for segment in layout.segments(of: offset..<(offset + Int64(data.count))) {
+            defer { done += segment.length }
+            let file = segment.fileIndex
+            guard descriptors[file] >= 0 else { continue }
+            var written = 0
+            while written < segment.length {
+                let position = segment.offsetInFile + Int64(written)
+                let count = pwrite(descriptors[file], data.baseAddress! + done + written, segment.length - written, off_t(position))
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    throw .write(path: paths[file] ?? "", offset: position, errno: errno)
+                }
+                written += count
+            }
+        }
+    }
+
+    /// Flushes every written file to stable storage.
+    public func synchronize() throws(StorageError) {
+        for (index, descriptor) in descriptors.enumerated() where descriptor >= 0 {
+            if fsync(descriptor) != 0 { throw .write(path: paths[index] ?? "", offset: 0, errno: errno) }
+        }
+    }
+
+    private func readFully(file: Int, at offset: Int64, into target: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        var done = 0
+        while done < target.count {
+            let position = offset + Int64(done)
+            let count = pread(descriptors[file], target.baseAddress! + done, target.count - done, off_t(position))
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw .read(path: paths[file] ?? "", offset: position, errno: errno)
+            }
+            if count == 0 {
+                throw .fileTooShort(path: paths[file] ?? "", expectedLength: layout.fileLengths[file], endedAt: position)
+            }
+            done += count
+        }
+    }
+
+    private static func makeFolders(_ folder: String) -> StorageError? {
+        var path = folder.hasPrefix("/") ? "" : "."
+        for component in folder.split(separator: "/") {
+            path += "/" + component
+            if mkdir(path, 0o755) != 0 && errno != EEXIST { return .open(path: path, errno: errno) }
+        }
+        return nil
+    }
+}

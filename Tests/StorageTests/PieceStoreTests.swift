@@ -1,0 +1,81 @@
+import Foundation
+import Metainfo
+import TestSupport
+import Testing
+
+@testable import Storage
+
+/// Reads the fixture payload's bytes for one piece (single-file torrent) or builds them from the
+/// files (multi-file, padding as zeros), through a read-only FileSet over the fixture data.
+func pieceBytes(_ info: TorrentInfo, _ piece: PieceIndex, from store: PieceStore) throws -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: info.layout.length(of: piece))
+    try bytes.withUnsafeMutableBytes { buffer in
+        for block in info.layout.blocks(of: piece) {
+            try store.read(block, into: UnsafeMutableRawBufferPointer(rebasing: buffer[block.begin..<(block.begin + block.length)]))
+        }
+    }
+    return bytes
+}
+
+func torrent(_ name: String) throws -> TorrentInfo {
+    try Metainfo(parsing: Data(contentsOf: fixturesURL.appendingPathComponent("torrents/\(name)"))).info
+}
+
+@Suite struct PieceStoreTests {
+    let payloads = fixturesURL.appendingPathComponent("payloads").path
+
+    @Test func downloadWritesToPartThenRenamesAndResumes() throws {
+        let info = try torrent("vm-small.mktorrent.torrent")
+        let source = try PieceStore.seed(info, data: payloads + "/vm-small.img")
+        #expect(source.verify(threads: 2).isComplete)
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+
+        var store = try PieceStore.download(info, into: folder.path)
+        #expect(store.workingPath == folder.file("vm-small.img.part"))
+        #expect(store.verify(threads: 2).isEmpty)
+        for piece in [0, 3].map(PieceIndex.init) {
+            try pieceBytes(info, piece, from: source).withUnsafeBytes { try store.write(piece, data: $0) }
+        }
+        // A restart (a new store over the same .part) finds exactly the written pieces.
+        store = try PieceStore.download(info, into: folder.path)
+        let have = store.verify(threads: 2)
+        #expect(have.count == 2 && have[PieceIndex(0)] && have[PieceIndex(3)])
+        for piece in info.layout.pieces where !have[piece] {
+            try pieceBytes(info, piece, from: source).withUnsafeBytes { try store.write(piece, data: $0) }
+        }
+        #expect(store.verify(threads: 2).isComplete)
+        try store.finish()
+        #expect(!FileManager.default.fileExists(atPath: folder.file("vm-small.img.part")))
+        #expect(try sha256(folder.file("vm-small.img")) == (try sha256(payloads + "/vm-small.img")))
+    }
+
+    @Test func multiFileWithPaddingWritesOnlyRealFiles() throws {
+        let info = try torrent("image-bundle.libtorrent-hybrid.torrent")
+        let source = try PieceStore.seed(info, data: payloads + "/image-bundle")
+        #expect(source.verify(threads: 2).isComplete)
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let store = try PieceStore.download(info, into: folder.path)
+        for piece in info.layout.pieces.reversed() {
+            try pieceBytes(info, piece, from: source).withUnsafeBytes { try store.write(piece, data: $0) }
+        }
+        try store.finish()
+        for file in info.files where !file.isPadding {
+            let path = file.path.joined(separator: "/")
+            #expect(try sha256(folder.file("image-bundle/\(path)")) == (try sha256(payloads + "/image-bundle/\(path)")), "\(path)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: folder.file("image-bundle/.pad")))
+    }
+
+    @Test func anExistingFileUnderTheFinalNameIsNeverTouched() throws {
+        let info = try torrent("vm-small.mktorrent.torrent")
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        try Data("someone else's file".utf8).write(to: URL(fileURLWithPath: folder.file("vm-small.img")))
+        let store = try PieceStore.download(info, into: folder.path)
+        #expect(store.isFinished)
+        #expect(store.verify(threads: 1).isEmpty)
+        #expect(try String(contentsOfFile: folder.file("vm-small.img"), encoding: .utf8) == "someone else's file")
+    }
+}
