@@ -134,32 +134,3 @@ import Testing
         #expect(metainfo.info.files.map(\.path) == [["inner", "a"]])
     }
 }
-
-@Suite struct FileSetTests {
-    @Test func aFileShorterThanTheLayoutIsAnError() throws {
-        let folder = try TemporaryFolder()
-        defer { folder.cleanUp() }
-        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: folder.file("short")))
-        let layout = try PieceLayout(pieceLength: 16, fileLengths: [10])
-        let reader = try FileSet(layout: layout, paths: [folder.file("short")])
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 10, alignment: 1)
-        defer { buffer.deallocate() }
-        #expect(throws: StorageError.fileTooShort(path: folder.file("short"), expectedLength: 10, endedAt: 3)) {
-            try reader.read(0..<10, into: buffer)
-        }
-        #expect(throws: StorageError.self) { try FileSet(layout: layout, paths: [folder.file("absent")]) }
-    }
-
-    @Test func paddingReadsAsZeros() throws {
-        let folder = try TemporaryFolder()
-        defer { folder.cleanUp() }
-        try Data([9, 9]).write(to: URL(fileURLWithPath: folder.file("a")))
-        let layout = try PieceLayout(pieceLength: 16, fileLengths: [2, 3])
-        let reader = try FileSet(layout: layout, paths: [folder.file("a"), nil])
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 5, alignment: 1)
-        defer { buffer.deallocate() }
-        buffer.initializeMemory(as: UInt8.self, repeating: 0xAA)
-        try reader.read(0..<5, into: buffer)
-        #expect(Array(buffer) == [9, 9, 0, 0, 0])
-    }
-}
