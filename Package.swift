@@ -41,6 +41,8 @@ let package = Package(
             "Metainfo", "Bencode",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        // The swarm engine's pure parts: piece picking (so far).
+        .target(name: "Swarm", dependencies: ["Metainfo", "PeerWire"]),
         // Tracker HTTP protocol as pure types: announce/scrape queries and answers, both directions.
         .target(name: "TrackerProtocol", dependencies: ["Bencode", "Metainfo"]),
         // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
@@ -71,13 +73,14 @@ let package = Package(
         .executableTarget(name: "vmswarm", dependencies: ["VMSwarmCLI"]),
 
         // Fixture lookup, deterministic randomness, temporary folders, process running.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Metainfo"], path: "Tests/TestSupport"),
         .testTarget(name: "BencodeTests", dependencies: ["Bencode", "TestSupport"]),
         .testTarget(name: "MetainfoTests", dependencies: ["Metainfo", "Bencode", "TestSupport"]),
         .testTarget(name: "TorrentCreationTests", dependencies: [
             "TorrentCreation", "Metainfo", "Storage", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        .testTarget(name: "SwarmTests", dependencies: ["Swarm", "Metainfo", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Metainfo", "TestSupport"]),
         .testTarget(name: "PeerWireTests", dependencies: [
             "PeerWire", "Metainfo", "Bencode", "TestSupport",

@@ -35,12 +35,12 @@ public enum TrackerNotice: Equatable, Sendable {
 public struct TrackerState: Sendable {
     public private(set) var configuration: TrackerConfiguration
     private var swarms: [InfoHash: Swarm] = [:]
-    private var random: SplitMix
+    private var random: SeededRandom
     public private(set) var notices: [TrackerNotice] = []
 
     public init(configuration: TrackerConfiguration, seed: UInt64) {
         self.configuration = configuration
-        self.random = SplitMix(state: seed)
+        self.random = SeededRandom(seed: seed)
     }
 
     // MARK: Announce
@@ -218,7 +218,7 @@ struct PeerTable: Sendable {
     }
 
     /// Up to `count` distinct random entries, never `excluded`.
-    func sample(_ count: Int, excluding excluded: PeerKey, random: inout SplitMix) -> [PeerEntry] {
+    func sample(_ count: Int, excluding excluded: PeerKey, random: inout SeededRandom) -> [PeerEntry] {
         let available = entries.count - (positions[excluded] != nil ? 1 : 0)
         guard count > 0, available > 0 else { return [] }
         if count >= available { return entries.filter { $0.key != excluded }.shuffled(using: &random) }
@@ -266,21 +266,9 @@ struct Swarm: Sendable {
     }
 
     /// Seeders first for a leecher (they have everything), then leechers; a seeder gets leechers only.
-    func select(count: Int, for requester: PeerKey, requesterIsSeeder: Bool, random: inout SplitMix) -> [AnnouncedPeer] {
+    func select(count: Int, for requester: PeerKey, requesterIsSeeder: Bool, random: inout SeededRandom) -> [AnnouncedPeer] {
         var picked = requesterIsSeeder ? [] : seeders.sample(count, excluding: requester, random: &random)
         picked += leechers.sample(count - picked.count, excluding: requester, random: &random)
         return picked.map { AnnouncedPeer(address: $0.address, peerID: $0.peerID) }
-    }
-}
-
-/// A small fast generator (SplitMix64): seeded for tests, from the system in production.
-struct SplitMix: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

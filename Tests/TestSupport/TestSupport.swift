@@ -1,4 +1,5 @@
 import Foundation
+import Metainfo
 
 /// Where the repository's `Fixtures/` folder is, found from this file's own path.
 public let fixturesURL: URL = URL(fileURLWithPath: #filePath)
@@ -36,18 +37,8 @@ public struct FixtureTorrent: Sendable, CustomStringConvertible {
     }()
 }
 
-/// A deterministic random generator, so that a failing property test reproduces.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// The tests' name for the project's seeded generator.
+public typealias SplitMix64 = SeededRandom
 
 /// A fresh temporary folder, removed by `cleanUp()`.
 public struct TemporaryFolder: Sendable {

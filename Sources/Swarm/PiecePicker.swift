@@ -1,0 +1,168 @@
+import Metainfo
+
+/// Decides which blocks to request from which peer: rarest piece first (a random one while we hold
+/// fewer than `randomFirstPieces`, so a fresh swarm does not all chase the same rare piece), pieces
+/// already started are finished first, and in end-game (every missing block already requested) a
+/// block may be asked of a second peer so one slow peer cannot hold back the last piece.
+///
+/// Pure: no clock, no sockets; randomness comes from a seeded generator.
+public struct PiecePicker: Sendable {
+    /// Identifies a peer connection to the picker.
+    public typealias Peer = Int
+
+    public static let randomFirstPieces = 4
+    /// In end-game, how many peers may be asked for the same block.
+    public static let endGameDuplicates = 2
+
+    public let layout: PieceLayout
+    public private(set) var have: Bitfield
+    /// How many connected peers hold each piece.
+    public private(set) var availability: [Int]
+    private var inProgress: [PieceIndex: PieceProgress] = [:]
+    private var random: SeededRandom
+
+    struct PieceProgress {
+        /// Per block: who it was asked of (empty: not requested) and whether it arrived.
+        var requestedFrom: [[Peer]]
+        var received: [Bool]
+        var receivedCount = 0
+    }
+
+    public init(layout: PieceLayout, have: Bitfield, seed: UInt64) {
+        self.layout = layout
+        self.have = have
+        availability = [Int](repeating: 0, count: layout.pieceCount)
+        random = SeededRandom(seed: seed)
+    }
+
+    // MARK: Availability
+
+    public mutating func peerAdded(_ pieces: Bitfield) {
+        for index in 0..<layout.pieceCount where pieces[PieceIndex(index)] { availability[index] += 1 }
+    }
+
+    public mutating func peerGained(_ piece: PieceIndex) { availability[piece.value] += 1 }
+
+    /// The peer left: its pieces no longer count, and its unanswered requests go back to the pool.
+    public mutating func peerRemoved(_ peer: Peer, pieces: Bitfield) {
+        for index in 0..<layout.pieceCount where pieces[PieceIndex(index)] { availability[index] -= 1 }
+        for piece in Array(inProgress.keys) { release(peer, in: piece) }
+    }
+
+    // MARK: Requests
+
+    /// Up to `count` new block requests for `peer`, which holds `peerPieces`.
+    public mutating func requests(for peer: Peer, peerPieces: Bitfield, count: Int) -> [BlockRequest] {
+        var picked: [BlockRequest] = []
+        // 1. Blocks of pieces already started, that nobody was asked for yet.
+        for piece in inProgress.keys.sorted() where peerPieces[piece] && picked.count < count {
+            picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
+        }
+        // 2. New pieces, rarest first (random at the start).
+        while picked.count < count, let piece = choosePiece(peerPieces) {
+            start(piece)
+            picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
+        }
+        // 3. End-game: every missing block is requested somewhere; ask this peer too.
+        if picked.count < count && isEndGame {
+            for piece in inProgress.keys.sorted() where peerPieces[piece] && picked.count < count {
+                picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: true)
+            }
+        }
+        return picked
+    }
+
+    /// A requested block arrived. Returns the piece when its last block is in (hash it now), and the
+    /// other peers asked for this block in end-game (send them a cancel).
+    public mutating func received(_ block: BlockRequest, from peer: Peer) -> (completePiece: PieceIndex?, cancelAt: [Peer]) {
+        guard var progress = inProgress[block.piece] else { return (nil, []) }
+        let slot = block.begin / PieceLayout.blockLength
+        guard slot < progress.received.count, !progress.received[slot] else { return (nil, []) }
+        progress.received[slot] = true
+        progress.receivedCount += 1
+        let others = progress.requestedFrom[slot].filter { $0 != peer }
+        inProgress[block.piece] = progress
+        return (progress.receivedCount == progress.received.count ? block.piece : nil, others)
+    }
+
+    /// A request was rejected, cancelled or dropped by a choke: someone else may be asked.
+    public mutating func released(_ block: BlockRequest, by peer: Peer) {
+        guard var progress = inProgress[block.piece] else { return }
+        let slot = block.begin / PieceLayout.blockLength
+        guard slot < progress.requestedFrom.count else { return }
+        progress.requestedFrom[slot].removeAll { $0 == peer }
+        inProgress[block.piece] = progress
+    }
+
+    public mutating func pieceVerified(_ piece: PieceIndex) {
+        inProgress[piece] = nil
+        have.insert(piece)
+    }
+
+    /// The piece's hash did not match: all of it is fetched again.
+    public mutating func pieceFailed(_ piece: PieceIndex) {
+        inProgress[piece] = nil
+    }
+
+    public var isComplete: Bool { have.isComplete }
+
+    /// Every block we lack is requested from at least one peer.
+    public var isEndGame: Bool {
+        let missing = layout.pieceCount - have.count
+        guard missing > 0, inProgress.count == missing else { return false }
+        return inProgress.values.allSatisfy { progress in
+            zip(progress.requestedFrom, progress.received).allSatisfy { !$0.isEmpty || $1 }
+        }
+    }
+
+    // MARK: Internals
+
+    private mutating func choosePiece(_ peerPieces: Bitfield) -> PieceIndex? {
+        var best: [Int] = []
+        var bestAvailability = Int.max
+        let randomPhase = have.count < Self.randomFirstPieces
+        for index in 0..<layout.pieceCount {
+            let piece = PieceIndex(index)
+            guard !have[piece], inProgress[piece] == nil, peerPieces[piece] else { continue }
+            let rank = randomPhase ? 0 : availability[index]
+            if rank < bestAvailability {
+                bestAvailability = rank
+                best = [index]
+            } else if rank == bestAvailability {
+                best.append(index)
+            }
+        }
+        guard !best.isEmpty else { return nil }
+        return PieceIndex(best[Int.random(in: 0..<best.count, using: &random)])
+    }
+
+    private mutating func start(_ piece: PieceIndex) {
+        let blocks = layout.blockCount(of: piece)
+        inProgress[piece] = PieceProgress(
+            requestedFrom: [[Peer]](repeating: [], count: blocks), received: [Bool](repeating: false, count: blocks))
+    }
+
+    private mutating func take(from piece: PieceIndex, for peer: Peer, limit: Int, duplicates: Bool) -> [BlockRequest] {
+        guard var progress = inProgress[piece], limit > 0 else { return [] }
+        let blocks = layout.blocks(of: piece)
+        var taken: [BlockRequest] = []
+        for slot in blocks.indices where taken.count < limit && !progress.received[slot] {
+            let askers = progress.requestedFrom[slot]
+            let eligible = duplicates
+                ? !askers.contains(peer) && askers.count < Self.endGameDuplicates
+                : askers.isEmpty
+            if eligible {
+                progress.requestedFrom[slot].append(peer)
+                taken.append(blocks[slot])
+            }
+        }
+        inProgress[piece] = progress
+        return taken
+    }
+
+    private mutating func release(_ peer: Peer, in piece: PieceIndex) {
+        guard var progress = inProgress[piece] else { return }
+        for slot in progress.requestedFrom.indices { progress.requestedFrom[slot].removeAll { $0 == peer } }
+        inProgress[piece] = progress
+    }
+}

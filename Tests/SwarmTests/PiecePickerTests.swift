@@ -1,0 +1,118 @@
+import Metainfo
+import TestSupport
+import Testing
+
+@testable import Swarm
+
+/// 8 pieces of 2 blocks each (32 KiB pieces), the last one short (1 block).
+let layout = try! PieceLayout(pieceLength: 32768, fileLengths: [32768 * 7 + 100])
+
+func bits(_ pieces: [Int]) -> Bitfield {
+    var field = Bitfield(pieceCount: layout.pieceCount)
+    for piece in pieces { field.insert(PieceIndex(piece)) }
+    return field
+}
+
+let everything = Bitfield(pieceCount: layout.pieceCount, all: true)
+
+@Suite struct PiecePickerTests {
+    @Test func onlyAsksForPiecesThePeerHasAndWeLack() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1]), seed: 1)
+        let requests = picker.requests(for: 1, peerPieces: bits([1, 2, 3]), count: 100)
+        #expect(Set(requests.map(\.piece.value)) == [2, 3])
+        #expect(requests.count == 4)
+        #expect(picker.requests(for: 1, peerPieces: bits([1, 2, 3]), count: 100).isEmpty, "nothing asked twice outside end-game")
+    }
+
+    @Test func rarestPieceFirstOnceWeHaveAFew() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3]), seed: 1)
+        picker.peerAdded(everything)
+        picker.peerAdded(everything)
+        picker.peerAdded(bits([4, 5, 7]))
+        picker.peerAdded(bits([4, 7]))
+        // Piece 6 is held by 2 peers, piece 5 by 3, pieces 4 and 7 by 4.
+        let first = picker.requests(for: 9, peerPieces: everything, count: 2)
+        #expect(first.map(\.piece.value) == [6, 6])
+        #expect(picker.requests(for: 9, peerPieces: everything, count: 2).map(\.piece.value) == [5, 5])
+    }
+
+    @Test func randomFirstPiecesSpreadAFreshSwarm() {
+        var firsts = Set<Int>()
+        for seed in 0..<40 {
+            var picker = PiecePicker(layout: layout, have: Bitfield(pieceCount: layout.pieceCount), seed: UInt64(seed))
+            picker.peerAdded(everything)
+            firsts.insert(picker.requests(for: 1, peerPieces: everything, count: 1)[0].piece.value)
+        }
+        #expect(firsts.count >= 5, "first pieces chosen: \(firsts)")
+    }
+
+    @Test func startedPiecesAreFinishedFirst() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3]), seed: 3)
+        let a = picker.requests(for: 1, peerPieces: everything, count: 1)
+        let b = picker.requests(for: 2, peerPieces: everything, count: 1)
+        #expect(a[0].piece == b[0].piece)
+        #expect(a[0].begin != b[0].begin)
+    }
+
+    @Test func receivingVerifyingAndFailing() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3, 4, 5, 6]), seed: 1)
+        let requests = picker.requests(for: 1, peerPieces: everything, count: 10)
+        #expect(requests == [BlockRequest(piece: PieceIndex(7), begin: 0, length: 100)])
+        #expect(picker.received(requests[0], from: 1).completePiece == PieceIndex(7))
+        picker.pieceFailed(PieceIndex(7))
+        #expect(picker.requests(for: 2, peerPieces: everything, count: 10) == requests, "a failed piece is fetched again")
+        _ = picker.received(requests[0], from: 2)
+        picker.pieceVerified(PieceIndex(7))
+        #expect(picker.isComplete)
+    }
+
+    @Test func aDepartingPeersRequestsGoBackToThePool() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3]), seed: 1)
+        picker.peerAdded(everything)
+        let mine = picker.requests(for: 1, peerPieces: everything, count: 3)
+        picker.peerRemoved(1, pieces: everything)
+        #expect(picker.availability.allSatisfy { $0 == 0 })
+        let theirs = picker.requests(for: 2, peerPieces: everything, count: 3)
+        #expect(Set(theirs) == Set(mine))
+    }
+
+    @Test func endGameAsksASecondPeerAndCancelsTheOther() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3, 4, 5, 6]), seed: 1)
+        let first = picker.requests(for: 1, peerPieces: everything, count: 5)
+        #expect(picker.isEndGame)
+        let second = picker.requests(for: 2, peerPieces: everything, count: 5)
+        #expect(second == first)
+        #expect(picker.requests(for: 3, peerPieces: everything, count: 5).isEmpty, "at most two peers per block")
+        let outcome = picker.received(first[0], from: 2)
+        #expect(outcome.cancelAt == [1])
+        #expect(outcome.completePiece == PieceIndex(7))
+    }
+
+    /// A whole download against random peers: every piece completes, nothing is received twice
+    /// outside end-game, and no block is ever asked of more than two peers.
+    @Test func simulatedDownloadCompletes() {
+        var rng = SplitMix64(seed: 5)
+        let big = try! PieceLayout(pieceLength: 65536, fileLengths: [65536 * 60 + 12345])
+        var picker = PiecePicker(layout: big, have: Bitfield(pieceCount: big.pieceCount), seed: 9)
+        var peers: [Int: Bitfield] = [:]
+        for peer in 0..<6 {
+            var field = Bitfield(pieceCount: big.pieceCount)
+            for piece in 0..<big.pieceCount where Int.random(in: 0..<3, using: &rng) > 0 || peer == 0 { field.insert(PieceIndex(piece)) }
+            peers[peer] = field
+            picker.peerAdded(field)
+        }
+        var pending: [(Int, BlockRequest)] = []
+        var rounds = 0
+        while !picker.isComplete && rounds < 10_000 {
+            rounds += 1
+            for (peer, field) in peers { pending += picker.requests(for: peer, peerPieces: field, count: 4).map { (peer, $0) } }
+            pending.shuffle(using: &rng)
+            let batch = pending.prefix(5)
+            pending.removeFirst(batch.count)
+            for (peer, block) in batch {
+                if let piece = picker.received(block, from: peer).completePiece { picker.pieceVerified(piece) }
+            }
+        }
+        #expect(picker.isComplete, "after \(rounds) rounds")
+    }
+}
