@@ -41,8 +41,11 @@ let package = Package(
             "Metainfo", "Bencode",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
-        // The swarm engine's pure parts: piece picking (so far).
-        .target(name: "Swarm", dependencies: ["Metainfo", "PeerWire"]),
+        // The swarm engine's sans-I/O core: piece picking, requests, choking, verification, bans.
+        .target(name: "Swarm", dependencies: [
+            "Metainfo", "PeerWire",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         // Tracker HTTP protocol as pure types: announce/scrape queries and answers, both directions.
         .target(name: "TrackerProtocol", dependencies: ["Bencode", "Metainfo"]),
         // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
@@ -80,7 +83,11 @@ let package = Package(
             "TorrentCreation", "Metainfo", "Storage", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .testTarget(name: "SwarmTests", dependencies: ["Swarm", "Metainfo", "TestSupport"]),
+        .testTarget(name: "SwarmTests", dependencies: [
+            "Swarm", "Metainfo", "PeerWire", "TestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Metainfo", "TestSupport"]),
         .testTarget(name: "PeerWireTests", dependencies: [
             "PeerWire", "Metainfo", "Bencode", "TestSupport",

@@ -1,0 +1,151 @@
+import Crypto
+import Metainfo
+import NIOCore
+import PeerWire
+import TestSupport
+import Testing
+
+@testable import Swarm
+
+/// Several engines wired together in memory: every message goes through the real codec, hashing
+/// is real SHA-1, time is a counter. Deterministic, no sockets.
+struct SimulatedSwarm {
+    struct Node {
+        var engine: SwarmEngine
+        var data: [UInt8]
+        var lies = false
+        var completed = false
+        var disconnects: [(peer: Int, reason: String)] = []
+    }
+
+    let info: TorrentInfo
+    var nodes: [Node] = []
+    var links: Set<[Int]> = []
+    var queue: [(to: Int, from: Int, message: PeerMessage)] = []
+    var now: Double = 0
+
+    init(pieceLength: Int, length: Int, seeders: Int, leechers: Int, liars: Int = 0, seederSlots: Int = 8, seed: UInt64 = 1) {
+        var rng = SplitMix64(seed: seed)
+        let content = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        var hashes: [UInt8] = []
+        for start in stride(from: 0, to: length, by: pieceLength) {
+            hashes += Insecure.SHA1.hash(data: content[start..<min(start + pieceLength, length)])
+        }
+        info = try! TorrentInfo(name: "sim.img", files: [FileEntry(path: ["sim.img"], length: Int64(length))],
+            isMultiFile: false, privacy: .unspecified, pieceLength: pieceLength, pieceHashes: hashes)
+        let hash = InfoHash(bytes: [UInt8](repeating: 1, count: 20))!
+        for index in 0..<(seeders + liars + leechers) {
+            let isSeeder = index < seeders + liars
+            let id = PeerID(bytes: Array(String(format: "-SIM000-%012d", index).utf8))!
+            var configuration = SwarmEngine.Configuration()
+            configuration.requestQueueDepth = 16
+            if isSeeder { configuration.maxUnchoked = seederSlots }
+            let engine = SwarmEngine(info: info, have: Bitfield(pieceCount: info.pieceCount, all: isSeeder),
+                handshake: Handshake(infoHash: hash, peerID: id), configuration: configuration, seed: seed &+ UInt64(index))
+            nodes.append(Node(engine: engine, data: isSeeder ? content : [UInt8](repeating: 0, count: length),
+                lies: index >= seeders && index < seeders + liars, completed: isSeeder))
+        }
+    }
+
+    var content: [UInt8] { nodes[0].data }
+
+    mutating func connectAll() {
+        for a in nodes.indices {
+            for b in nodes.indices where a < b {
+                links.insert([a, b])
+                let handshakeA = Handshake(infoHash: InfoHash(bytes: [UInt8](repeating: 1, count: 20))!, peerID: PeerID(bytes: Array(String(format: "-SIM000-%012d", a).utf8))!)
+                let handshakeB = Handshake(infoHash: InfoHash(bytes: [UInt8](repeating: 1, count: 20))!, peerID: PeerID(bytes: Array(String(format: "-SIM000-%012d", b).utf8))!)
+                perform(nodes[a].engine.peerConnected(b, handshake: handshakeB), at: a)
+                perform(nodes[b].engine.peerConnected(a, handshake: handshakeA), at: b)
+            }
+        }
+    }
+
+    mutating func perform(_ actions: [SwarmEngine.Action], at node: Int) {
+        for action in actions {
+            switch action {
+            case .send(let peer, let message):
+                guard links.contains([min(node, peer), max(node, peer)]) else { continue }
+                var buffer = ByteBuffer()
+                PeerWireEncoder.write(message, to: &buffer)
+                let decoded = try! PeerWireDecoder().next(from: &buffer)!
+                queue.append((peer, node, decoded))
+            case .disconnect(let peer, let reason):
+                nodes[node].disconnects.append((peer, reason))
+                if links.remove([min(node, peer), max(node, peer)]) != nil {
+                    perform(nodes[peer].engine.peerDisconnected(node), at: peer)
+                }
+            case .verify(let piece, let bytes):
+                let valid = Array(Insecure.SHA1.hash(data: bytes)) == Array(info.hash(of: piece))
+                if valid {
+                    let start = Int(info.layout.offset(of: piece))
+                    nodes[node].data.replaceSubrange(start..<(start + bytes.count), with: bytes)
+                }
+                perform(nodes[node].engine.pieceChecked(piece, valid: valid), at: node)
+            case .readBlock(let peer, let request):
+                let start = Int(info.layout.offset(of: request.piece)) + request.begin
+                var bytes = Array(nodes[node].data[start..<(start + request.length)])
+                if nodes[node].lies { bytes[0] ^= 0xFF }
+                perform(nodes[node].engine.blockRead(request, data: ByteBuffer(bytes: bytes), for: peer), at: node)
+            case .completed:
+                nodes[node].completed = true
+            }
+        }
+    }
+
+    /// Delivers messages, running a choking round every simulated 10 s, until every honest node
+    /// holds the whole image or `maxSteps` deliveries pass.
+    mutating func run(maxSteps: Int = 2_000_000) -> Bool {
+        var steps = 0
+        for node in nodes.indices { perform(nodes[node].engine.tick(now: now), at: node) }
+        while steps < maxSteps {
+            if nodes.allSatisfy({ $0.completed || $0.lies }) { return true }
+            if queue.isEmpty || steps % 500 == 499 {
+                now += 10
+                for node in nodes.indices { perform(nodes[node].engine.tick(now: now), at: node) }
+                if queue.isEmpty { steps += 500; continue }
+            }
+            let (to, from, message) = queue.removeFirst()
+            steps += 1
+            guard links.contains([min(to, from), max(to, from)]) else { continue }
+            perform(nodes[to].engine.received(message, from: from), at: to)
+        }
+        return false
+    }
+}
+
+@Suite struct SwarmSimulationTests {
+    @Test func oneSeederThreeLeechersAllComplete() {
+        // One upload slot (plus the optimistic one) at the seeder: the leechers must trade.
+        var swarm = SimulatedSwarm(pieceLength: 32768, length: 32768 * 40 + 777, seeders: 1, leechers: 3, seederSlots: 1)
+        swarm.connectAll()
+        let finished = swarm.run()
+        #expect(finished)
+        for node in swarm.nodes.indices.dropFirst() {
+            #expect(swarm.nodes[node].data == swarm.content, "leecher \(node) holds the exact image")
+            #expect(swarm.nodes[node].engine.isComplete)
+        }
+        // Leechers traded among themselves: the seeder did not upload everything three times.
+        #expect(swarm.nodes[0].engine.uploaded < Int64(3 * swarm.content.count))
+    }
+
+    @Test func aLiarIsBannedAndTheDownloadStillCompletes() {
+        var swarm = SimulatedSwarm(pieceLength: 16384, length: 16384 * 30, seeders: 1, leechers: 1, liars: 1, seed: 4)
+        swarm.connectAll()
+        let finished = swarm.run()
+        #expect(finished)
+        let leecher = swarm.nodes[2]
+        #expect(leecher.data == swarm.content)
+        #expect(leecher.disconnects.contains { $0.peer == 1 && $0.reason.contains("failed the hash") }, "\(leecher.disconnects)")
+        #expect(leecher.engine.wasted > 0)
+        #expect(!leecher.engine.accepts(PeerID(bytes: Array(String(format: "-SIM000-%012d", 1).utf8))!))
+    }
+
+    @Test func aViolationDisconnectsOnlyThatPeer() {
+        var swarm = SimulatedSwarm(pieceLength: 16384, length: 16384 * 4, seeders: 1, leechers: 1)
+        swarm.connectAll()
+        let actions = swarm.nodes[1].engine.received(.have(PieceIndex(99)), from: 0)
+        #expect(actions.contains { if case .disconnect(0, let reason) = $0 { reason.contains("outside") } else { false } })
+        #expect(swarm.nodes[1].engine.peerCount == 0)
+    }
+}
