@@ -46,6 +46,14 @@ let package = Package(
             "Metainfo", "PeerWire",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        // Drives the engine over sockets on one SwiftNIO event loop; hashing and disk on a thread pool.
+        .target(name: "SwarmRuntime", dependencies: [
+            "Swarm", "PeerWire", "Storage", "Metainfo", "TrackerProtocol", "TrackerClient",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Tracker HTTP protocol as pure types: announce/scrape queries and answers, both directions.
         .target(name: "TrackerProtocol", dependencies: ["Bencode", "Metainfo"]),
         // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
@@ -68,7 +76,7 @@ let package = Package(
         ]),
         // The only place that parses flags and prints to a terminal.
         .target(name: "VMSwarmCLI", dependencies: [
-            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Tracker", "TrackerClient",
+            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Tracker", "TrackerClient", "SwarmRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),

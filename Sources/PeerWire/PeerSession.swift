@@ -80,8 +80,13 @@ public struct PeerSession: Sendable {
     }
 
     public mutating func receive(_ message: PeerMessage) throws(PeerViolation) -> [Event] {
+        // The piece set (bitfield, have-all, have-none) must come before anything else but
+        // keep-alives and the BEP 10 extension handshake, which libtorrent sends first.
         let first = !receivedAny
-        if case .keepAlive = message {} else { receivedAny = true }
+        switch message {
+        case .keepAlive, .extended(id: 0, _): break
+        default: receivedAny = true
+        }
         switch message {
         case .keepAlive:
             return []

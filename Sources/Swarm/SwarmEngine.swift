@@ -131,7 +131,13 @@ public struct SwarmEngine: Sendable {
                 wasted += Int64(block.length)
             case .requested(let request):
                 actions.append(.readBlock(peer, request))
-            case .interested, .choked, .cancelled, .suggested, .allowedFast, .extensionHandshake, .peerExchange, .dhtPort:
+            case .interested(let wants):
+                // A free upload slot is given at once rather than at the next choking round.
+                let unchoked = peers.values.filter { !$0.session.amChoking }.count
+                if wants, state.session.amChoking, unchoked < configuration.maxUnchoked {
+                    actions.append(send(peer, .unchoke))
+                }
+            case .choked, .cancelled, .suggested, .allowedFast, .extensionHandshake, .peerExchange, .dhtPort:
                 break
             case .ignored(let why):
                 if why.hasPrefix("request while choked"), state.session.fast, case .request(let request) = message {

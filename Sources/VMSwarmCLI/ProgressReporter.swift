@@ -22,6 +22,7 @@ final class ProgressReporter: Sendable {
         var done: Int64 = 0
         var lastDraw: Double = 0
         var finished = false
+        var note = ""
     }
 
     private let label: String
@@ -36,7 +37,8 @@ final class ProgressReporter: Sendable {
         self.style = style
     }
 
-    func update(done: Int64) {
+    /// `note` (peers, upload…) is shown after the rate.
+    func update(done: Int64, note: String? = nil) {
         let interval: Double =
             switch style {
             case .terminal: 0.1
@@ -46,24 +48,26 @@ final class ProgressReporter: Sendable {
             }
         let line: String? = state.withLock { state in
             state.done = max(state.done, done)
+            if let note { state.note = note }
             let now = Date().timeIntervalSince(start)
             guard !state.finished, now - state.lastDraw >= interval else { return nil }
             state.lastDraw = now
-            return render(done: state.done, elapsed: now, final: false)
+            return render(done: state.done, elapsed: now, final: false, note: state.note)
         }
         if let line { emit(line) }
     }
 
-    func finish() {
+    /// The last line; `done` defaults to the whole (work that stopped early passes what it reached).
+    func finish(done: Int64? = nil) {
         let line: String? = state.withLock { state in
             guard !state.finished else { return nil }
             state.finished = true
-            return render(done: total, elapsed: Date().timeIntervalSince(start), final: true)
+            return render(done: done ?? total, elapsed: Date().timeIntervalSince(start), final: true, note: state.note)
         }
         if let line { emit(line) }
     }
 
-    private func render(done: Int64, elapsed: Double, final: Bool) -> String {
+    private func render(done: Int64, elapsed: Double, final: Bool, note: String) -> String {
         let fraction = total > 0 ? Double(done) / Double(total) : 1
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : .infinity
@@ -72,7 +76,7 @@ final class ProgressReporter: Sendable {
             let fields: [String: Any] = [
                 "event": final ? "done" : "progress", "task": label, "bytes": done, "total": total,
                 "percent": (fraction * 1000).rounded() / 10, "rate_bytes_per_s": Int(rate),
-                "elapsed_s": (elapsed * 100).rounded() / 100,
+                "elapsed_s": (elapsed * 100).rounded() / 100, "note": note,
             ]
             let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data()
             return String(decoding: data, as: UTF8.self) + "\n"
@@ -82,12 +86,13 @@ final class ProgressReporter: Sendable {
             let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
             let tail = final ? "in \(Format.duration(elapsed))\n" : "ETA \(Format.duration(eta))"
             return String(
-                format: "\r\u{1B}[K%@ [%@] %5.1f%%  %@ of %@  %@  %@", label, bar, fraction * 100,
-                Format.bytes(done), Format.bytes(total), Format.rate(rate), tail)
+                format: "\r\u{1B}[K%@ [%@] %5.1f%%  %@ of %@  %@  %@%@", label, bar, fraction * 100,
+                Format.bytes(done), Format.bytes(total), Format.rate(rate), note.isEmpty ? "" : note + "  ", tail)
         case .plain:
             return String(
-                format: "%@: %5.1f%%  %@ of %@  %@  %@\n", label, fraction * 100, Format.bytes(done),
-                Format.bytes(total), Format.rate(rate), final ? "done in \(Format.duration(elapsed))" : "ETA \(Format.duration(eta))")
+                format: "%@: %5.1f%%  %@ of %@  %@  %@%@\n", label, fraction * 100, Format.bytes(done),
+                Format.bytes(total), Format.rate(rate), note.isEmpty ? "" : note + "  ",
+                final ? "done in \(Format.duration(elapsed))" : "ETA \(Format.duration(eta))")
         case .silent:
             return ""
         }

@@ -1,0 +1,312 @@
+import Crypto
+import Logging
+import Metainfo
+import NIOCore
+import NIOPosix
+import PeerWire
+import Storage
+import Swarm
+import TrackerClient
+import TrackerProtocol
+
+/// Runs a `SwarmEngine` for one torrent over real sockets. The engine and every peer connection live
+/// on one event loop, so the engine needs no locks; hashing, disk reads and writes go to a thread
+/// pool and come back to the loop, which never waits on the disk or on SHA-1.
+public final class SwarmRuntime: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var listenHost = "0.0.0.0"
+        /// 0 picks a free port.
+        public var port = 6881
+        /// Peers to connect to besides those the trackers name.
+        public var peers: [(host: String, port: Int)] = []
+        public var maxPeers = 60
+        public var useTrackers = true
+        public var hashThreads = System.coreCount
+
+        public init() {}
+    }
+
+    /// A snapshot for progress lines.
+    public struct Status: Sendable {
+        public let piecesHave: Int
+        public let pieceCount: Int
+        public let bytesHave: Int64
+        public let totalLength: Int64
+        public let downloaded: Int64
+        public let uploaded: Int64
+        public let wasted: Int64
+        public let peers: Int
+        public let complete: Bool
+    }
+
+    public let metainfo: Metainfo
+    var info: TorrentInfo { metainfo.info }
+    let ourHandshake: Handshake
+    private let options: Options
+    private let group: MultiThreadedEventLoopGroup
+    private let loop: any EventLoop
+    private let pool: NIOThreadPool
+    private let store: PieceStore
+    private let logger: Logger
+    private var engine: SwarmEngine
+    private var channels: [Int: any Channel] = [:]
+    private var peerIDs: [Int: PeerID] = [:]
+    private var connecting: Set<String> = []
+    private var nextHandle = 1
+    private var listener: (any Channel)?
+    private var timer: RepeatedTask?
+    private var tracker: TrackerClient?
+    private var nextAnnounce: Double = 0
+    private var announcing = false
+    private var stopped = false
+    private let completion: EventLoopPromise<Void>
+    private let started = NIODeadline.now()
+
+    public var listeningPort: Int? { listener?.localAddress?.port }
+
+    private init(metainfo: Metainfo, store: PieceStore, have: Bitfield, options: Options, logger: Logger) {
+        self.metainfo = metainfo
+        self.store = store
+        self.options = options
+        self.logger = logger
+        ourHandshake = Handshake(infoHash: metainfo.infoHash, peerID: PeerID.random())
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        loop = group.next()
+        pool = NIOThreadPool(numberOfThreads: max(1, options.hashThreads))
+        engine = SwarmEngine(info: metainfo.info, have: have, handshake: ourHandshake, seed: UInt64.random(in: .min ... .max))
+        completion = loop.makePromise()
+    }
+
+    /// Starts listening, connecting and announcing. `have` is what `store.verify` found.
+    public static func start(
+        metainfo: Metainfo, store: PieceStore, have: Bitfield, options: Options, logger: Logger
+    ) async throws -> SwarmRuntime {
+        let runtime = SwarmRuntime(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
+        runtime.pool.start()
+        let channel = try await ServerBootstrap(group: runtime.group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(PeerChannelHandler(runtime: runtime, outgoing: false))
+                }
+            }
+            .bind(host: options.listenHost, port: options.port).get()
+        try await runtime.loop.submit {
+            runtime.listener = channel
+            if have.isComplete { runtime.completion.succeed(()) }
+            if options.useTrackers && !metainfo.announceTiers.isEmpty {
+                runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger)
+            }
+            for peer in options.peers { runtime.connect(host: peer.host, port: peer.port) }
+            runtime.timer = runtime.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in runtime.tick() }
+        }.get()
+        logger.info("swarm node listening", metadata: ["port": "\(channel.localAddress?.port ?? 0)", "info_hash": "\(metainfo.infoHash.hex)"])
+        return runtime
+    }
+
+    /// Completes when every piece is verified and the data carries its final name.
+    public func waitForCompletion() async throws {
+        try await completion.futureResult.get()
+    }
+
+    public func status() async -> Status {
+        (try? await loop.submit { self.currentStatus() }.get())
+            ?? Status(piecesHave: 0, pieceCount: info.pieceCount, bytesHave: 0, totalLength: info.totalLength,
+                downloaded: 0, uploaded: 0, wasted: 0, peers: 0, complete: false)
+    }
+
+    /// Announces `stopped`, closes every connection and stops the loops.
+    public func shutdown() async {
+        let finalAnnounce: AnnounceRequest? = try? await loop.submit {
+            self.stopped = true
+            self.timer?.cancel()
+            self.channels.values.forEach { $0.close(promise: nil) }
+            self.listener?.close(promise: nil)
+            return self.tracker == nil ? nil : self.announceRequest(event: .stopped)
+        }.get()
+        if let finalAnnounce, let tracker { _ = try? await tracker.announce(finalAnnounce) }
+        try? await pool.shutdownGracefully()
+        try? await group.shutdownGracefully()
+    }
+
+    // MARK: Called by peer channels, on the loop
+
+    func peerConnected(_ handshake: Handshake, channel: any Channel) -> Int? {
+        loop.preconditionInEventLoop()
+        guard !stopped, handshake.peerID != ourHandshake.peerID, !peerIDs.values.contains(handshake.peerID),
+            engine.accepts(handshake.peerID), channels.count < options.maxPeers
+        else { return nil }
+        let handle = nextHandle
+        nextHandle += 1
+        channels[handle] = channel
+        peerIDs[handle] = handshake.peerID
+        logger.debug("peer connected", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")", "id": "\(handshake.peerID)"])
+        perform(engine.peerConnected(handle, handshake: handshake))
+        return handle
+    }
+
+    func received(_ messages: [PeerMessage], from handle: Int) {
+        loop.preconditionInEventLoop()
+        for message in messages where channels[handle] != nil {
+            perform(engine.received(message, from: handle))
+        }
+    }
+
+    func peerDisconnected(_ handle: Int) {
+        loop.preconditionInEventLoop()
+        guard channels.removeValue(forKey: handle) != nil else { return }
+        peerIDs[handle] = nil
+        perform(engine.peerDisconnected(handle))
+    }
+
+    func protocolError(_ description: String, peer handle: Int?) {
+        logger.info("dropping peer", metadata: ["reason": "\(description)"])
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [SwarmEngine.Action]) {
+        var touched = Set<Int>()
+        for action in actions {
+            switch action {
+            case .send(let handle, let message):
+                guard let channel = channels[handle] else { continue }
+                var buffer = channel.allocator.buffer(capacity: 32)
+                PeerWireEncoder.write(message, to: &buffer)
+                channel.write(buffer, promise: nil)
+                touched.insert(handle)
+            case .disconnect(let handle, let reason):
+                logger.info("disconnecting peer", metadata: ["reason": "\(reason)"])
+                channels[handle]?.close(promise: nil)
+            case .verify(let piece, let bytes):
+                verify(piece, bytes)
+            case .readBlock(let handle, let request):
+                readBlock(request, for: handle)
+            case .completed:
+                finish()
+            }
+        }
+        for handle in touched { channels[handle]?.flush() }
+    }
+
+    private func verify(_ piece: PieceIndex, _ bytes: [UInt8]) {
+        let expected = Array(info.hash(of: piece))
+        let store = self.store
+        pool.runIfActive(eventLoop: loop) { () -> Bool in
+            var sha = Insecure.SHA1()
+            bytes.withUnsafeBytes { sha.update(bufferPointer: $0) }
+            guard Array(sha.finalize()) == expected else { return false }
+            try bytes.withUnsafeBytes { try store.write(piece, data: $0) }
+            return true
+        }.whenComplete { result in
+            switch result {
+            case .success(let valid):
+                self.perform(self.engine.pieceChecked(piece, valid: valid))
+            case .failure(let error):
+                self.logger.error("cannot write a verified piece", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
+                self.completion.fail(error)
+            }
+        }
+    }
+
+    private func readBlock(_ request: BlockRequest, for handle: Int) {
+        let store = self.store
+        let allocator = ByteBufferAllocator()
+        pool.runIfActive(eventLoop: loop) { () -> ByteBuffer in
+            var buffer = allocator.buffer(capacity: request.length)
+            try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: request.length) { target in
+                try store.read(request, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<request.length]))
+                return request.length
+            }
+            return buffer
+        }.whenComplete { result in
+            if case .success(let buffer) = result {
+                self.perform(self.engine.blockRead(request, data: buffer, for: handle))
+            }
+        }
+    }
+
+    private func finish() {
+        let store = self.store
+        pool.runIfActive(eventLoop: loop) { try store.finish() }.whenComplete { result in
+            switch result {
+            case .success:
+                self.logger.info("download complete", metadata: ["path": "\(store.finalPath)"])
+                self.completion.succeed(())
+                if self.tracker != nil { self.announce(event: .completed) }
+            case .failure(let error):
+                self.completion.fail(error)
+            }
+        }
+    }
+
+    // MARK: Peers and trackers
+
+    private func connect(host: String, port: Int) {
+        let key = "\(host):\(port)"
+        guard !stopped, channels.count + connecting.count < options.maxPeers, connecting.insert(key).inserted else { return }
+        ClientBootstrap(group: group)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(PeerChannelHandler(runtime: self, outgoing: true))
+                }
+            }
+            .connect(host: host, port: port)
+            .whenComplete { _ in self.loop.execute { self.connecting.remove(key) } }
+    }
+
+    private func tick() {
+        let now = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        perform(engine.tick(now: now))
+        if tracker != nil && now >= nextAnnounce && !announcing {
+            announce(event: nextAnnounce == 0 ? .started : .none)
+        }
+    }
+
+    private func announceRequest(event: AnnounceEvent) -> AnnounceRequest {
+        var request = AnnounceRequest(infoHash: metainfo.infoHash, peerID: ourHandshake.peerID, port: UInt16(clamping: listeningPort ?? 0))
+        request.event = event
+        request.uploaded = engine.uploaded
+        request.downloaded = engine.downloaded
+        let missing = info.pieceCount - engine.have.count
+        request.left = engine.isComplete ? 0 : min(info.totalLength, Int64(missing) * Int64(info.pieceLength))
+        request.numWant = 80
+        return request
+    }
+
+    private func announce(event: AnnounceEvent) {
+        guard let tracker else { return }
+        announcing = true
+        let request = announceRequest(event: event)
+        let loop = self.loop
+        Task {
+            let result: Result<(tracker: String, response: AnnounceResponse), TrackerClientError>
+            do throws(TrackerClientError) {
+                result = .success(try await tracker.announce(request))
+            } catch {
+                result = .failure(error)
+            }
+            loop.execute {
+                self.announcing = false
+                let now = Double((NIODeadline.now() - self.started).nanoseconds) / 1e9
+                switch result {
+                case .success(let answer):
+                    self.nextAnnounce = now + RetryPolicy().delay(afterInterval: answer.response.interval, minInterval: answer.response.minInterval)
+                    for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
+                case .failure(let error):
+                    self.logger.warning("announce failed", metadata: ["error": "\(error)"])
+                    self.nextAnnounce = now + 15
+                }
+            }
+        }
+    }
+
+    private func currentStatus() -> Status {
+        let have = engine.have
+        let bytes = info.layout.pieces.reduce(Int64(0)) { $0 + (have[$1] ? Int64(info.layout.length(of: $1)) : 0) }
+        return Status(piecesHave: have.count, pieceCount: info.pieceCount, bytesHave: bytes, totalLength: info.totalLength,
+            downloaded: engine.downloaded, uploaded: engine.uploaded, wasted: engine.wasted, peers: channels.count,
+            complete: engine.isComplete)
+    }
+}

@@ -1,0 +1,236 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Metainfo
+import Storage
+import SwarmRuntime
+import TorrentCreation
+import Tracker
+
+/// Flags `seed` and `get` share.
+struct PeerOptions: ParsableArguments {
+    @Option(help: "TCP port for incoming peers (0: any free port).")
+    var port: Int = 6881
+
+    @Option(help: "Local address to listen on, for multi-homed hosts.")
+    var bind: String = "0.0.0.0"
+
+    @Option(name: .customLong("peer"), help: "Also connect to this peer (HOST:PORT). Repeatable.")
+    var peers: [String] = []
+
+    @Option(name: .customLong("max-peers"), help: "Most peer connections at once.")
+    var maxPeers: Int = 60
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "warning"
+
+    @Flag(help: "Print status as JSON lines on standard output.")
+    var json = false
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
+        for peer in peers where HostPort(peer) == nil { throw ValidationError("--peer must be HOST:PORT (got '\(peer)').") }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
+    }
+
+    func runtimeOptions() -> SwarmRuntime.Options {
+        var options = SwarmRuntime.Options()
+        options.port = port
+        options.listenHost = bind
+        options.peers = peers.compactMap(HostPort.init).map { ($0.host, $0.port) }
+        options.maxPeers = maxPeers
+        options.hashThreads = ProcessInfo.processInfo.activeProcessorCount
+        return options
+    }
+}
+
+/// Verifies data on disk against the torrent, with progress.
+func checkData(_ store: PieceStore, json: Bool) -> Bitfield {
+    let progress = ProgressReporter(label: "checking", total: store.info.totalLength, style: .choose(json: json))
+    let have = store.verify(threads: ProcessInfo.processInfo.activeProcessorCount) { progress.update(done: $0) }
+    progress.finish()
+    return have
+}
+
+func loadTorrent(_ path: String) throws(CLIError) -> Metainfo {
+    try CLIError.wrap(path) { try Metainfo(parsing: try InspectCommand.readTorrent(path)) }
+}
+
+/// Shows the swarm's progress until `until` returns true, or forever.
+func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, until: @escaping @Sendable () async -> Bool) async {
+    let info = runtime.metainfo.info
+    let progress = ProgressReporter(label: label, total: info.totalLength, style: .choose(json: json))
+    var reached: Int64 = 0
+    while true {
+        let status = await runtime.status()
+        reached = status.bytesHave
+        progress.update(done: status.bytesHave, note: "\(status.peers) peers, up \(Format.bytes(status.uploaded))")
+        if await until() { break }
+        try? await Task.sleep(for: .milliseconds(250))
+    }
+    progress.finish(done: reached)
+}
+
+struct SeedCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "seed",
+        abstract: "Serve an image to the swarm.",
+        discussion: """
+            vmswarm seed FILE.torrent --data PATH   serves PATH (checked against the torrent first).
+            vmswarm seed IMAGE                      makes IMAGE.torrent, starts a tracker inside this \
+            process, prints the torrent's path and serves the image: one command starts a swarm.
+            Runs until SIGINT or SIGTERM.
+            """)
+
+    @Argument(help: "A .torrent file, or an image to make a torrent of.")
+    var source: String
+
+    @Option(help: "The data a .torrent describes (default: its name in the current folder).")
+    var data: String?
+
+    @Option(name: .customLong("tracker-port"), help: "With an image: port of the embedded tracker.")
+    var trackerPort: Int = 6969
+
+    @Option(name: .customLong("announce-host"), help: "With an image: the address peers reach this host at, put in the torrent's tracker URL.")
+    var announceHost: String = "127.0.0.1"
+
+    @Option(name: [.short, .customLong("output")], help: "With an image: where to write the torrent (default: IMAGE.torrent here).")
+    var output: String?
+
+    @Flag(name: .customLong("skip-check"), help: "Do not verify the data before seeding.")
+    var skipCheck = false
+
+    @OptionGroup var peer: PeerOptions
+
+    func run() async throws {
+        let logger = makeLogger(label: "vmswarm.seed", level: peer.logLevel)
+        var embedded: TrackerServer?
+        let metainfo: Metainfo
+        let dataPath: String
+        if source.hasSuffix(".torrent") {
+            metainfo = try loadTorrent(source)
+            dataPath = data ?? metainfo.info.name
+        } else {
+            var options = TorrentCreator.Options(threads: ProcessInfo.processInfo.activeProcessorCount)
+            options.announceTiers = [["http://\(announceHost):\(trackerPort)/announce"]]
+            options.createdBy = "vmswarm \(VMSwarm.version)"
+            options.creationDate = Int64(Date().timeIntervalSince1970)
+            let creator = TorrentCreator(options: options)
+            let plan = try CLIError.wrap { try creator.plan(source) }
+            let progress = ProgressReporter(label: "hashing", total: plan.totalLength, style: .choose(json: peer.json))
+            metainfo = try CLIError.wrap { try creator.create(source) { progress.update(done: $0) } }
+            progress.finish()
+            let target = output ?? "\(plan.source.baseName).torrent"
+            try CLIError.wrap("cannot write \(target)") { try Data(metainfo.encoded()).write(to: URL(fileURLWithPath: target), options: .atomic) }
+            print(target)
+            dataPath = source
+            embedded = try await CLIError.wrapAsync("cannot start the tracker on port \(trackerPort)") {
+                try await TrackerServer.start(host: "0.0.0.0", port: trackerPort, configuration: TrackerConfiguration(), logger: logger)
+            }
+        }
+        let store = try CLIError.wrap { try PieceStore.seed(metainfo.info, data: dataPath) }
+        var have = Bitfield(pieceCount: metainfo.info.pieceCount, all: true)
+        if !skipCheck && source.hasSuffix(".torrent") {  // an image was just hashed to make its torrent
+            have = checkData(store, json: peer.json)
+            guard have.isComplete else {
+                throw CLIError("\(dataPath) is not this torrent's data: \(have.count) of \(metainfo.info.pieceCount) pieces match")
+            }
+        }
+        let runtime = try await CLIError.wrapAsync("cannot listen on port \(peer.port)") {
+            try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: peer.runtimeOptions(), logger: logger)
+        }
+        if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
+        let signals = SignalWatcher([SIGINT, SIGTERM])
+        let stop = Stop()
+        Task { for await _ in signals.stream { stop.set(); break } }
+        await followProgress(runtime, label: "seeding", json: peer.json) { stop.isSet }
+        await runtime.shutdown()
+        await embedded?.shutdown()
+    }
+}
+
+struct GetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "get",
+        abstract: "Download an image from the swarm.",
+        discussion: """
+            Writes NAME.part in the output folder and renames it to NAME only when every piece has \
+            verified. Run it again after an interruption: what is on disk is checked and only the \
+            missing pieces are fetched. Exit status 0 only with the complete, verified image.
+            """)
+
+    @Argument(help: "The .torrent file.")
+    var torrent: String
+
+    @Option(name: [.short, .customLong("output")], help: "Folder to download into.")
+    var output: String = "."
+
+    @Option(name: .customLong("seed-after"), help: "After the download: 'none' (exit), 'forever', or seconds to keep seeding (e.g. 60).")
+    var seedAfter: String = "none"
+
+    @OptionGroup var peer: PeerOptions
+
+    func validate() throws {
+        guard seedAfter == "none" || seedAfter == "forever" || Double(seedAfter) != nil else {
+            throw ValidationError("--seed-after must be none, forever or a number of seconds.")
+        }
+    }
+
+    func run() async throws {
+        let logger = makeLogger(label: "vmswarm.get", level: peer.logLevel)
+        let metainfo = try loadTorrent(torrent)
+        try CLIError.wrap("cannot create \(output)") { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
+        let store = try CLIError.wrap { try PieceStore.download(metainfo.info, into: output) }
+        let have = checkData(store, json: peer.json)
+        if store.isFinished && !have.isComplete {
+            throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
+        }
+        let runtime = try await CLIError.wrapAsync("cannot listen on port \(peer.port)") {
+            try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: peer.runtimeOptions(), logger: logger)
+        }
+        let done = Stop()
+        Task {
+            do {
+                try await runtime.waitForCompletion()
+                done.set()
+            } catch {
+                done.fail("\(error)")
+            }
+        }
+        let signals = SignalWatcher([SIGINT, SIGTERM])
+        let interrupted = Stop()
+        Task { for await _ in signals.stream { interrupted.set(); break } }
+        await followProgress(runtime, label: "downloading", json: peer.json) { done.isSet || done.failure != nil || interrupted.isSet }
+        if let failure = done.failure {
+            await runtime.shutdown()
+            throw CLIError(failure)
+        }
+        guard done.isSet else {
+            await runtime.shutdown()
+            throw CLIError("interrupted; run the same command again to resume")
+        }
+        if peer.json {
+            print(#"{"event":"complete","path":"\#(store.finalPath)"}"#)
+        } else {
+            print("complete: \(store.finalPath)")
+        }
+        if seedAfter != "none" {
+            let seconds = Double(seedAfter) ?? .infinity
+            let until = Date().addingTimeInterval(seconds)
+            await followProgress(runtime, label: "seeding", json: peer.json) { interrupted.isSet || Date() >= until }
+        }
+        await runtime.shutdown()
+    }
+}
+
+/// A flag set from one task and read from another.
+final class Stop: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    private var error: String?
+
+    func set() { lock.withLock { value = true } }
+    func fail(_ message: String) { lock.withLock { error = message } }
+    var isSet: Bool { lock.withLock { value } }
+    var failure: String? { lock.withLock { error } }
+}
