@@ -4,7 +4,6 @@ import NIOCore
 /// What a peer did that the protocol forbids. The connection is dropped and the reason counted.
 public enum PeerViolation: Error, Equatable, Sendable, CustomStringConvertible {
     case badBitfield(Bitfield.Problem)
-    case bitfieldNotFirst
     case pieceOutOfRange(PieceIndex)
     case invalidRequest(BlockRequest)
     case unrequestedBlock(BlockRequest)
@@ -15,7 +14,6 @@ public enum PeerViolation: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .badBitfield(let problem): "bitfield refused: \(problem)"
-        case .bitfieldNotFirst: "bitfield, have-all or have-none after other messages"
         case .pieceOutOfRange(let piece): "\(piece) is outside the torrent"
         case .invalidRequest(let request): "request for \(request), outside its piece or too long"
         case .unrequestedBlock(let block): "sent \(block), which was not requested"
@@ -36,8 +34,9 @@ public struct PeerSession: Sendable {
         case unchoked
         case interested(Bool)
         case has(PieceIndex)
-        /// The peer's whole piece set is known (bitfield, have-all or have-none).
-        case hasBitfield
+        /// The peer's piece set arrived (bitfield, have-all or have-none); these pieces are new to
+        /// us (any announced by an earlier `have` are not repeated).
+        case hasPieces(Bitfield)
         case block(BlockRequest, ByteBuffer)
         /// A block arrived after we cancelled it: harmless, not counted against the peer.
         case lateBlock(BlockRequest)
@@ -68,7 +67,6 @@ public struct PeerSession: Sendable {
     /// Pieces the peer lets us request while choked (BEP 6).
     public private(set) var allowedFastFromPeer: Set<PieceIndex> = []
     private var cancelled: Set<BlockRequest> = []
-    private var receivedAny = false
 
     /// Requests a peer may queue with us before it is a flood.
     public static let maxPeerRequests = 500
@@ -80,13 +78,6 @@ public struct PeerSession: Sendable {
     }
 
     public mutating func receive(_ message: PeerMessage) throws(PeerViolation) -> [Event] {
-        // The piece set (bitfield, have-all, have-none) must come before anything else but
-        // keep-alives and the BEP 10 extension handshake, which libtorrent sends first.
-        let first = !receivedAny
-        switch message {
-        case .keepAlive, .extended(id: 0, _): break
-        default: receivedAny = true
-        }
         switch message {
         case .keepAlive:
             return []
@@ -110,18 +101,16 @@ public struct PeerSession: Sendable {
             try check(piece)
             return peerPieces.insert(piece) ? [.has(piece)] : []
         case .bitfield(let bytes):
-            guard first else { throw .bitfieldNotFirst }
+            let pieces: Bitfield
             do {
-                peerPieces = try Bitfield(bytes: bytes, pieceCount: layout.pieceCount)
+                pieces = try Bitfield(bytes: bytes, pieceCount: layout.pieceCount)
             } catch {
                 throw .badBitfield(error)
             }
-            return [.hasBitfield]
+            return receivePieceSet(pieces)
         case .haveAll, .haveNone:
             guard fast else { throw .fastMessageWithoutFastExtension(message == .haveAll ? "have-all" : "have-none") }
-            guard first else { throw .bitfieldNotFirst }
-            peerPieces = Bitfield(pieceCount: layout.pieceCount, all: message == .haveAll)
-            return [.hasBitfield]
+            return receivePieceSet(Bitfield(pieceCount: layout.pieceCount, all: message == .haveAll))
         case .request(let request):
             guard layout.isValid(request) else { throw .invalidRequest(request) }
             if amChoking {
@@ -194,6 +183,15 @@ public struct PeerSession: Sendable {
         default:
             break
         }
+    }
+
+    /// BEP 3 and 6 want the piece set once and first; real clients send it after their extension
+    /// handshake (libtorrent), or twice (aria2: have-none, then a bitfield). A peer never loses
+    /// pieces, so every piece set is merged into what it had announced, and only new pieces reported.
+    private mutating func receivePieceSet(_ pieces: Bitfield) -> [Event] {
+        var fresh = Bitfield(pieceCount: layout.pieceCount)
+        for piece in layout.pieces where pieces[piece] && peerPieces.insert(piece) { fresh.insert(piece) }
+        return [.hasPieces(fresh)]
     }
 
     private func check(_ piece: PieceIndex) throws(PeerViolation) {

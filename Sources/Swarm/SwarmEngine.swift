@@ -113,8 +113,8 @@ public struct SwarmEngine: Sendable {
         var actions: [Action] = []
         for event in events {
             switch event {
-            case .hasBitfield:
-                picker.peerAdded(state.session.peerPieces)
+            case .hasPieces(let pieces):
+                picker.peerAdded(pieces)
                 actions += updateInterest(peer)
             case .has(let piece):
                 picker.peerGained(piece)

@@ -148,6 +148,7 @@ public final class SwarmRuntime: @unchecked Sendable {
     func received(_ messages: [PeerMessage], from handle: Int) {
         loop.preconditionInEventLoop()
         for message in messages where channels[handle] != nil {
+            logger.trace("received", metadata: ["peer": "\(handle)", "message": "\(message)"])
             perform(engine.received(message, from: handle))
         }
     }

@@ -1,0 +1,86 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// vmswarm's swarm against real clients, both ways, with a 32 MiB image and sha256 compared.
+@Suite(.serialized) struct SwarmInteropTests {
+    static let libtorrentSession = """
+        import sys, time, libtorrent as lt
+        s = lt.session({"listen_interfaces": "127.0.0.1:%s" % sys.argv[3], "enable_dht": False, "enable_lsd": False,
+                        "enable_upnp": False, "enable_natpmp": False, "allow_multiple_connections_per_ip": True})
+        h = s.add_torrent({"ti": lt.torrent_info(sys.argv[1]), "save_path": sys.argv[2]})
+        if len(sys.argv) > 4: h.connect_peer(("127.0.0.1", int(sys.argv[4])))
+        t0 = time.time()
+        while time.time() - t0 < 90:
+            st = h.status()
+            print("progress=%.3f seeding=%s peers=%d" % (st.progress, st.is_seeding, st.num_peers), flush=True)
+            if len(sys.argv) > 4 and st.is_seeding: break
+            time.sleep(0.3)
+        """
+
+    func makeImage(_ folder: TemporaryFolder) throws -> (image: String, torrent: String, sha: String) {
+        let image = folder.file("image.img")
+        let result = try runProcess("/bin/sh", ["-c", "head -c \(32 << 20) /dev/urandom > '\(image)'"])
+        try #require(result.status == 0)
+        let torrent = folder.file("image.torrent")
+        let created = try runProcess(vmswarmBinary, ["create", image, "-o", torrent, "--piece-size", "256K"])
+        try #require(created.status == 0, "\(created.stderr)")
+        return (image, torrent, try sha256(image))
+    }
+
+    @Test func vmswarmSeedsAndLibtorrentDownloads() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, torrent, sha) = try makeImage(folder)
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(port)"], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        try FileManager.default.createDirectory(atPath: folder.file("lt"), withIntermediateDirectories: true)
+        let python = try #require(which("/usr/bin/python3"), "python3-libtorrent is needed: run tools/test")
+        let leecher = try runProcess(python, ["-c", Self.libtorrentSession, torrent, folder.file("lt"), "\(freePort())", "\(port)"])
+        #expect(leecher.stdout.contains("seeding=True"), "\(leecher.stdout.suffix(300)) \(leecher.stderr)")
+        #expect(try sha256(folder.file("lt/image.img")) == sha)
+    }
+
+    @Test func libtorrentSeedsAndVmswarmDownloads() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (_, torrent, sha) = try makeImage(folder)
+        let port = freePort()
+        let python = try #require(which("/usr/bin/python3"), "python3-libtorrent is needed: run tools/test")
+        let seeder = try BackgroundProcess(python, ["-c", Self.libtorrentSession, torrent, folder.path, "\(port)"], logTo: folder.file("lt.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding=True") }, "\(seeder.output)")
+        let get = try runProcess(vmswarmBinary, ["get", torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(port)", "--port", "0"])
+        #expect(get.status == 0, "\(get.stderr)")
+        #expect(get.stdout.contains("complete: \(folder.file("out"))/image.img"))
+        #expect(try sha256(folder.file("out/image.img")) == sha)
+        #expect(!FileManager.default.fileExists(atPath: folder.file("out/image.img.part")))
+        // A second run finds the image complete on disk and fetches nothing.
+        let again = try runProcess(vmswarmBinary, ["get", torrent, "--output", folder.file("out"), "--port", "0"])
+        #expect(again.status == 0, "\(again.stderr)")
+    }
+
+    /// `vmswarm seed IMAGE` is a whole swarm in one command: torrent, embedded tracker, seeder.
+    /// aria2 knows only the torrent, so it finds the seeder through the embedded tracker.
+    @Test func oneCommandSwarmServesAria2() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, _, sha) = try makeImage(folder)
+        let trackerPort = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, [
+            "seed", image, "--tracker-port", "\(trackerPort)", "--port", "\(freePort())", "--output", folder.file("swarm.torrent"),
+        ], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(30) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        let aria2 = try #require(which("aria2c"), "aria2 is needed: run tools/test")
+        let get = try runProcess(aria2, [
+            "--dir", folder.file("aria2"), "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false", "--seed-time=0", "--listen-port=\(freePort())", "--bt-stop-timeout=60",
+            "--summary-interval=0", "--console-log-level=warn", folder.file("swarm.torrent"),
+        ])
+        #expect(get.status == 0, "\(get.stdout.suffix(500))")
+        #expect(try sha256(folder.file("aria2/image.img")) == sha)
+    }
+}
