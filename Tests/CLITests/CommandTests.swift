@@ -80,9 +80,10 @@ import Testing
     }
 
     @Test func demoRunsEndToEnd() throws {
-        let result = try runProcess(vmswarmBinary, ["demo", "--size", "8M"])
+        let result = try runProcess(vmswarmBinary, ["demo", "--size", "8M", "--leechers", "3"])
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stdout.contains("ok: torrent written, read back strictly"))
+        #expect(result.stdout.contains("ok: 3 leechers got 8.00 MiB each"), "\(result.stdout)")
+        #expect(result.stdout.components(separatedBy: "    ok   ").count == 4, "every copy matches the original")
     }
 
     @Test func helpExplainsEachCommand() throws {
