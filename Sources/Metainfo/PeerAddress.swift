@@ -43,6 +43,17 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
     /// The compact form: address bytes then the port, big-endian.
     public var compact: [UInt8] { ip + [UInt8(port >> 8), UInt8(port & 0xFF)] }
 
+    /// Reads a compact peer list (6 bytes a peer for IPv4, 18 for IPv6), at most `limit` peers,
+    /// skipping port 0. Nil when the length is not a multiple of the width.
+    public static func compactList(_ bytes: [UInt8], ipv6: Bool, limit: Int) -> [PeerAddress]? {
+        let width = ipv6 ? 18 : 6
+        guard bytes.count % width == 0 else { return nil }
+        return stride(from: 0, to: min(bytes.count, limit * width), by: width).compactMap { offset in
+            let port = UInt16(bytes[offset + width - 2]) << 8 | UInt16(bytes[offset + width - 1])
+            return port == 0 ? nil : PeerAddress(ip: Array(bytes[offset..<(offset + width - 2)]), port: port)
+        }
+    }
+
     static func parseIPv4(_ text: String) -> [UInt8]? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 4 else { return nil }

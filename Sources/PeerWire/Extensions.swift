@@ -23,13 +23,7 @@ public struct ExtensionHandshake: Equatable, Sendable {
     }
 
     public init(payload: ByteBuffer) throws(PeerViolation) {
-        let root: BencodeNode
-        do {
-            root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 64 << 10, maxDepth: 4))
-                .decode(payload.readableBytesView)
-        } catch {
-            throw .malformedExtension("handshake: \(error)")
-        }
+        let root = try decodeExtensionPayload(payload, "handshake")
         var ids: [String: UInt8] = [:]
         for entry in root["m"]?.entries ?? [] {
             if let id = entry.value.integer, (0...255).contains(id) { ids[entry.keyText] = UInt8(id) }
@@ -65,20 +59,13 @@ public struct PeerExchange: Equatable, Sendable {
     }
 
     public init(payload: ByteBuffer) throws(PeerViolation) {
-        let root: BencodeNode
-        do {
-            root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 64 << 10, maxDepth: 4))
-                .decode(payload.readableBytesView)
-        } catch {
-            throw .malformedExtension("ut_pex: \(error)")
-        }
+        let root = try decodeExtensionPayload(payload, "ut_pex")
         func compact(_ key: String, width: Int) throws(PeerViolation) -> [PeerAddress] {
             guard let bytes = root[key]?.bytes else { return [] }
-            guard bytes.count % width == 0 else { throw .malformedExtension("ut_pex '\(key)' is \(bytes.count) bytes") }
-            return stride(from: 0, to: min(bytes.count, Self.maxPeers * width), by: width).compactMap { offset in
-                let port = UInt16(bytes[offset + width - 2]) << 8 | UInt16(bytes[offset + width - 1])
-                return port == 0 ? nil : PeerAddress(ip: Array(bytes[offset..<(offset + width - 2)]), port: port)
+            guard let peers = PeerAddress.compactList(bytes, ipv6: width == 18, limit: Self.maxPeers) else {
+                throw .malformedExtension("ut_pex '\(key)' is \(bytes.count) bytes")
             }
+            return peers
         }
         added = try compact("added", width: 6) + compact("added6", width: 18)
         dropped = try compact("dropped", width: 6) + compact("dropped6", width: 18)
@@ -92,5 +79,15 @@ public struct PeerExchange: Equatable, Sendable {
             Array("added".utf8): compact(added, v4: true), Array("added6".utf8): compact(added, v4: false),
             Array("dropped".utf8): compact(dropped, v4: true), Array("dropped6".utf8): compact(dropped, v4: false),
         ]).encoded()
+    }
+}
+
+/// Extension payloads are small bencoded dictionaries; anything else is a malformed message.
+private func decodeExtensionPayload(_ payload: ByteBuffer, _ what: String) throws(PeerViolation) -> BencodeNode {
+    do {
+        return try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 64 << 10, maxDepth: 4))
+            .decode(payload.readableBytesView)
+    } catch {
+        throw .malformedExtension("\(what): \(error)")
     }
 }

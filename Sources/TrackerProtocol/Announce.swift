@@ -284,17 +284,7 @@ public struct AnnounceResponse: Sendable, Equatable {
 
     /// Peers of the compact model, or nil when the length is not a multiple of `width`.
     private static func compactPeers(_ bytes: [UInt8], width: Int) -> [AnnouncedPeer]? {
-        guard bytes.count % width == 0 else { return nil }
-        var peers: [AnnouncedPeer] = []
-        var offset = 0
-        while offset < bytes.count && peers.count < maxPeers {
-            let port = UInt16(bytes[offset + width - 2]) << 8 | UInt16(bytes[offset + width - 1])
-            if port != 0, let address = PeerAddress(ip: Array(bytes[offset..<(offset + width - 2)]), port: port) {
-                peers.append(AnnouncedPeer(address: address))
-            }
-            offset += width
-        }
-        return peers
+        PeerAddress.compactList(bytes, ipv6: width == 18, limit: maxPeers)?.map { AnnouncedPeer(address: $0) }
     }
 }
 
