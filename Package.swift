@@ -93,7 +93,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "SwarmTests", dependencies: [
-            "Swarm", "Metainfo", "PeerWire", "TestSupport",
+            "Swarm", "SwarmRuntime", "Metainfo", "PeerWire", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
         ]),

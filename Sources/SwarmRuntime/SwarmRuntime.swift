@@ -22,6 +22,11 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var maxPeers = 60
         public var useTrackers = true
         public var hashThreads = System.coreCount
+        /// Upload limit in bytes per second (nil: none): piece messages wait for their turn.
+        public var maxUp: Double?
+        /// Download limit in bytes per second (nil: none): requests are paced, so peers never send
+        /// faster than this.
+        public var maxDown: Double?
 
         public init() {}
     }
@@ -61,6 +66,12 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var stopped = false
     private let completion: EventLoopPromise<Void>
     private let started = NIODeadline.now()
+    private var upload: TokenBucket?
+    private var download: TokenBucket?
+    /// Messages held back by a rate limit, in order.
+    private var heldPieces: [(Int, PeerMessage)] = []
+    private var heldRequests: [(Int, PeerMessage)] = []
+    private var pacer: RepeatedTask?
 
     public var listeningPort: Int? { listener?.localAddress?.port }
 
@@ -75,6 +86,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         pool = NIOThreadPool(numberOfThreads: max(1, options.hashThreads))
         engine = SwarmEngine(info: metainfo.info, have: have, handshake: ourHandshake, seed: UInt64.random(in: .min ... .max))
         completion = loop.makePromise()
+        upload = options.maxUp.map { TokenBucket(bytesPerSecond: $0) }
+        download = options.maxDown.map { TokenBucket(bytesPerSecond: $0) }
     }
 
     /// Starts listening, connecting and announcing. `have` is what `store.verify` found.
@@ -99,6 +112,11 @@ public final class SwarmRuntime: @unchecked Sendable {
             }
             for peer in options.peers { runtime.connect(host: peer.host, port: peer.port) }
             runtime.timer = runtime.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in runtime.tick() }
+            if runtime.upload != nil || runtime.download != nil {
+                runtime.pacer = runtime.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
+                    runtime.releaseHeld()
+                }
+            }
         }.get()
         logger.info("swarm node listening", metadata: ["port": "\(channel.localAddress?.port ?? 0)", "info_hash": "\(metainfo.infoHash.hex)"])
         return runtime
@@ -120,6 +138,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         let finalAnnounce: AnnounceRequest? = try? await loop.submit {
             self.stopped = true
             self.timer?.cancel()
+            self.pacer?.cancel()
             self.channels.values.forEach { $0.close(promise: nil) }
             self.listener?.close(promise: nil)
             return self.tracker == nil ? nil : self.announceRequest(event: .stopped)
@@ -156,6 +175,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     func peerDisconnected(_ handle: Int) {
         loop.preconditionInEventLoop()
         guard channels.removeValue(forKey: handle) != nil else { return }
+        heldPieces.removeAll { $0.0 == handle }
+        heldRequests.removeAll { $0.0 == handle }
         peerIDs[handle] = nil
         perform(engine.peerDisconnected(handle))
     }
@@ -171,11 +192,13 @@ public final class SwarmRuntime: @unchecked Sendable {
         for action in actions {
             switch action {
             case .send(let handle, let message):
-                guard let channel = channels[handle] else { continue }
-                var buffer = channel.allocator.buffer(capacity: 32)
-                PeerWireEncoder.write(message, to: &buffer)
-                channel.write(buffer, promise: nil)
-                touched.insert(handle)
+                if case .piece = message, upload != nil {
+                    heldPieces.append((handle, message))
+                } else if case .request = message, download != nil {
+                    heldRequests.append((handle, message))
+                } else if write(message, to: handle) {
+                    touched.insert(handle)
+                }
             case .disconnect(let handle, let reason):
                 logger.info("disconnecting peer", metadata: ["reason": "\(reason)"])
                 channels[handle]?.close(promise: nil)
@@ -187,6 +210,32 @@ public final class SwarmRuntime: @unchecked Sendable {
                 finish()
             }
         }
+        for handle in touched { channels[handle]?.flush() }
+    }
+
+    @discardableResult
+    private func write(_ message: PeerMessage, to handle: Int) -> Bool {
+        guard let channel = channels[handle] else { return false }
+        var buffer = channel.allocator.buffer(capacity: 32)
+        PeerWireEncoder.write(message, to: &buffer)
+        channel.write(buffer, promise: nil)
+        return true
+    }
+
+    /// Sends what the rate limits now allow, oldest first.
+    private func releaseHeld() {
+        let now = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        var touched = Set<Int>()
+        func drain(_ held: inout [(Int, PeerMessage)], _ bucket: inout TokenBucket?, size: (PeerMessage) -> Int) {
+            var sent = 0
+            while sent < held.count, bucket?.take(size(held[sent].1), now: now) == true {
+                if write(held[sent].1, to: held[sent].0) { touched.insert(held[sent].0) }
+                sent += 1
+            }
+            held.removeFirst(sent)
+        }
+        drain(&heldPieces, &upload) { if case .piece(_, _, let data) = $0 { data.readableBytes } else { 0 } }
+        drain(&heldRequests, &download) { if case .request(let block) = $0 { block.length } else { 0 } }
         for handle in touched { channels[handle]?.flush() }
     }
 

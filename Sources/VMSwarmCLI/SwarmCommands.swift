@@ -21,6 +21,12 @@ struct PeerOptions: ParsableArguments {
     @Option(name: .customLong("max-peers"), help: "Most peer connections at once.")
     var maxPeers: Int = 60
 
+    @Option(name: .customLong("max-up"), help: "Upload limit, such as 50M (bytes per second; K, M, G binary).")
+    var maxUp: String?
+
+    @Option(name: .customLong("max-down"), help: "Download limit, such as 50M (bytes per second).")
+    var maxDown: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "warning"
 
@@ -31,6 +37,11 @@ struct PeerOptions: ParsableArguments {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
         for peer in peers where HostPort(peer) == nil { throw ValidationError("--peer must be HOST:PORT (got '\(peer)').") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
+        for (flag, value) in [("--max-up", maxUp), ("--max-down", maxDown)] {
+            if let value, Format.parseSize(value) == nil {
+                throw ValidationError("\(flag) must be a rate such as 800K or 50M (got '\(value)').")
+            }
+        }
     }
 
     func runtimeOptions() -> SwarmRuntime.Options {
@@ -40,6 +51,8 @@ struct PeerOptions: ParsableArguments {
         options.peers = peers.compactMap(HostPort.init).map { ($0.host, $0.port) }
         options.maxPeers = maxPeers
         options.hashThreads = ProcessInfo.processInfo.activeProcessorCount
+        options.maxUp = maxUp.flatMap(Format.parseSize).map(Double.init)
+        options.maxDown = maxDown.flatMap(Format.parseSize).map(Double.init)
         return options
     }
 }
@@ -209,10 +222,11 @@ struct GetCommand: AsyncParsableCommand {
             await runtime.shutdown()
             throw CLIError("interrupted; run the same command again to resume")
         }
+        let fetched = await runtime.status().downloaded
         if peer.json {
-            print(#"{"event":"complete","path":"\#(store.finalPath)"}"#)
+            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)}"#)
         } else {
-            print("complete: \(store.finalPath)")
+            print("complete: \(store.finalPath) (\(fetched) bytes downloaded by this run)")
         }
         if seedAfter != "none" {
             let seconds = Double(seedAfter) ?? .infinity
