@@ -117,3 +117,72 @@ import Testing
         #expect(fetched > 0)
     }
 }
+
+@Suite(.serialized) struct SwarmMixedTests {
+    /// One vmswarm seeder with its embedded tracker; a libtorrent leecher and a vmswarm leecher
+    /// find it (and each other) through the tracker, and both end with the exact image.
+    @Test func mixedSwarmCompletes() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, _, sha) = try SwarmInteropTests().makeImage(folder)
+        let trackerPort = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, [
+            "seed", image, "--tracker-port", "\(trackerPort)", "--port", "\(freePort())", "--output", folder.file("swarm.torrent"), "--max-up", "16M",
+        ], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(30) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        let python = try #require(which("/usr/bin/python3"), "python3-libtorrent is needed: run tools/test")
+        try FileManager.default.createDirectory(atPath: folder.file("lt"), withIntermediateDirectories: true)
+        let libtorrent = try BackgroundProcess(python, ["-c", SwarmInteropTests.libtorrentSession,
+            folder.file("swarm.torrent"), folder.file("lt"), "\(freePort())"], logTo: folder.file("lt.log"))
+        defer { libtorrent.stop() }
+        let get = try runProcess(vmswarmBinary, ["get", folder.file("swarm.torrent"), "--output", folder.file("vs"), "--port", "\(freePort())"])
+        #expect(get.status == 0, "\(get.stderr.suffix(300))")
+        #expect(try sha256(folder.file("vs/image.img")) == sha)
+        #expect(eventually(60) { libtorrent.output.contains("seeding=True") }, "\(libtorrent.output.suffix(300))")
+        #expect(try sha256(folder.file("lt/image.img")) == sha)
+    }
+
+    /// Two seeders; one is killed mid-transfer; the download completes from the other.
+    @Test func losingASeederMidTransferIsSurvived() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, torrent, sha) = try SwarmInteropTests().makeImage(folder)
+        let (portA, portB) = (freePort(), freePort())
+        let seederA = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(portA)", "--max-up", "4M"], logTo: folder.file("a.log"))
+        let seederB = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(portB)", "--max-up", "4M"], logTo: folder.file("b.log"))
+        defer {
+            seederA.stop()
+            seederB.stop()
+        }
+        try #require(eventually(20) { seederA.output.contains("seeding") && seederB.output.contains("seeding image.img on port") })
+        let get = try BackgroundProcess(vmswarmBinary, [
+            "get", torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(portA)", "--peer", "127.0.0.1:\(portB)", "--port", "0",
+        ], logTo: folder.file("get.log"))
+        Thread.sleep(forTimeInterval: 1.5)
+        kill(seederA.process.processIdentifier, SIGKILL)
+        #expect(get.wait(seconds: 60), "\(get.output.suffix(300))")
+        #expect(get.process.terminationStatus == 0)
+        #expect(try sha256(folder.file("out/image.img")) == sha)
+    }
+
+    /// aria2 seeds (it finds nobody by itself: no tracker answers it); vmswarm downloads from it directly.
+    @Test func aria2SeedsAndVmswarmDownloads() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (_, torrent, sha) = try SwarmInteropTests().makeImage(folder)
+        let port = freePort()
+        let aria2 = try #require(which("aria2c"), "aria2 is needed: run tools/test")
+        let seeder = try BackgroundProcess(aria2, [
+            "--dir", folder.path, "--check-integrity=true", "--seed-ratio=0.0", "--bt-seed-unverified=false",
+            "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false", "--enable-peer-exchange=false",
+            "--listen-port=\(port)", "--summary-interval=0", "--console-log-level=warn", "--bt-tracker-connect-timeout=1",
+            "--seed-time=120", torrent,
+        ], logTo: folder.file("aria2.log"))
+        defer { seeder.stop() }
+        Thread.sleep(forTimeInterval: 2)
+        let get = try runProcess(vmswarmBinary, ["get", torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(port)", "--port", "0"])
+        #expect(get.status == 0, "\(get.stderr.suffix(300)) aria2: \(seeder.output.suffix(300))")
+        #expect(try sha256(folder.file("out/image.img")) == sha)
+    }
+}
