@@ -186,3 +186,66 @@ import Testing
         #expect(try sha256(folder.file("out/image.img")) == sha)
     }
 }
+
+@Suite(.serialized) struct MaliciousPeerTests {
+    /// A peer that claims every piece and answers every request with random bytes.
+    static let liar = """
+        import os, socket, struct, sys, threading
+        info_hash, pieces, port = bytes.fromhex(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+        def serve(conn):
+            try:
+                hs = b""
+                while len(hs) < 68:
+                    chunk = conn.recv(68 - len(hs))
+                    if not chunk: return
+                    hs += chunk
+                conn.sendall(bytes([19]) + b"BitTorrent protocol" + bytes(8) + info_hash + b"-XX0000-liarliarliar")
+                field = bytearray((pieces + 7) // 8)
+                for i in range(pieces): field[i // 8] |= 0x80 >> (i % 8)
+                conn.sendall(struct.pack(">IB", 1 + len(field), 5) + bytes(field) + struct.pack(">IB", 1, 1))
+                buf = b""
+                while True:
+                    data = conn.recv(65536)
+                    if not data: return
+                    buf += data
+                    while len(buf) >= 4:
+                        (length,) = struct.unpack(">I", buf[:4])
+                        if len(buf) < 4 + length: break
+                        message, buf = buf[4:4 + length], buf[4 + length:]
+                        if length == 13 and message[0] == 6:
+                            index, begin, size = struct.unpack(">III", message[1:])
+                            conn.sendall(struct.pack(">IBII", 9 + size, 7, index, begin) + os.urandom(size))
+            except OSError:
+                pass
+        server = socket.socket(); server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port)); server.listen(8)
+        print("listening", flush=True)
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        """
+
+    @Test func aPeerSendingCorruptPiecesIsBannedAndTheDownloadCompletes() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, torrent, sha) = try SwarmInteropTests().makeImage(folder)
+        let inspected = try runProcess(vmswarmBinary, ["inspect", torrent, "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])
+        let (liarPort, honestPort) = (freePort(), freePort())
+        let liar = try BackgroundProcess(try #require(which("/usr/bin/python3")), [
+            "-c", Self.liar, try #require(report["info_hash"] as? String), "\(try #require(report["piece_count"] as? Int))", "\(liarPort)",
+        ], logTo: folder.file("liar.log"))
+        defer { liar.stop() }
+        let honest = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(honestPort)", "--max-up", "8M"],
+            logTo: folder.file("honest.log"))
+        defer { honest.stop() }
+        try #require(eventually(20) { liar.output.contains("listening") && honest.output.contains("seeding image.img on port") })
+        let get = try runProcess(vmswarmBinary, [
+            "get", torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(liarPort)", "--peer", "127.0.0.1:\(honestPort)",
+            "--port", "0", "--log-level", "info",
+        ])
+        #expect(get.status == 0, "\(get.stderr.suffix(500))")
+        #expect(try sha256(folder.file("out/image.img")) == sha)
+        #expect(get.stderr.contains("sent data that failed the hash"), "the liar was banned")
+    }
+}
