@@ -17,12 +17,15 @@ public final class PieceStore: Sendable {
     public let finalPath: String
     /// Where a download's data is while it is incomplete; equal to `finalPath` when seeding.
     public let workingPath: String
+    /// The download's data did not exist before: there is nothing to verify.
+    public let isNew: Bool
     private let files: FileSet
 
-    private init(info: TorrentInfo, finalPath: String, workingPath: String, mode: FileSet.Mode) throws(StorageError) {
+    private init(info: TorrentInfo, finalPath: String, workingPath: String, mode: FileSet.Mode, isNew: Bool = false) throws(StorageError) {
         self.info = info
         self.finalPath = finalPath
         self.workingPath = workingPath
+        self.isNew = isNew
         let paths: [String?] = info.files.map { file in
             if file.isPadding { return nil }
             return info.isMultiFile ? ([workingPath] + file.path).joined(separator: "/") : workingPath
@@ -39,7 +42,8 @@ public final class PieceStore: Sendable {
         if stat(finalPath, &status) == 0 {
             return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath, mode: .read)
         }
-        return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath + ".part", mode: .readWrite)
+        let partExists = stat(finalPath + ".part", &status) == 0
+        return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath + ".part", mode: .readWrite, isNew: !partExists)
     }
 
     /// Opens existing data for seeding: the file itself (single-file torrent) or the folder that holds

@@ -194,7 +194,8 @@ struct GetCommand: AsyncParsableCommand {
         let metainfo = try loadTorrent(torrent)
         try CLIError.wrap("cannot create \(output)") { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
         let store = try CLIError.wrap { try PieceStore.download(metainfo.info, into: output) }
-        let have = checkData(store, json: peer.json)
+        // A fresh .part holds nothing; an existing one (a resumed download) is checked piece by piece.
+        let have = store.isNew ? Bitfield(pieceCount: metainfo.info.pieceCount) : checkData(store, json: peer.json)
         if store.isFinished && !have.isComplete {
             throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
         }

@@ -33,12 +33,14 @@ func torrent(_ name: String) throws -> TorrentInfo {
 
         var store = try PieceStore.download(info, into: folder.path)
         #expect(store.workingPath == folder.file("vm-small.img.part"))
+        #expect(store.isNew)
         #expect(store.verify(threads: 2).isEmpty)
         for piece in [0, 3].map(PieceIndex.init) {
             try pieceBytes(info, piece, from: source).withUnsafeBytes { try store.write(piece, data: $0) }
         }
         // A restart (a new store over the same .part) finds exactly the written pieces.
         store = try PieceStore.download(info, into: folder.path)
+        #expect(!store.isNew)
         let have = store.verify(threads: 2)
         #expect(have.count == 2 && have[PieceIndex(0)] && have[PieceIndex(3)])
         for piece in info.layout.pieces where !have[piece] {
