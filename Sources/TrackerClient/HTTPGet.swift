@@ -48,8 +48,19 @@ public struct HTTPGet: Sendable {
         let hostHeader = url.port.map { "\(host):\($0)" } ?? host
         let connectHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
 
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: hostHeader)
+        headers.add(name: "User-Agent", value: userAgent)
+        headers.add(name: "Accept-Encoding", value: "identity")
+        headers.add(name: "Connection", value: "close")
+        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target, headers: headers)
+
+        // The request is written by the channel itself the moment it connects, and the deadline is
+        // armed there too: nothing waits for this task to be scheduled again in between (a busy
+        // cooperative pool once delayed that past the tracker's own request deadline).
         let promise = group.next().makePromise(of: [UInt8].self)
         let maxBody = maxBodySize
+        let timeout = self.timeout
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: group)
@@ -57,7 +68,8 @@ public struct HTTPGet: Sendable {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise, maxBody: maxBody))
+                        try channel.pipeline.syncOperations.addHandler(
+                            ResponseCollector(promise: promise, maxBody: maxBody, request: head, timeout: timeout))
                     }
                 }
                 .connect(host: connectHost, port: port).get()
@@ -65,29 +77,14 @@ public struct HTTPGet: Sendable {
             promise.fail(HTTPGetError.connectionFailed("\(error)"))
             throw .connectionFailed("\(connectHost):\(port): \(error)")
         }
-        let deadline = channel.eventLoop.scheduleTask(in: timeout) {
-            promise.fail(HTTPGetError.timedOut)
-            channel.close(promise: nil)
-        }
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: hostHeader)
-        headers.add(name: "User-Agent", value: userAgent)
-        headers.add(name: "Accept-Encoding", value: "identity")
-        headers.add(name: "Connection", value: "close")
-        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target, headers: headers)
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         do {
             let body = try await promise.futureResult.get()
-            deadline.cancel()
             channel.close(promise: nil)
             return body
         } catch let error as HTTPGetError {
-            deadline.cancel()
             channel.close(promise: nil)
             throw error
         } catch {
-            deadline.cancel()
             channel.close(promise: nil)
             throw .connectionFailed("\(error)")
         }
@@ -97,14 +94,33 @@ public struct HTTPGet: Sendable {
 private final class ResponseCollector: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
 
+    typealias OutboundOut = HTTPClientRequestPart
+
     private let promise: EventLoopPromise<[UInt8]>
     private let maxBody: Int
+    private let request: HTTPRequestHead
+    private let timeout: TimeAmount
     private var status = 0
     private var body: [UInt8] = []
+    private var deadline: Scheduled<Void>?
 
-    init(promise: EventLoopPromise<[UInt8]>, maxBody: Int) {
+    init(promise: EventLoopPromise<[UInt8]>, maxBody: Int, request: HTTPRequestHead, timeout: TimeAmount) {
         self.promise = promise
         self.maxBody = maxBody
+        self.request = request
+        self.timeout = timeout
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let promise = self.promise
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(HTTPGetError.timedOut)
+            loopBound.value.close(promise: nil)
+        }
+        context.write(wrapOutboundOut(.head(request)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -124,6 +140,7 @@ private final class ResponseCollector: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
         promise.fail(HTTPGetError.closedEarly)  // no effect when already completed
         context.fireChannelInactive()
     }
