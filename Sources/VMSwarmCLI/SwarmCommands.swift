@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metainfo
+import NIOPosix
 import Storage
 import SwarmRuntime
+import TrackerClient
 import TorrentCreation
 import Tracker
 
@@ -67,6 +69,20 @@ func checkData(_ store: PieceStore, json: Bool) -> Bitfield {
 
 func loadTorrent(_ path: String) throws(CLIError) -> Metainfo {
     try CLIError.wrap(path) { try Metainfo(parsing: try InspectCommand.readTorrent(path)) }
+}
+
+/// A torrent from a file, or from an http:// URL (fetched with the tracker client's HTTP GET).
+func loadTorrent(fileOrURL source: String) async throws(CLIError) -> Metainfo {
+    guard source.lowercased().hasPrefix("http://") else { return try loadTorrent(source) }
+    var http = HTTPGet(group: MultiThreadedEventLoopGroup.singleton)
+    http.maxBodySize = InspectCommand.maxTorrentSize
+    let bytes: [UInt8]
+    do {
+        bytes = try await http.fetch(source)
+    } catch {
+        throw CLIError("cannot fetch \(source): \(error)")
+    }
+    return try CLIError.wrap(source) { try Metainfo(parsing: bytes) }
 }
 
 /// Shows the swarm's progress until `until` returns true, or forever.
@@ -172,7 +188,7 @@ struct GetCommand: AsyncParsableCommand {
             missing pieces are fetched. Exit status 0 only with the complete, verified image.
             """)
 
-    @Argument(help: "The .torrent file.")
+    @Argument(help: "The .torrent file, or an http:// URL of one.")
     var torrent: String
 
     @Option(name: [.short, .customLong("output")], help: "Folder to download into.")
@@ -191,7 +207,7 @@ struct GetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.get", level: peer.logLevel)
-        let metainfo = try loadTorrent(torrent)
+        let metainfo = try await loadTorrent(fileOrURL: torrent)
         try CLIError.wrap("cannot create \(output)") { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
         let store = try CLIError.wrap { try PieceStore.download(metainfo.info, into: output) }
         // A fresh .part holds nothing; an existing one (a resumed download) is checked piece by piece.

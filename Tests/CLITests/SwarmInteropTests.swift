@@ -62,6 +62,28 @@ import Testing
         #expect(again.status == 0, "\(again.stderr)")
     }
 
+    /// `get` also takes the torrent's http:// URL.
+    @Test func getFetchesTheTorrentFromAURL() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, torrent, sha) = try makeImage(folder)
+        let (seedPort, webPort) = (freePort(), freePort())
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(seedPort)"], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        let web = try BackgroundProcess(try #require(which("/usr/bin/python3")), ["-m", "http.server", "\(webPort)", "--bind", "127.0.0.1", "--directory", folder.path],
+            logTo: folder.file("web.log"))
+        defer { web.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding image.img on port") && web.output.contains("Serving") })
+        let get = try runProcess(vmswarmBinary, [
+            "get", "http://127.0.0.1:\(webPort)/image.torrent", "--output", folder.file("out"), "--peer", "127.0.0.1:\(seedPort)", "--port", "0",
+        ])
+        #expect(get.status == 0, "\(get.stderr.suffix(300))")
+        #expect(try sha256(folder.file("out/image.img")) == sha)
+        let missing = try runProcess(vmswarmBinary, ["get", "http://127.0.0.1:\(webPort)/nothing.torrent", "--output", folder.file("x")])
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("HTTP status 404"))
+    }
+
     /// `vmswarm seed IMAGE` is a whole swarm in one command: torrent, embedded tracker, seeder.
     /// aria2 knows only the torrent, so it finds the seeder through the embedded tracker.
     @Test func oneCommandSwarmServesAria2() throws {
