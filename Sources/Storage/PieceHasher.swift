@@ -1,4 +1,5 @@
 import Crypto
+import Dispatch
 import Metainfo
 import Synchronization
 
@@ -25,7 +26,7 @@ public struct PieceHasher: Sendable {
         let layout = reader.layout
         let state = SharedState(pieceCount: layout.pieceCount)
         let workers = min(threads, max(1, layout.pieceCount))
-        DispatchQueueRunner.run(workers) { _ in
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.pieceLength, alignment: 64)
             defer { buffer.deallocate() }
             while state.failure.withLock({ $0 == nil }) {

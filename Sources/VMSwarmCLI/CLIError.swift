@@ -6,26 +6,30 @@ struct CLIError: Error, CustomStringConvertible {
 
     init(_ description: String) { self.description = description }
 
-    /// Runs `body`, turning any error into a one-line message (prefixed with `context` if given).
+    /// One line for any error: a CLIError as it is, Foundation's errors by their localized text,
+    /// vmswarm's typed errors by their description; prefixed with `context` if given.
+    init(_ error: any Error, context: String?) {
+        if let error = error as? CLIError {
+            self = error
+            return
+        }
+        let message = error is CocoaError ? error.localizedDescription : String(describing: error)
+        self.init(context.map { "\($0): \(message)" } ?? message)
+    }
+
     static func wrap<T>(_ context: String? = nil, _ body: () throws -> T) throws(CLIError) -> T {
         do {
             return try body()
-        } catch let error as CLIError {
-            throw error
         } catch {
-            let message: String
-            message = error is CocoaError ? error.localizedDescription : String(describing: error)
-            throw CLIError(context.map { "\($0): \(message)" } ?? message)
+            throw CLIError(error, context: context)
         }
     }
-}
 
-extension CLIError {
     static func wrapAsync<T>(_ context: String? = nil, _ body: () async throws -> T) async throws(CLIError) -> T {
         do {
             return try await body()
         } catch {
-            throw CLIError((context.map { "\($0): " } ?? "") + (error is CocoaError ? error.localizedDescription : String(describing: error)))
+            throw CLIError(error, context: context)
         }
     }
 }
