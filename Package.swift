@@ -110,7 +110,7 @@ let package = Package(
         ]),
         // Runs the built `vmswarm` binary and real BitTorrent tools; kept apart so unit tests stay fast.
         .testTarget(name: "CLITests", dependencies: [
-            "vmswarm", "Metainfo", "Bencode", "Tracker", "TestSupport",
+            "vmswarm", "VMSwarmCLI", "Metainfo", "Bencode", "Tracker", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

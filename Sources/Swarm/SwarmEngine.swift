@@ -12,13 +12,31 @@ public struct SwarmEngine: Sendable {
     public struct Configuration: Sendable {
         /// Peers we upload to at once (plus one optimistic unchoke).
         public var maxUnchoked = 8
-        /// Blocks kept requested from each peer: 64 × 16 KiB = 1 MiB in flight, enough for
-        /// ~800 Mbit/s at 10 ms round trip per peer.
+        /// Blocks kept requested from a peer until its rate is known: 64 × 16 KiB = 1 MiB in flight.
         public var requestQueueDepth = 64
+        /// Then the queue holds what the peer delivers in this many seconds (its rate times this),
+        /// which covers the bandwidth-delay product of any path with a shorter round trip.
+        public var requestQueueSeconds: Double = 1
+        /// Bounds of the adaptive queue. A peer's own limit (`reqq` in its extension handshake)
+        /// lowers the upper one; peers that state none get `requestQueueDepth` at most.
+        public var minimumQueueDepth = 4
+        public var maximumQueueDepth = 500
         /// Seconds between choking rounds (BEP 3 clients use 10).
         public var chokeInterval: Double = 10
         /// Hash failures a peer may contribute to before it is banned.
         public var strikesBeforeBan = 2
+        /// Seconds of silence from us before a keep-alive (BEP 3 peers drop a connection after two
+        /// minutes without a message).
+        public var keepAliveInterval: Double = 90
+        /// Seconds without any message from a peer before it is dropped.
+        public var idleTimeout: Double = 240
+        /// Seconds without a block while requests are outstanding before they are handed to other
+        /// peers; the peer is then asked for one block at a time until it delivers again.
+        public var requestTimeout: Double = 30
+        /// Seconds between peer exchange (BEP 11) messages to each peer, and before the first one:
+        /// nodes that join together learn of each other within seconds, not a minute.
+        public var peerExchangeInterval: Double = 60
+        public var firstPeerExchange: Double = 5
 
         public init() {}
     }
@@ -32,18 +50,38 @@ public struct SwarmEngine: Sendable {
         case readBlock(Peer, BlockRequest)
         /// Every piece is verified.
         case completed
+        /// Try these peers (learned by peer exchange); the runtime skips those it knows.
+        case connect([PeerAddress])
     }
 
     struct PeerState: Sendable {
         let id: PeerID
         var session: PeerSession
+        /// Where the peer accepts connections: the address we dialled, or for a peer that dialled
+        /// us its IP with the port from its extension handshake. Passed on by peer exchange.
+        var listenAddress: PeerAddress?
+        let remoteIP: [UInt8]?
+        /// Bytes in each direction since the last choking round (tit-for-tat ranks on these).
         var bytesFromPeer = 0
         var bytesToPeer = 0
         var strikes = 0
+        /// Download rate from the peer (bytes/s, smoothed) and the request queue it earns.
+        var bytesSinceTick = 0
+        var rate: Double?
+        var queueDepth: Int
+        var lastReceived: Double
+        var lastSent: Double
+        /// When a block last arrived, or when requests started waiting for one.
+        var lastBlock: Double
+        var lastPeerExchange: Double
+        /// Addresses last told to this peer by peer exchange (nil: none sent yet).
+        var toldPeers: Set<PeerAddress>?
     }
 
     public let info: TorrentInfo
     public let configuration: Configuration
+    /// Our listening port, told to peers in the extension handshake so they can pass it on.
+    public var listenPort: UInt16?
     private let ourHandshake: Handshake
     public private(set) var picker: PiecePicker
     private var peers: [Peer: PeerState] = [:]
@@ -51,6 +89,8 @@ public struct SwarmEngine: Sendable {
     private var contributors: [PieceIndex: Set<Peer>] = [:]
     private var banned: Set<PeerID> = []
     private var lastChokeRound: Double = -.infinity
+    /// The time of the latest `tick`: events between ticks are stamped with it.
+    private var clock: Double = 0
     private var optimistic: Peer?
     private var random: SeededRandom
     public private(set) var downloaded: Int64 = 0
@@ -69,16 +109,22 @@ public struct SwarmEngine: Sendable {
     public var have: Bitfield { picker.have }
     public var isComplete: Bool { picker.isComplete }
     public var peerCount: Int { peers.count }
+    /// Connected peers that still lack pieces (leechers we could serve).
+    public var peersMissingPieces: Int { peers.values.count { !$0.session.peerPieces.isComplete } }
 
     /// Whether a peer with this id may join (banned peers may not).
     public func accepts(_ id: PeerID) -> Bool { !banned.contains(id) }
 
     // MARK: Events
 
-    public mutating func peerConnected(_ peer: Peer, handshake theirs: Handshake) -> [Action] {
+    /// A peer completed its handshake. `address` is the peer's end of the connection; when we
+    /// dialled it (`outgoing`) that is also where it listens.
+    public mutating func peerConnected(_ peer: Peer, handshake theirs: Handshake, address: PeerAddress? = nil, outgoing: Bool = true) -> [Action] {
         guard !banned.contains(theirs.peerID) else { return [.disconnect(peer, reason: "banned")] }
         let session = PeerSession(layout: info.layout, ourHandshake: ourHandshake, theirHandshake: theirs)
-        peers[peer] = PeerState(id: theirs.peerID, session: session)
+        peers[peer] = PeerState(id: theirs.peerID, session: session, listenAddress: outgoing ? address : nil,
+            remoteIP: address?.ip, queueDepth: configuration.requestQueueDepth, lastReceived: clock, lastSent: clock,
+            lastBlock: clock, lastPeerExchange: clock - configuration.peerExchangeInterval + configuration.firstPeerExchange)
         var actions: [Action] = []
         if session.fast && have.isComplete {
             actions.append(send(peer, .haveAll))
@@ -88,7 +134,10 @@ public struct SwarmEngine: Sendable {
             actions.append(send(peer, .bitfield(have.bytes)))
         }
         if theirs.supportsExtensions && ourHandshake.supportsExtensions {
-            actions.append(send(peer, .extended(id: 0, payload: ByteBuffer(bytes: ExtensionHandshake.ours.encoded()))))
+            var ours = ExtensionHandshake.ours
+            ours.listenPort = listenPort
+            ours.requestQueue = PeerSession.maxPeerRequests
+            actions.append(send(peer, .extended(id: 0, payload: ByteBuffer(bytes: ours.encoded()))))
         }
         return actions
     }
@@ -109,6 +158,7 @@ public struct SwarmEngine: Sendable {
             peers[peer] = state
             return [.disconnect(peer, reason: error.description)] + peerDisconnected(peer)
         }
+        state.lastReceived = clock
         peers[peer] = state
         var actions: [Action] = []
         for event in events {
@@ -137,7 +187,16 @@ public struct SwarmEngine: Sendable {
                 if wants, state.session.amChoking, unchoked < configuration.maxUnchoked {
                     actions.append(send(peer, .unchoke))
                 }
-            case .choked, .cancelled, .suggested, .allowedFast, .extensionHandshake, .peerExchange, .dhtPort:
+            case .extensionHandshake(let handshake):
+                if let port = handshake.listenPort, let ip = state.remoteIP, peers[peer]?.listenAddress == nil {
+                    peers[peer]?.listenAddress = PeerAddress(ip: ip, port: port)
+                }
+                actions += fillRequests(for: peer)
+            case .peerExchange(let exchange):
+                let known = Set(peers.values.compactMap(\.listenAddress))
+                let fresh = exchange.added.filter { !known.contains($0) }
+                if !isComplete && !fresh.isEmpty { actions.append(.connect(fresh)) }
+            case .choked, .cancelled, .suggested, .allowedFast, .dhtPort:
                 break
             case .ignored(let why):
                 if why.hasPrefix("request while choked"), state.session.fast, case .request(let request) = message {
@@ -182,12 +241,44 @@ public struct SwarmEngine: Sendable {
         return actions + fillRequests()
     }
 
-    /// Runs a choking round when one is due.
+    /// Time passed: the runtime calls this about once a second. Measures each peer's rate and
+    /// sizes its request queue, sends keep-alives, drops silent peers, hands the requests of a
+    /// stalled peer to others, exchanges peers, and runs a choking round when one is due.
     public mutating func tick(now: Double) -> [Action] {
-        guard now - lastChokeRound >= configuration.chokeInterval else { return [] }
-        lastChokeRound = now
+        let elapsed = now - clock
+        clock = now
+        var actions: [Action] = []
+        for peer in peers.keys.sorted() {
+            guard let state = peers[peer] else { continue }
+            if now - state.lastReceived >= configuration.idleTimeout {
+                actions.append(.disconnect(peer, reason: "silent for \(Int(now - state.lastReceived)) s"))
+                actions += peerDisconnected(peer)
+                continue
+            }
+            if elapsed > 0 { measureRate(peer, over: elapsed) }
+            if !state.session.outstanding.isEmpty && now - state.lastBlock >= configuration.requestTimeout {
+                actions += releaseStalledRequests(peer)
+            }
+            if now - state.lastPeerExchange >= configuration.peerExchangeInterval {
+                actions += exchangePeers(with: peer)
+            }
+            if now - (peers[peer]?.lastSent ?? now) >= configuration.keepAliveInterval {
+                actions.append(send(peer, .keepAlive))
+            }
+        }
+        if now - lastChokeRound >= configuration.chokeInterval {
+            lastChokeRound = now
+            actions += chokingRound()
+        }
+        return actions + fillRequests()
+    }
+
+    // MARK: Internals
+
+    /// Leeching: reciprocate the best uploaders to us. Seeding: whoever we served least, in turn.
+    /// One more interested peer is unchoked optimistically, so newcomers get a first piece.
+    private mutating func chokingRound() -> [Action] {
         let interested = peers.filter { $0.value.session.peerInterested }.map(\.key)
-        // Leeching: reciprocate the best uploaders to us. Seeding: whoever we served least, in turn.
         let ranked = interested.sorted { lhs, rhs in
             let l = peers[lhs]!, r = peers[rhs]!
             return have.isComplete ? (l.bytesToPeer, lhs) < (r.bytesToPeer, rhs) : (l.bytesFromPeer, rhs) > (r.bytesFromPeer, lhs)
@@ -212,10 +303,57 @@ public struct SwarmEngine: Sendable {
         return actions
     }
 
-    // MARK: Internals
+    /// Sizes the peer's request queue to its rate: `requestQueueSeconds` of its data in flight.
+    /// Until its first block the peer keeps the configured depth; a peer we asked nothing of keeps
+    /// its queue, as its rate then says nothing about what it could send.
+    private mutating func measureRate(_ peer: Peer, over elapsed: Double) {
+        guard var state = peers[peer] else { return }
+        defer { peers[peer] = state }
+        let sample = Double(state.bytesSinceTick) / elapsed
+        state.bytesSinceTick = 0
+        guard sample > 0 || (state.rate != nil && !state.session.outstanding.isEmpty) else { return }
+        let rate = state.rate.map { 0.6 * $0 + 0.4 * sample } ?? sample
+        state.rate = rate
+        let ceiling = min(configuration.maximumQueueDepth, state.session.peerExtensions?.requestQueue ?? configuration.requestQueueDepth)
+        let wanted = Int((rate * configuration.requestQueueSeconds / Double(PieceLayout.blockLength)).rounded(.up))
+        state.queueDepth = max(configuration.minimumQueueDepth, min(ceiling, wanted))
+    }
+
+    /// The peer has sat on our requests: they go back to the picker for other peers, and the peer
+    /// gets one request at a time until blocks flow again.
+    private mutating func releaseStalledRequests(_ peer: Peer) -> [Action] {
+        guard let state = peers[peer] else { return [] }
+        var actions: [Action] = []
+        for block in state.session.outstanding.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) }) {
+            actions.append(send(peer, .cancel(block)))
+            picker.released(block, by: peer)
+        }
+        peers[peer]?.queueDepth = 1
+        peers[peer]?.rate = nil
+        peers[peer]?.lastBlock = clock
+        return actions
+    }
+
+    /// BEP 11: tells the peer which listening peers we joined and lost since the last message.
+    private mutating func exchangePeers(with peer: Peer) -> [Action] {
+        guard let state = peers[peer], let id = state.session.peerExtensions?.messageIDs["ut_pex"], id != 0 else { return [] }
+        peers[peer]?.lastPeerExchange = clock
+        let current = Set(peers.filter { $0.key != peer }.compactMap(\.value.listenAddress))
+        let told = state.toldPeers ?? []
+        let added = current.subtracting(told).sorted { $0.compact.lexicographicallyPrecedes($1.compact) }.prefix(50)
+        let dropped = told.subtracting(current).sorted { $0.compact.lexicographicallyPrecedes($1.compact) }.prefix(50)
+        guard !added.isEmpty || !dropped.isEmpty else { return [] }
+        peers[peer]?.toldPeers = told.union(added).subtracting(dropped)
+        let message = PeerExchange(added: Array(added), dropped: Array(dropped))
+        return [send(peer, .extended(id: id, payload: ByteBuffer(bytes: message.encoded())))]
+    }
 
     private mutating func send(_ peer: Peer, _ message: PeerMessage) -> Action {
+        if case .request = message, peers[peer]?.session.outstanding.isEmpty == true {
+            peers[peer]?.lastBlock = clock
+        }
         peers[peer]?.session.sent(message)
+        peers[peer]?.lastSent = clock
         return .send(peer, message)
     }
 
@@ -232,7 +370,7 @@ public struct SwarmEngine: Sendable {
 
     private mutating func fillRequests(for peer: Peer) -> [Action] {
         guard let session = peers[peer]?.session, !session.peerChoking, session.amInterested else { return [] }
-        let room = configuration.requestQueueDepth - session.outstanding.count
+        let room = peers[peer]!.queueDepth - session.outstanding.count
         guard room > 0 else { return [] }
         return picker.requests(for: peer, peerPieces: session.peerPieces, count: room).map { send(peer, .request($0)) }
     }
@@ -240,20 +378,23 @@ public struct SwarmEngine: Sendable {
     private mutating func receivedBlock(_ block: BlockRequest, data: ByteBuffer, from peer: Peer) -> [Action] {
         downloaded += Int64(block.length)
         peers[peer]?.bytesFromPeer += block.length
+        peers[peer]?.bytesSinceTick += block.length
+        peers[peer]?.lastBlock = clock
+        if let state = peers[peer], state.queueDepth < configuration.minimumQueueDepth {
+            peers[peer]?.queueDepth = configuration.minimumQueueDepth  // a stalled peer delivers again
+        }
         let outcome = picker.received(block, from: peer)
         var actions: [Action] = outcome.cancelAt.map { send($0, .cancel(block)) }
-        var buffer = assembling[block.piece] ?? [UInt8](repeating: 0, count: info.layout.length(of: block.piece))
-        buffer.withUnsafeMutableBytes { target in
+        // Copied in place: the piece's buffer is mutated inside the dictionary, never duplicated.
+        let length = info.layout.length(of: block.piece)
+        assembling[block.piece, default: [UInt8](repeating: 0, count: length)].withUnsafeMutableBytes { target in
             data.withUnsafeReadableBytes { source in
                 target.baseAddress!.advanced(by: block.begin).copyMemory(from: source.baseAddress!, byteCount: source.count)
             }
         }
         contributors[block.piece, default: []].insert(peer)
-        if let piece = outcome.completePiece {
-            assembling[piece] = nil
+        if let piece = outcome.completePiece, let buffer = assembling.removeValue(forKey: piece) {
             actions.append(.verify(piece, buffer))
-        } else {
-            assembling[block.piece] = buffer
         }
         return actions + fillRequests(for: peer)
     }

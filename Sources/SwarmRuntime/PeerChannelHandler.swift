@@ -40,7 +40,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
                     return
                 }
                 if !outgoing { sendHandshake(context: context) }
-                guard let assigned = runtime.peerConnected(theirs, channel: context.channel) else {
+                guard let assigned = runtime.peerConnected(theirs, channel: context.channel, outgoing: outgoing) else {
                     context.close(promise: nil)
                     return
                 }

@@ -17,6 +17,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var listenHost = "0.0.0.0"
         /// 0 picks a free port.
         public var port = 6881
+        /// Local address for connections to peers (nil: the system chooses by route).
+        public var bindAddress: String?
         /// Peers to connect to besides those the trackers name.
         public var peers: [(host: String, port: Int)] = []
         public var maxPeers = 60
@@ -41,6 +43,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         public let uploaded: Int64
         public let wasted: Int64
         public let peers: Int
+        /// Connected peers that still lack pieces.
+        public let peersMissingPieces: Int
+        /// Leechers in the swarm by the tracker's latest answer (nil: no tracker has answered).
+        public let trackerIncomplete: Int?
         public let complete: Bool
     }
 
@@ -62,7 +68,11 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var timer: RepeatedTask?
     private var tracker: TrackerClient?
     private var nextAnnounce: Double = 0
+    private var lastAnnounce: Double = 0
     private var announcing = false
+    /// From the tracker's latest answer: leechers in the swarm, and the least time between announces.
+    private var trackerIncomplete: Int?
+    private var trackerMinInterval: Double = 30
     private var stopped = false
     private let completion: EventLoopPromise<Void>
     private let started = NIODeadline.now()
@@ -106,6 +116,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             .bind(host: options.listenHost, port: options.port).get()
         try await runtime.loop.submit {
             runtime.listener = channel
+            runtime.engine.listenPort = channel.localAddress?.port.map { UInt16(clamping: $0) }
             if have.isComplete { runtime.completion.succeed(()) }
             if options.useTrackers && !metainfo.announceTiers.isEmpty {
                 runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger)
@@ -130,7 +141,7 @@ public final class SwarmRuntime: @unchecked Sendable {
     public func status() async -> Status {
         (try? await loop.submit { self.currentStatus() }.get())
             ?? Status(piecesHave: 0, pieceCount: info.pieceCount, bytesHave: 0, totalLength: info.totalLength,
-                downloaded: 0, uploaded: 0, wasted: 0, peers: 0, complete: false)
+                downloaded: 0, uploaded: 0, wasted: 0, peers: 0, peersMissingPieces: 0, trackerIncomplete: nil, complete: false)
     }
 
     /// Announces `stopped`, closes every connection and stops the loops.
@@ -150,7 +161,7 @@ public final class SwarmRuntime: @unchecked Sendable {
 
     // MARK: Called by peer channels, on the loop
 
-    func peerConnected(_ handshake: Handshake, channel: any Channel) -> Int? {
+    func peerConnected(_ handshake: Handshake, channel: any Channel, outgoing: Bool) -> Int? {
         loop.preconditionInEventLoop()
         guard !stopped, handshake.peerID != ourHandshake.peerID, !peerIDs.values.contains(handshake.peerID),
             engine.accepts(handshake.peerID), channels.count < options.maxPeers
@@ -160,7 +171,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         channels[handle] = channel
         peerIDs[handle] = handshake.peerID
         logger.debug("peer connected", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")", "id": "\(handshake.peerID)"])
-        perform(engine.peerConnected(handle, handshake: handshake))
+        let address = channel.remoteAddress.flatMap { remote in
+            remote.ipAddress.flatMap { PeerAddress(host: $0, port: UInt16(clamping: remote.port ?? 0)) }
+        }
+        perform(engine.peerConnected(handle, handshake: handshake, address: address, outgoing: outgoing))
         return handle
     }
 
@@ -208,6 +222,8 @@ public final class SwarmRuntime: @unchecked Sendable {
                 readBlock(request, for: handle)
             case .completed:
                 finish()
+            case .connect(let addresses):
+                for address in addresses { connect(host: address.host, port: Int(address.port)) }
             }
         }
         for handle in touched { channels[handle]?.flush() }
@@ -295,8 +311,11 @@ public final class SwarmRuntime: @unchecked Sendable {
     private func connect(host: String, port: Int) {
         let key = "\(host):\(port)"
         guard !stopped, channels.count + connecting.count < options.maxPeers, connecting.insert(key).inserted else { return }
-        ClientBootstrap(group: group)
-            .connectTimeout(.seconds(5))
+        var bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(5))
+        if let local = options.bindAddress, let address = try? SocketAddress(ipAddress: local, port: 0) {
+            bootstrap = bootstrap.bind(to: address)
+        }
+        bootstrap
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PeerChannelHandler(runtime: self, outgoing: true))
@@ -309,6 +328,10 @@ public final class SwarmRuntime: @unchecked Sendable {
     private func tick() {
         let now = Double((NIODeadline.now() - started).nanoseconds) / 1e9
         perform(engine.tick(now: now))
+        // A seed waiting for the swarm to finish (`--seed-after done`) asks again as soon as allowed.
+        if engine.isComplete, let incomplete = trackerIncomplete, incomplete > 0 {
+            nextAnnounce = min(nextAnnounce, lastAnnounce + trackerMinInterval)
+        }
         if tracker != nil && now >= nextAnnounce && !announcing {
             announce(event: nextAnnounce == 0 ? .started : .none)
         }
@@ -342,7 +365,10 @@ public final class SwarmRuntime: @unchecked Sendable {
                 let now = Double((NIODeadline.now() - self.started).nanoseconds) / 1e9
                 switch result {
                 case .success(let answer):
+                    self.lastAnnounce = now
                     self.nextAnnounce = now + RetryPolicy().delay(afterInterval: answer.response.interval, minInterval: answer.response.minInterval)
+                    self.trackerIncomplete = answer.response.incomplete
+                    self.trackerMinInterval = Double(max(answer.response.minInterval ?? 30, 5))
                     for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
                 case .failure(let error):
                     self.logger.warning("announce failed", metadata: ["error": "\(error)"])
@@ -357,6 +383,6 @@ public final class SwarmRuntime: @unchecked Sendable {
         let bytes = info.layout.pieces.reduce(Int64(0)) { $0 + (have[$1] ? Int64(info.layout.length(of: $1)) : 0) }
         return Status(piecesHave: have.count, pieceCount: info.pieceCount, bytesHave: bytes, totalLength: info.totalLength,
             downloaded: engine.downloaded, uploaded: engine.uploaded, wasted: engine.wasted, peers: channels.count,
-            complete: engine.isComplete)
+            peersMissingPieces: engine.peersMissingPieces, trackerIncomplete: trackerIncomplete, complete: engine.isComplete)
     }
 }

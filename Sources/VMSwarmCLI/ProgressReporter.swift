@@ -23,6 +23,7 @@ final class ProgressReporter: Sendable {
         var lastDraw: Double = 0
         var finished = false
         var note = ""
+        var counters: [String: Int64] = [:]
     }
 
     private let label: String
@@ -37,8 +38,8 @@ final class ProgressReporter: Sendable {
         self.style = style
     }
 
-    /// `note` (peers, upload…) is shown after the rate.
-    func update(done: Int64, note: String? = nil) {
+    /// `note` (peers, upload…) is shown after the rate; `counters` are JSON fields for machines.
+    func update(done: Int64, note: String? = nil, counters: [String: Int64] = [:]) {
         let interval: Double =
             switch style {
             case .terminal: 0.1
@@ -49,10 +50,11 @@ final class ProgressReporter: Sendable {
         let line: String? = state.withLock { state in
             state.done = max(state.done, done)
             if let note { state.note = note }
+            state.counters.merge(counters) { $1 }
             let now = Date().timeIntervalSince(start)
             guard !state.finished, now - state.lastDraw >= interval else { return nil }
             state.lastDraw = now
-            return render(done: state.done, elapsed: now, final: false, note: state.note)
+            return render(done: state.done, elapsed: now, final: false, note: state.note, counters: state.counters)
         }
         if let line { emit(line) }
     }
@@ -62,22 +64,23 @@ final class ProgressReporter: Sendable {
         let line: String? = state.withLock { state in
             guard !state.finished else { return nil }
             state.finished = true
-            return render(done: done ?? total, elapsed: Date().timeIntervalSince(start), final: true, note: state.note)
+            return render(done: done ?? total, elapsed: Date().timeIntervalSince(start), final: true, note: state.note, counters: state.counters)
         }
         if let line { emit(line) }
     }
 
-    private func render(done: Int64, elapsed: Double, final: Bool, note: String) -> String {
+    private func render(done: Int64, elapsed: Double, final: Bool, note: String, counters: [String: Int64]) -> String {
         let fraction = total > 0 ? Double(done) / Double(total) : 1
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Double(total - done) / rate : .infinity
         switch style {
         case .json:
-            let fields: [String: Any] = [
+            var fields: [String: Any] = [
                 "event": final ? "done" : "progress", "task": label, "bytes": done, "total": total,
                 "percent": (fraction * 1000).rounded() / 10, "rate_bytes_per_s": Int(rate),
                 "elapsed_s": (elapsed * 100).rounded() / 100, "note": note,
             ]
+            fields.merge(counters.mapValues { $0 as Any }) { $1 }
             let data = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])) ?? Data()
             return String(decoding: data, as: UTF8.self) + "\n"
         case .terminal:

@@ -14,8 +14,11 @@ struct PeerOptions: ParsableArguments {
     @Option(help: "TCP port for incoming peers (0: any free port).")
     var port: Int = 6881
 
-    @Option(help: "Local address to listen on, for multi-homed hosts.")
-    var bind: String = "0.0.0.0"
+    @Option(help: "Address and port to listen on (HOST:PORT); overrides --port.")
+    var listen: String?
+
+    @Option(help: "Local address of this host for peer connections, both ways, on multi-homed hosts.")
+    var bind: String?
 
     @Option(name: .customLong("peer"), help: "Also connect to this peer (HOST:PORT). Repeatable.")
     var peers: [String] = []
@@ -37,6 +40,7 @@ struct PeerOptions: ParsableArguments {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
+        if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT (got '\(listen)').") }
         for peer in peers where HostPort(peer) == nil { throw ValidationError("--peer must be HOST:PORT (got '\(peer)').") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
         for (flag, value) in [("--max-up", maxUp), ("--max-down", maxDown)] {
@@ -48,8 +52,10 @@ struct PeerOptions: ParsableArguments {
 
     func runtimeOptions() -> SwarmRuntime.Options {
         var options = SwarmRuntime.Options()
-        options.port = port
-        options.listenHost = bind
+        let listening = listen.flatMap(HostPort.init)
+        options.port = listening?.port ?? port
+        options.listenHost = listening?.host ?? bind ?? "0.0.0.0"
+        options.bindAddress = bind
         options.peers = peers.compactMap(HostPort.init).map { ($0.host, $0.port) }
         options.maxPeers = maxPeers
         options.hashThreads = ProcessInfo.processInfo.activeProcessorCount
@@ -93,7 +99,8 @@ func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, until: @
     while true {
         let status = await runtime.status()
         reached = status.bytesHave
-        progress.update(done: status.bytesHave, note: "\(status.peers) peers, up \(Format.bytes(status.uploaded))")
+        progress.update(done: status.bytesHave, note: "\(status.peers) peers, up \(Format.bytes(status.uploaded))",
+            counters: ["peers": Int64(status.peers), "uploaded": status.uploaded, "downloaded": status.downloaded, "wasted": status.wasted])
         if await until() { break }
         try? await Task.sleep(for: .milliseconds(250))
     }
@@ -194,14 +201,14 @@ struct GetCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Folder to download into.")
     var output: String = "."
 
-    @Option(name: .customLong("seed-after"), help: "After the download: 'none' (exit), 'forever', or seconds to keep seeding (e.g. 60).")
+    @Option(name: .customLong("seed-after"), help: ArgumentHelp(stringLiteral: SeedAfter.help))
     var seedAfter: String = "none"
 
     @OptionGroup var peer: PeerOptions
 
     func validate() throws {
-        guard seedAfter == "none" || seedAfter == "forever" || Double(seedAfter) != nil else {
-            throw ValidationError("--seed-after must be none, forever or a number of seconds.")
+        guard SeedAfter(seedAfter) != nil else {
+            throw ValidationError("--seed-after must be none, forever, done, a time (90, 90s, 10m, 2h) or a ratio (2x); got '\(seedAfter)'.")
         }
     }
 
@@ -245,12 +252,31 @@ struct GetCommand: AsyncParsableCommand {
         } else {
             print("complete: \(store.finalPath) (\(fetched) bytes downloaded by this run)")
         }
-        if seedAfter != "none" {
-            let seconds = Double(seedAfter) ?? .infinity
-            let until = Date().addingTimeInterval(seconds)
-            await followProgress(runtime, label: "seeding", json: peer.json) { interrupted.isSet || Date() >= until }
+        let policy = SeedAfter(seedAfter) ?? .none
+        if policy != .none {
+            let started = Date()
+            let watch = SwarmDoneWatch()
+            await followProgress(runtime, label: "seeding", json: peer.json) {
+                let status = await runtime.status()
+                let swarmDone = status.peersMissingPieces == 0 && (status.trackerIncomplete ?? 0) == 0
+                return interrupted.isSet || policy.isSatisfied(seedingFor: -started.timeIntervalSinceNow, uploaded: status.uploaded,
+                    imageLength: metainfo.info.totalLength, swarmDoneFor: watch.update(swarmDone))
+            }
         }
         await runtime.shutdown()
+    }
+}
+
+/// How long the swarm has looked finished without a break.
+final class SwarmDoneWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var since: Date?
+
+    func update(_ done: Bool) -> Double {
+        lock.withLock {
+            if !done { since = nil } else if since == nil { since = Date() }
+            return since.map { -$0.timeIntervalSinceNow } ?? 0
+        }
     }
 }
 

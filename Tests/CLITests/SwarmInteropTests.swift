@@ -165,6 +165,42 @@ import Testing
         #expect(try sha256(folder.file("lt/image.img")) == sha)
     }
 
+    /// Two leechers that know only the (slow) seeder find each other by peer exchange and trade;
+    /// with `--seed-after done` the first to finish stays until the other is complete, then exits.
+    @Test func peerExchangeAndSeedingUntilTheSwarmIsDone() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, torrent, sha) = try SwarmInteropTests().makeImage(folder)
+        let seedPort = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(seedPort)", "--max-up", "4M"],
+            logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        func leecher(_ name: String) throws -> BackgroundProcess {
+            try BackgroundProcess(vmswarmBinary, [
+                "get", torrent, "--output", folder.file(name), "--peer", "127.0.0.1:\(seedPort)", "--port", "\(freePort())",
+                "--seed-after", "done", "--json",
+            ], logTo: folder.file("\(name).log"))
+        }
+        let first = try leecher("a")
+        defer { first.stop() }
+        Thread.sleep(forTimeInterval: 2)
+        let second = try leecher("b")
+        defer { second.stop() }
+        #expect(second.wait(seconds: 90) && second.process.terminationStatus == 0, "\(second.output.suffix(400))")
+        #expect(first.output.contains(#""event":"complete""#))
+        #expect(first.wait(seconds: 40) && first.process.terminationStatus == 0,
+            "the first leecher exits once the swarm is done: \(first.output.suffix(400))")
+        #expect(try sha256(folder.file("a/image.img")) == sha)
+        #expect(try sha256(folder.file("b/image.img")) == sha)
+        // Each leecher served the other, which it could only have learned of by peer exchange.
+        func uploaded(_ process: BackgroundProcess) -> Int {
+            let last = process.output.split(separator: "\n").last { $0.contains(#""uploaded""#) } ?? ""
+            return Int(last.split(separator: #""uploaded":"#).last?.prefix { $0.isNumber } ?? "") ?? 0
+        }
+        #expect(uploaded(first) + uploaded(second) > 4 << 20, "a: \(uploaded(first)) b: \(uploaded(second))")
+    }
+
     /// Two seeders; one is killed mid-transfer; the download completes from the other.
     @Test func losingASeederMidTransferIsSurvived() throws {
         let folder = try TemporaryFolder()

@@ -39,6 +39,9 @@ struct SimulatedSwarm {
             let id = PeerID(bytes: Array(String(format: "-SIM000-%012d", index).utf8))!
             var configuration = SwarmEngine.Configuration()
             configuration.requestQueueDepth = 16
+            // Simulated time jumps 10 s at a time; the timeout tests drive engines directly.
+            configuration.requestTimeout = .infinity
+            configuration.idleTimeout = .infinity
             if isSeeder { configuration.maxUnchoked = seederSlots }
             let engine = SwarmEngine(info: info, have: Bitfield(pieceCount: info.pieceCount, all: isSeeder),
                 handshake: Handshake(infoHash: hash, peerID: id), configuration: configuration, seed: seed &+ UInt64(index))
@@ -89,6 +92,8 @@ struct SimulatedSwarm {
                 perform(nodes[node].engine.blockRead(request, data: ByteBuffer(bytes: bytes), for: peer), at: node)
             case .completed:
                 nodes[node].completed = true
+            case .connect:
+                break
             }
         }
     }

@@ -1,0 +1,166 @@
+import Metainfo
+import NIOCore
+import PeerWire
+import Testing
+
+@testable import Swarm
+
+/// One leecher engine and scripted peers: what the engine does as time passes (adaptive request
+/// queues, stalled requests, keep-alives, silent peers) and what it says and hears in peer exchange.
+struct ScriptedLeecher {
+    var engine: SwarmEngine
+    static let hash = InfoHash(bytes: [UInt8](repeating: 7, count: 20))!
+
+    init(pieceLength: Int = 256 << 10, pieces: Int = 400) {
+        let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(pieceLength * pieces))],
+            isMultiFile: false, privacy: .unspecified, pieceLength: pieceLength,
+            pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        engine = SwarmEngine(info: info, have: Bitfield(pieceCount: pieces), handshake: Handshake(infoHash: Self.hash, peerID: Self.id(0)), seed: 3)
+    }
+
+    static func id(_ n: Int) -> PeerID { PeerID(bytes: Array(String(format: "-TST000-%012d", n).utf8))! }
+
+    /// Connects a seeder that speaks the extension protocol with the given request limit and ids.
+    mutating func connectSeeder(_ peer: Int, address: PeerAddress? = nil, outgoing: Bool = true,
+                                extensions: ExtensionHandshake = ExtensionHandshake(messageIDs: [:], requestQueue: 2000)) -> [SwarmEngine.Action] {
+        var actions = engine.peerConnected(peer, handshake: Handshake(infoHash: Self.hash, peerID: Self.id(peer)), address: address, outgoing: outgoing)
+        actions += engine.received(.extended(id: 0, payload: ByteBuffer(bytes: extensions.encoded())), from: peer)
+        actions += engine.received(.haveAll, from: peer)
+        actions += engine.received(.unchoke, from: peer)
+        return actions
+    }
+
+    /// Answers `blocks` of the `pending` requests in order, and the requests those answers cause.
+    /// Returns the requests still unanswered and every new request the answers caused.
+    mutating func deliver(_ blocks: Int, of pending: [BlockRequest], from peer: Int) -> (pending: [BlockRequest], asked: [BlockRequest]) {
+        var pending = pending
+        var asked: [BlockRequest] = []
+        for _ in 0..<blocks where !pending.isEmpty {
+            let block = pending.removeFirst()
+            let data = ByteBuffer(repeating: 0, count: block.length)
+            let new = Self.requests(in: engine.received(.piece(block.piece, begin: block.begin, block: data), from: peer), to: peer)
+            pending += new
+            asked += new
+        }
+        return (pending, asked)
+    }
+
+    static func requests(in actions: [SwarmEngine.Action], to peer: Int) -> [BlockRequest] {
+        actions.compactMap { if case .send(peer, .request(let block)) = $0 { block } else { nil } }
+    }
+
+    static func sent(_ actions: [SwarmEngine.Action], to peer: Int) -> [PeerMessage] {
+        actions.compactMap { if case .send(peer, let message) = $0 { message } else { nil } }
+    }
+}
+
+@Suite struct EngineTimingTests {
+    @Test func aFastPeersQueueGrowsToItsRateAndASlowOnesShrinks() {
+        var fast = ScriptedLeecher()
+        var pending = fast.deliver(200, of: ScriptedLeecher.requests(in: fast.connectSeeder(1), to: 1), from: 1).pending
+        #expect(pending.count == 64, "the first queue is the configured depth")
+        // 200 blocks in the first second: the queue becomes one second of that peer's data.
+        pending += ScriptedLeecher.requests(in: fast.engine.tick(now: 1), to: 1)
+        #expect(pending.count == 200)
+        // Faster still: bounded by the engine's maximum (500), under the peer's own limit (2000).
+        pending = fast.deliver(2000, of: pending, from: 1).pending
+        pending += ScriptedLeecher.requests(in: fast.engine.tick(now: 2), to: 1)
+        #expect(pending.count == 500)
+
+        var slow = ScriptedLeecher()
+        pending = slow.deliver(6, of: ScriptedLeecher.requests(in: slow.connectSeeder(1), to: 1), from: 1).pending
+        #expect(ScriptedLeecher.requests(in: slow.engine.tick(now: 1), to: 1).isEmpty)
+        // 6 blocks a second: nothing new is asked until only 6 are in flight.
+        #expect(slow.deliver(58, of: pending, from: 1).asked.isEmpty)
+        #expect(slow.deliver(1, of: Array(pending.dropFirst(58)), from: 1).asked.count == 1)
+    }
+
+    @Test func aPeerWithoutAStatedLimitKeepsTheDefaultDepth() {
+        var leecher = ScriptedLeecher()
+        let first = ScriptedLeecher.requests(in: leecher.connectSeeder(1, extensions: ExtensionHandshake(messageIDs: [:])), to: 1)
+        var pending = leecher.deliver(600, of: first, from: 1).pending
+        pending += ScriptedLeecher.requests(in: leecher.engine.tick(now: 1), to: 1)
+        #expect(pending.count == 64)
+    }
+
+    @Test func stalledRequestsGoToAnotherPeer() {
+        var leecher = ScriptedLeecher()
+        let first = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)
+        #expect(first.count == 64)
+        _ = leecher.engine.tick(now: 10)
+        // A second peer arrives while the first sits on its requests.
+        let second = ScriptedLeecher.requests(in: leecher.connectSeeder(2), to: 2)
+        #expect(Set(second).isDisjoint(with: first))
+        let actions = leecher.engine.tick(now: 31)
+        let toFirst = ScriptedLeecher.sent(actions, to: 1)
+        #expect(toFirst.filter { if case .cancel = $0 { true } else { false } }.count == 64)
+        // The first peer now gets one block at a time; its other blocks go to the second peer.
+        #expect(toFirst.filter { if case .request = $0 { true } else { false } }.count == 1)
+        let asked = leecher.deliver(64, of: second, from: 2).asked
+        #expect(Set(asked).intersection(first).count == 63)
+        // A cancelled block that arrives anyway is harmless.
+        let late = leecher.engine.received(.piece(first[5].piece, begin: first[5].begin, block: ByteBuffer(repeating: 0, count: first[5].length)), from: 1)
+        #expect(!late.contains { if case .disconnect = $0 { true } else { false } })
+    }
+
+    @Test func keepAlivesAndSilentPeers() {
+        var leecher = ScriptedLeecher()
+        _ = leecher.engine.peerConnected(1, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(1)))
+        _ = leecher.engine.tick(now: 60)
+        let quiet = leecher.engine.tick(now: 91)
+        #expect(ScriptedLeecher.sent(quiet, to: 1).contains(.keepAlive))
+        #expect(!ScriptedLeecher.sent(leecher.engine.tick(now: 92), to: 1).contains(.keepAlive), "one keep-alive per interval")
+        _ = leecher.engine.received(.keepAlive, from: 1)
+        #expect(!leecher.engine.tick(now: 200).contains { if case .disconnect = $0 { true } else { false } })
+        let silent = leecher.engine.tick(now: 92 + 240)
+        #expect(silent.contains { if case .disconnect(1, let reason) = $0 { reason.contains("silent") } else { false } })
+        #expect(leecher.engine.peerCount == 0)
+    }
+
+    @Test func peerExchangeTellsListeningAddressesAndTheirDeparture() throws {
+        var leecher = ScriptedLeecher()
+        let pexPeer = ExtensionHandshake(messageIDs: ["ut_pex": 9], requestQueue: 250)
+        _ = leecher.connectSeeder(1, address: PeerAddress(host: "10.0.0.1", port: 6881), extensions: pexPeer)
+        _ = leecher.connectSeeder(2, address: PeerAddress(host: "10.0.0.2", port: 7000))
+        // Peer 3 dialled us from an ephemeral port and names its listening port in its handshake.
+        _ = leecher.connectSeeder(3, address: PeerAddress(host: "10.0.0.3", port: 50123), outgoing: false,
+            extensions: ExtensionHandshake(messageIDs: [:], listenPort: 6000))
+        // Peer 4 dialled us and never said where it listens: it cannot be passed on.
+        _ = leecher.connectSeeder(4, address: PeerAddress(host: "10.0.0.4", port: 50124), outgoing: false)
+
+        func exchanges(_ actions: [SwarmEngine.Action]) throws -> [PeerExchange] {
+            try ScriptedLeecher.sent(actions, to: 1).compactMap {
+                guard case .extended(9, let payload) = $0 else { return nil }
+                return try PeerExchange(payload: payload)
+            }
+        }
+        #expect(try exchanges(leecher.engine.tick(now: 4)).isEmpty, "the first exchange comes after 5 s")
+        let first = try exchanges(leecher.engine.tick(now: 5))
+        #expect(first == [PeerExchange(added: [PeerAddress(host: "10.0.0.2", port: 7000)!, PeerAddress(host: "10.0.0.3", port: 6000)!], dropped: [])])
+        #expect(try exchanges(leecher.engine.tick(now: 64)).isEmpty, "then once a minute")
+        _ = leecher.engine.peerDisconnected(2)
+        let second = try exchanges(leecher.engine.tick(now: 65))
+        #expect(second == [PeerExchange(added: [], dropped: [PeerAddress(host: "10.0.0.2", port: 7000)!])])
+        #expect(try exchanges(leecher.engine.tick(now: 125)).isEmpty, "nothing changed, nothing sent")
+    }
+
+    @Test func peersLearnedByExchangeAreDialledOnce() {
+        var leecher = ScriptedLeecher()
+        _ = leecher.connectSeeder(1, address: PeerAddress(host: "10.0.0.1", port: 6881))
+        let heard = PeerExchange(added: [PeerAddress(host: "10.0.0.1", port: 6881)!, PeerAddress(host: "10.0.0.9", port: 1234)!], dropped: [])
+        let actions = leecher.engine.received(.extended(id: ExtensionHandshake.pexID, payload: ByteBuffer(bytes: heard.encoded())), from: 1)
+        #expect(actions.contains(.connect([PeerAddress(host: "10.0.0.9", port: 1234)!])))
+        #expect(!actions.contains(.connect([PeerAddress(host: "10.0.0.1", port: 6881)!, PeerAddress(host: "10.0.0.9", port: 1234)!])))
+    }
+
+    @Test func ourExtensionHandshakeNamesOurPortAndQueueLimit() throws {
+        var leecher = ScriptedLeecher()
+        leecher.engine.listenPort = 6999
+        let actions = leecher.engine.peerConnected(1, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(1)))
+        let payload = try #require(ScriptedLeecher.sent(actions, to: 1).compactMap { if case .extended(0, let p) = $0 { p } else { nil } }.first)
+        let ours = try ExtensionHandshake(payload: payload)
+        #expect(ours.listenPort == 6999)
+        #expect(ours.requestQueue == PeerSession.maxPeerRequests)
+        #expect(ours.messageIDs["ut_pex"] == ExtensionHandshake.pexID)
+    }
+}
