@@ -23,6 +23,10 @@ public struct SwarmEngine: Sendable {
         public var maximumQueueDepth = 500
         /// Seconds between choking rounds (BEP 3 clients use 10).
         public var chokeInterval: Double = 10
+        /// Bytes of assembled pieces waiting for their hash and write; beyond this no new blocks
+        /// are requested, so a slow disk or busy CPU holds the network back instead of memory
+        /// growing (at least two pieces are always allowed).
+        public var maximumVerifyingBytes = 32 << 20
         /// Hash failures a peer may contribute to before it is banned.
         public var strikesBeforeBan = 2
         /// Seconds of silence from us before a keep-alive (BEP 3 peers drop a connection after two
@@ -87,6 +91,8 @@ public struct SwarmEngine: Sendable {
     private var peers: [Peer: PeerState] = [:]
     private var assembling: [PieceIndex: [UInt8]] = [:]
     private var contributors: [PieceIndex: Set<Peer>] = [:]
+    /// Bytes handed out in `verify` actions and not yet reported by `pieceChecked`.
+    private var verifyingBytes = 0
     private var banned: Set<PeerID> = []
     private var lastChokeRound: Double = -.infinity
     /// The time of the latest `tick`: events between ticks are stamped with it.
@@ -218,6 +224,7 @@ public struct SwarmEngine: Sendable {
     /// The runtime hashed an assembled piece.
     public mutating func pieceChecked(_ piece: PieceIndex, valid: Bool) -> [Action] {
         let sources = contributors.removeValue(forKey: piece) ?? []
+        verifyingBytes -= info.layout.length(of: piece)
         var actions: [Action] = []
         guard valid else {
             picker.pieceFailed(piece)
@@ -369,7 +376,9 @@ public struct SwarmEngine: Sendable {
     }
 
     private mutating func fillRequests(for peer: Peer) -> [Action] {
-        guard let session = peers[peer]?.session, !session.peerChoking, session.amInterested else { return [] }
+        guard let session = peers[peer]?.session, !session.peerChoking, session.amInterested,
+            verifyingBytes < max(configuration.maximumVerifyingBytes, 2 * info.pieceLength)
+        else { return [] }
         let room = peers[peer]!.queueDepth - session.outstanding.count
         guard room > 0 else { return [] }
         return picker.requests(for: peer, peerPieces: session.peerPieces, count: room).map { send(peer, .request($0)) }
@@ -394,6 +403,7 @@ public struct SwarmEngine: Sendable {
         }
         contributors[block.piece, default: []].insert(peer)
         if let piece = outcome.completePiece, let buffer = assembling.removeValue(forKey: piece) {
+            verifyingBytes += buffer.count
             actions.append(.verify(piece, buffer))
         }
         return actions + fillRequests(for: peer)

@@ -11,11 +11,12 @@ struct ScriptedLeecher {
     var engine: SwarmEngine
     static let hash = InfoHash(bytes: [UInt8](repeating: 7, count: 20))!
 
-    init(pieceLength: Int = 256 << 10, pieces: Int = 400) {
+    init(pieceLength: Int = 256 << 10, pieces: Int = 400, configuration: SwarmEngine.Configuration = .init()) {
         let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(pieceLength * pieces))],
             isMultiFile: false, privacy: .unspecified, pieceLength: pieceLength,
             pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
-        engine = SwarmEngine(info: info, have: Bitfield(pieceCount: pieces), handshake: Handshake(infoHash: Self.hash, peerID: Self.id(0)), seed: 3)
+        engine = SwarmEngine(info: info, have: Bitfield(pieceCount: pieces), handshake: Handshake(infoHash: Self.hash, peerID: Self.id(0)),
+            configuration: configuration, seed: 3)
     }
 
     static func id(_ n: Int) -> PeerID { PeerID(bytes: Array(String(format: "-TST000-%012d", n).utf8))! }
@@ -38,7 +39,10 @@ struct ScriptedLeecher {
         for _ in 0..<blocks where !pending.isEmpty {
             let block = pending.removeFirst()
             let data = ByteBuffer(repeating: 0, count: block.length)
-            let new = Self.requests(in: engine.received(.piece(block.piece, begin: block.begin, block: data), from: peer), to: peer)
+            var actions = engine.received(.piece(block.piece, begin: block.begin, block: data), from: peer)
+            // Hashing is instant here: every assembled piece is reported good at once.
+            for case .verify(let piece, _) in actions { actions += engine.pieceChecked(piece, valid: true) }
+            let new = Self.requests(in: actions, to: peer)
             pending += new
             asked += new
         }
@@ -101,6 +105,27 @@ struct ScriptedLeecher {
         // A cancelled block that arrives anyway is harmless.
         let late = leecher.engine.received(.piece(first[5].piece, begin: first[5].begin, block: ByteBuffer(repeating: 0, count: first[5].length)), from: 1)
         #expect(!late.contains { if case .disconnect = $0 { true } else { false } })
+    }
+
+    @Test func piecesWaitingForTheirHashHoldBackNewRequests() {
+        var configuration = SwarmEngine.Configuration()
+        configuration.maximumVerifyingBytes = 1 << 20
+        var leecher = ScriptedLeecher(configuration: configuration)
+        var pending = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)
+        var verifying: [PieceIndex] = []
+        while !pending.isEmpty {
+            let block = pending.removeFirst()
+            let actions = leecher.engine.received(.piece(block.piece, begin: block.begin, block: ByteBuffer(repeating: 0, count: block.length)), from: 1)
+            verifying += actions.compactMap { if case .verify(let piece, _) = $0 { piece } else { nil } }
+            pending += ScriptedLeecher.requests(in: actions, to: 1)
+        }
+        // Four 256 KiB pieces fill the 1 MiB budget: the requests already out finish, no more go out.
+        #expect(verifying.count >= 4 && verifying.count <= 8, "\(verifying.count) pieces verifying")
+        var resumed: [BlockRequest] = []
+        for piece in verifying.dropLast(3) {
+            resumed += ScriptedLeecher.requests(in: leecher.engine.pieceChecked(piece, valid: true), to: 1)
+        }
+        #expect(!resumed.isEmpty, "checked pieces free room for requests")
     }
 
     @Test func keepAlivesAndSilentPeers() {
