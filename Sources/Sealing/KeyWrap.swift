@@ -64,15 +64,14 @@ public enum KeyWrap {
     public static func wrap(
         _ key: ContentKey, for recipient: SitePublicKey, infoBytes: [UInt8]
     ) throws(SealingError) -> RecipientEntry {
-        guard let publicKey = recipient.agreementKey else { throw .wrapFailed(fingerprint: recipient.description) }
         do {
             var sender = try HPKE.Sender(
-                recipientKey: publicKey, ciphersuite: ciphersuite, info: hpkeInfo(infoBytes: infoBytes))
+                recipientKey: recipient.agreementKey, ciphersuite: ciphersuite, info: hpkeInfo(infoBytes: infoBytes))
             let wrapped = try sender.seal(key.bytes, authenticating: Data())
             return RecipientEntry(
                 keyID: recipient.keyID, encapsulatedKey: Array(sender.encapsulatedKey), wrappedKey: Array(wrapped))
         } catch {
-            // X25519 rejects low-order points (an all-zero shared secret).
+            // Not expected: SitePublicKey admits only usable keys, and the content key is 32 bytes.
             throw .wrapFailed(fingerprint: recipient.description)
         }
     }

@@ -6,15 +6,26 @@ public struct SitePublicKey: Hashable, Sendable, CustomStringConvertible {
     /// The 32 raw bytes.
     public let bytes: [UInt8]
 
-    /// Accepts exactly 32 bytes.
+    /// Accepts 32 bytes that are a usable X25519 public key: not a point of small order.
+    ///
+    /// swift-crypto does not refuse those (it follows CryptoKit), yet every key agreement with one
+    /// yields the all-zero secret, so a content key wrapped for it could be unwrapped by anyone.
     public init?(bytes: some Collection<UInt8>) {
-        guard bytes.count == KeyFile.keyLength else { return nil }
+        guard bytes.count == KeyFile.keyLength,
+            let key = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: Array(bytes)),
+            let secret = try? Curve25519.KeyAgreement.PrivateKey().sharedSecretFromKeyAgreement(with: key),
+            secret.withUnsafeBytes({ $0.contains { $0 != 0 } })
+        else { return nil }
         self.bytes = Array(bytes)
+        self.agreementKey = key
     }
 
     /// Reads a `vmswarm-x25519-public` key file.
     public init(readingFile path: String) throws(SealingError) {
-        self.bytes = try KeyFile.load(path, expecting: .sitePublic)
+        guard let key = SitePublicKey(bytes: try KeyFile.load(path, expecting: .sitePublic)) else {
+            throw .keyFile(path: path, problem: "holds a point of small order, not a usable X25519 public key")
+        }
+        self = key
     }
 
     /// Writes a `vmswarm-x25519-public` key file (mode 0644); never replaces an existing file.
@@ -28,9 +39,10 @@ public struct SitePublicKey: Hashable, Sendable, CustomStringConvertible {
     /// `keyID` in hex, for people.
     public var description: String { "x25519:" + HexCoding.encode(keyID) }
 
-    var agreementKey: Curve25519.KeyAgreement.PublicKey? {
-        try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: bytes)
-    }
+    let agreementKey: Curve25519.KeyAgreement.PublicKey
+
+    public static func == (lhs: SitePublicKey, rhs: SitePublicKey) -> Bool { lhs.bytes == rhs.bytes }
+    public func hash(into hasher: inout Hasher) { hasher.combine(bytes) }
 }
 
 /// A site's or node's X25519 key pair (`--identity`): unwraps the content keys wrapped for it.
@@ -45,7 +57,7 @@ public struct SiteKeyPair: Sendable {
 
     private init(privateKey: Curve25519.KeyAgreement.PrivateKey) {
         self.privateKey = privateKey
-        // X25519 public keys are any 32 bytes.
+        // A clamped private scalar never gives a point of small order.
         self.publicKey = SitePublicKey(bytes: privateKey.publicKey.rawRepresentation)!
     }
 
