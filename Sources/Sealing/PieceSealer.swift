@@ -37,11 +37,16 @@ public struct PieceSealer: Sendable {
             // Only a key of the wrong size makes GCM fail to seal; the piece key is always 256 bits.
             preconditionFailure("AES-GCM refused to seal with a 256-bit key: \(error)")
         }
-        var sealed: [UInt8] = []
-        sealed.reserveCapacity(expected + SealingParameters.tagLength)
-        sealed.append(contentsOf: box.ciphertext)
-        sealed.append(contentsOf: box.tag)
-        return sealed
+        // The combined form is nonce, ciphertext, tag in one buffer (always present for 12-byte
+        // nonces); one copy out of it is the fastest way to ciphertext-then-tag.
+        guard let combined = box.combined else { preconditionFailure("AES-GCM gave no combined form for a 12-byte nonce") }
+        return combined.withUnsafeBytes { raw in
+            let body = UnsafeRawBufferPointer(rebasing: raw[12...])
+            return [UInt8](unsafeUninitializedCapacity: body.count) { buffer, count in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: body)
+                count = body.count
+            }
+        }
     }
 
     /// The plaintext of a sealed piece (ciphertext then tag, exactly
