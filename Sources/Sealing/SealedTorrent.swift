@@ -32,7 +32,7 @@ public struct SealedTorrent: Sendable {
             throw .torrent(.malformed(error))  // unreachable: Metainfo has just decoded the same bytes
         }
         guard let info = root["info"], let entry = info[SealingParameters.infoKey] else { throw .notSealed }
-        self.parameters = try SealingParameters(parsing: entry, torrent: metainfo.info)
+        self.parameters = try SealingParameters(parsing: entry, in: info, torrent: metainfo.info)
 
         var recipients: [RecipientEntry] = []
         if let listNode = root[KeyWrap.listKey] {

@@ -131,8 +131,9 @@ public struct SealingParameters: Hashable, Sendable {
 
     /// Reads the `vmswarm-sealed` entry of a torrent's info dictionary and checks it against the
     /// torrent it came from: single file, chunk = piece length − 16, and a plain length that seals to
-    /// exactly the torrent's length. Offsets in errors are those of `entry`'s input.
-    init(parsing entry: BencodeNode, torrent info: TorrentInfo) throws(SealingError) {
+    /// exactly the torrent's length. `infoNode` is the info dictionary `info` was parsed from;
+    /// offsets in errors are those of their input.
+    init(parsing entry: BencodeNode, in infoNode: BencodeNode, torrent info: TorrentInfo) throws(SealingError) {
         let reader = SealedFieldReader(prefix: "info.\(Self.infoKey)")
         let fields = try reader.dictionary(entry)
 
@@ -147,7 +148,8 @@ public struct SealingParameters: Hashable, Sendable {
         }
         guard !info.isMultiFile else {
             throw .invalidField(
-                field: "info.files", problem: "is present, but a sealed torrent describes one file", offset: nil)
+                field: "info.files", problem: "is present, but a sealed torrent describes one file",
+                offset: infoNode["files"]?.range.lowerBound)
         }
 
         let chunkNode = try reader.required(fields, "chunk")
@@ -156,7 +158,7 @@ public struct SealingParameters: Hashable, Sendable {
         guard expectedChunk >= 1 else {
             throw .invalidField(
                 field: "info.piece length", problem: "is \(info.pieceLength), too short for a 16-byte tag and data",
-                offset: nil)
+                offset: infoNode["piece length"]?.range.lowerBound)
         }
         guard chunk == expectedChunk else {
             throw reader.invalid(

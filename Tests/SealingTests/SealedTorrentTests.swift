@@ -172,7 +172,21 @@ import TorrentCreation
         let error = #expect(throws: SealingError.self) {
             try SealedTorrent(metainfo: Metainfo(info: info, extraInfoFields: fixture.parameters.infoFields))
         }
-        guard case .invalidField("info.files", _, _) = error else { Issue.record("\(String(describing: error))"); return }
+        guard case .invalidField("info.files", _, .some) = error else { Issue.record("\(String(describing: error))"); return }
+    }
+
+    @Test func piecesTooShortForATagAreRefused() throws {
+        let parameters = try KAT.parameters(plainLength: 0)
+        let info = try TorrentInfo(
+            name: "kat", files: [FileEntry(path: ["kat"], length: 16)], isMultiFile: false, privacy: .unspecified,
+            pieceLength: 16, pieceHashes: [UInt8](repeating: 0, count: 20))
+        let error = #expect(throws: SealingError.self) {
+            try SealedTorrent(metainfo: Metainfo(info: info, extraInfoFields: parameters.infoFields))
+        }
+        guard case .invalidField("info.piece length", _, .some) = error else {
+            Issue.record("\(String(describing: error))")
+            return
+        }
     }
 }
 
