@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
 import Metainfo
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// The kinds of key file (docs/encryption.md, "Key files"): one line `LABEL BASE64` of 32 bytes.
 enum KeyFileKind: CaseIterable, Sendable {
@@ -44,7 +45,8 @@ enum KeyFile {
     /// The 32 key bytes of the file at `path`, which must hold a key of `kind`.
     static func load(_ path: String, expecting kind: KeyFileKind) throws(SealingError) -> [UInt8] {
         func fail(_ problem: String) -> SealingError { .keyFile(path: path, problem: problem) }
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+        // O_NONBLOCK: a FIFO would otherwise block here until a writer came; it is refused below.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
         guard descriptor >= 0 else { throw .storage(.open(path: path, errno: errno)) }
         defer { close(descriptor) }
         var info = stat()

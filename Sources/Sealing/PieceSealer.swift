@@ -39,7 +39,9 @@ public struct PieceSealer: Sendable {
         }
         // The combined form is nonce, ciphertext, tag in one buffer (always present for 12-byte
         // nonces); one copy out of it is the fastest way to ciphertext-then-tag.
-        guard let combined = box.combined else { preconditionFailure("AES-GCM gave no combined form for a 12-byte nonce") }
+        guard let combined = box.combined else {
+            preconditionFailure("AES-GCM gave no combined form for a 12-byte nonce")
+        }
         return combined.withUnsafeBytes { raw in
             let body = UnsafeRawBufferPointer(rebasing: raw[12...])
             return [UInt8](unsafeUninitializedCapacity: body.count) { buffer, count in
@@ -61,7 +63,8 @@ public struct PieceSealer: Sendable {
         let cipherCount = expected - SealingParameters.tagLength
         do {
             let box = try AES.GCM.SealedBox(
-                nonce: Self.nonce(piece), ciphertext: sealed.prefix(cipherCount), tag: sealed.suffix(SealingParameters.tagLength))
+                nonce: Self.nonce(piece), ciphertext: sealed.prefix(cipherCount),
+                tag: sealed.suffix(SealingParameters.tagLength))
             return Array(
                 try AES.GCM.open(box, using: pieceKey, authenticating: parameters.associatedData(for: piece.value)))
         } catch {

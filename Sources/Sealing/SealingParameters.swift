@@ -44,7 +44,8 @@ public struct SealingParameters: Hashable, Sendable {
         guard pieceLength >= 16 << 10, pieceLength <= PieceLayout.maxPieceLength, pieceLength & (pieceLength - 1) == 0
         else {
             throw .invalidParameters(
-                "piece size \(pieceLength) is not a power of two from 16 KiB to \(PieceLayout.maxPieceLength >> 20) MiB")
+                "piece size \(pieceLength) is not a power of two from 16 KiB to \(PieceLayout.maxPieceLength >> 20) MiB"
+            )
         }
         guard plainLength >= 0 else { throw .invalidParameters("image length \(plainLength) is negative") }
         guard salt.count == Self.saltLength else {
@@ -144,7 +145,8 @@ public struct SealingParameters: Hashable, Sendable {
         }
         let cipher = try reader.bytes(try reader.required(fields, "cipher"), "cipher")
         guard cipher == Array(Self.cipher.utf8) else {
-            throw .unsupported("cipher '\(String(decoding: cipher, as: UTF8.self))' (this vmswarm reads \(Self.cipher))")
+            throw .unsupported(
+                "cipher '\(String(decoding: cipher, as: UTF8.self))' (this vmswarm reads \(Self.cipher))")
         }
         guard !info.isMultiFile else {
             throw .invalidField(

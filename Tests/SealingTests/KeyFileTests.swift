@@ -45,7 +45,10 @@ import Testing
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
         try write("keep me", to: folder.file("site.key"))
-        #expect(throws: SealingError.keyFile(path: folder.file("site.key"), problem: "already exists; refusing to replace a key")) {
+        #expect(
+            throws: SealingError.keyFile(
+                path: folder.file("site.key"), problem: "already exists; refusing to replace a key")
+        ) {
             try SiteKeyPair.generate().write(to: folder.file("site.key"))
         }
         #expect(try String(contentsOfFile: folder.file("site.key"), encoding: .utf8) == "keep me")
@@ -93,7 +96,9 @@ import Testing
         defer { folder.cleanUp() }
         let hex = String(repeating: "0123456789abcdef", count: 4)
         try write(hex + "\n", to: folder.file("k"))
-        #expect(try ContentKey(readingFile: folder.file("k")).bytes == Array(repeating: [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef], count: 4).flatMap { $0 })
+        #expect(
+            try ContentKey(readingFile: folder.file("k")).bytes
+                == Array(repeating: [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef], count: 4).flatMap { $0 })
         try write(String(hex.dropLast()), to: folder.file("short"))
         #expect(throws: SealingError.self) { try ContentKey(readingFile: folder.file("short")) }
     }
@@ -106,8 +111,14 @@ import Testing
             ("", "is not a vmswarm key file"),
             ("\n\n", "is not a vmswarm key file"),
             ("vmswarm-x25519-private", "is not a vmswarm key file"),
-            ("vmswarm-x25519-public \(valid)", "holds an X25519 public key (a site's or node's), not an X25519 private key"),
-            ("vmswarm-ed25519-private \(valid)", "holds an Ed25519 private key (a publisher's), not an X25519 private key"),
+            (
+                "vmswarm-x25519-public \(valid)",
+                "holds an X25519 public key (a site's or node's), not an X25519 private key"
+            ),
+            (
+                "vmswarm-ed25519-private \(valid)",
+                "holds an Ed25519 private key (a publisher's), not an X25519 private key"
+            ),
             ("ssh-ed25519 \(valid)", "is not a vmswarm key file"),
             ("vmswarm-x25519-private  \(valid)", "is not a vmswarm key file"),
             ("vmswarm-x25519-private \(valid)\nvmswarm-x25519-private \(valid)", "is not a vmswarm key file"),
@@ -118,7 +129,9 @@ import Testing
         for (index, (content, problem)) in cases.enumerated() {
             let path = folder.file("k\(index)")
             try write(content, to: path)
-            let error = #expect(throws: SealingError.self, "\(content.prefix(40))") { try SiteKeyPair(readingFile: path) }
+            let error = #expect(throws: SealingError.self, "\(content.prefix(40))") {
+                try SiteKeyPair(readingFile: path)
+            }
             #expect(error?.description.contains(problem) == true, "\(content.prefix(40)): \(String(describing: error))")
         }
         try Data([0xff, 0xfe, 0x00, 0x80]).write(to: URL(fileURLWithPath: folder.file("binary")))
@@ -130,6 +143,10 @@ import Testing
             try SitePublicKey(readingFile: folder.path)
         }
         #expect(throws: SealingError.self) { try SitePublicKey(readingFile: folder.file("missing")) }
+        #expect(mkfifo(folder.file("fifo"), 0o600) == 0)
+        #expect(throws: SealingError.keyFile(path: folder.file("fifo"), problem: "is not a regular file")) {
+            try SiteKeyPair(readingFile: folder.file("fifo"))
+        }
         // Trailing whitespace and CRLF are tolerated.
         try write("vmswarm-x25519-private \(valid)\r\n", to: folder.file("crlf"))
         _ = try SiteKeyPair(readingFile: folder.file("crlf"))

@@ -8,7 +8,8 @@ import Testing
 @Suite struct KnownAnswerTests {
     @Test func keyCheck() throws {
         let parameters = try KAT.parameters(plainLength: 0)
-        #expect(HexCoding.encode(parameters.keyCheck) == "b88592c346170d42562586a6af7c9a7cf6ecb46abc1c8f7ee038f33e9e3bcc01")
+        #expect(
+            HexCoding.encode(parameters.keyCheck) == "b88592c346170d42562586a6af7c9a7cf6ecb46abc1c8f7ee038f33e9e3bcc01")
     }
 
     @Test func twoPieceImage() throws {
@@ -39,7 +40,8 @@ import Testing
 
     @Test func infoHashes() throws {
         for (length, expected) in [
-            (KAT.chunk + 5, "fcab3cd79968e6ecf92cb2424be654e8d238ae17"), (0, "1aea4718e2fd04eb3ddcf8041ee6b1ca439a46cd"),
+            (KAT.chunk + 5, "fcab3cd79968e6ecf92cb2424be654e8d238ae17"),
+            (0, "1aea4718e2fd04eb3ddcf8041ee6b1ca439a46cd"),
         ] {
             let fixture = try SealedFixture(KAT.image(length))
             defer { fixture.cleanUp() }
@@ -51,7 +53,9 @@ import Testing
 @Suite struct GeometryTests {
     @Test func pieceCountsAndSealedLengths() throws {
         let c = Int64(KAT.chunk)
-        for (plain, pieces) in [(0, 1), (1, 1), (c - 1, 1), (c, 1), (c + 1, 2), (3 * c, 3), (3 * c + 1, 4)] as [(Int64, Int)] {
+        for (plain, pieces) in [(0, 1), (1, 1), (c - 1, 1), (c, 1), (c + 1, 2), (3 * c, 3), (3 * c + 1, 4)]
+            as [(Int64, Int)]
+        {
             let parameters = try SealingParameters(
                 plainLength: plain, pieceLength: KAT.pieceLength, key: KAT.key, salt: KAT.salt)
             #expect(parameters.pieceCount == pieces, "\(plain)")
@@ -75,7 +79,8 @@ import Testing
             try SealingParameters(plainLength: .max, pieceLength: KAT.pieceLength, key: KAT.key)
         }
         #expect(throws: SealingError.invalidParameters("salt has 31 bytes, not 32")) {
-            try SealingParameters(plainLength: 1, pieceLength: KAT.pieceLength, key: KAT.key, salt: Array(KAT.salt.dropLast()))
+            try SealingParameters(
+                plainLength: 1, pieceLength: KAT.pieceLength, key: KAT.key, salt: Array(KAT.salt.dropLast()))
         }
     }
 
@@ -145,7 +150,9 @@ import Testing
                     try sealer.open(PieceIndex(index), sealed: flipped(piece, at: position, bit: 7))
                 }
             }
-            #expect(try sealer.open(PieceIndex(index), sealed: piece).count == sealer.parameters.plaintextLength(of: PieceIndex(index)))
+            #expect(
+                try sealer.open(PieceIndex(index), sealed: piece).count
+                    == sealer.parameters.plaintextLength(of: PieceIndex(index)))
         }
     }
 
@@ -154,7 +161,9 @@ import Testing
         // The same key and salt, but another plain length: every piece's AAD differs.
         for lie in [Self.plain.count - 1, Self.plain.count + 1, Self.plain.count + KAT.chunk] {
             let other = try PieceSealer(key: KAT.key, parameters: KAT.parameters(plainLength: lie))
-            #expect(throws: SealingError.authenticationFailed(piece: 0)) { try other.open(PieceIndex(0), sealed: pieces[0]) }
+            #expect(throws: SealingError.authenticationFailed(piece: 0)) {
+                try other.open(PieceIndex(0), sealed: pieces[0])
+            }
         }
         // Another chunk size (piece length) with the same key and salt.
         let bigger = try PieceSealer(
@@ -173,8 +182,11 @@ import Testing
         // Same key, same length, another salt: another image.
         let otherImage = try PieceSealer(
             key: KAT.key,
-            parameters: SealingParameters(plainLength: Int64(twoFull.count), pieceLength: KAT.pieceLength, key: KAT.key))
-        #expect(throws: SealingError.authenticationFailed(piece: 0)) { try otherImage.open(PieceIndex(0), sealed: zero) }
+            parameters: SealingParameters(plainLength: Int64(twoFull.count), pieceLength: KAT.pieceLength, key: KAT.key)
+        )
+        #expect(throws: SealingError.authenticationFailed(piece: 0)) {
+            try otherImage.open(PieceIndex(0), sealed: zero)
+        }
     }
 
     @Test func wrongKey() throws {
@@ -185,7 +197,9 @@ import Testing
         }
         // Past the key check (parameters made for the wrong key), GCM itself refuses.
         let sealer = try PieceSealer(key: wrong, parameters: KAT.parameters(plainLength: Self.plain.count, key: wrong))
-        #expect(throws: SealingError.authenticationFailed(piece: 1)) { try sealer.open(PieceIndex(1), sealed: pieces[1]) }
+        #expect(throws: SealingError.authenticationFailed(piece: 1)) {
+            try sealer.open(PieceIndex(1), sealed: pieces[1])
+        }
         #expect(
             SealingError.authenticationFailed(piece: 7).description
                 == "piece 7 failed authentication: wrong key or tampered data")

@@ -2,10 +2,11 @@ import Bencode
 import Crypto
 import Foundation
 import Metainfo
-@testable import Sealing
 import TestSupport
 import Testing
 import TorrentCreation
+
+@testable import Sealing
 
 @Suite struct SealedTorrentTests {
     static let plain = KAT.image(2 * KAT.chunk + 3)
@@ -116,7 +117,8 @@ import TorrentCreation
     @Test func aFlippedSaltIsAWrongKey() throws {
         let fixture = try fixture()
         defer { fixture.cleanUp() }
-        let fields = fixture.parameters.infoFields(replacing: "salt", with: .bytes(flipped(fixture.parameters.salt, at: 5)))
+        let fields = fixture.parameters.infoFields(
+            replacing: "salt", with: .bytes(flipped(fixture.parameters.salt, at: 5)))
         let forged = try SealedFixture.forge(try fixture.sealedBytes, fields: fields)
         #expect(throws: SealingError.wrongKey) { try forged.pieceSealer(key: KAT.key) }
     }
@@ -151,7 +153,8 @@ import TorrentCreation
         let fixture = try fixture()
         defer { fixture.cleanUp() }
         let truncated = Array(try fixture.sealedBytes.dropLast())
-        let fields = fixture.parameters.infoFields(replacing: "length", with: .integer(fixture.parameters.plainLength - 1))
+        let fields = fixture.parameters.infoFields(
+            replacing: "length", with: .integer(fixture.parameters.plainLength - 1))
         let forged = try SealedFixture.forge(truncated, fields: fields)
         let sealer = try forged.pieceSealer(key: KAT.key)
         for piece in forged.metainfo.info.layout.pieces {
@@ -172,7 +175,10 @@ import TorrentCreation
         let error = #expect(throws: SealingError.self) {
             try SealedTorrent(metainfo: Metainfo(info: info, extraInfoFields: fixture.parameters.infoFields))
         }
-        guard case .invalidField("info.files", _, .some) = error else { Issue.record("\(String(describing: error))"); return }
+        guard case .invalidField("info.files", _, .some) = error else {
+            Issue.record("\(String(describing: error))")
+            return
+        }
     }
 
     @Test func piecesTooShortForATagAreRefused() throws {
@@ -214,7 +220,10 @@ import TorrentCreation
     @Test func anEntryDoesNotOpenInAnotherTorrent() throws {
         let first = try SealedFixture(Self.plain, key: KAT.key, randomSalt: true)
         let second = try SealedFixture(Self.plain, key: KAT.key, randomSalt: true)
-        defer { first.cleanUp(); second.cleanUp() }
+        defer {
+            first.cleanUp()
+            second.cleanUp()
+        }
         let site = SiteKeyPair.generate()
         var torrent = first.torrent
         try torrent.addRecipient(site.publicKey, key: KAT.key)
@@ -297,11 +306,14 @@ import TorrentCreation
         let fixture = try SealedFixture(Self.plain)
         defer { fixture.cleanUp() }
         #expect(throws: SealingError.unsigned) {
-            try SealedTorrent(parsing: fixture.torrent.encoded()).verifySignature(trusting: [PublisherKeyPair.generate().publicKey])
+            try SealedTorrent(parsing: fixture.torrent.encoded()).verifySignature(trusting: [
+                PublisherKeyPair.generate().publicKey
+            ])
         }
         // Other signers' BEP 35 entries do not count.
         let foreign = withTopLevel(
-            TorrentSignature.dictionaryKey, .dictionary([Array("someone".utf8): .dictionary([:])]), into: fixture.torrent)
+            TorrentSignature.dictionaryKey, .dictionary([Array("someone".utf8): .dictionary([:])]),
+            into: fixture.torrent)
         #expect(throws: SealingError.unsigned) {
             try SealedTorrent(parsing: foreign).verifySignature(trusting: [PublisherKeyPair.generate().publicKey])
         }
@@ -347,14 +359,18 @@ import TorrentCreation
         moved.sign(with: publisher)
         let transplanted = withTopLevel(
             TorrentSignature.dictionaryKey,
-            .dictionary([Array(TorrentSignature.entryKey.utf8): .dictionary([
-                Array("public-key".utf8): .bytes(publisher.publicKey.bytes),
-                Array("signature".utf8): .bytes(signature.signature),
-            ])]), into: other.torrent)
+            .dictionary([
+                Array(TorrentSignature.entryKey.utf8): .dictionary([
+                    Array("public-key".utf8): .bytes(publisher.publicKey.bytes),
+                    Array("signature".utf8): .bytes(signature.signature),
+                ])
+            ]), into: other.torrent)
         #expect(throws: SealingError.badSignature(fingerprint: publisher.publicKey.description)) {
             try SealedTorrent(parsing: transplanted).verifySignature(trusting: [publisher.publicKey])
         }
-        #expect(try SealedTorrent(parsing: moved.encoded()).verifySignature(trusting: [publisher.publicKey]) == publisher.publicKey)
+        #expect(
+            try SealedTorrent(parsing: moved.encoded()).verifySignature(trusting: [publisher.publicKey])
+                == publisher.publicKey)
     }
 
     @Test func hostileSignatureEntriesAreRefused() throws {
@@ -365,12 +381,16 @@ import TorrentCreation
             .integer(1),
             .dictionary([Array(TorrentSignature.entryKey.utf8): .integer(1)]),
             .dictionary([Array(TorrentSignature.entryKey.utf8): .dictionary([Array("public-key".utf8): .bytes(key)])]),
-            .dictionary([Array(TorrentSignature.entryKey.utf8): .dictionary([
-                Array("public-key".utf8): .bytes(Array(key.dropLast())), Array("signature".utf8): .bytes(key + key),
-            ])]),
-            .dictionary([Array(TorrentSignature.entryKey.utf8): .dictionary([
-                Array("public-key".utf8): .bytes(key), Array("signature".utf8): .bytes(key),
-            ])]),
+            .dictionary([
+                Array(TorrentSignature.entryKey.utf8): .dictionary([
+                    Array("public-key".utf8): .bytes(Array(key.dropLast())), Array("signature".utf8): .bytes(key + key),
+                ])
+            ]),
+            .dictionary([
+                Array(TorrentSignature.entryKey.utf8): .dictionary([
+                    Array("public-key".utf8): .bytes(key), Array("signature".utf8): .bytes(key),
+                ])
+            ]),
         ] {
             #expect(throws: SealingError.self, "\(hostile)") {
                 try SealedTorrent(parsing: withTopLevel(TorrentSignature.dictionaryKey, hostile, into: fixture.torrent))
@@ -385,7 +405,9 @@ import TorrentCreation
 func withTopLevel(_ key: String, _ value: BencodeValue, into torrent: SealedTorrent) -> [UInt8] {
     let base = torrent.encoded()
     let root = try! BencodeDecoder(mode: .lenient).decode(base)
-    var parts = root.entries!.filter { $0.key != Array(key.utf8) }.map { (key: $0.key, encoded: Array(base[$0.value.range])) }
+    var parts = root.entries!.filter { $0.key != Array(key.utf8) }.map {
+        (key: $0.key, encoded: Array(base[$0.value.range]))
+    }
     parts.append((Array(key.utf8), value.encoded()))
     return Bencode.encodeDictionary(preencoded: parts)
 }
