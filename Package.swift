@@ -33,7 +33,12 @@ let package = Package(
         ]),
         // Building torrents from files: directory walk, parallel piece hashing.
         .target(name: "TorrentCreation", dependencies: [
-            "Metainfo", "Storage",
+            "Bencode", "Metainfo", "Storage",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Sealed images: AES-256-GCM per piece, key wrapping for sites, publisher signatures, key files.
+        .target(name: "Sealing", dependencies: [
+            "Bencode", "Metainfo", "Storage",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The BitTorrent peer wire protocol (BEP 3, 6, 10, 11) as a pure codec and per-connection rules.
@@ -90,6 +95,10 @@ let package = Package(
         .testTarget(name: "MetainfoTests", dependencies: ["Metainfo", "Bencode", "TestSupport"]),
         .testTarget(name: "TorrentCreationTests", dependencies: [
             "TorrentCreation", "Metainfo", "Storage", "TestSupport",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .testTarget(name: "SealingTests", dependencies: [
+            "Sealing", "Metainfo", "Bencode", "Storage", "TorrentCreation", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "SwarmTests", dependencies: [

@@ -20,13 +20,14 @@ public struct Metainfo: Sendable {
     /// Seconds since 1970.
     public var creationDate: Int64?
 
-    /// A torrent for freshly made `info`, encoded canonically.
+    /// A torrent for freshly made `info`, encoded canonically, with `extraInfoFields` added to the
+    /// `info` dictionary (see `TorrentInfo.encoded(adding:)`).
     public init(
-        info: TorrentInfo, announceTiers: [[String]] = [], webSeeds: [String] = [], comment: String? = nil,
-        createdBy: String? = nil, creationDate: Int64? = nil
+        info: TorrentInfo, extraInfoFields: [String: BencodeValue] = [:], announceTiers: [[String]] = [],
+        webSeeds: [String] = [], comment: String? = nil, createdBy: String? = nil, creationDate: Int64? = nil
     ) {
         self.info = info
-        self.infoBytes = info.encoded()
+        self.infoBytes = info.encoded(adding: extraInfoFields)
         self.infoHash = InfoHash(hashingInfo: infoBytes)
         self.announceTiers = announceTiers.filter { !$0.isEmpty }
         self.webSeeds = webSeeds

@@ -114,7 +114,10 @@ public struct TorrentInfo: Hashable, Sendable {
     }
 
     /// The canonical bencoding of this `info` dictionary, as a torrent maker writes it.
-    public func encoded() -> [UInt8] {
+    ///
+    /// `extraFields` are entries of formats built on top of BEP 3 (a sealed image's parameters) that
+    /// the info-hash must cover; they may not replace a field this type owns.
+    public func encoded(adding extraFields: [String: BencodeValue] = [:]) -> [UInt8] {
         var dictionary: [[UInt8]: BencodeValue] = [
             Array("name".utf8): .string(name),
             Array("piece length".utf8): .integer(Int64(pieceLength)),
@@ -137,6 +140,10 @@ public struct TorrentInfo: Hashable, Sendable {
                 })
         } else {
             dictionary[Array("length".utf8)] = .integer(files[0].length)
+        }
+        for (key, value) in extraFields {
+            precondition(dictionary[Array(key.utf8)] == nil, "extra info field '\(key)' would replace a BEP 3 field")
+            dictionary[Array(key.utf8)] = value
         }
         return BencodeValue.dictionary(dictionary).encoded()
     }

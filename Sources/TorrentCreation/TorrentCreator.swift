@@ -1,3 +1,4 @@
+import Bencode
 import Metainfo
 import Storage
 
@@ -18,6 +19,9 @@ public struct TorrentCreator: Sendable {
         /// For a folder: the relative paths to include, in torrent order. Byte order of all files when nil.
         public var fileOrder: [[String]]?
         public var threads: Int
+        /// Entries added to the `info` dictionary beside the BEP 3 fields, covered by the info-hash
+        /// (a sealed image's `vmswarm-sealed` parameters).
+        public var extraInfoFields: [String: BencodeValue] = [:]
 
         public init(threads: Int) { self.threads = threads }
     }
@@ -69,7 +73,7 @@ public struct TorrentCreator: Sendable {
             throw .noFiles(path)  // hashes and layout come from the same files; only emptiness can fail
         }
         return Metainfo(
-            info: info, announceTiers: options.announceTiers, webSeeds: options.webSeeds,
+            info: info, extraInfoFields: options.extraInfoFields, announceTiers: options.announceTiers, webSeeds: options.webSeeds,
             comment: options.comment, createdBy: options.createdBy, creationDate: options.creationDate)
     }
 }
