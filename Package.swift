@@ -81,7 +81,7 @@ let package = Package(
         ]),
         // The only place that parses flags and prints to a terminal.
         .target(name: "VMSwarmCLI", dependencies: [
-            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Tracker", "TrackerClient", "SwarmRuntime",
+            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Tracker", "TrackerClient", "SwarmRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -3,7 +3,10 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Crypto
+import Dispatch
 import Metainfo
+import Synchronization
 
 /// A torrent's data on disk, for a download or for seeding.
 ///
@@ -11,6 +14,9 @@ import Metainfo
 /// renamed to `NAME` by `finish()`, once every piece has verified, so a user never finds a
 /// half-written image under the real name. Restarting a download opens the same `.part`, and
 /// `verify` tells which pieces are already good.
+///
+/// With a `PieceTransform` (a sealed image) the file holds the stored form of the pieces: a piece is
+/// transformed after its hash verified and before it is written, and back when a peer asks for it.
 public final class PieceStore: Sendable {
     public let info: TorrentInfo
     /// Where the data ends up (and where a seeder's data is).
@@ -20,12 +26,25 @@ public final class PieceStore: Sendable {
     /// The download's data did not exist before: there is nothing to verify.
     public let isNew: Bool
     private let files: FileSet
+    private let transform: (any PieceTransform)?
+    /// Wire forms of the last pieces peers asked for: a piece is requested block by block, and
+    /// transforming it once per block would cost its length per 16 KiB.
+    private let recentWireForms = Mutex<[(PieceIndex, [UInt8])]>([])
+    private static let recentWireFormCount = 8
 
-    private init(info: TorrentInfo, finalPath: String, workingPath: String, mode: FileSet.Mode, isNew: Bool = false) throws(StorageError) {
+    private init(info: TorrentInfo, finalPath: String, workingPath: String, mode: FileSet.Mode, isNew: Bool = false,
+                 transform: (any PieceTransform)?) throws(StorageError) {
         self.info = info
         self.finalPath = finalPath
         self.workingPath = workingPath
         self.isNew = isNew
+        self.transform = transform
+        if let transform {
+            precondition(!info.isMultiFile, "a transformed torrent is one file")
+            let layout = try! PieceLayout(pieceLength: PieceLayout.maxPieceLength, fileLengths: [transform.storedLength])
+            files = try FileSet(layout: layout, paths: [workingPath], mode: mode)
+            return
+        }
         let paths: [String?] = info.files.map { file in
             if file.isPadding { return nil }
             return info.isMultiFile ? ([workingPath] + file.path).joined(separator: "/") : workingPath
@@ -36,20 +55,24 @@ public final class PieceStore: Sendable {
     /// Opens (creating as needed) `DIRECTORY/NAME.part` for a download. If `DIRECTORY/NAME` already
     /// exists it is opened read-only instead, never resized or written: the caller verifies it, and
     /// either seeds it (complete) or stops (it is some other data that must not be overwritten).
-    public static func download(_ info: TorrentInfo, into directory: String) throws(StorageError) -> PieceStore {
-        let finalPath = directory + "/" + info.name
+    /// `name` replaces the torrent's name on disk (a relay keeps a sealed image's ciphertext under
+    /// a name of its own).
+    public static func download(_ info: TorrentInfo, into directory: String, name: String? = nil,
+                                transform: (any PieceTransform)? = nil) throws(StorageError) -> PieceStore {
+        let finalPath = directory + "/" + (name ?? info.name)
         var status = stat()
         if stat(finalPath, &status) == 0 {
-            return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath, mode: .read)
+            return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath, mode: .read, transform: transform)
         }
         let partExists = stat(finalPath + ".part", &status) == 0
-        return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath + ".part", mode: .readWrite, isNew: !partExists)
+        return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath + ".part", mode: .readWrite,
+            isNew: !partExists, transform: transform)
     }
 
     /// Opens existing data for seeding: the file itself (single-file torrent) or the folder that holds
     /// the torrent's files (multi-file). Nothing is created or resized.
-    public static func seed(_ info: TorrentInfo, data path: String) throws(StorageError) -> PieceStore {
-        try PieceStore(info: info, finalPath: path, workingPath: path, mode: .read)
+    public static func seed(_ info: TorrentInfo, data path: String, transform: (any PieceTransform)? = nil) throws(StorageError) -> PieceStore {
+        try PieceStore(info: info, finalPath: path, workingPath: path, mode: .read, transform: transform)
     }
 
     public var isFinished: Bool { workingPath == finalPath }
@@ -57,6 +80,7 @@ public final class PieceStore: Sendable {
     /// Hashes every piece on all cores and returns the ones that match the torrent. Missing or short
     /// files count as missing pieces, not as errors.
     public func verify(threads: Int, progress: (@Sendable (Int64) -> Void)? = nil) -> Bitfield {
+        if transform != nil { return verifyTransformed(threads: threads, progress: progress) }
         var have = Bitfield(pieceCount: info.pieceCount)
         let digests = (try? PieceHasher(threads: threads).hashPieces(of: files, skipUnreadable: true, progress: progress)) ?? []
         guard digests.count == info.pieceHashes.count else { return have }
@@ -70,13 +94,69 @@ public final class PieceStore: Sendable {
     /// Writes a whole piece whose hash the caller has checked.
     public func write(_ piece: PieceIndex, data: UnsafeRawBufferPointer) throws(StorageError) {
         precondition(data.count == info.layout.length(of: piece), "a piece is written whole")
-        try files.write(data, at: info.layout.offset(of: piece))
+        guard let transform else { return try files.write(data, at: info.layout.offset(of: piece)) }
+        let stored: [UInt8]
+        do {
+            stored = try transform.stored(piece, fromWire: data)
+        } catch {
+            throw .pieceRefused(piece: piece.value, reason: "\(error)")
+        }
+        let offset = transform.storedRange(of: piece).lowerBound
+        try stored.withUnsafeBytes { bytes in Result { () throws(StorageError) in try files.write(bytes, at: offset) } }.get()
     }
 
     /// Reads one block, for a peer's request.
     public func read(_ request: BlockRequest, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
-        let start = info.layout.offset(of: request.piece) + Int64(request.begin)
-        try files.read(start..<(start + Int64(request.length)), into: buffer)
+        guard transform != nil else {
+            let start = info.layout.offset(of: request.piece) + Int64(request.begin)
+            return try files.read(start..<(start + Int64(request.length)), into: buffer)
+        }
+        let wire = try wireForm(of: request.piece)
+        wire.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[request.begin..<(request.begin + request.length)])) }
+    }
+
+    /// The wire form of a stored piece, from the recent ones or made anew.
+    private func wireForm(of piece: PieceIndex) throws(StorageError) -> [UInt8] {
+        if let cached = recentWireForms.withLock({ $0.first { $0.0 == piece }?.1 }) { return cached }
+        let made = try readWireForm(of: piece)
+        recentWireForms.withLock { recent in
+            recent.removeAll { $0.0 == piece }
+            recent.append((piece, made))
+            if recent.count > Self.recentWireFormCount { recent.removeFirst() }
+        }
+        return made
+    }
+
+    private func readWireForm(of piece: PieceIndex) throws(StorageError) -> [UInt8] {
+        guard let transform else { preconditionFailure("only transformed pieces have a separate wire form") }
+        let range = transform.storedRange(of: piece)
+        var stored = [UInt8](repeating: 0, count: Int(range.upperBound - range.lowerBound))
+        try stored.withUnsafeMutableBytes { bytes in Result { () throws(StorageError) in try files.read(range, into: bytes) } }.get()
+        do {
+            return try stored.withUnsafeBytes { try transform.wire(piece, fromStored: $0) }
+        } catch {
+            throw .pieceRefused(piece: piece.value, reason: "\(error)")
+        }
+    }
+
+    /// `verify` for transformed data: each stored piece is turned back into its wire form and hashed.
+    private func verifyTransformed(threads: Int, progress: (@Sendable (Int64) -> Void)?) -> Bitfield {
+        let pieceCount = info.pieceCount
+        let found = Mutex((have: Bitfield(pieceCount: pieceCount), bytes: Int64(0)))
+        let workers = max(1, min(threads, pieceCount))
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for index in stride(from: worker, to: pieceCount, by: workers) {
+                let piece = PieceIndex(index)
+                let good = (try? readWireForm(of: piece)).map { Insecure.SHA1.hash(data: $0).elementsEqual(info.hash(of: piece)) } ?? false
+                let bytes = found.withLock { found in
+                    if good { found.have.insert(piece) }
+                    found.bytes += Int64(info.layout.length(of: piece))
+                    return found.bytes
+                }
+                progress?(bytes)
+            }
+        }
+        return found.withLock { $0.have }
     }
 
     /// Flushes the data and gives it its real name. Call only when every piece has verified.

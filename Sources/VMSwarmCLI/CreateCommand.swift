@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Metainfo
+import Sealing
 import TorrentCreation
 
 struct CreateCommand: ParsableCommand {
@@ -15,6 +16,8 @@ struct CreateCommand: ParsableCommand {
             Piece size `auto` picks the smallest power of two from 256 KiB to 16 MiB that keeps the \
             torrent at 2,048 pieces or fewer (512 MiB -> 256 KiB, 4 GiB -> 2 MiB, 32 GiB and up -> 16 MiB).
             A folder's files are taken in byte order of their paths unless --files-from lists them.
+
+            Sealed images (--seal-for, --key): the torrent describes the image sealed piece by piece             with AES-256-GCM, so any BitTorrent client can relay it and only key holders can read it             (docs/encryption.md). Nothing sealed is written: seed the plain image with --key.
             """)
 
     @Argument(help: "The image file or folder to share.", completion: .file())
@@ -61,12 +64,27 @@ struct CreateCommand: ParsableCommand {
     @Flag(help: "Print progress and the result as JSON lines on standard output.")
     var json = false
 
+    @Option(name: .customLong("seal-for"), help: "Seal the image and wrap its key for this site's X25519 .pub key. Repeatable.")
+    var sealFor: [String] = []
+
+    @Option(help: "Seal the image with the content key in this file (default with --seal-for: a new key, written to TORRENT.key).")
+    var key: String?
+
+    @Option(help: "Sign the sealed torrent with this Ed25519 publisher key.")
+    var sign: String?
+
+    var sealing: Bool { !sealFor.isEmpty || key != nil }
+
     func validate() throws {
         if `private` && `public` { throw ValidationError("--private and --public exclude each other.") }
         if pieceSize != "auto" && Format.parseSize(pieceSize) == nil {
             throw ValidationError("--piece-size must be 'auto' or a size such as 256K, 1M, 4MiB (got '\(pieceSize)').")
         }
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be from 1 to 1024.") }
+        if sign != nil && !sealing { throw ValidationError("--sign signs sealed torrents: add --seal-for or --key.") }
+        if sealing && (!webSeeds.isEmpty || filesFrom != nil) {
+            throw ValidationError("a sealed image is one file with no web seeds: drop --web-seed and --files-from.")
+        }
         for url in trackers.flatMap({ $0.split(separator: ",") }) + webSeeds.map({ Substring($0) }) {
             guard let parsed = URL(string: String(url)), parsed.scheme != nil, parsed.host != nil else {
                 throw ValidationError("'\(url)' is not an absolute URL.")
@@ -96,13 +114,30 @@ struct CreateCommand: ParsableCommand {
             throw CLIError("\(target) exists; use --force to overwrite it")
         }
 
-        let progress = ProgressReporter(label: "hashing", total: plan.totalLength, style: .choose(json: json))
+        let progress = ProgressReporter(label: sealing ? "sealing" : "hashing", total: plan.totalLength, style: .choose(json: json))
         let started = Date()
-        let metainfo = try CLIError.wrap { try creator.create(path) { progress.update(done: $0) } }
+        let metainfo: Metainfo
+        let bytes: [UInt8]
+        var keyWritten: String?
+        if sealing {
+            guard plan.source.files.count == 1, !plan.source.isDirectory else { throw CLIError("\(path): only a single image file can be sealed") }
+            let settings = TorrentCreatorSettings(
+                pieceLength: options.pieceLength ?? PieceSizeRule.pieceLength(forTotalLength: plan.totalLength), threads: threads,
+                announceTiers: options.announceTiers, privacy: options.privacy, comment: comment, createdBy: options.createdBy,
+                creationDate: options.creationDate)
+            let made = try SealingCreation(sites: sealFor, keyFile: key, signingKey: sign).create(
+                image: path, name: name ?? plan.source.baseName, plainLength: plan.totalLength, options: settings, target: target,
+                progress: progress)
+            (bytes, metainfo, keyWritten) = (made.torrent, made.metainfo, made.keyWritten)
+        } else {
+            metainfo = try CLIError.wrap { try creator.create(path) { progress.update(done: $0) } }
+            bytes = metainfo.encoded()
+        }
         progress.finish()
         let seconds = Date().timeIntervalSince(started)
 
-        try CLIError.wrap("cannot write \(target)") { try Data(metainfo.encoded()).write(to: URL(fileURLWithPath: target), options: .atomic) }
+        try CLIError.wrap("cannot write \(target)") { try Data(bytes).write(to: URL(fileURLWithPath: target), options: .atomic) }
+        if let keyWritten { FileHandle.standardError.write(Data("content key written to \(keyWritten) (mode 0600): seed with --key \(keyWritten)\n".utf8)) }
 
         if json {
             let report = TorrentReport(metainfo, file: target)

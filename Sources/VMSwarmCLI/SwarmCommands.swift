@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metainfo
 import NIOPosix
+import Sealing
 import Storage
 import SwarmRuntime
 import TrackerClient
@@ -73,22 +74,22 @@ func checkData(_ store: PieceStore, json: Bool) -> Bitfield {
     return have
 }
 
-func loadTorrent(_ path: String) throws(CLIError) -> Metainfo {
-    try CLIError.wrap(path) { try Metainfo(parsing: try InspectCommand.readTorrent(path)) }
-}
-
-/// A torrent from a file, or from an http:// URL (fetched with the tracker client's HTTP GET).
-func loadTorrent(fileOrURL source: String) async throws(CLIError) -> Metainfo {
-    guard source.lowercased().hasPrefix("http://") else { return try loadTorrent(source) }
-    var http = HTTPGet(group: MultiThreadedEventLoopGroup.singleton)
-    http.maxBodySize = InspectCommand.maxTorrentSize
+/// A torrent's bytes (sealed torrents keep recipients and signature outside what `Metainfo` holds)
+/// and its metainfo, from a file or an http:// URL (fetched with the tracker client's HTTP GET).
+func loadTorrent(fileOrURL source: String) async throws(CLIError) -> (bytes: [UInt8], metainfo: Metainfo) {
     let bytes: [UInt8]
-    do {
-        bytes = try await http.fetch(source)
-    } catch {
-        throw CLIError("cannot fetch \(source): \(error)")
+    if source.lowercased().hasPrefix("http://") {
+        var http = HTTPGet(group: MultiThreadedEventLoopGroup.singleton)
+        http.maxBodySize = InspectCommand.maxTorrentSize
+        do {
+            bytes = try await http.fetch(source)
+        } catch {
+            throw CLIError("cannot fetch \(source): \(error)")
+        }
+    } else {
+        bytes = try InspectCommand.readTorrent(source)
     }
-    return try CLIError.wrap(source) { try Metainfo(parsing: bytes) }
+    return (bytes, try CLIError.wrap(source) { try Metainfo(parsing: bytes) })
 }
 
 /// Shows the swarm's progress until `until` returns true, or forever.
@@ -138,13 +139,19 @@ struct SeedCommand: AsyncParsableCommand {
 
     @OptionGroup var peer: PeerOptions
 
+    @OptionGroup(title: "Sealed images (with a key --data is the plain image; without, the sealed one)")
+    var keys: KeyOptions
+
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.seed", level: peer.logLevel)
         var embedded: TrackerServer?
         let metainfo: Metainfo
         let dataPath: String
+        var sealer: PieceSealer?
         if source.hasSuffix(".torrent") {
-            metainfo = try loadTorrent(source)
+            let torrent = try await loadTorrent(fileOrURL: source)
+            metainfo = torrent.metainfo
+            sealer = try keys.sealer(torrentBytes: torrent.bytes, metainfo: metainfo, keyRequired: false)
             dataPath = data ?? metainfo.info.name
         } else {
             var options = TorrentCreator.Options(threads: ProcessInfo.processInfo.activeProcessorCount)
@@ -164,7 +171,7 @@ struct SeedCommand: AsyncParsableCommand {
                 try await TrackerServer.start(host: "0.0.0.0", port: trackerPort, configuration: TrackerConfiguration(), logger: logger)
             }
         }
-        let store = try CLIError.wrap { try PieceStore.seed(metainfo.info, data: dataPath) }
+        let store = try CLIError.wrap { try PieceStore.seed(metainfo.info, data: dataPath, transform: sealer) }
         var have = Bitfield(pieceCount: metainfo.info.pieceCount, all: true)
         if !skipCheck && source.hasSuffix(".torrent") {  // an image was just hashed to make its torrent
             have = checkData(store, json: peer.json)
@@ -206,6 +213,11 @@ struct GetCommand: AsyncParsableCommand {
 
     @OptionGroup var peer: PeerOptions
 
+    @OptionGroup(title: "Sealed images") var keys: KeyOptions
+
+    @Flag(name: .customLong("relay-only"), help: "Keep a sealed image's ciphertext (as NAME.sealed), to seed and relay it without the key.")
+    var relayOnly = false
+
     func validate() throws {
         guard SeedAfter(seedAfter) != nil else {
             throw ValidationError("--seed-after must be none, forever, done, a time (90, 90s, 10m, 2h) or a ratio (2x); got '\(seedAfter)'.")
@@ -214,9 +226,11 @@ struct GetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.get", level: peer.logLevel)
-        let metainfo = try await loadTorrent(fileOrURL: torrent)
+        let (bytes, metainfo) = try await loadTorrent(fileOrURL: torrent)
+        let sealer = relayOnly ? nil : try keys.sealer(torrentBytes: bytes, metainfo: metainfo, keyRequired: true)
+        let storedName = relayOnly && SealedTorrent.isSealed(metainfo) ? metainfo.info.name + ".sealed" : nil
         try CLIError.wrap("cannot create \(output)") { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
-        let store = try CLIError.wrap { try PieceStore.download(metainfo.info, into: output) }
+        let store = try CLIError.wrap { try PieceStore.download(metainfo.info, into: output, name: storedName, transform: sealer) }
         // A fresh .part holds nothing; an existing one (a resumed download) is checked piece by piece.
         let have = store.isNew ? Bitfield(pieceCount: metainfo.info.pieceCount) : checkData(store, json: peer.json)
         if store.isFinished && !have.isComplete {

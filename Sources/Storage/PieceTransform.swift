@@ -1,0 +1,16 @@
+import Metainfo
+
+/// A torrent whose pieces travel in one form and are kept in another: a sealed image is ciphertext
+/// on the wire (what the torrent's hashes cover) and plaintext on disk. The store applies the
+/// transform after a piece's hash has verified, and back again when a peer asks for a block.
+public protocol PieceTransform: Sendable {
+    /// Bytes kept on disk (one file).
+    var storedLength: Int64 { get }
+    /// Where a piece's stored form lies in the file.
+    func storedRange(of piece: PieceIndex) -> Range<Int64>
+    /// The stored form of a piece whose hash verified. Throws when the piece does not authenticate;
+    /// nothing of it is written then.
+    func stored(_ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer) throws -> [UInt8]
+    /// The wire form of a stored piece, byte for byte what the torrent's hash covers.
+    func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) throws -> [UInt8]
+}
