@@ -26,7 +26,7 @@ struct InspectCommand: ParsableCommand {
         let metainfo = try CLIError.wrap("\(torrent)") {
             try Metainfo(parsing: bytes, mode: strict ? .strict : .lenient)
         }
-        let report = TorrentReport(metainfo, file: torrent)
+        let report = TorrentReport(metainfo, file: torrent, bytes: bytes)
         print(json ? try JSONLine.encode(report) : report.summary)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Metainfo
+import Sealing
 
 /// What `inspect` (and `create`) tell about a torrent, as text for people and JSON for programs.
 struct TorrentReport: Encodable {
@@ -24,9 +25,24 @@ struct TorrentReport: Encodable {
     let createdBy: String?
     let creationDate: Int64?
     let files: [File]
+    let sealed: Sealed?
+
+    /// A sealed image: what the plain image is, who can open it, who signed it.
+    struct Sealed: Encodable {
+        let plainLength: Int64
+        let cipher: String
+        let recipients: [String]
+        let signedBy: String?
+
+        enum CodingKeys: String, CodingKey {
+            case cipher, recipients
+            case plainLength = "plain_length"
+            case signedBy = "signed_by"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
-        case file, name, magnet, comment, files
+        case file, name, magnet, comment, files, sealed
         case infoHash = "info_hash"
         case totalLength = "total_length"
         case pieceLength = "piece_length"
@@ -39,7 +55,8 @@ struct TorrentReport: Encodable {
         case creationDate = "creation_date"
     }
 
-    init(_ metainfo: Metainfo, file: String) {
+    /// `bytes`: the whole torrent file, read for a sealed image's recipients and signature.
+    init(_ metainfo: Metainfo, file: String, bytes: [UInt8]? = nil) {
         let info = metainfo.info
         self.file = file
         name = info.name
@@ -56,6 +73,11 @@ struct TorrentReport: Encodable {
         createdBy = metainfo.createdBy
         creationDate = metainfo.creationDate
         files = info.files.map { File(path: $0.path.joined(separator: "/"), length: $0.length, padding: $0.isPadding) }
+        sealed = (try? SealedTorrent(parsing: bytes ?? metainfo.encoded())).map { torrent in
+            Sealed(plainLength: torrent.parameters.plainLength, cipher: SealingParameters.cipher,
+                recipients: torrent.recipients.map { "x25519:" + HexCoding.encode($0.keyID) },
+                signedBy: torrent.signature.map { "\($0.publicKey)" })
+        }
     }
 
     var summary: String {
@@ -80,6 +102,11 @@ struct TorrentReport: Encodable {
             lines.append(("created", ISO8601DateFormatter().string(from: date)))
         }
         if let comment { lines.append(("comment", comment)) }
+        if let sealed {
+            lines.append(("sealed", "\(sealed.cipher) per piece; the plain image is \(Format.bytes(sealed.plainLength)) (\(sealed.plainLength) bytes)"))
+            lines.append(("recipients", sealed.recipients.isEmpty ? "none (a shared key opens it)" : sealed.recipients.joined(separator: ", ")))
+            lines.append(("signed by", sealed.signedBy ?? "nobody"))
+        }
         var text = lines.map { label, value in
             (label.isEmpty ? "" : label + ":").padding(toLength: 12, withPad: " ", startingAt: 0) + value
         }
