@@ -156,7 +156,8 @@ public struct SwarmEngine: Sendable {
     }
 
     public mutating func received(_ message: PeerMessage, from peer: Peer) -> [Action] {
-        guard var state = peers[peer] else { return [] }
+        // Taken out while the session changes, so its request sets are not copied on every message.
+        guard var state = peers.removeValue(forKey: peer) else { return [] }
         let events: [PeerSession.Event]
         do {
             events = try state.session.receive(message)
