@@ -106,7 +106,9 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "Metainfo", "TestSupport"]),
+        .testTarget(name: "StorageTests", dependencies: [
+            "Storage", "Metainfo", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "PeerWireTests", dependencies: [
             "PeerWire", "Metainfo", "Bencode", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

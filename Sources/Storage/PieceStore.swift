@@ -27,10 +27,10 @@ public final class PieceStore: Sendable {
     public let isNew: Bool
     private let files: FileSet
     private let transform: (any PieceTransform)?
-    /// Wire forms of the last pieces peers asked for: a piece is requested block by block, and
-    /// transforming it once per block would cost its length per 16 KiB.
+    /// Wire forms of the last pieces peers asked for (32 MiB of them, at least 4): a piece is
+    /// requested block by block, and transforming it once per block would cost its length per 16 KiB.
     private let recentWireForms = Mutex<[(PieceIndex, [UInt8])]>([])
-    private static let recentWireFormCount = 8
+    private let recentWireFormCount: Int
 
     private init(info: TorrentInfo, finalPath: String, workingPath: String, mode: FileSet.Mode, isNew: Bool = false,
                  transform: (any PieceTransform)?) throws(StorageError) {
@@ -39,6 +39,7 @@ public final class PieceStore: Sendable {
         self.workingPath = workingPath
         self.isNew = isNew
         self.transform = transform
+        recentWireFormCount = max(4, (32 << 20) / info.pieceLength)
         if let transform {
             precondition(!info.isMultiFile, "a transformed torrent is one file")
             let layout = try! PieceLayout(pieceLength: PieceLayout.maxPieceLength, fileLengths: [transform.storedLength])
@@ -122,7 +123,7 @@ public final class PieceStore: Sendable {
         recentWireForms.withLock { recent in
             recent.removeAll { $0.0 == piece }
             recent.append((piece, made))
-            if recent.count > Self.recentWireFormCount { recent.removeFirst() }
+            if recent.count > recentWireFormCount { recent.removeFirst() }
         }
         return made
     }

@@ -1,0 +1,74 @@
+import Crypto
+import Foundation
+import Metainfo
+import TestSupport
+import Testing
+
+@testable import Storage
+
+/// A stand-in for sealing: the wire form of a piece is its stored bytes XORed with the piece index,
+/// followed by a 4-byte marker; a wire piece whose marker is wrong does not "authenticate".
+struct MarkedTransform: PieceTransform {
+    let chunk: Int
+    let storedLength: Int64
+    static let marker: [UInt8] = [0xDE, 0xAD, 0xBE, 0xEF]
+
+    func storedRange(of piece: PieceIndex) -> Range<Int64> {
+        let start = Int64(piece.value * chunk)
+        return start..<min(start + Int64(chunk), storedLength)
+    }
+    func stored(_ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer) throws -> [UInt8] {
+        guard Array(wire.suffix(4)) == Self.marker else { throw CocoaError(.coderInvalidValue) }
+        return wire.dropLast(4).map { $0 ^ UInt8(truncatingIfNeeded: piece.value) }
+    }
+    func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) throws -> [UInt8] {
+        stored.map { $0 ^ UInt8(truncatingIfNeeded: piece.value) } + Self.marker
+    }
+}
+
+@Suite struct TransformedStoreTests {
+    /// A 3.5-chunk image, its wire pieces, and the torrent of the wire form.
+    func fixture() throws -> (plain: [UInt8], wire: [[UInt8]], info: TorrentInfo, transform: MarkedTransform) {
+        let chunk = 1020
+        var random = SplitMix64(seed: 9)
+        let plain = (0..<(chunk * 3 + 510)).map { _ in UInt8.random(in: 0...255, using: &random) }
+        let transform = MarkedTransform(chunk: chunk, storedLength: Int64(plain.count))
+        let wire = try (0..<4).map { index in
+            try plain[(index * chunk)..<min((index + 1) * chunk, plain.count)].withUnsafeBytes {
+                try transform.wire(PieceIndex(index), fromStored: $0)
+            }
+        }
+        let info = try TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(wire.map(\.count).reduce(0, +)))],
+            isMultiFile: false, privacy: .unspecified, pieceLength: chunk + 4, pieceHashes: wire.flatMap { Array(Insecure.SHA1.hash(data: $0)) })
+        return (plain, wire, info, transform)
+    }
+
+    @Test func storesTheStoredFormServesTheWireFormAndResumes() throws {
+        let (plain, wire, info, transform) = try fixture()
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        var store = try PieceStore.download(info, into: folder.path, transform: transform)
+        for piece in [0, 2] { try wire[piece].withUnsafeBytes { try store.write(PieceIndex(piece), data: $0) } }
+        // A restart re-derives the wire form of what is stored and finds exactly those pieces.
+        store = try PieceStore.download(info, into: folder.path, transform: transform)
+        let have = store.verify(threads: 2)
+        #expect(have.count == 2 && have[PieceIndex(0)] && have[PieceIndex(2)])
+        for piece in [1, 3] { try wire[piece].withUnsafeBytes { try store.write(PieceIndex(piece), data: $0) } }
+        // Peers get the wire form, block by block.
+        #expect(try pieceBytes(info, PieceIndex(3), from: store) == wire[3])
+        try store.finish()
+        #expect(try Data(contentsOf: URL(fileURLWithPath: folder.file("t.img"))) == Data(plain))
+    }
+
+    @Test func aRefusedPieceIsNeverWritten() throws {
+        let (_, wire, info, transform) = try fixture()
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let store = try PieceStore.download(info, into: folder.path, transform: transform)
+        var forged = wire[1]
+        forged[forged.count - 1] ^= 1
+        #expect(throws: StorageError.self) { try forged.withUnsafeBytes { try store.write(PieceIndex(1), data: $0) } }
+        let onDisk = try Data(contentsOf: URL(fileURLWithPath: folder.file("t.img.part")))
+        #expect(onDisk.allSatisfy { $0 == 0 }, "nothing of the refused piece reached the file")
+    }
+}
