@@ -52,21 +52,34 @@ public struct PiecePicker: Sendable {
     // MARK: Requests
 
     /// Up to `count` new block requests for `peer`, which holds `peerPieces`.
-    public mutating func requests(for peer: Peer, peerPieces: Bitfield, count: Int) -> [BlockRequest] {
+    ///
+    /// `maxAvailability` keeps the choice to pieces that at most that many connected peers hold: a
+    /// seed is asked only for what no other peer can give, so the seed's upload, the scarcest link of
+    /// a fresh swarm, carries each piece about once and the peers trade the rest among themselves.
+    /// `endGameCount` bounds the duplicate requests of end-game: only an idle peer is asked for
+    /// blocks already requested elsewhere, a few at a time, or the last pieces would be fetched many
+    /// times over from whoever has deep queues.
+    public mutating func requests(for peer: Peer, peerPieces: Bitfield, count: Int, maxAvailability: Int = .max,
+                                  endGameCount: Int = .max) -> [BlockRequest] {
         var picked: [BlockRequest] = []
         // 1. Blocks of pieces already started, that nobody was asked for yet.
-        for piece in inProgress.keys.sorted() where peerPieces[piece] && picked.count < count {
+        for piece in inProgress.keys.sorted()
+        where peerPieces[piece] && availability[piece.value] <= maxAvailability && picked.count < count {
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
         // 2. New pieces, rarest first (random at the start).
-        while picked.count < count, let piece = choosePiece(peerPieces) {
+        while picked.count < count, let piece = choosePiece(peerPieces, maxAvailability: maxAvailability) {
             start(piece)
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
         // 3. End-game: every missing block is requested somewhere; ask this peer too.
-        if picked.count < count && isEndGame {
-            for piece in inProgress.keys.sorted() where peerPieces[piece] && picked.count < count {
-                picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: true)
+        let duplicates = min(count - picked.count, endGameCount)
+        if duplicates > 0 && isEndGame {
+            var taken = 0
+            for piece in inProgress.keys.sorted() where peerPieces[piece] && taken < duplicates {
+                let blocks = take(from: piece, for: peer, limit: duplicates - taken, duplicates: true)
+                taken += blocks.count
+                picked += blocks
             }
         }
         return picked
@@ -117,13 +130,13 @@ public struct PiecePicker: Sendable {
 
     // MARK: Internals
 
-    private mutating func choosePiece(_ peerPieces: Bitfield) -> PieceIndex? {
+    private mutating func choosePiece(_ peerPieces: Bitfield, maxAvailability: Int) -> PieceIndex? {
         var best: [Int] = []
         var bestAvailability = Int.max
         let randomPhase = have.count < Self.randomFirstPieces
         for index in 0..<layout.pieceCount {
             let piece = PieceIndex(index)
-            guard !have[piece], inProgress[piece] == nil, peerPieces[piece] else { continue }
+            guard !have[piece], inProgress[piece] == nil, peerPieces[piece], availability[index] <= maxAvailability else { continue }
             let rank = randomPhase ? 0 : availability[index]
             if rank < bestAvailability {
                 bestAvailability = rank

@@ -27,6 +27,9 @@ public struct SwarmEngine: Sendable {
         /// are requested, so a slow disk or busy CPU holds the network back instead of memory
         /// growing (at least two pieces are always allowed).
         public var maximumVerifyingBytes = 32 << 20
+        /// In end-game a peer with fewer requests than this in flight is asked for blocks already
+        /// requested elsewhere (up to this many), so a slow peer cannot hold back the last piece.
+        public var endGameQueueDepth = 2
         /// Hash failures a peer may contribute to before it is banned.
         public var strikesBeforeBan = 2
         /// Seconds of silence from us before a keep-alive (BEP 3 peers drop a connection after two
@@ -380,9 +383,26 @@ public struct SwarmEngine: Sendable {
         guard let session = peers[peer]?.session, !session.peerChoking, session.amInterested,
             verifyingBytes < max(configuration.maximumVerifyingBytes, 2 * info.pieceLength)
         else { return [] }
-        let room = peers[peer]!.queueDepth - session.outstanding.count
+        var depth = peers[peer]!.queueDepth
+        // A seed is kept for the pieces only seeds have while other peers are serving us (when none
+        // is, it may be asked for anything), and when there are other peers, one piece at a time:
+        // they cannot know which seed-only piece we are fetching, and the fewer we hold open, the
+        // less often two peers fetch the same one from the seed.
+        var maxAvailability = Int.max
+        if session.peerPieces.isComplete {
+            let seeds = peers.values.count { $0.session.peerPieces.isComplete }
+            if seeds < peers.count {
+                depth = min(depth, max(configuration.minimumQueueDepth, info.layout.blockCount(of: PieceIndex(0))))
+            }
+            if peers.values.contains(where: { !$0.session.peerPieces.isComplete && !$0.session.outstanding.isEmpty }) {
+                maxAvailability = seeds
+            }
+        }
+        let room = depth - session.outstanding.count
         guard room > 0 else { return [] }
-        return picker.requests(for: peer, peerPieces: session.peerPieces, count: room).map { send(peer, .request($0)) }
+        let endGameCount = max(0, configuration.endGameQueueDepth - session.outstanding.count)
+        return picker.requests(for: peer, peerPieces: session.peerPieces, count: room, maxAvailability: maxAvailability,
+            endGameCount: endGameCount).map { send(peer, .request($0)) }
     }
 
     private mutating func receivedBlock(_ block: BlockRequest, data: ByteBuffer, from peer: Peer) -> [Action] {
