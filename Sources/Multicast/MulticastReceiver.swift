@@ -94,7 +94,9 @@ public struct MulticastReceiver: Sendable {
         /// Pieces waiting to be reported (and when), and those reported, in this pass.
         var due: [PieceIndex: Double] = [:]
         var reported: Set<PieceIndex> = []
-        /// Pieces reported and then left out of the next plan (once mode): BitTorrent's.
+        /// Pieces reported and then left out of the next plans (once mode): after `declineAfter`
+        /// times they are BitTorrent's.
+        var leftOut: [PieceIndex: Int] = [:]
         var declined: Set<PieceIndex> = []
         /// Other receivers' NACKs in this pass: the blocks each named, by piece.
         var othersReports: [PieceIndex: [UInt32: BlockSet]] = [:]
@@ -354,11 +356,18 @@ public struct MulticastReceiver: Sendable {
         sender!.othersReports = [:]
     }
 
-    /// In once mode, what we reported and the new plan leaves out is BitTorrent's from now on.
+    /// Plans in a row that may leave out a piece we reported before it is BitTorrent's: the
+    /// sender may have declined it, or our NACK may have been lost, and one more report tells.
+    static let declineAfter = 2
+
+    /// In once mode, what we reported and the new plans keep leaving out is BitTorrent's.
     private mutating func planBecameKnown(now: Double) {
         guard var view = sender else { return }
         if !view.carousel {
-            view.declined.formUnion(view.reported.filter { !view.plan[$0] })
+            for piece in view.reported where !view.plan[piece] {
+                view.leftOut[piece, default: 0] += 1
+                if view.leftOut[piece]! >= Self.declineAfter { view.declined.insert(piece) }
+            }
         }
         view.reported = []
         sender = view

@@ -203,7 +203,8 @@ public struct MulticastSender: Sendable {
                     continue loop
                 }
                 let price = Double(cost(dataLength: block.length))
-                guard tokens >= price else { break loop }
+                // A byte of slack: at the wake-up time float rounding may leave the bucket a hair short.
+                guard tokens >= price - 1 else { break loop }
                 tokens -= price
                 actions.append(.sendData(block))
                 count(block)
