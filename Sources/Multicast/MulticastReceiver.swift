@@ -201,12 +201,13 @@ public struct MulticastReceiver: Sendable {
             }
         case .data(let block, let payload):
             counters.dataPackets += 1
-            let current = heardSender(packet.instance, pass: block.pass, now: now)
-            heardSequence(block.sequence)
-            if current { sender!.cursor = max(sender!.cursor, block.piece.value) }
+            if heardSender(packet.instance, pass: block.pass, now: now) {
+                heardSequence(block.sequence)
+                sender!.cursor = max(sender!.cursor, block.piece.value)
+            }
             events += store(block, payload: payload)
         case .done:
-            _ = heardSender(packet.instance, pass: nil, now: now)
+            guard heardSender(packet.instance, pass: nil, now: now) else { return [] }
             if !sender!.ended {
                 sender!.ended = true
                 sender!.due = [:]
@@ -327,10 +328,16 @@ public struct MulticastReceiver: Sendable {
 
     // MARK: Internals
 
-    /// Adopts the packet's sender (a new instance resets the view, keeping what was heard) and a
-    /// newer pass. Returns whether the packet belongs to the current pass: a datagram of an older
-    /// pass, delayed or reordered, still delivers its data but moves nothing.
+    /// Adopts the packet's sender and a newer pass. Returns whether the packet belongs to the
+    /// current sender and pass: a datagram of an older pass (delayed or reordered) or of another
+    /// instance still delivers its data but moves nothing. Another instance is adopted once ours is
+    /// done or silent for `idleTimeout` (a restarted sender), so two senders on one group cannot
+    /// make the view flip back and forth; the new view keeps every block heard.
     private mutating func heardSender(_ instance: UInt32, pass: UInt16?, now: Double) -> Bool {
+        if let current = sender, current.instance != instance,
+            !current.ended && now - current.lastHeard <= configuration.idleTimeout {
+            return false
+        }
         if sender?.instance != instance {
             sender = SenderView(instance: instance, pass: pass ?? 0, plan: Bitfield(pieceCount: layout.pieceCount), lastHeard: now)
             if have.isComplete { sender!.completeReportDue = now }

@@ -229,4 +229,22 @@ import TestSupport
         #expect(!receiver.shouldLeaveToMulticast(PieceIndex(1), now: 0.6), "left out twice: BitTorrent's")
         #expect(nacks(in: receiver.tick(now: 1)).allSatisfy { $0.entries.allSatisfy { $0.piece != PieceIndex(1) } })
     }
+
+    /// A restarted sender (a new instance) is followed once the old one is silent; while the old
+    /// one is active, the other's data is kept but its passes and DONE move nothing.
+    @Test func anotherSenderInstanceIsFollowedOnlyWhenOursIsGone() {
+        let image = TestImage(pieces: 4, pieceLength: 2800)
+        var receiver = Self.receiver(image)
+        _ = receiver.hear([image.announce(phase: .sending, cursor: 0), image.plan()], now: 0)
+        let stranger = image.fullPass(instance: 77, pass: 5)
+        var events = receiver.hear([image.announce(instance: 77, pass: 5, phase: .sending, cursor: 3), stranger[0], stranger[1]], now: 1)
+        events += receiver.hear([MulticastPacket(session: testSession, instance: 77, body: .done(.init(pass: 5)))], now: 1)
+        #expect(assembled(in: events).map(\.0) == [PieceIndex(0)], "its data is data")
+        #expect(!events.contains(.sessionEnded) && receiver.cursor == 0)
+        #expect(receiver.shouldLeaveToMulticast(PieceIndex(1), now: 1))
+        events = receiver.hear([image.announce(instance: 77, pass: 6, phase: .sending, cursor: 2)], now: 3.5)
+        #expect(receiver.cursor == 2, "the first sender is silent for 3.5 s: the new one is followed")
+        #expect(receiver.hear([MulticastPacket(session: testSession, instance: 77, body: .done(.init(pass: 6)))], now: 3.6)
+            == [.sessionEnded])
+    }
 }
