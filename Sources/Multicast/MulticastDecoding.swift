@@ -28,16 +28,20 @@ public enum MulticastError: Error, Equatable, Sendable, CustomStringConvertible 
         case .truncated(let needed, let got): "truncated: \(got) bytes where \(needed) are needed"
         case .tooLong(let length): "\(length) bytes, longer than any packet (\(MulticastPacket.maxDatagramLength))"
         case .badMagic: "not a vmswarm multicast packet (bad magic)"
-        case .unsupportedVersion(let version): "protocol version \(version) (this build speaks \(MulticastPacket.version))"
+        case .unsupportedVersion(let version):
+            "protocol version \(version) (this build speaks \(MulticastPacket.version))"
         case .unknownType(let type): "unknown packet type \(type)"
         case .unknownFlags(let type, let flags): "unknown flags 0x\(String(flags, radix: 16)) on packet type \(type)"
         case .wrongLength(let expected, let got): "\(got) bytes where the fields declare \(expected)"
         case .badField(let field, let offset): "invalid \(field) at byte \(offset)"
         case .otherSession(let session): "packet of another torrent (\(session))"
-        case .layoutMismatch(let field, let ours, let theirs): "announce for another torrent: \(field) \(theirs), ours is \(ours)"
+        case .layoutMismatch(let field, let ours, let theirs):
+            "announce for another torrent: \(field) \(theirs), ours is \(ours)"
         case .pieceOutOfRange(let piece): "piece \(piece) is outside the torrent"
-        case .blockOutOfRange(let piece, let offset, let length): "block [\(offset)+\(length)] is not a block of piece \(piece)"
-        case .nackEntryOutOfRange(let piece, let first, let count): "NACK of blocks \(first)+\(count) outside piece \(piece)"
+        case .blockOutOfRange(let piece, let offset, let length):
+            "block [\(offset)+\(length)] is not a block of piece \(piece)"
+        case .nackEntryOutOfRange(let piece, let first, let count):
+            "NACK of blocks \(first)+\(count) outside piece \(piece)"
         case .planOutOfRange(let first, let count): "plan of pieces \(first)+\(count) outside the torrent"
         }
     }
@@ -51,7 +55,9 @@ extension MulticastPacket {
         guard bytes.count <= maxDatagramLength else { throw .tooLong(bytes.count) }
         var reader = ByteReader(bytes: bytes)
         guard bytes.count >= headerLength else { throw .truncated(needed: headerLength, got: bytes.count) }
-        guard bytes[0] == magic[0], bytes[1] == magic[1], bytes[2] == magic[2], bytes[3] == magic[3] else { throw .badMagic }
+        guard bytes[0] == magic[0], bytes[1] == magic[1], bytes[2] == magic[2], bytes[3] == magic[3] else {
+            throw .badMagic
+        }
         reader.at = 4
         let version = reader.u8()
         guard version == Self.version else { throw .unsupportedVersion(version) }
@@ -60,11 +66,12 @@ extension MulticastPacket {
         let flags = UInt16(reader.u16())
         let session = MulticastSession(value: reader.u64())
         let instance = UInt32(reader.u32())
-        let allowedFlags: UInt16 = switch kind {
-        case .announce: 3
-        case .data, .nack: 1
-        case .plan, .done: 0
-        }
+        let allowedFlags: UInt16 =
+            switch kind {
+            case .announce: 3
+            case .data, .nack: 1
+            case .plan, .done: 0
+            }
         guard flags & ~allowedFlags == 0 else { throw .unknownFlags(type: type, flags: flags) }
 
         let body: Body
@@ -89,10 +96,12 @@ extension MulticastPacket {
             let suppressAfter = reader.u16()
             guard suppressAfter >= 1 else { throw .badField("suppress-after count", offset: suppressOffset) }
             let window = reader.u16()
-            body = .announce(Announce(pieceCount: pieceCount, pieceLength: pieceLength, totalLength: Int64(total),
-                rate: Int(rate), pass: pass, phase: phase, cursor: cursor, receivers: receivers,
-                suppressAfter: suppressAfter, nackWindowMilliseconds: window,
-                carousel: flags & 1 != 0, senderComplete: flags & 2 != 0))
+            body = .announce(
+                Announce(
+                    pieceCount: pieceCount, pieceLength: pieceLength, totalLength: Int64(total),
+                    rate: Int(rate), pass: pass, phase: phase, cursor: cursor, receivers: receivers,
+                    suppressAfter: suppressAfter, nackWindowMilliseconds: window,
+                    carousel: flags & 1 != 0, senderComplete: flags & 2 != 0))
         case .plan:
             try reader.need(headerLength + 12)
             let pass = UInt16(reader.u16())
@@ -100,7 +109,9 @@ extension MulticastPacket {
             let firstPiece = reader.u32()
             let countOffset = reader.at
             let bitCount = reader.u32()
-            guard bitCount >= 1 && bitCount <= Plan.maxBits else { throw .badField("plan bit count", offset: countOffset) }
+            guard bitCount >= 1 && bitCount <= Plan.maxBits else {
+                throw .badField("plan bit count", offset: countOffset)
+            }
             try reader.expectTotal(reader.at + (bitCount + 7) / 8)
             let bitmap = try reader.bitmap(bits: bitCount)
             body = .plan(Plan(pass: pass, firstPiece: firstPiece, bitCount: bitCount, bitmap: bitmap))
@@ -114,8 +125,10 @@ extension MulticastPacket {
             let length = reader.u16()
             guard length >= 1 && length <= blockLength else { throw .badField("data length", offset: lengthOffset) }
             try reader.expectTotal(DataBlock.headerLength + length)
-            body = .data(DataBlock(piece: PieceIndex(piece), offset: offset, length: length, sequence: sequence,
-                pass: pass, repair: flags & 1 != 0), payload: Array(bytes[DataBlock.headerLength...]))
+            body = .data(
+                DataBlock(
+                    piece: PieceIndex(piece), offset: offset, length: length, sequence: sequence,
+                    pass: pass, repair: flags & 1 != 0), payload: Array(bytes[DataBlock.headerLength...]))
         case .nack:
             try reader.need(headerLength + Nack.fixedLength)
             let target = UInt32(reader.u32())
@@ -128,7 +141,9 @@ extension MulticastPacket {
             let count = reader.u16()
             try reader.reserved(2)
             let complete = flags & 1 != 0
-            guard !complete || (count == 0 && missing == 0) else { throw .badField("completion report with missing pieces", offset: countOffset) }
+            guard !complete || (count == 0 && missing == 0) else {
+                throw .badField("completion report with missing pieces", offset: countOffset)
+            }
             var entries: [NackEntry] = []
             for _ in 0..<count {
                 try reader.need(reader.at + NackEntry.fixedLength)
@@ -137,10 +152,14 @@ extension MulticastPacket {
                 let blockCount = reader.u16()
                 try reader.need(reader.at + (blockCount + 7) / 8)
                 let bitmap = try reader.bitmap(bits: blockCount)
-                entries.append(NackEntry(piece: PieceIndex(piece), firstBlock: firstBlock, blockCount: blockCount, bitmap: bitmap))
+                entries.append(
+                    NackEntry(piece: PieceIndex(piece), firstBlock: firstBlock, blockCount: blockCount, bitmap: bitmap))
             }
             try reader.expectTotal(reader.at)
-            body = .nack(Nack(target: target, pass: pass, lossPermille: loss, missingPieces: missing, complete: complete, entries: entries))
+            body = .nack(
+                Nack(
+                    target: target, pass: pass, lossPermille: loss, missingPieces: missing, complete: complete,
+                    entries: entries))
         case .done:
             try reader.expectTotal(headerLength + Done.bodyLength)
             let pass = UInt16(reader.u16())
@@ -161,7 +180,9 @@ extension MulticastPacket {
     }
 
     /// Decodes and checks against our torrent: the whole path a received datagram takes.
-    public static func decode(_ bytes: [UInt8], session: MulticastSession, layout: PieceLayout) throws(MulticastError) -> MulticastPacket {
+    public static func decode(_ bytes: [UInt8], session: MulticastSession, layout: PieceLayout) throws(MulticastError)
+        -> MulticastPacket
+    {
         let packet = try decode(bytes)
         try packet.validate(session: session, layout: layout)
         return packet
@@ -177,7 +198,8 @@ extension MulticastPacket {
                 throw .layoutMismatch(field: "piece count", ours: Int64(layout.pieceCount), theirs: Int64(a.pieceCount))
             }
             guard a.pieceLength == layout.pieceLength else {
-                throw .layoutMismatch(field: "piece length", ours: Int64(layout.pieceLength), theirs: Int64(a.pieceLength))
+                throw .layoutMismatch(
+                    field: "piece length", ours: Int64(layout.pieceLength), theirs: Int64(a.pieceLength))
             }
             guard a.totalLength == layout.totalLength else {
                 throw .layoutMismatch(field: "total length", ours: layout.totalLength, theirs: a.totalLength)
@@ -199,7 +221,8 @@ extension MulticastPacket {
                 guard layout.contains(entry.piece) else { throw .pieceOutOfRange(entry.piece.value) }
                 let blocks = layout.multicastBlockCount(of: entry.piece)
                 guard entry.firstBlock < blocks, entry.blockCount <= blocks - entry.firstBlock else {
-                    throw .nackEntryOutOfRange(piece: entry.piece.value, firstBlock: entry.firstBlock, blockCount: entry.blockCount)
+                    throw .nackEntryOutOfRange(
+                        piece: entry.piece.value, firstBlock: entry.firstBlock, blockCount: entry.blockCount)
                 }
             }
         case .done:

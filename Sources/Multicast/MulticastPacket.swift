@@ -42,7 +42,11 @@ public struct MulticastPacket: Hashable, Sendable {
     }
 
     enum Kind: UInt8 {
-        case announce = 1, data = 2, plan = 3, nack = 4, done = 5
+        case announce = 1
+        case data = 2
+        case plan = 3
+        case nack = 4
+        case done = 5
     }
 
     /// What the sender is doing, as its announces say.
@@ -81,9 +85,11 @@ public struct MulticastPacket: Hashable, Sendable {
         /// The sender has every piece, so receivers may report any piece they miss.
         public var senderComplete: Bool
 
-        public init(pieceCount: Int, pieceLength: Int, totalLength: Int64, rate: Int, pass: UInt16, phase: Phase,
-                    cursor: Int, receivers: Int, suppressAfter: Int, nackWindowMilliseconds: Int,
-                    carousel: Bool, senderComplete: Bool) {
+        public init(
+            pieceCount: Int, pieceLength: Int, totalLength: Int64, rate: Int, pass: UInt16, phase: Phase,
+            cursor: Int, receivers: Int, suppressAfter: Int, nackWindowMilliseconds: Int,
+            carousel: Bool, senderComplete: Bool
+        ) {
             self.pieceCount = pieceCount
             self.pieceLength = pieceLength
             self.totalLength = totalLength
@@ -164,8 +170,10 @@ public struct MulticastPacket: Hashable, Sendable {
         public var complete: Bool
         public var entries: [NackEntry]
 
-        public init(target: UInt32, pass: UInt16, lossPermille: Int, missingPieces: Int, complete: Bool = false,
-                    entries: [NackEntry]) {
+        public init(
+            target: UInt32, pass: UInt16, lossPermille: Int, missingPieces: Int, complete: Bool = false,
+            entries: [NackEntry]
+        ) {
             self.target = target
             self.pass = pass
             self.lossPermille = lossPermille
@@ -243,7 +251,9 @@ public struct MulticastPacket: Hashable, Sendable {
             out.bytes.append(contentsOf: p.bitmap)
         case .data(let block, let payload):
             out.bytes = [UInt8](repeating: 0, count: DataBlock.headerLength)
-            out.bytes.withUnsafeMutableBytes { Self.writeDataHeader(session: session, instance: instance, block, into: $0) }
+            out.bytes.withUnsafeMutableBytes {
+                Self.writeDataHeader(session: session, instance: instance, block, into: $0)
+            }
             out.bytes.append(contentsOf: payload)
         case .nack(let n):
             writeHeader(&out, .nack, flags: n.complete ? 1 : 0)
@@ -280,13 +290,17 @@ public struct MulticastPacket: Hashable, Sendable {
     /// Writes a data packet's 36-byte header at the start of `buffer`, so that a runtime can read
     /// the payload from storage straight after it, into the same buffer, with no copy: the
     /// datagram is then `buffer[0 ..< DataBlock.headerLength + block.length]`.
-    public static func writeDataHeader(session: MulticastSession, instance: UInt32, _ block: DataBlock,
-                                       into buffer: UnsafeMutableRawBufferPointer) {
+    public static func writeDataHeader(
+        session: MulticastSession, instance: UInt32, _ block: DataBlock,
+        into buffer: UnsafeMutableRawBufferPointer
+    ) {
         precondition(buffer.count >= DataBlock.headerLength, "a data header needs \(DataBlock.headerLength) bytes")
         precondition(block.length > 0 && block.length <= blockLength, "a block holds 1...\(blockLength) bytes")
         var at = 0
         func put(_ value: UInt64, _ width: Int) {
-            for index in 0..<width { buffer[at + index] = UInt8(truncatingIfNeeded: value >> (8 * (width - 1 - index))) }
+            for index in 0..<width {
+                buffer[at + index] = UInt8(truncatingIfNeeded: value >> (8 * (width - 1 - index)))
+            }
             at += width
         }
         for byte in magic { put(UInt64(byte), 1) }

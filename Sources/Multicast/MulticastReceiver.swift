@@ -106,7 +106,9 @@ public struct MulticastReceiver: Sendable {
         var highestSequence: UInt32 = 0
         var sequencesHeard = 0
 
-        var planKnown: Bool { planChunks.count == (plan.pieceCount + MulticastPacket.Plan.maxBits - 1) / MulticastPacket.Plan.maxBits }
+        var planKnown: Bool {
+            planChunks.count == (plan.pieceCount + MulticastPacket.Plan.maxBits - 1) / MulticastPacket.Plan.maxBits
+        }
     }
 
     public let session: MulticastSession
@@ -125,8 +127,13 @@ public struct MulticastReceiver: Sendable {
     private var nackTokens: Double
     private var lastTick: Double?
 
-    public init(session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration = Configuration(), seed: UInt64) {
-        precondition(have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)")
+    public init(
+        session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration = Configuration(),
+        seed: UInt64
+    ) {
+        precondition(
+            have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)"
+        )
         self.session = session
         self.layout = layout
         self.have = have
@@ -335,11 +342,13 @@ public struct MulticastReceiver: Sendable {
     /// make the view flip back and forth; the new view keeps every block heard.
     private mutating func heardSender(_ instance: UInt32, pass: UInt16?, now: Double) -> Bool {
         if let current = sender, current.instance != instance,
-            !current.ended && now - current.lastHeard <= configuration.idleTimeout {
+            !current.ended && now - current.lastHeard <= configuration.idleTimeout
+        {
             return false
         }
         if sender?.instance != instance {
-            sender = SenderView(instance: instance, pass: pass ?? 0, plan: Bitfield(pieceCount: layout.pieceCount), lastHeard: now)
+            sender = SenderView(
+                instance: instance, pass: pass ?? 0, plan: Bitfield(pieceCount: layout.pieceCount), lastHeard: now)
             if have.isComplete { sender!.completeReportDue = now }
         }
         sender!.lastHeard = now
@@ -428,7 +437,8 @@ public struct MulticastReceiver: Sendable {
             let length = layout.length(of: piece)
             makeRoom(for: length)
             serial += 1
-            partials[piece] = Partial(bytes: [UInt8](repeating: 0, count: length),
+            partials[piece] = Partial(
+                bytes: [UInt8](repeating: 0, count: length),
                 heard: BlockSet(count: layout.multicastBlockCount(of: piece)), serial: serial)
             bufferedBytes += length
         }
@@ -449,7 +459,8 @@ public struct MulticastReceiver: Sendable {
     /// Drops the oldest partial pieces until `length` more bytes fit.
     private mutating func makeRoom(for length: Int) {
         while bufferedBytes + length > configuration.maxBufferedBytes,
-            let oldest = partials.min(by: { $0.value.serial < $1.value.serial })?.key {
+            let oldest = partials.min(by: { $0.value.serial < $1.value.serial })?.key
+        {
             dropPartial(oldest)
             counters.partialsDropped += 1
         }
@@ -502,9 +513,14 @@ public struct MulticastReceiver: Sendable {
     }
 
     private func nackPacket(_ view: SenderView, entries: [MulticastPacket.NackEntry], complete: Bool) -> [UInt8] {
-        MulticastPacket(session: session, instance: instance, body: .nack(.init(target: view.instance, pass: view.pass,
-            lossPermille: lossPermille(view), missingPieces: layout.pieceCount - have.count, complete: complete,
-            entries: entries))).encode()
+        MulticastPacket(
+            session: session, instance: instance,
+            body: .nack(
+                .init(
+                    target: view.instance, pass: view.pass,
+                    lossPermille: lossPermille(view), missingPieces: layout.pieceCount - have.count, complete: complete,
+                    entries: entries))
+        ).encode()
     }
 
     /// The entries naming `missing`: "the rest of the piece" when that is what is missing, else
@@ -525,7 +541,10 @@ public struct MulticastReceiver: Sendable {
             }
             if last >= 0 {
                 let used = last + 1
-                entries.append(.init(piece: piece, firstBlock: start, blockCount: used, bitmap: Array(bitmap.prefix((used + 7) / 8))))
+                entries.append(
+                    .init(
+                        piece: piece, firstBlock: start, blockCount: used, bitmap: Array(bitmap.prefix((used + 7) / 8)))
+                )
             }
             start += count
         }

@@ -126,8 +126,12 @@ public struct MulticastSender: Sendable {
 
     /// `have` is what we can send (a pool node may not have everything); `seed` makes the
     /// instance id (tests pass a constant, the runtime a random one).
-    public init(session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration, seed: UInt64) {
-        precondition(have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)")
+    public init(
+        session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration, seed: UInt64
+    ) {
+        precondition(
+            have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)"
+        )
         precondition(configuration.rate > 0, "a rate of \(configuration.rate) bits/s")
         precondition(!have.isEmpty, "a sender needs a piece to send")
         self.session = session
@@ -252,13 +256,16 @@ public struct MulticastSender: Sendable {
     /// Writes the datagram for a `sendData` action: the header, then the payload (the block's bytes
     /// of the piece's wire form). Returns its length. A runtime that reads from storage straight
     /// into the buffer can instead call `MulticastPacket.writeDataHeader` and read after it.
-    public func writeData(_ block: MulticastPacket.DataBlock, payload: UnsafeRawBufferPointer,
-                          into buffer: UnsafeMutableRawBufferPointer) -> Int {
+    public func writeData(
+        _ block: MulticastPacket.DataBlock, payload: UnsafeRawBufferPointer,
+        into buffer: UnsafeMutableRawBufferPointer
+    ) -> Int {
         precondition(payload.count == block.length, "payload of \(payload.count) bytes for a block of \(block.length)")
         let total = MulticastPacket.DataBlock.headerLength + block.length
         precondition(buffer.count >= total, "a buffer of \(buffer.count) bytes for a \(total)-byte datagram")
         MulticastPacket.writeDataHeader(session: session, instance: instance, block, into: buffer)
-        UnsafeMutableRawBufferPointer(rebasing: buffer[MulticastPacket.DataBlock.headerLength..<total]).copyMemory(from: payload)
+        UnsafeMutableRawBufferPointer(rebasing: buffer[MulticastPacket.DataBlock.headerLength..<total]).copyMemory(
+            from: payload)
         return total
     }
 
@@ -335,7 +342,8 @@ public struct MulticastSender: Sendable {
         let piece = passPieces[pieceCursor]
         let block = passBlocks[piece].map { $0[blockCursor] } ?? blockCursor
         let offset = block * MulticastPacket.blockLength
-        return MulticastPacket.DataBlock(piece: piece, offset: offset, length: layout.multicastBlockLength(of: piece, block: block),
+        return MulticastPacket.DataBlock(
+            piece: piece, offset: offset, length: layout.multicastBlockLength(of: piece, block: block),
             sequence: sequence, pass: pass, repair: isRepairPass)
     }
 
@@ -370,14 +378,21 @@ public struct MulticastSender: Sendable {
         let announcePhase: MulticastPacket.Phase
         switch phase {
         case .announcing: (announcePhase, cursor) = (.announcing, passPieces.first?.value ?? layout.pieceCount)
-        case .sending where pieceCursor < passPieces.count: (announcePhase, cursor) = (.sending, passPieces[pieceCursor].value)
+        case .sending where pieceCursor < passPieces.count:
+            (announcePhase, cursor) = (.sending, passPieces[pieceCursor].value)
         default: (announcePhase, cursor) = (.collecting, layout.pieceCount)
         }
-        var actions = [control(.announce(.init(pieceCount: layout.pieceCount, pieceLength: layout.pieceLength,
-            totalLength: layout.totalLength, rate: configuration.rate, pass: pass, phase: announcePhase, cursor: cursor,
-            receivers: receivers.count, suppressAfter: suppressAfter,
-            nackWindowMilliseconds: min(Int(UInt16.max), Int(configuration.nackWindow * 1000)),
-            carousel: configuration.mode == .carousel, senderComplete: have.isComplete)))]
+        var actions = [
+            control(
+                .announce(
+                    .init(
+                        pieceCount: layout.pieceCount, pieceLength: layout.pieceLength,
+                        totalLength: layout.totalLength, rate: configuration.rate, pass: pass, phase: announcePhase,
+                        cursor: cursor,
+                        receivers: receivers.count, suppressAfter: suppressAfter,
+                        nackWindowMilliseconds: min(Int(UInt16.max), Int(configuration.nackWindow * 1000)),
+                        carousel: configuration.mode == .carousel, senderComplete: have.isComplete)))
+        ]
         let bits = MulticastPacket.Plan.maxBits
         for first in stride(from: 0, to: layout.pieceCount, by: bits) {
             let count = min(bits, layout.pieceCount - first)
@@ -405,7 +420,9 @@ public struct MulticastSender: Sendable {
 
     /// The token bucket's depth: `burst` seconds of rate, at least two full datagrams.
     private var capacity: Double {
-        max(bytesPerSecond * configuration.burst, Double(2 * (MulticastPacket.maxDatagramLength + MulticastPacket.ipv4UDPOverhead)))
+        max(
+            bytesPerSecond * configuration.burst,
+            Double(2 * (MulticastPacket.maxDatagramLength + MulticastPacket.ipv4UDPOverhead)))
     }
 
     private func cost(dataLength: Int) -> Int {

@@ -21,7 +21,9 @@ public struct MulticastSession: Hashable, Sendable, CustomStringConvertible {
         value = Array(hasher.finalize()).prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
 
-    public var description: String { "session " + HexCoding.encode((0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }) }
+    public var description: String {
+        "session " + HexCoding.encode((0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) })
+    }
 }
 
 extension PieceLayout {

@@ -1,12 +1,15 @@
 import Metainfo
-import Testing
 import TestSupport
+import Testing
 
 @testable import Multicast
 
 @Suite struct MulticastReceiverTests {
-    static func receiver(_ image: TestImage, configuration: MulticastReceiver.Configuration = .init(), seed: UInt64 = 3) -> MulticastReceiver {
-        MulticastReceiver(session: testSession, layout: image.layout, have: Bitfield(pieceCount: image.layout.pieceCount),
+    static func receiver(_ image: TestImage, configuration: MulticastReceiver.Configuration = .init(), seed: UInt64 = 3)
+        -> MulticastReceiver
+    {
+        MulticastReceiver(
+            session: testSession, layout: image.layout, have: Bitfield(pieceCount: image.layout.pieceCount),
             configuration: configuration, seed: seed)
     }
 
@@ -50,7 +53,9 @@ import TestSupport
         #expect(assembled(in: events).count == 30 - lost.count)
         #expect(namedBlocks(nacks(in: events), layout: image.layout) == lost)
         #expect(nacks(in: events).allSatisfy { $0.target == 42 && $0.pass == 0 && $0.missingPieces == lost.count })
-        #expect(nacks(in: events).first?.entries.contains(.rest(of: PieceIndex(7))) == true, "a piece never heard is named in 10 bytes")
+        #expect(
+            nacks(in: events).first?.entries.contains(.rest(of: PieceIndex(7))) == true,
+            "a piece never heard is named in 10 bytes")
         let loss = nacks(in: events).first?.lossPermille ?? 0
         #expect(loss > 20 && loss < 200, "loss estimated from sequence gaps: \(loss)")
     }
@@ -60,7 +65,8 @@ import TestSupport
         var receiver = Self.receiver(image)
         let pass = image.fullPass()
         // Piece 0's second block is lost; the sender is still on piece 1.
-        var events = receiver.hear([image.announce(phase: .sending, cursor: 0), image.plan(), pass[0], pass[2]], now: 0)
+        var events = receiver.hear(
+            [image.announce(phase: .sending, cursor: 0), image.plan(), pass[0], pass[2]], now: 0)
         #expect(receiver.shouldLeaveToMulticast(PieceIndex(3), now: 0))
         #expect(receiver.shouldLeaveToMulticast(PieceIndex(0), now: 0), "reported and awaiting repair")
         events += receiver.tick(now: 0.2)
@@ -125,7 +131,8 @@ import TestSupport
 
     @Test func aLateJoinerCompletesFromTheCarousel() {
         let image = TestImage(pieces: 12, pieceLength: 5600)
-        var sender = MulticastSender(session: testSession, layout: image.layout, have: Bitfield(pieceCount: 12, all: true),
+        var sender = MulticastSender(
+            session: testSession, layout: image.layout, have: Bitfield(pieceCount: 12, all: true),
             configuration: .init(rate: 20_000_000, mode: .carousel), seed: 4)
         var receiver = Self.receiver(image)
         var now = 0.0
@@ -159,8 +166,16 @@ import TestSupport
         events += receiver.received([0x56, 0x4D, 0x53], now: 0)
         events += receiver.received([UInt8](repeating: 0xEE, count: 1000), now: 0)
         // Valid structure, our session, but naming a piece the torrent does not have.
-        events += receiver.hear([MulticastPacket(session: testSession, instance: 42, body: .data(.init(piece: PieceIndex(3),
-            offset: 0, length: 10, sequence: 0, pass: 0, repair: false), payload: [UInt8](repeating: 0, count: 10)))], now: 0)
+        events += receiver.hear(
+            [
+                MulticastPacket(
+                    session: testSession, instance: 42,
+                    body: .data(
+                        .init(
+                            piece: PieceIndex(3),
+                            offset: 0, length: 10, sequence: 0, pass: 0, repair: false),
+                        payload: [UInt8](repeating: 0, count: 10)))
+            ], now: 0)
         #expect(events.isEmpty && receiver.buffered == 0 && receiver.cursor == nil)
         #expect(receiver.counters.otherSession == 6 && receiver.counters.garbage == 2 && receiver.counters.invalid == 1)
         #expect(!receiver.shouldLeaveToMulticast(PieceIndex(0), now: 0), "no sender heard: BitTorrent fetches")
@@ -172,7 +187,9 @@ import TestSupport
         configuration.maxBufferedBytes = 3 * 14000
         var receiver = Self.receiver(image, configuration: configuration)
         // The first block of every piece only.
-        let firsts = image.fullPass().filter { if case .data(let block, _) = $0.body { block.offset == 0 } else { false } }
+        let firsts = image.fullPass().filter {
+            if case .data(let block, _) = $0.body { block.offset == 0 } else { false }
+        }
         _ = receiver.hear(firsts, now: 0)
         #expect(receiver.buffered == 3 * 14000 && receiver.counters.partialsDropped == 7)
         #expect(receiver.handOver(PieceIndex(0)) == nil, "the oldest were dropped")
@@ -184,7 +201,8 @@ import TestSupport
     @Test func aPieceThatFailsItsHashIsReportedAgain() {
         let image = TestImage(pieces: 2, pieceLength: 2800)
         var receiver = Self.receiver(image)
-        var events = receiver.hear([image.announce(phase: .sending, cursor: 0), image.plan()] + image.fullPass(), now: 0)
+        var events = receiver.hear(
+            [image.announce(phase: .sending, cursor: 0), image.plan()] + image.fullPass(), now: 0)
         #expect(assembled(in: events).count == 2)
         receiver.pieceVerified(PieceIndex(1), now: 0)
         _ = receiver.hear([image.announce(phase: .collecting, cursor: 2)], now: 0)
@@ -207,7 +225,8 @@ import TestSupport
         #expect(receiver.tick(now: 4) == [])
         _ = receiver.hear([image.announce(phase: .sending, cursor: 0)], now: 5)
         #expect(receiver.shouldLeaveToMulticast(PieceIndex(3), now: 5), "heard again")
-        let events = receiver.hear([MulticastPacket(session: testSession, instance: 42, body: .done(.init(pass: 0)))], now: 5)
+        let events = receiver.hear(
+            [MulticastPacket(session: testSession, instance: 42, body: .done(.init(pass: 0)))], now: 5)
         #expect(events == [.sessionEnded] && !receiver.shouldLeaveToMulticast(PieceIndex(3), now: 5))
         #expect(receiver.tick(now: 10) == [])
     }
@@ -217,15 +236,18 @@ import TestSupport
         let image = TestImage(pieces: 3, pieceLength: 2800)
         var receiver = Self.receiver(image)
         let pass = image.fullPass()
-        _ = receiver.hear([image.announce(phase: .sending, cursor: 0), image.plan()] + [pass[0], pass[2], pass[4]], now: 0)
+        _ = receiver.hear(
+            [image.announce(phase: .sending, cursor: 0), image.plan()] + [pass[0], pass[2], pass[4]], now: 0)
         _ = receiver.hear([image.announce(phase: .collecting, cursor: 3)], now: 0)
         #expect(namedBlocks(nacks(in: receiver.tick(now: 0.2)), layout: image.layout) == [0: [1], 1: [1], 2: [1]])
-        _ = receiver.hear([image.announce(pass: 1, phase: .sending, cursor: 0), image.plan(pass: 1, pieces: [0, 2])], now: 0.3)
+        _ = receiver.hear(
+            [image.announce(pass: 1, phase: .sending, cursor: 0), image.plan(pass: 1, pieces: [0, 2])], now: 0.3)
         #expect(receiver.shouldLeaveToMulticast(PieceIndex(2), now: 0.3))
         // Left out once: perhaps our NACK was lost, so it is reported again.
         #expect(namedBlocks(nacks(in: receiver.tick(now: 0.5)), layout: image.layout) == [1: [1]])
         #expect(receiver.shouldLeaveToMulticast(PieceIndex(1), now: 0.5))
-        _ = receiver.hear([image.announce(pass: 2, phase: .sending, cursor: 0), image.plan(pass: 2, pieces: [0])], now: 0.6)
+        _ = receiver.hear(
+            [image.announce(pass: 2, phase: .sending, cursor: 0), image.plan(pass: 2, pieces: [0])], now: 0.6)
         #expect(!receiver.shouldLeaveToMulticast(PieceIndex(1), now: 0.6), "left out twice: BitTorrent's")
         #expect(nacks(in: receiver.tick(now: 1)).allSatisfy { $0.entries.allSatisfy { $0.piece != PieceIndex(1) } })
     }
@@ -237,14 +259,17 @@ import TestSupport
         var receiver = Self.receiver(image)
         _ = receiver.hear([image.announce(phase: .sending, cursor: 0), image.plan()], now: 0)
         let stranger = image.fullPass(instance: 77, pass: 5)
-        var events = receiver.hear([image.announce(instance: 77, pass: 5, phase: .sending, cursor: 3), stranger[0], stranger[1]], now: 1)
-        events += receiver.hear([MulticastPacket(session: testSession, instance: 77, body: .done(.init(pass: 5)))], now: 1)
+        var events = receiver.hear(
+            [image.announce(instance: 77, pass: 5, phase: .sending, cursor: 3), stranger[0], stranger[1]], now: 1)
+        events += receiver.hear(
+            [MulticastPacket(session: testSession, instance: 77, body: .done(.init(pass: 5)))], now: 1)
         #expect(assembled(in: events).map(\.0) == [PieceIndex(0)], "its data is data")
         #expect(!events.contains(.sessionEnded) && receiver.cursor == 0)
         #expect(receiver.shouldLeaveToMulticast(PieceIndex(1), now: 1))
         events = receiver.hear([image.announce(instance: 77, pass: 6, phase: .sending, cursor: 2)], now: 3.5)
         #expect(receiver.cursor == 2, "the first sender is silent for 3.5 s: the new one is followed")
-        #expect(receiver.hear([MulticastPacket(session: testSession, instance: 77, body: .done(.init(pass: 6)))], now: 3.6)
-            == [.sessionEnded])
+        #expect(
+            receiver.hear([MulticastPacket(session: testSession, instance: 77, body: .done(.init(pass: 6)))], now: 3.6)
+                == [.sessionEnded])
     }
 }

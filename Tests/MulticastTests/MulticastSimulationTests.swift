@@ -1,6 +1,6 @@
 import Metainfo
-import Testing
 import TestSupport
+import Testing
 
 @testable import Multicast
 
@@ -23,10 +23,12 @@ struct GroupSimulation {
     static func run(image: TestImage, loss: [Double], mode: MulticastSender.Mode = .once, seed: UInt64) -> Outcome {
         var configuration = MulticastSender.Configuration(rate: 200_000_000, mode: mode)
         configuration.repairThreshold = 0.05
-        var sender = MulticastSender(session: testSession, layout: image.layout,
+        var sender = MulticastSender(
+            session: testSession, layout: image.layout,
             have: Bitfield(pieceCount: image.layout.pieceCount, all: true), configuration: configuration, seed: seed)
         var receivers = loss.indices.map {
-            MulticastReceiver(session: testSession, layout: image.layout, have: Bitfield(pieceCount: image.layout.pieceCount),
+            MulticastReceiver(
+                session: testSession, layout: image.layout, have: Bitfield(pieceCount: image.layout.pieceCount),
                 seed: seed &+ UInt64($0) &+ 1)
         }
         var random = SplitMix64(seed: seed)
@@ -83,7 +85,8 @@ struct GroupSimulation {
             fallback.append(missing.count)
             for piece in missing { receivers[index].pieceObtainedElsewhere(piece, now: now) }
         }
-        return Outcome(sender: sender.counters, completedByMulticast: complete, fallbackPieces: fallback,
+        return Outcome(
+            sender: sender.counters, completedByMulticast: complete, fallbackPieces: fallback,
             nacksSent: receivers.reduce(0) { $0 + $1.counters.nacksSent },
             suppressed: receivers.reduce(0) { $0 + $1.counters.reportsSuppressed }, finishedAt: now)
     }
@@ -104,9 +107,10 @@ struct GroupSimulation {
     @Test(arguments: [1, 2, 3] as [UInt64]) func everyoneCompletesThroughRepairsAtFivePercentLoss(seed: UInt64) {
         let outcome = GroupSimulation.run(image: image, loss: [Double](repeating: 0.05, count: 6), seed: seed)
         let fallback = outcome.fallbackPieces.reduce(0, +)
-        print("multicast simulation, 6 receivers at 5 % loss, seed \(seed): repair/data \(outcome.repairRatio), " +
-            "\(outcome.sender.passes) passes, \(outcome.nacksSent) NACKs (\(outcome.suppressed) reports suppressed), " +
-            "\(fallback) pieces left to BitTorrent, done at \(outcome.finishedAt) s")
+        print(
+            "multicast simulation, 6 receivers at 5 % loss, seed \(seed): repair/data \(outcome.repairRatio), "
+                + "\(outcome.sender.passes) passes, \(outcome.nacksSent) NACKs (\(outcome.suppressed) reports suppressed), "
+                + "\(fallback) pieces left to BitTorrent, done at \(outcome.finishedAt) s")
         #expect(fallback <= 2, "a lost NACK can leave a piece to BitTorrent, rarely: \(outcome.fallbackPieces)")
         // Each block is lost by some receiver with 1 - 0.95^6 = 26 %; then 26 % of that, and so on.
         #expect(outcome.repairRatio < 0.45, "\(outcome.repairRatio)")
@@ -116,8 +120,9 @@ struct GroupSimulation {
     /// The testbed's case: eight receivers, two of them at 5 % loss.
     @Test func twoLossyReceiversOfEightCostAboutTheirUnion() {
         let outcome = GroupSimulation.run(image: image, loss: [0.05, 0.05] + [Double](repeating: 0, count: 6), seed: 7)
-        print("multicast simulation, 2 of 8 receivers at 5 % loss: repair/data \(outcome.repairRatio), " +
-            "\(outcome.sender.passes) passes, \(outcome.nacksSent) NACKs, fallback \(outcome.fallbackPieces)")
+        print(
+            "multicast simulation, 2 of 8 receivers at 5 % loss: repair/data \(outcome.repairRatio), "
+                + "\(outcome.sender.passes) passes, \(outcome.nacksSent) NACKs, fallback \(outcome.fallbackPieces)")
         #expect(outcome.completedByMulticast.allSatisfy { $0 })
         #expect(outcome.repairRatio < 0.16, "1 - 0.95^2 = 9.75 % and a little more: \(outcome.repairRatio)")
     }
@@ -126,10 +131,12 @@ struct GroupSimulation {
     /// hear those NACKs first and stay quiet.
     @Test func correlatedLossIsReportedOnceNotByEveryone() {
         let image = TestImage(pieces: 8, pieceLength: 14000)
-        var sender = MulticastSender(session: testSession, layout: image.layout, have: Bitfield(pieceCount: 8, all: true),
+        var sender = MulticastSender(
+            session: testSession, layout: image.layout, have: Bitfield(pieceCount: 8, all: true),
             configuration: .init(rate: 100_000_000), seed: 2)
         var receivers = (0..<50).map {
-            MulticastReceiver(session: testSession, layout: image.layout, have: Bitfield(pieceCount: 8), seed: UInt64($0) + 100)
+            MulticastReceiver(
+                session: testSession, layout: image.layout, have: Bitfield(pieceCount: 8), seed: UInt64($0) + 100)
         }
         var now = 0.0
         var nackPackets = 0
