@@ -170,13 +170,8 @@ extension MulticastPacket {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(MulticastError) -> MulticastPacket {
-        do {
-            return try bytes.withUnsafeBytes { raw in try decode(raw) }
-        } catch let error as MulticastError {
-            throw error
-        } catch {
-            preconditionFailure("decode throws only MulticastError")
-        }
+        // `withUnsafeBytes` rethrows untyped errors; a Result keeps the type.
+        try bytes.withUnsafeBytes { raw in Result { () throws(MulticastError) in try decode(raw) } }.get()
     }
 
     /// Decodes and checks against our torrent: the whole path a received datagram takes.
