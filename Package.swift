@@ -51,6 +51,11 @@ let package = Package(
             "Metainfo", "PeerWire",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        // The multicast LAN booster as pure types: packet codec, paced sender and receiver state machines.
+        .target(name: "Multicast", dependencies: [
+            "Metainfo",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // Drives the engine over sockets on one SwiftNIO event loop; hashing and disk on a thread pool.
         .target(name: "SwarmRuntime", dependencies: [
             "Swarm", "PeerWire", "Storage", "Metainfo", "TrackerProtocol", "TrackerClient",
@@ -106,6 +111,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        .testTarget(name: "MulticastTests", dependencies: ["Multicast", "Metainfo", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: [
             "Storage", "Metainfo", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -1,0 +1,553 @@
+import Metainfo
+
+/// The receiving side of the booster as a pure state machine: keeps what it hears on the group,
+/// hands whole pieces over for verification, and reports what it misses.
+///
+/// The runtime passes every datagram from the group to `received(_:now:)` and calls `tick(now:)`
+/// every few tens of milliseconds. A `pieceAssembled` piece goes through the same SHA-1 check and
+/// store as a piece from BitTorrent; the runtime answers with `pieceVerified` or `pieceFailed`.
+/// The BitTorrent side asks `shouldLeaveToMulticast` before fetching a piece, and tells
+/// `pieceObtainedElsewhere` when it got one.
+///
+/// NACKs (docs/multicast.md): a piece becomes reportable once the sender's pass has gone past it
+/// (or it is not in the pass and the sender has it). Each report waits a random part of the
+/// sender's NACK window, and is dropped if meanwhile enough other receivers' NACKs (heard on the
+/// group) named every block we miss of it; reports leave at a bounded packet rate.
+public struct MulticastReceiver: Sendable {
+    public struct Configuration: Sendable {
+        /// Bytes of partly heard pieces held; beyond it the oldest partial piece is dropped (its
+        /// blocks count as missing again), so a receiver that hears little of many pieces (it
+        /// joined late, or loses much) has bounded memory.
+        public var maxBufferedBytes = 64 << 20
+        /// Seconds without a packet from the sender before it counts as gone (`senderIdle`):
+        /// BitTorrent then fetches everything.
+        public var idleTimeout: Double = 3
+        /// NACK packets a second this receiver may send, and how many may go at once.
+        public var nackRate: Double = 20
+        public var nackBurst = 4
+
+        public init() {}
+    }
+
+    public enum Event: Equatable, Sendable {
+        /// Every block of the piece was heard: verify its hash and store it like a BitTorrent piece.
+        case pieceAssembled(PieceIndex, [UInt8])
+        /// Send this NACK datagram to the group.
+        case sendNack([UInt8])
+        /// The sender fell silent: BitTorrent takes over (until it is heard again).
+        case senderIdle
+        /// The sender said it is done: BitTorrent fetches what is missing.
+        case sessionEnded
+    }
+
+    public struct Counters: Equatable, Sendable {
+        public var packets = 0
+        public var dataPackets = 0
+        /// Blocks heard again (repairs for others, duplicated datagrams) or of pieces we have.
+        public var duplicates = 0
+        /// Datagrams that were not a valid packet (bad magic, version, lengths...).
+        public var garbage = 0
+        public var otherSession = 0
+        /// Packets of our session that named something outside our torrent.
+        public var invalid = 0
+        public var piecesAssembled = 0
+        public var hashFailures = 0
+        /// Partial pieces dropped to stay within `maxBufferedBytes`.
+        public var partialsDropped = 0
+        public var nacksSent = 0
+        /// Piece reports left out because other receivers' NACKs had already covered them.
+        public var reportsSuppressed = 0
+    }
+
+    /// What a partly heard piece holds, for a BitTorrent side that fetches only the rest.
+    public struct PartialPiece: Equatable, Sendable {
+        public let piece: PieceIndex
+        /// The piece's length; bytes outside `heard` are zero.
+        public let bytes: [UInt8]
+        /// Byte ranges not heard, ascending and merged.
+        public let missing: [Range<Int>]
+    }
+
+    struct Partial {
+        var bytes: [UInt8]
+        var heard: BlockSet
+        let serial: Int
+    }
+
+    /// What we know of the current sender instance.
+    struct SenderView {
+        let instance: UInt32
+        var pass: UInt16
+        var cursor = 0
+        /// Pieces below this have been considered for reporting in this pass.
+        var scanned = 0
+        var plan: Bitfield
+        var planChunks: Set<Int> = []
+        var carousel = false
+        var senderComplete = false
+        var suppressAfter = 1
+        var nackWindow = 0.2
+        var lastHeard: Double
+        var idle = false
+        var ended = false
+        var reportedComplete = false
+        /// Pieces waiting to be reported (and when), and those reported, in this pass.
+        var due: [PieceIndex: Double] = [:]
+        var reported: Set<PieceIndex> = []
+        /// Pieces reported and then left out of the next plans (once mode): after `declineAfter`
+        /// times they are BitTorrent's.
+        var leftOut: [PieceIndex: Int] = [:]
+        var declined: Set<PieceIndex> = []
+        /// Other receivers' NACKs in this pass: the blocks each named, by piece.
+        var othersReports: [PieceIndex: [UInt32: BlockSet]] = [:]
+        var completeReportDue: Double?
+        /// Data sequence numbers: first, highest and how many heard, for the loss estimate.
+        var firstSequence: UInt32?
+        var highestSequence: UInt32 = 0
+        var sequencesHeard = 0
+
+        var planKnown: Bool {
+            planChunks.count == (plan.pieceCount + MulticastPacket.Plan.maxBits - 1) / MulticastPacket.Plan.maxBits
+        }
+    }
+
+    public let session: MulticastSession
+    public let layout: PieceLayout
+    public let configuration: Configuration
+    /// Our id in NACKs (so the sender counts receivers, and we skip our own NACKs looped back).
+    public let instance: UInt32
+    public private(set) var counters = Counters()
+    public private(set) var have: Bitfield
+    private var verifying: Set<PieceIndex> = []
+    private var partials: [PieceIndex: Partial] = [:]
+    private var bufferedBytes = 0
+    private var serial = 0
+    private var sender: SenderView?
+    private var random: SeededRandom
+    private var nackTokens: Double
+    private var lastTick: Double?
+
+    public init(
+        session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration = Configuration(),
+        seed: UInt64
+    ) {
+        precondition(
+            have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)"
+        )
+        self.session = session
+        self.layout = layout
+        self.have = have
+        self.configuration = configuration
+        random = SeededRandom(seed: seed)
+        instance = UInt32(truncatingIfNeeded: random.next())
+        nackTokens = Double(configuration.nackBurst)
+    }
+
+    /// Bytes held in partly heard pieces.
+    public var buffered: Int { bufferedBytes }
+    /// The sender's position in its pass: pieces of the pass below it have been sent.
+    public var cursor: Int? { sender?.cursor }
+
+    /// Whether BitTorrent should leave the piece alone for now: the sender is active and will send
+    /// it, later in this pass or in the repair it was asked for. False once the sender passed it
+    /// without a repair to come, declined to repair it, went idle or ended, or was never heard.
+    public func shouldLeaveToMulticast(_ piece: PieceIndex, now: Double) -> Bool {
+        guard layout.contains(piece), !have[piece] else { return false }
+        if verifying.contains(piece) { return true }
+        guard let sender, !sender.ended, !sender.idle, now - sender.lastHeard <= configuration.idleTimeout,
+            !sender.declined.contains(piece)
+        else { return false }
+        if sender.due[piece] != nil || sender.reported.contains(piece) { return true }
+        guard sender.planKnown else { return sender.senderComplete }
+        return sender.plan[piece] && piece.value >= sender.cursor
+    }
+
+    // MARK: Packets
+
+    public mutating func received(_ bytes: [UInt8], now: Double) -> [Event] {
+        counters.packets += 1
+        let packet: MulticastPacket
+        do {
+            packet = try MulticastPacket.decode(bytes)
+        } catch {
+            counters.garbage += 1
+            return []
+        }
+        do {
+            try packet.validate(session: session, layout: layout)
+        } catch {
+            if case .otherSession = error { counters.otherSession += 1 } else { counters.invalid += 1 }
+            return []
+        }
+        return received(packet, now: now)
+    }
+
+    /// A decoded packet already validated against this session and layout.
+    public mutating func received(_ packet: MulticastPacket, now: Double) -> [Event] {
+        guard packet.instance != instance else { return [] }
+        var events: [Event] = []
+        switch packet.body {
+        case .nack(let nack):
+            heardNack(nack, from: packet.instance)
+            return []
+        case .announce(let announce):
+            guard heardSender(packet.instance, pass: announce.pass, now: now) else { return [] }
+            sender!.carousel = announce.carousel
+            sender!.senderComplete = announce.senderComplete
+            sender!.suppressAfter = announce.suppressAfter
+            sender!.nackWindow = Double(announce.nackWindowMilliseconds) / 1000
+            sender!.cursor = max(sender!.cursor, announce.cursor)
+        case .plan(let plan):
+            guard heardSender(packet.instance, pass: plan.pass, now: now) else { return [] }
+            let chunk = plan.firstPiece / MulticastPacket.Plan.maxBits
+            if plan.firstPiece % MulticastPacket.Plan.maxBits == 0, sender!.planChunks.insert(chunk).inserted {
+                for bit in 0..<plan.bitCount where plan.contains(PieceIndex(plan.firstPiece + bit)) {
+                    sender!.plan.insert(PieceIndex(plan.firstPiece + bit))
+                }
+                if sender!.planKnown { planBecameKnown(now: now) }
+            }
+        case .data(let block, let payload):
+            counters.dataPackets += 1
+            if heardSender(packet.instance, pass: block.pass, now: now) {
+                heardSequence(block.sequence)
+                sender!.cursor = max(sender!.cursor, block.piece.value)
+            }
+            events += store(block, payload: payload)
+        case .done:
+            guard heardSender(packet.instance, pass: nil, now: now) else { return [] }
+            if !sender!.ended {
+                sender!.ended = true
+                sender!.due = [:]
+                events.append(.sessionEnded)
+            }
+            return events
+        }
+        scanPassed(now: now)
+        return events
+    }
+
+    /// Time passing: idle detection and the NACKs that are due.
+    public mutating func tick(now: Double) -> [Event] {
+        if let last = lastTick, now > last {
+            nackTokens = min(Double(configuration.nackBurst), nackTokens + (now - last) * configuration.nackRate)
+        }
+        lastTick = max(lastTick ?? now, now)
+        guard var view = sender, !view.ended else { return [] }
+        if !view.idle && now - view.lastHeard > configuration.idleTimeout {
+            sender!.idle = true
+            return [.senderIdle]
+        }
+        guard !view.idle else { return [] }
+        var events: [Event] = []
+        if have.isComplete {
+            if !view.reportedComplete, let due = view.completeReportDue, now >= due, nackTokens >= 1 {
+                nackTokens -= 1
+                sender!.reportedComplete = true
+                events.append(.sendNack(nackPacket(view, entries: [], complete: true)))
+                counters.nacksSent += 1
+            }
+            return events
+        }
+        let ready = view.due.filter { $0.value <= now }.keys.sorted()
+        guard !ready.isEmpty else { return [] }
+        var entries: [MulticastPacket.NackEntry] = []
+        var length = 0
+        let limit = MulticastPacket.maxDatagramLength - MulticastPacket.headerLength - MulticastPacket.Nack.fixedLength
+        func flush() -> Bool {
+            guard !entries.isEmpty else { return true }
+            guard nackTokens >= 1 else { return false }
+            nackTokens -= 1
+            events.append(.sendNack(nackPacket(view, entries: entries, complete: false)))
+            counters.nacksSent += 1
+            entries = []
+            length = 0
+            return true
+        }
+        for piece in ready {
+            let missing = missingBlocks(of: piece)
+            if covered(piece, missing: missing, in: view) {
+                counters.reportsSuppressed += 1
+            } else {
+                let pieceEntries = Self.entries(for: piece, missing: missing)
+                let size = pieceEntries.reduce(0) { $0 + $1.encodedLength }
+                if length + size > limit {
+                    guard flush() else { break }
+                }
+                entries += pieceEntries
+                length += size
+            }
+            view.due[piece] = nil
+            view.reported.insert(piece)
+        }
+        if !flush() {
+            // Out of NACK tokens: the pieces in the unsent packet wait for the next tick.
+            for entry in entries {
+                view.due[entry.piece] = now
+                view.reported.remove(entry.piece)
+            }
+        }
+        sender!.due = view.due
+        sender!.reported = view.reported
+        return events
+    }
+
+    // MARK: What the rest of the node tells us
+
+    /// The assembled piece matched its hash and is stored.
+    public mutating func pieceVerified(_ piece: PieceIndex, now: Double) {
+        verifying.remove(piece)
+        gotPiece(piece, now: now)
+    }
+
+    /// The assembled piece failed its hash (a corrupted datagram, or a hostile sender): it is
+    /// dropped and missing again, to be reported like any other.
+    public mutating func pieceFailed(_ piece: PieceIndex, now: Double) {
+        guard verifying.remove(piece) != nil else { return }
+        counters.hashFailures += 1
+        reconsider(piece, now: now)
+    }
+
+    /// BitTorrent got the piece: forget what we heard of it and stop reporting it.
+    public mutating func pieceObtainedElsewhere(_ piece: PieceIndex, now: Double) {
+        dropPartial(piece)
+        verifying.remove(piece)
+        gotPiece(piece, now: now)
+    }
+
+    /// Gives a partly heard piece to the BitTorrent side, which then fetches only its missing byte
+    /// ranges; multicast forgets it (as if obtained elsewhere, until `pieceFailed` says otherwise).
+    public mutating func handOver(_ piece: PieceIndex) -> PartialPiece? {
+        guard let partial = partials[piece] else { return nil }
+        dropPartial(piece)
+        verifying.insert(piece)
+        var missing: [Range<Int>] = []
+        for block in partial.heard.complement {
+            let start = block * MulticastPacket.blockLength
+            let end = start + layout.multicastBlockLength(of: piece, block: block)
+            if let last = missing.last, last.upperBound == start {
+                missing[missing.count - 1] = last.lowerBound..<end
+            } else {
+                missing.append(start..<end)
+            }
+        }
+        return PartialPiece(piece: piece, bytes: partial.bytes, missing: missing)
+    }
+
+    // MARK: Internals
+
+    /// Adopts the packet's sender and a newer pass. Returns whether the packet belongs to the
+    /// current sender and pass: a datagram of an older pass (delayed or reordered) or of another
+    /// instance still delivers its data but moves nothing. Another instance is adopted once ours is
+    /// done or silent for `idleTimeout` (a restarted sender), so two senders on one group cannot
+    /// make the view flip back and forth; the new view keeps every block heard.
+    private mutating func heardSender(_ instance: UInt32, pass: UInt16?, now: Double) -> Bool {
+        if let current = sender, current.instance != instance,
+            !current.ended && now - current.lastHeard <= configuration.idleTimeout
+        {
+            return false
+        }
+        if sender?.instance != instance {
+            sender = SenderView(
+                instance: instance, pass: pass ?? 0, plan: Bitfield(pieceCount: layout.pieceCount), lastHeard: now)
+            if have.isComplete { sender!.completeReportDue = now }
+        }
+        sender!.lastHeard = now
+        sender!.idle = false
+        guard let pass, pass != sender!.pass else { return true }
+        // Passes wrap at 65,536: one up to half the range ahead is newer.
+        guard pass &- sender!.pass < 0x8000 else { return false }
+        startPass(pass)
+        return true
+    }
+
+    /// A new pass. What was reported in the last one stays "reported" until the new plan is known
+    /// and shows whether it is repaired.
+    private mutating func startPass(_ pass: UInt16) {
+        sender!.pass = pass
+        sender!.cursor = 0
+        sender!.scanned = 0
+        sender!.plan = Bitfield(pieceCount: layout.pieceCount)
+        sender!.planChunks = []
+        sender!.due = [:]
+        sender!.othersReports = [:]
+    }
+
+    /// Plans in a row that may leave out a piece we reported before it is BitTorrent's: the
+    /// sender may have declined it, or our NACK may have been lost, and one more report tells.
+    static let declineAfter = 2
+
+    /// In once mode, what we reported and the new plans keep leaving out is BitTorrent's.
+    private mutating func planBecameKnown(now: Double) {
+        guard var view = sender else { return }
+        if !view.carousel {
+            for piece in view.reported where !view.plan[piece] {
+                view.leftOut[piece, default: 0] += 1
+                if view.leftOut[piece]! >= Self.declineAfter { view.declined.insert(piece) }
+            }
+        }
+        view.reported = []
+        sender = view
+        scanPassed(now: now)
+        // Pieces the pass will not send (and the sender has): reportable at once.
+        guard view.senderComplete else { return }
+        for piece in layout.pieces where !view.plan[piece] { reconsider(piece, now: now) }
+    }
+
+    /// Makes the pieces the pass has gone past reportable.
+    private mutating func scanPassed(now: Double) {
+        guard let view = sender, view.planKnown, !view.ended else { return }
+        let end = min(view.cursor, layout.pieceCount)
+        guard view.scanned < end else { return }
+        sender!.scanned = end
+        for index in view.scanned..<end where view.plan[PieceIndex(index)] { reconsider(PieceIndex(index), now: now) }
+    }
+
+    /// Schedules a report of the piece if we miss it and the pass will not bring it.
+    private mutating func reconsider(_ piece: PieceIndex, now: Double) {
+        guard let view = sender, view.planKnown, !view.ended, !have[piece], !verifying.contains(piece),
+            !view.declined.contains(piece), view.due[piece] == nil, !view.reported.contains(piece)
+        else { return }
+        let ahead = view.plan[piece] && piece.value >= view.cursor
+        guard !ahead, view.plan[piece] || view.senderComplete else { return }
+        sender!.due[piece] = now + randomDelay(view.nackWindow)
+    }
+
+    /// A uniform delay in 0 ... window, in microsecond steps.
+    private mutating func randomDelay(_ window: Double) -> Double {
+        Double(random.next() % 1_000_001) / 1_000_000 * window
+    }
+
+    private mutating func gotPiece(_ piece: PieceIndex, now: Double) {
+        guard have.insert(piece) else { return }
+        sender?.due[piece] = nil
+        sender?.reported.remove(piece)
+        if have.isComplete, let window = sender?.nackWindow, sender?.completeReportDue == nil {
+            let delay = randomDelay(window)
+            sender?.completeReportDue = now + delay
+        }
+    }
+
+    private mutating func store(_ block: MulticastPacket.DataBlock, payload: [UInt8]) -> [Event] {
+        let piece = block.piece
+        guard !have[piece], !verifying.contains(piece) else {
+            counters.duplicates += 1
+            return []
+        }
+        if partials[piece] == nil {
+            let length = layout.length(of: piece)
+            makeRoom(for: length)
+            serial += 1
+            partials[piece] = Partial(
+                bytes: [UInt8](repeating: 0, count: length),
+                heard: BlockSet(count: layout.multicastBlockCount(of: piece)), serial: serial)
+            bufferedBytes += length
+        }
+        guard partials[piece]!.heard.insert(block.block) else {
+            counters.duplicates += 1
+            return []
+        }
+        partials[piece]!.bytes.replaceSubrange(block.offset..<(block.offset + block.length), with: payload)
+        guard partials[piece]!.heard.isFull else { return [] }
+        let bytes = partials[piece]!.bytes
+        dropPartial(piece)
+        verifying.insert(piece)
+        sender?.due[piece] = nil
+        counters.piecesAssembled += 1
+        return [.pieceAssembled(piece, bytes)]
+    }
+
+    /// Drops the oldest partial pieces until `length` more bytes fit.
+    private mutating func makeRoom(for length: Int) {
+        while bufferedBytes + length > configuration.maxBufferedBytes,
+            let oldest = partials.min(by: { $0.value.serial < $1.value.serial })?.key
+        {
+            dropPartial(oldest)
+            counters.partialsDropped += 1
+        }
+    }
+
+    private mutating func dropPartial(_ piece: PieceIndex) {
+        guard let partial = partials.removeValue(forKey: piece) else { return }
+        bufferedBytes -= partial.bytes.count
+    }
+
+    private func missingBlocks(of piece: PieceIndex) -> BlockSet {
+        let blocks = layout.multicastBlockCount(of: piece)
+        guard let heard = partials[piece]?.heard else { return BlockSet(count: blocks, all: true) }
+        var missing = BlockSet(count: blocks)
+        for block in heard.complement { missing.insert(block) }
+        return missing
+    }
+
+    /// Whether at least `suppressAfter` other receivers named every block we miss of the piece.
+    private func covered(_ piece: PieceIndex, missing: BlockSet, in view: SenderView) -> Bool {
+        guard let reports = view.othersReports[piece] else { return false }
+        return reports.values.count { missing.isSubset(of: $0) } >= view.suppressAfter
+    }
+
+    private mutating func heardNack(_ nack: MulticastPacket.Nack, from receiver: UInt32) {
+        guard let view = sender, nack.target == view.instance, nack.pass == view.pass else { return }
+        for entry in nack.entries where !have[entry.piece] {
+            let blocks = layout.multicastBlockCount(of: entry.piece)
+            var set = view.othersReports[entry.piece]?[receiver] ?? BlockSet(count: blocks)
+            for block in entry.blocks(inPieceOf: blocks) { set.insert(block) }
+            sender!.othersReports[entry.piece, default: [:]][receiver] = set
+        }
+    }
+
+    private mutating func heardSequence(_ sequence: UInt32) {
+        guard let first = sender!.firstSequence else {
+            sender!.firstSequence = sequence
+            sender!.highestSequence = sequence
+            sender!.sequencesHeard = 1
+            return
+        }
+        sender!.sequencesHeard += 1
+        if sequence &- first > sender!.highestSequence &- first { sender!.highestSequence = sequence }
+    }
+
+    private func lossPermille(_ view: SenderView) -> Int {
+        guard let first = view.firstSequence else { return 0 }
+        let expected = Int(view.highestSequence &- first) + 1
+        return max(0, min(1000, 1000 * (expected - view.sequencesHeard) / expected))
+    }
+
+    private func nackPacket(_ view: SenderView, entries: [MulticastPacket.NackEntry], complete: Bool) -> [UInt8] {
+        MulticastPacket(
+            session: session, instance: instance,
+            body: .nack(
+                .init(
+                    target: view.instance, pass: view.pass,
+                    lossPermille: lossPermille(view), missingPieces: layout.pieceCount - have.count, complete: complete,
+                    entries: entries))
+        ).encode()
+    }
+
+    /// The entries naming `missing`: "the rest of the piece" when that is what is missing, else
+    /// bitmaps of at most 8,000 blocks from the first missing block.
+    static func entries(for piece: PieceIndex, missing: BlockSet) -> [MulticastPacket.NackEntry] {
+        let members = missing.members
+        guard let first = members.first else { return [] }
+        if members.count == missing.count - first { return [.rest(of: piece, from: first)] }
+        var entries: [MulticastPacket.NackEntry] = []
+        var start = first
+        while start < missing.count {
+            let count = min(8000, missing.count - start)
+            var bitmap = [UInt8](repeating: 0, count: (count + 7) / 8)
+            var last = -1
+            for bit in 0..<count where missing.contains(start + bit) {
+                bitmap[bit >> 3] |= 0x80 >> UInt8(bit & 7)
+                last = bit
+            }
+            if last >= 0 {
+                let used = last + 1
+                entries.append(
+                    .init(
+                        piece: piece, firstBlock: start, blockCount: used, bitmap: Array(bitmap.prefix((used + 7) / 8)))
+                )
+            }
+            start += count
+        }
+        return entries
+    }
+}

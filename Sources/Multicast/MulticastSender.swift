@@ -1,0 +1,436 @@
+import Metainfo
+
+/// The sending side of the booster as a pure state machine: what to put on the group and when.
+///
+/// The runtime calls `next(now:)` whenever `nextWakeup` has come (every few milliseconds while
+/// sending) and hands it every datagram heard on the group with `received(_:now:)`. Actions name
+/// control datagrams (already encoded) and data blocks; for a block the runtime reads those bytes
+/// of the piece's wire form (ciphertext for a sealed image) and writes the datagram with
+/// `writeData(_:payload:into:)`. A pass sends its pieces in ascending order and a piece's blocks
+/// one after another, so a runtime can read each piece once.
+///
+/// Phases (docs/multicast.md): a few announces, then passes (the first sends every piece we have;
+/// repair passes send the blocks enough receivers reported missing), each followed in `once` mode
+/// by a short wait for NACKs; then DONE packets. In `carousel` mode passes never stop: a full pass,
+/// then a repair pass if NACKs asked for one, then a full pass again, so a node that joins at any
+/// time is served.
+public struct MulticastSender: Sendable {
+    public enum Mode: Sendable, Equatable {
+        /// One full pass, repair passes until no NACK asks for more (or the round limit), done.
+        case once
+        /// Full and repair passes until `stop(now:)`: late joiners catch the next pass.
+        case carousel
+    }
+
+    public struct Configuration: Sendable {
+        /// Bits per second on the wire (datagrams plus IPv4 and UDP headers). The CLI's default is
+        /// 95 % of the interface's speed: the rest is left for BitTorrent repairs and control.
+        public var rate: Int
+        public var mode: Mode
+        /// Announces before the first data packet, this many seconds apart, so receivers that
+        /// started with the sender learn the plan before data flows.
+        public var announcements = 3
+        public var announceSpacing: Double = 0.1
+        /// Seconds between announces (with the plan) while sending: how soon a late joiner learns
+        /// the session and how far the pass has come.
+        public var announceInterval: Double = 0.5
+        /// Receivers delay each NACK by a random time up to this, so that reports of a loss that hit
+        /// everyone spread out and later ones can be suppressed.
+        public var nackWindow: Double = 0.2
+        /// Seconds to wait after a pass for the last NACKs (once mode): at least the NACK window
+        /// plus a round trip.
+        public var collectTime: Double = 0.5
+        /// A block is sent again when at least this fraction of the receivers heard from reported
+        /// it missing (and always when one did, with a fraction of 0). Data fewer receivers miss is
+        /// left to BitTorrent, so one bad receiver cannot hold the group's bandwidth.
+        public var repairThreshold: Double = 0.05
+        /// Repair passes after the first pass in once mode; what is still missing then is
+        /// BitTorrent's.
+        public var maxRepairRounds = 8
+        /// DONE packets sent at the end, `announceSpacing` apart (one may be lost).
+        public var doneCount = 3
+        /// Seconds of rate the pacer may send back to back: small, so switch queues never see a
+        /// burst they drop.
+        public var burst: Double = 0.002
+
+        public init(rate: Int, mode: Mode = .once) {
+            self.rate = rate
+            self.mode = mode
+        }
+    }
+
+    public enum Action: Equatable, Sendable {
+        /// Send this datagram (announce, plan or done) to the group.
+        case sendControl([UInt8])
+        /// Read these bytes of the piece's wire form and send them with `writeData`.
+        case sendData(MulticastPacket.DataBlock)
+        /// The session is over (once mode after its repairs, or after `stop`).
+        case finished
+    }
+
+    /// What the sender did, for logs and the benchmark's repair-traffic figure.
+    public struct Counters: Equatable, Sendable {
+        /// Data packets of full passes and of repair passes.
+        public var dataPackets = 0
+        public var repairPackets = 0
+        public var dataBytes: Int64 = 0
+        public var repairBytes: Int64 = 0
+        /// Announce, plan and done packets.
+        public var controlPackets = 0
+        /// Everything sent, with IP and UDP headers: what the pacer counts.
+        public var wireBytes: Int64 = 0
+        public var passes = 0
+        public var nacksReceived = 0
+        /// Datagrams heard that were not a NACK for us (other torrents, garbage, other senders).
+        public var ignored = 0
+        /// The highest loss a receiver reported in its latest NACK, per thousand.
+        public var highestReportedLoss = 0
+    }
+
+    enum Phase: Equatable {
+        case announcing(sent: Int)
+        case sending
+        case collecting(until: Double)
+        case ending(sent: Int)
+        case finished
+    }
+
+    /// NACKs for one piece since its repair was last planned: each receiver's missing blocks.
+    struct Reports {
+        var byReceiver: [UInt32: BlockSet] = [:]
+    }
+
+    public let session: MulticastSession
+    public let instance: UInt32
+    public let layout: PieceLayout
+    public let configuration: Configuration
+    public private(set) var counters = Counters()
+    private let have: Bitfield
+    private var phase: Phase = .announcing(sent: 0)
+    public private(set) var pass: UInt16 = 0
+    /// The current pass: its pieces ascending, and for a repair pass the blocks of each.
+    private var passPieces: [PieceIndex] = []
+    private var passBlocks: [PieceIndex: [Int]] = [:]
+    private var passPlan: Bitfield
+    private var isRepairPass = false
+    private var pieceCursor = 0
+    private var blockCursor = 0
+    private var repairRounds = 0
+    private var reports: [PieceIndex: Reports] = [:]
+    private var receivers: Set<UInt32> = []
+    private var sequence: UInt32 = 0
+    private var tokens: Double
+    private var lastRefill: Double?
+    private var nextControl: Double = 0
+    private var nextAnnounce: Double = 0
+
+    /// `have` is what we can send (a pool node may not have everything); `seed` makes the
+    /// instance id (tests pass a constant, the runtime a random one).
+    public init(
+        session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration, seed: UInt64
+    ) {
+        precondition(
+            have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)"
+        )
+        precondition(configuration.rate > 0, "a rate of \(configuration.rate) bits/s")
+        precondition(!have.isEmpty, "a sender needs a piece to send")
+        self.session = session
+        self.layout = layout
+        self.have = have
+        self.configuration = configuration
+        var random = SeededRandom(seed: seed)
+        instance = UInt32(truncatingIfNeeded: random.next())
+        passPlan = Bitfield(pieceCount: layout.pieceCount)
+        tokens = 0
+        tokens = capacity
+        planFullPass()
+    }
+
+    public var isFinished: Bool { phase == .finished }
+    /// Distinct receivers heard from (NACKs and completion reports).
+    public var receiverCount: Int { receivers.count }
+
+    /// When `next(now:)` has something to do; nil once finished.
+    public var nextWakeup: Double? {
+        switch phase {
+        case .announcing, .ending: return nextControl
+        case .collecting(let until): return min(until, nextAnnounce)
+        case .finished: return nil
+        case .sending:
+            guard let block = currentBlock() else { return nextAnnounce }
+            let needed = Double(cost(dataLength: block.length)) - tokens
+            return min(nextAnnounce, (lastRefill ?? 0) + max(0, needed) / bytesPerSecond)
+        }
+    }
+
+    // MARK: Events
+
+    /// Everything due by `now`: control packets on schedule, then data as far as the rate allows.
+    public mutating func next(now: Double) -> [Action] {
+        refill(now)
+        var actions: [Action] = []
+        loop: while true {
+            switch phase {
+            case .finished:
+                break loop
+            case .announcing(let sent):
+                guard now >= nextControl else { break loop }
+                actions += announce(now: now)
+                if sent + 1 >= configuration.announcements {
+                    phase = .sending
+                    nextAnnounce = now + configuration.announceInterval
+                } else {
+                    phase = .announcing(sent: sent + 1)
+                    nextControl = now + configuration.announceSpacing
+                }
+            case .ending(let sent):
+                guard now >= nextControl else { break loop }
+                actions.append(control(.done(.init(pass: pass))))
+                if sent + 1 >= configuration.doneCount {
+                    phase = .finished
+                    actions.append(.finished)
+                } else {
+                    phase = .ending(sent: sent + 1)
+                    nextControl = now + configuration.announceSpacing
+                }
+            case .collecting(let until):
+                if now >= until {
+                    endCollecting(now: now)
+                    continue loop
+                }
+                if now >= nextAnnounce { actions += announce(now: now) }
+                break loop
+            case .sending:
+                if now >= nextAnnounce { actions += announce(now: now) }
+                guard let block = currentBlock() else {
+                    actions += endPass(now: now)
+                    continue loop
+                }
+                let price = Double(cost(dataLength: block.length))
+                // A byte of slack: at the wake-up time float rounding may leave the bucket a hair short.
+                guard tokens >= price - 1 else { break loop }
+                tokens -= price
+                actions.append(.sendData(block))
+                count(block)
+                advance()
+            }
+        }
+        return actions
+    }
+
+    /// A datagram heard on the group. Only NACKs for this instance matter; the rest (our own
+    /// packets looped back, other torrents, garbage) is counted and ignored.
+    public mutating func received(_ bytes: [UInt8], now: Double) {
+        guard let packet = try? MulticastPacket.decode(bytes, session: session, layout: layout) else {
+            counters.ignored += 1
+            return
+        }
+        received(packet, now: now)
+    }
+
+    /// A decoded packet already validated against this session and layout.
+    public mutating func received(_ packet: MulticastPacket, now: Double) {
+        guard case .nack(let nack) = packet.body, nack.target == instance, packet.instance != instance else {
+            counters.ignored += 1
+            return
+        }
+        counters.nacksReceived += 1
+        receivers.insert(packet.instance)
+        counters.highestReportedLoss = max(counters.highestReportedLoss, nack.lossPermille)
+        for entry in nack.entries where have[entry.piece] {
+            let blocks = layout.multicastBlockCount(of: entry.piece)
+            var set = reports[entry.piece, default: Reports()].byReceiver[packet.instance] ?? BlockSet(count: blocks)
+            for block in entry.blocks(inPieceOf: blocks) { set.insert(block) }
+            reports[entry.piece, default: Reports()].byReceiver[packet.instance] = set
+        }
+    }
+
+    /// Ends the session (carousel shutdown, or a once session cut short): DONE packets follow.
+    public mutating func stop(now: Double) {
+        guard phase != .finished else { return }
+        if case .ending = phase { return }
+        phase = .ending(sent: 0)
+        nextControl = now
+    }
+
+    /// Writes the datagram for a `sendData` action: the header, then the payload (the block's bytes
+    /// of the piece's wire form). Returns its length. A runtime that reads from storage straight
+    /// into the buffer can instead call `MulticastPacket.writeDataHeader` and read after it.
+    public func writeData(
+        _ block: MulticastPacket.DataBlock, payload: UnsafeRawBufferPointer,
+        into buffer: UnsafeMutableRawBufferPointer
+    ) -> Int {
+        precondition(payload.count == block.length, "payload of \(payload.count) bytes for a block of \(block.length)")
+        let total = MulticastPacket.DataBlock.headerLength + block.length
+        precondition(buffer.count >= total, "a buffer of \(buffer.count) bytes for a \(total)-byte datagram")
+        MulticastPacket.writeDataHeader(session: session, instance: instance, block, into: buffer)
+        UnsafeMutableRawBufferPointer(rebasing: buffer[MulticastPacket.DataBlock.headerLength..<total]).copyMemory(
+            from: payload)
+        return total
+    }
+
+    // MARK: Passes
+
+    private mutating func planFullPass() {
+        isRepairPass = false
+        passPieces = layout.pieces.filter { have[$0] }
+        passBlocks = [:]
+        passPlan = have
+        pieceCursor = 0
+        blockCursor = 0
+    }
+
+    /// The blocks that at least `suppressAfter` receivers reported missing, by piece; the rest of
+    /// the reports are dropped (BitTorrent's).
+    private mutating func planRepairPass() -> Bool {
+        let needed = suppressAfter
+        var blocks: [PieceIndex: [Int]] = [:]
+        for (piece, pieceReports) in reports {
+            var votes = [Int](repeating: 0, count: layout.multicastBlockCount(of: piece))
+            for set in pieceReports.byReceiver.values { for block in set.members { votes[block] += 1 } }
+            let chosen = votes.indices.filter { votes[$0] >= needed }
+            if !chosen.isEmpty { blocks[piece] = chosen }
+        }
+        reports = [:]
+        guard !blocks.isEmpty else { return false }
+        isRepairPass = true
+        passPieces = blocks.keys.sorted()
+        passBlocks = blocks
+        passPlan = Bitfield(pieceCount: layout.pieceCount)
+        for piece in passPieces { passPlan.insert(piece) }
+        pieceCursor = 0
+        blockCursor = 0
+        return true
+    }
+
+    /// The number of reports that make a block worth sending again: the threshold's share of the
+    /// receivers heard from, at least one. Told to receivers, who stop reporting a piece once that
+    /// many others did.
+    private var suppressAfter: Int {
+        max(1, min(Int(UInt16.max), Int((configuration.repairThreshold * Double(receivers.count)).rounded(.up))))
+    }
+
+    private mutating func endPass(now: Double) -> [Action] {
+        counters.passes += 1
+        switch configuration.mode {
+        case .once:
+            phase = .collecting(until: now + configuration.collectTime)
+        case .carousel:
+            // Repairs first while they are wanted, but never two repair passes in a row, so a
+            // stream of NACKs cannot starve the full passes late joiners wait for.
+            if isRepairPass || !planRepairPass() { planFullPass() }
+            pass &+= 1
+        }
+        return announce(now: now)
+    }
+
+    private mutating func endCollecting(now: Double) {
+        if repairRounds < configuration.maxRepairRounds && planRepairPass() {
+            repairRounds += 1
+            pass &+= 1
+            phase = .sending
+            nextAnnounce = now
+        } else {
+            reports = [:]
+            phase = .ending(sent: 0)
+            nextControl = now
+        }
+    }
+
+    private func currentBlock() -> MulticastPacket.DataBlock? {
+        guard pieceCursor < passPieces.count else { return nil }
+        let piece = passPieces[pieceCursor]
+        let block = passBlocks[piece].map { $0[blockCursor] } ?? blockCursor
+        let offset = block * MulticastPacket.blockLength
+        return MulticastPacket.DataBlock(
+            piece: piece, offset: offset, length: layout.multicastBlockLength(of: piece, block: block),
+            sequence: sequence, pass: pass, repair: isRepairPass)
+    }
+
+    private mutating func advance() {
+        sequence &+= 1
+        let piece = passPieces[pieceCursor]
+        let blocks = passBlocks[piece]?.count ?? layout.multicastBlockCount(of: piece)
+        blockCursor += 1
+        if blockCursor >= blocks {
+            blockCursor = 0
+            pieceCursor += 1
+        }
+    }
+
+    private mutating func count(_ block: MulticastPacket.DataBlock) {
+        if block.repair {
+            counters.repairPackets += 1
+            counters.repairBytes += Int64(block.length)
+        } else {
+            counters.dataPackets += 1
+            counters.dataBytes += Int64(block.length)
+        }
+        counters.wireBytes += Int64(cost(dataLength: block.length))
+    }
+
+    // MARK: Control packets
+
+    /// An announce and the pass's plan in as many chunks as it takes.
+    private mutating func announce(now: Double) -> [Action] {
+        nextAnnounce = now + configuration.announceInterval
+        let cursor: Int
+        let announcePhase: MulticastPacket.Phase
+        switch phase {
+        case .announcing: (announcePhase, cursor) = (.announcing, passPieces.first?.value ?? layout.pieceCount)
+        case .sending where pieceCursor < passPieces.count:
+            (announcePhase, cursor) = (.sending, passPieces[pieceCursor].value)
+        default: (announcePhase, cursor) = (.collecting, layout.pieceCount)
+        }
+        var actions = [
+            control(
+                .announce(
+                    .init(
+                        pieceCount: layout.pieceCount, pieceLength: layout.pieceLength,
+                        totalLength: layout.totalLength, rate: configuration.rate, pass: pass, phase: announcePhase,
+                        cursor: cursor,
+                        receivers: receivers.count, suppressAfter: suppressAfter,
+                        nackWindowMilliseconds: min(Int(UInt16.max), Int(configuration.nackWindow * 1000)),
+                        carousel: configuration.mode == .carousel, senderComplete: have.isComplete)))
+        ]
+        let bits = MulticastPacket.Plan.maxBits
+        for first in stride(from: 0, to: layout.pieceCount, by: bits) {
+            let count = min(bits, layout.pieceCount - first)
+            var bitmap = [UInt8](repeating: 0, count: (count + 7) / 8)
+            for bit in 0..<count where passPlan[PieceIndex(first + bit)] { bitmap[bit >> 3] |= 0x80 >> UInt8(bit & 7) }
+            actions.append(control(.plan(.init(pass: pass, firstPiece: first, bitCount: count, bitmap: bitmap))))
+        }
+        return actions
+    }
+
+    /// Control packets are few and small; they take tokens like data (and may borrow them, so an
+    /// announce is never late).
+    private mutating func control(_ body: MulticastPacket.Body) -> Action {
+        let bytes = MulticastPacket(session: session, instance: instance, body: body).encode()
+        let price = bytes.count + MulticastPacket.ipv4UDPOverhead
+        tokens -= Double(price)
+        counters.controlPackets += 1
+        counters.wireBytes += Int64(price)
+        return .sendControl(bytes)
+    }
+
+    // MARK: Pacing
+
+    private var bytesPerSecond: Double { Double(configuration.rate) / 8 }
+
+    /// The token bucket's depth: `burst` seconds of rate, at least two full datagrams.
+    private var capacity: Double {
+        max(
+            bytesPerSecond * configuration.burst,
+            Double(2 * (MulticastPacket.maxDatagramLength + MulticastPacket.ipv4UDPOverhead)))
+    }
+
+    private func cost(dataLength: Int) -> Int {
+        MulticastPacket.DataBlock.headerLength + dataLength + MulticastPacket.ipv4UDPOverhead
+    }
+
+    private mutating func refill(_ now: Double) {
+        if let last = lastRefill, now > last { tokens = min(capacity, tokens + (now - last) * bytesPerSecond) }
+        if lastRefill.map({ now > $0 }) ?? true { lastRefill = now }
+    }
+}
