@@ -58,7 +58,7 @@ let package = Package(
         ]),
         // Drives the engine over sockets on one SwiftNIO event loop; hashing and disk on a thread pool.
         .target(name: "SwarmRuntime", dependencies: [
-            "Swarm", "PeerWire", "Storage", "Metainfo", "TrackerProtocol", "TrackerClient",
+            "Swarm", "PeerWire", "Storage", "Metainfo", "TrackerProtocol", "TrackerClient", "Multicast",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -86,7 +86,7 @@ let package = Package(
         ]),
         // The only place that parses flags and prints to a terminal.
         .target(name: "VMSwarmCLI", dependencies: [
-            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Tracker", "TrackerClient", "SwarmRuntime",
+            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),

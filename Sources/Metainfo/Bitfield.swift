@@ -46,6 +46,13 @@ public struct Bitfield: Hashable, Sendable {
         return true
     }
 
+    /// Removes every piece of `other` (a bitfield of the same torrent).
+    public mutating func subtract(_ other: Bitfield) {
+        precondition(other.pieceCount == pieceCount, "bitfields of different torrents")
+        for index in bytes.indices { bytes[index] &= ~other.bytes[index] }
+        count = bytes.reduce(0) { $0 + $1.nonzeroBitCount }
+    }
+
     public var isComplete: Bool { count == pieceCount }
     public var isEmpty: Bool { count == 0 }
 }

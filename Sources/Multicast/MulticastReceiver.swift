@@ -148,6 +148,15 @@ public struct MulticastReceiver: Sendable {
     /// The sender's position in its pass: pieces of the pass below it have been sent.
     public var cursor: Int? { sender?.cursor }
 
+    /// Whether a sender is being heard: neither ended nor idle.
+    public func senderActive(now: Double) -> Bool {
+        guard let sender else { return false }
+        return !sender.ended && !sender.idle && now - sender.lastHeard <= configuration.idleTimeout
+    }
+
+    /// Whether some blocks of the piece were heard and are held, waiting for the rest.
+    public func holdsPart(of piece: PieceIndex) -> Bool { partials[piece] != nil }
+
     /// Whether BitTorrent should leave the piece alone for now: the sender is active and will send
     /// it, later in this pass or in the repair it was asked for. False once the sender passed it
     /// without a repair to come, declined to repair it, went idle or ended, or was never heard.

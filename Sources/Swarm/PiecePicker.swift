@@ -98,6 +98,20 @@ public struct PiecePicker: Sendable {
         return (progress.receivedCount == progress.received.count ? block.piece : nil, others)
     }
 
+    /// Blocks of `piece` that arrived by another way (a partly heard multicast piece): marked
+    /// received, so only the others are requested. Returns true when that completes the piece.
+    public mutating func adopt(_ piece: PieceIndex, receivedBlocks: [Bool]) -> Bool {
+        guard !have[piece] else { return false }
+        if inProgress[piece] == nil { start(piece) }
+        var progress = inProgress[piece]!
+        for (slot, heard) in receivedBlocks.enumerated() where heard && slot < progress.received.count && !progress.received[slot] {
+            progress.received[slot] = true
+            progress.receivedCount += 1
+        }
+        inProgress[piece] = progress
+        return progress.receivedCount == progress.received.count
+    }
+
     /// A request was rejected, cancelled or dropped by a choke: someone else may be asked.
     public mutating func released(_ block: BlockRequest, by peer: Peer) {
         guard var progress = inProgress[block.piece] else { return }

@@ -94,8 +94,12 @@ public struct SwarmEngine: Sendable {
     private var peers: [Peer: PeerState] = [:]
     private var assembling: [PieceIndex: [UInt8]] = [:]
     private var contributors: [PieceIndex: Set<Peer>] = [:]
-    /// Bytes handed out in `verify` actions and not yet reported by `pieceChecked`.
+    /// Pieces handed out in `verify` actions and not yet reported by `pieceChecked`, and their bytes.
+    private var verifying: Set<PieceIndex> = []
     private var verifyingBytes = 0
+    /// Pieces another source (the multicast booster) is about to deliver: not requested from peers.
+    private var deferred: Bitfield?
+    private var avoided: [UInt8]?
     private var banned: Set<PeerID> = []
     private var lastChokeRound: Double = -.infinity
     /// The time of the latest `tick`: events between ticks are stamped with it.
@@ -225,9 +229,61 @@ public struct SwarmEngine: Sendable {
         return [send(peer, .piece(request.piece, begin: request.begin, block: data))]
     }
 
+    /// A whole piece from another source (the multicast booster): verified like any other, and
+    /// peers asked for its blocks are told to cancel once it has verified. Nil when the piece is
+    /// held or already being verified.
+    public mutating func pieceArrived(_ piece: PieceIndex, data: [UInt8]) -> [Action]? {
+        guard info.layout.contains(piece), data.count == info.layout.length(of: piece), !have[piece], !verifying.contains(piece) else {
+            return nil
+        }
+        verifying.insert(piece)
+        verifyingBytes += data.count
+        return [.verify(piece, data)]
+    }
+
+    /// Part of a piece from another source (a multicast piece with lost datagrams): `data` holds the
+    /// piece with the byte ranges in `missing` unknown. Only the blocks those ranges touch are then
+    /// requested from peers.
+    public mutating func piecePartlyArrived(_ piece: PieceIndex, data: [UInt8], missing: [Range<Int>]) -> [Action] {
+        guard info.layout.contains(piece), data.count == info.layout.length(of: piece), !have[piece], !verifying.contains(piece) else {
+            return []
+        }
+        let blocks = info.layout.blocks(of: piece)
+        let heard = blocks.map { block in !missing.contains { $0.overlaps(block.begin..<(block.begin + block.length)) } }
+        let known = assembling[piece]
+        var buffer = data
+        if let known {
+            // Blocks peers already delivered stay; the rest comes from the partial piece.
+            for (slot, block) in blocks.enumerated() where !heard[slot] {
+                buffer.replaceSubrange(block.begin..<(block.begin + block.length), with: known[block.begin..<(block.begin + block.length)])
+            }
+        }
+        assembling[piece] = buffer
+        guard picker.adopt(piece, receivedBlocks: heard) else { return fillRequests() }
+        assembling[piece] = nil
+        verifying.insert(piece)
+        verifyingBytes += buffer.count
+        return [.verify(piece, buffer)] + fillRequests()
+    }
+
+    /// Peers at this address are not asked for blocks (nil: all are): the multicast sender's link
+    /// is full with the booster, and what the group missed is better fetched from other receivers.
+    public mutating func avoidPeers(at ip: [UInt8]?) -> [Action] {
+        avoided = ip
+        return ip == nil ? fillRequests() : []
+    }
+
+    /// Pieces not to request from peers for now (nil: request anything), because another source is
+    /// about to deliver them.
+    public mutating func deferPieces(_ pieces: Bitfield?) -> [Action] {
+        deferred = pieces
+        return pieces == nil ? fillRequests() : []
+    }
+
     /// The runtime hashed an assembled piece.
     public mutating func pieceChecked(_ piece: PieceIndex, valid: Bool) -> [Action] {
         let sources = contributors.removeValue(forKey: piece) ?? []
+        verifying.remove(piece)
         verifyingBytes -= info.layout.length(of: piece)
         var actions: [Action] = []
         guard valid else {
@@ -244,7 +300,10 @@ public struct SwarmEngine: Sendable {
             return actions + fillRequests()
         }
         picker.pieceVerified(piece)
+        assembling[piece] = nil
         for peer in peers.keys.sorted() {
+            // Blocks still asked of peers (the piece came from elsewhere, or from end-game) are cancelled.
+            for block in peers[peer]!.session.outstanding where block.piece == piece { actions.append(send(peer, .cancel(block))) }
             actions.append(send(peer, .have(piece)))
             actions += updateInterest(peer)
         }
@@ -381,7 +440,8 @@ public struct SwarmEngine: Sendable {
 
     private mutating func fillRequests(for peer: Peer) -> [Action] {
         guard let session = peers[peer]?.session, !session.peerChoking, session.amInterested,
-            verifyingBytes < max(configuration.maximumVerifyingBytes, 2 * info.pieceLength)
+            verifyingBytes < max(configuration.maximumVerifyingBytes, 2 * info.pieceLength),
+            avoided == nil || peers[peer]?.remoteIP != avoided
         else { return [] }
         var depth = peers[peer]!.queueDepth
         // A seed is kept for the pieces only seeds have while other peers are serving us (when none
@@ -401,7 +461,9 @@ public struct SwarmEngine: Sendable {
         let room = depth - session.outstanding.count
         guard room > 0 else { return [] }
         let endGameCount = max(0, configuration.endGameQueueDepth - session.outstanding.count)
-        return picker.requests(for: peer, peerPieces: session.peerPieces, count: room, maxAvailability: maxAvailability,
+        var pieces = session.peerPieces
+        if let deferred { pieces.subtract(deferred) }
+        return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,
             endGameCount: endGameCount).map { send(peer, .request($0)) }
     }
 
@@ -413,6 +475,10 @@ public struct SwarmEngine: Sendable {
         if let state = peers[peer], state.queueDepth < configuration.minimumQueueDepth {
             peers[peer]?.queueDepth = configuration.minimumQueueDepth  // a stalled peer delivers again
         }
+        guard !have[block.piece] && !verifying.contains(block.piece) else {
+            wasted += Int64(block.length)  // the piece came whole from elsewhere meanwhile
+            return fillRequests(for: peer)
+        }
         let outcome = picker.received(block, from: peer)
         var actions: [Action] = outcome.cancelAt.map { send($0, .cancel(block)) }
         // Copied in place: the piece's buffer is mutated inside the dictionary, never duplicated.
@@ -423,7 +489,7 @@ public struct SwarmEngine: Sendable {
             }
         }
         contributors[block.piece, default: []].insert(peer)
-        if let piece = outcome.completePiece, let buffer = assembling.removeValue(forKey: piece) {
+        if let piece = outcome.completePiece, let buffer = assembling.removeValue(forKey: piece), verifying.insert(piece).inserted {
             verifyingBytes += buffer.count
             actions.append(.verify(piece, buffer))
         }

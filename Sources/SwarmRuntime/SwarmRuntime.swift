@@ -1,6 +1,7 @@
 import Crypto
 import Logging
 import Metainfo
+import Multicast
 import NIOCore
 import NIOPosix
 import PeerWire
@@ -29,6 +30,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         /// Download limit in bytes per second (nil: none): requests are paced, so peers never send
         /// faster than this.
         public var maxDown: Double?
+        /// Also listen to a multicast booster on this group (docs/multicast.md).
+        public var multicast: MulticastOptions?
 
         public init() {}
     }
@@ -48,6 +51,9 @@ public final class SwarmRuntime: @unchecked Sendable {
         /// Leechers in the swarm by the tracker's latest answer (nil: no tracker has answered).
         public let trackerIncomplete: Int?
         public let complete: Bool
+        /// Pieces that came whole from the multicast booster, and its receiver's counters.
+        public let multicastPieces: Int
+        public let multicast: MulticastReceiver.Counters?
     }
 
     public let metainfo: Metainfo
@@ -82,6 +88,21 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var heldPieces: [(Int, PeerMessage)] = []
     private var heldRequests: [(Int, PeerMessage)] = []
     private var pacer: RepeatedTask?
+    // The multicast booster's receiving side (nil without --multicast).
+    private var multicastReceiver: MulticastReceiver?
+    private var multicastLink: MulticastLink?
+    private var multicastTimer: RepeatedTask?
+    private var multicastTicks = 0
+    private var multicastSender: String?
+    /// The sender ended or went quiet and peers were given everything left.
+    private var multicastHandedOver = false
+    /// Pieces being verified that came from the group, and how many verified so far.
+    private var fromMulticast: Set<PieceIndex> = []
+    private var multicastPieces = 0
+    /// Until the booster is heard (at most this long), peers are not asked for what its first pass
+    /// may bring; a sender may be waiting for more receivers to join.
+    private static let multicastHoldBack: Double = 5
+    static let multicastBufferBytes = 256 << 20
 
     public var listeningPort: Int? { listener?.localAddress?.port }
 
@@ -129,6 +150,9 @@ public final class SwarmRuntime: @unchecked Sendable {
                 }
             }
         }.get()
+        if let multicast = options.multicast, !have.isComplete {
+            try await runtime.startMulticast(multicast, have: have)
+        }
         logger.info("swarm node listening", metadata: ["port": "\(channel.localAddress?.port ?? 0)", "info_hash": "\(metainfo.infoHash.hex)"])
         return runtime
     }
@@ -141,7 +165,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     public func status() async -> Status {
         (try? await loop.submit { self.currentStatus() }.get())
             ?? Status(piecesHave: 0, pieceCount: info.pieceCount, bytesHave: 0, totalLength: info.totalLength,
-                downloaded: 0, uploaded: 0, wasted: 0, peers: 0, peersMissingPieces: 0, trackerIncomplete: nil, complete: false)
+                downloaded: 0, uploaded: 0, wasted: 0, peers: 0, peersMissingPieces: 0, trackerIncomplete: nil, complete: false,
+                multicastPieces: 0, multicast: nil)
     }
 
     /// Announces `stopped`, closes every connection and stops the loops.
@@ -150,6 +175,8 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.stopped = true
             self.timer?.cancel()
             self.pacer?.cancel()
+            self.multicastTimer?.cancel()
+            self.multicastLink?.close()
             self.channels.values.forEach { $0.close(promise: nil) }
             self.listener?.close(promise: nil)
             return self.tracker == nil ? nil : self.announceRequest(event: .stopped)
@@ -268,6 +295,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             switch result {
             case .success(let valid):
                 self.perform(self.engine.pieceChecked(piece, valid: valid))
+                self.multicastPieceChecked(piece, valid: valid)
             case .failure(let error):
                 self.logger.error("cannot write a verified piece", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
                 self.completion.fail(error)
@@ -303,6 +331,136 @@ public final class SwarmRuntime: @unchecked Sendable {
             case .failure(let error):
                 self.completion.fail(error)
             }
+        }
+    }
+
+    // MARK: Multicast booster
+
+    private func startMulticast(_ options: MulticastOptions, have: Bitfield) async throws {
+        let link = try await MulticastLink.open(options, on: group) { [weak self] datagram, source in
+            self?.multicastDatagram(datagram, from: source)
+        }
+        try await loop.submit {
+            self.multicastLink = link
+            var configuration = MulticastReceiver.Configuration()
+            // Reports of a lossy pass must reach the sender within its collection window.
+            configuration.nackRate = 50
+            configuration.nackBurst = 8
+            // Partly heard pieces wait in memory for their repair; a lossy receiver holds most of
+            // the pieces of a pass partly, so the bound is set well above the default.
+            configuration.maxBufferedBytes = Self.multicastBufferBytes
+            self.multicastReceiver = MulticastReceiver(session: MulticastSession(infoHash: self.metainfo.infoHash), layout: self.info.layout,
+                have: have, configuration: configuration, seed: UInt64.random(in: .min ... .max))
+            self.perform(self.engine.deferPieces(self.missingPieces()))
+            self.multicastTimer = self.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
+                self.multicastTick()
+            }
+        }.get()
+        logger.info("listening to the multicast booster", metadata: ["group": "\(options.group):\(options.port)"])
+    }
+
+    private var now: Double { Double((NIODeadline.now() - started).nanoseconds) / 1e9 }
+
+    private func missingPieces() -> Bitfield {
+        var missing = Bitfield(pieceCount: info.pieceCount, all: true)
+        missing.subtract(engine.have)
+        return missing
+    }
+
+    private func multicastDatagram(_ datagram: [UInt8], from source: String?) {
+        guard !stopped, multicastLink != nil else { return }
+        // The sender's address (from its data packets) is avoided for BitTorrent while it sends:
+        // its link is full with the booster. Not on loopback, where every peer has that address.
+        if datagram.count > 5, datagram[5] == 2, let source, source != multicastSender, !source.hasPrefix("127."),
+            let address = PeerAddress(host: source, port: 0)
+        {
+            multicastSender = source
+            perform(engine.avoidPeers(at: address.ip))
+        }
+        handle(multicastReceiver!.received(datagram, now: now))
+    }
+
+    private func multicastTick() {
+        guard !stopped, multicastReceiver != nil else { return }
+        let now = self.now
+        handle(multicastReceiver!.tick(now: now))
+        multicastTicks += 1
+        // Five times a second: peers are asked only for pieces the booster has passed by.
+        guard multicastTicks % 10 == 0, let receiver = multicastReceiver else { return }
+        guard receiver.cursor != nil else {
+            // No sender heard yet: peers wait a moment for the first pass, then get on without it.
+            perform(engine.deferPieces(now < Self.multicastHoldBack ? missingPieces() : nil))
+            return
+        }
+        guard receiver.senderActive(now: now) else {
+            if !multicastHandedOver { leaveToPeers() }
+            return
+        }
+        multicastHandedOver = false
+        // While the sender is heard, a piece partly heard waits for the repair the receiver will
+        // ask for: re-sending a lost datagram to the group is cheaper than fetching its whole
+        // block from a peer, over a link the booster already fills.
+        var deferred = Bitfield(pieceCount: info.pieceCount)
+        for piece in info.layout.pieces
+        where !engine.have[piece] && (receiver.shouldLeaveToMulticast(piece, now: now) || receiver.holdsPart(of: piece)) {
+            deferred.insert(piece)
+        }
+        perform(engine.deferPieces(deferred.isEmpty ? nil : deferred))
+    }
+
+    /// The booster is done or gone: peers are asked for everything, partly heard pieces only for
+    /// the blocks that were lost.
+    private func leaveToPeers() {
+        guard var receiver = multicastReceiver else { return }
+        multicastHandedOver = true
+        for piece in info.layout.pieces where !engine.have[piece] && receiver.holdsPart(of: piece) {
+            if let partial = receiver.handOver(piece) {
+                fromMulticast.insert(piece)
+                perform(engine.piecePartlyArrived(piece, data: partial.bytes, missing: partial.missing))
+            }
+        }
+        multicastReceiver = receiver
+        perform(engine.deferPieces(nil))
+        perform(engine.avoidPeers(at: nil))
+    }
+
+    private func handle(_ events: [MulticastReceiver.Event]) {
+        for event in events {
+            switch event {
+            case .pieceAssembled(let piece, let bytes):
+                if let actions = engine.pieceArrived(piece, data: bytes) {
+                    fromMulticast.insert(piece)
+                    perform(actions)
+                } else {
+                    multicastReceiver?.pieceObtainedElsewhere(piece, now: now)
+                }
+            case .sendNack(let bytes):
+                guard let link = multicastLink else { continue }
+                link.write(link.channel.allocator.buffer(bytes: bytes))
+                link.flush()
+            case .senderIdle, .sessionEnded:
+                leaveToPeers()
+            }
+        }
+    }
+
+    /// Tells the booster's receiver how a piece fared, whichever way it came.
+    private func multicastPieceChecked(_ piece: PieceIndex, valid: Bool) {
+        guard multicastReceiver != nil else { return }
+        if fromMulticast.remove(piece) != nil {
+            if valid {
+                multicastPieces += 1
+                multicastReceiver!.pieceVerified(piece, now: now)
+            } else {
+                multicastReceiver!.pieceFailed(piece, now: now)
+            }
+        } else if valid {
+            multicastReceiver!.pieceObtainedElsewhere(piece, now: now)
+        }
+        if engine.isComplete {
+            multicastTimer?.cancel()
+            multicastLink?.close()
+            multicastLink = nil
         }
     }
 
@@ -383,6 +541,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         let bytes = info.layout.pieces.reduce(Int64(0)) { $0 + (have[$1] ? Int64(info.layout.length(of: $1)) : 0) }
         return Status(piecesHave: have.count, pieceCount: info.pieceCount, bytesHave: bytes, totalLength: info.totalLength,
             downloaded: engine.downloaded, uploaded: engine.uploaded, wasted: engine.wasted, peers: channels.count,
-            peersMissingPieces: engine.peersMissingPieces, trackerIncomplete: trackerIncomplete, complete: engine.isComplete)
+            peersMissingPieces: engine.peersMissingPieces, trackerIncomplete: trackerIncomplete, complete: engine.isComplete,
+            multicastPieces: multicastPieces, multicast: multicastReceiver?.counters)
     }
 }

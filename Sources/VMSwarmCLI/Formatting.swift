@@ -35,4 +35,16 @@ enum Format {
         }
         return Int(lowered).flatMap { $0 > 0 ? $0 : nil }
     }
+
+    /// Parses a link rate in bits per second, as tc writes it: `95mbit`, `1gbit`, `500kbit` (decimal
+    /// multiples), or a plain number of bits per second.
+    static func parseBitRate(_ text: String) -> Int? {
+        let lowered = text.lowercased()
+        let multipliers: [(String, Double)] = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1)]
+        for (suffix, multiplier) in multipliers where lowered.hasSuffix(suffix) {
+            guard let number = Double(lowered.dropLast(suffix.count)), number > 0, number * multiplier <= 1e12 else { return nil }
+            return Int(number * multiplier)
+        }
+        return Int(lowered).flatMap { $0 > 0 && $0 <= 1_000_000_000_000 ? $0 : nil }
+    }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metainfo
+import Multicast
 import NIOPosix
 import Sealing
 import Storage
@@ -142,6 +143,8 @@ struct SeedCommand: AsyncParsableCommand {
     @OptionGroup(title: "Sealed images (with a key --data is the plain image; without, the sealed one)")
     var keys: KeyOptions
 
+    @OptionGroup(title: "Multicast booster") var booster: MulticastFlags
+
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.seed", level: peer.logLevel)
         var embedded: TrackerServer?
@@ -183,12 +186,37 @@ struct SeedCommand: AsyncParsableCommand {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: peer.runtimeOptions(), logger: logger)
         }
         if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
+        var multicast: MulticastSenderRuntime?
+        if let options = booster.options {
+            let waitUntil = Date().addingTimeInterval(60)
+            while await runtime.status().peers < booster.minReceivers && Date() < waitUntil {
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+            let sender = MulticastSenderRuntime(metainfo: metainfo, store: store, options: options, logger: logger)
+            try await CLIError.wrapAsync("cannot send to the multicast group \(options.group):\(options.port)") { try await sender.start() }
+            let json = peer.json
+            sender.finished.whenSuccess { counters in Self.report(counters, imageLength: metainfo.info.totalLength, json: json) }
+            multicast = sender
+        }
         let signals = SignalWatcher([SIGINT, SIGTERM])
         let stop = Stop()
         Task { for await _ in signals.stream { stop.set(); break } }
         await followProgress(runtime, label: "seeding", json: peer.json) { stop.isSet }
+        await multicast?.shutdown()
         await runtime.shutdown()
         await embedded?.shutdown()
+    }
+
+    /// What the booster sent: one pass of the image, and the repairs receivers asked for.
+    static func report(_ counters: MulticastSender.Counters, imageLength: Int64, json: Bool) {
+        let repairShare = Double(counters.repairBytes) / Double(max(imageLength, 1))
+        if json {
+            print(#"{"event":"multicast-done","passes":\#(counters.passes),"data_packets":\#(counters.dataPackets),"repair_packets":\#(counters.repairPackets),"data_bytes":\#(counters.dataBytes),"repair_bytes":\#(counters.repairBytes),"nacks":\#(counters.nacksReceived)}"#)
+        } else {
+            FileHandle.standardError.write(Data(("multicast: \(counters.passes) passes, \(counters.dataPackets) data packets (\(Format.bytes(counters.dataBytes))), "
+                + "\(counters.repairPackets) repair packets (\(Format.bytes(counters.repairBytes)), \(String(format: "%.1f", repairShare * 100)) % of the image), "
+                + "\(counters.nacksReceived) NACKs heard\n").utf8))
+        }
     }
 }
 
@@ -218,6 +246,8 @@ struct GetCommand: AsyncParsableCommand {
     @Flag(name: .customLong("relay-only"), help: "Keep a sealed image's ciphertext (as NAME.sealed), to seed and relay it without the key.")
     var relayOnly = false
 
+    @OptionGroup(title: "Multicast booster") var booster: MulticastFlags
+
     func validate() throws {
         guard SeedAfter(seedAfter) != nil else {
             throw ValidationError("--seed-after must be none, forever, done, a time (90, 90s, 10m, 2h) or a ratio (2x); got '\(seedAfter)'.")
@@ -236,8 +266,10 @@ struct GetCommand: AsyncParsableCommand {
         if store.isFinished && !have.isComplete {
             throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
         }
-        let runtime = try await CLIError.wrapAsync("cannot listen on port \(peer.port)") {
-            try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: peer.runtimeOptions(), logger: logger)
+        var options = peer.runtimeOptions()
+        options.multicast = booster.options
+        let runtime = try await CLIError.wrapAsync("cannot start (port \(peer.port), multicast \(booster.multicast ?? "none"))") {
+            try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
         let done = Stop()
         Task {
@@ -260,11 +292,18 @@ struct GetCommand: AsyncParsableCommand {
             await runtime.shutdown()
             throw CLIError("interrupted; run the same command again to resume")
         }
-        let fetched = await runtime.status().downloaded
+        let status = await runtime.status()
+        let fetched = status.downloaded
         if peer.json {
-            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)}"#)
+            let multicast = status.multicast.map {
+                #","multicast_pieces":\#(status.multicastPieces),"multicast_packets":\#($0.dataPackets),"multicast_duplicates":\#($0.duplicates),"nacks_sent":\#($0.nacksSent),"partials_dropped":\#($0.partialsDropped)"#
+            } ?? ""
+            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)\#(multicast)}"#)
         } else {
-            print("complete: \(store.finalPath) (\(fetched) bytes downloaded by this run)")
+            let multicast = status.multicast.map { counters in
+                "; \(status.multicastPieces) of \(metainfo.info.pieceCount) pieces wholly or partly from the multicast booster, \(counters.nacksSent) NACKs sent"
+            } ?? ""
+            print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(multicast))")
         }
         let policy = SeedAfter(seedAfter) ?? .none
         if policy != .none {
@@ -304,4 +343,47 @@ final class Stop: @unchecked Sendable {
     func fail(_ message: String) { lock.withLock { error = message } }
     var isSet: Bool { lock.withLock { value } }
     var failure: String? { lock.withLock { error } }
+}
+
+/// The multicast booster's flags (docs/multicast.md).
+struct MulticastFlags: ParsableArguments {
+    @Option(help: "Multicast booster group (GROUP:PORT, e.g. 239.255.42.1:7000): seed sends the pieces to it once; get keeps what it hears and fetches the rest from peers.")
+    var multicast: String?
+
+    @Option(help: "seed: booster sending rate, IP and UDP included (such as 95mbit; a little under the link rate).")
+    var rate: String = "95mbit"
+
+    @Option(help: "Network interface for the booster (default: the route to the group).")
+    var interface: String?
+
+    @Option(help: "seed: multicast TTL (1 keeps the booster on the LAN).")
+    var ttl: Int = 1
+
+    @Flag(help: "seed: keep cycling through the pieces for nodes that join late, instead of one pass plus repairs.")
+    var carousel = false
+
+    @Option(name: .customLong("min-receivers"),
+        help: "seed: start the first pass once this many peers have connected (as udp-sender --min-receivers), or after 60 s.")
+    var minReceivers = 0
+
+    func validate() throws {
+        if let multicast {
+            guard let endpoint = HostPort(multicast), let first = endpoint.host.split(separator: ".").first.flatMap({ Int($0) }),
+                (224...239).contains(first), endpoint.host.split(separator: ".").count == 4
+            else { throw ValidationError("--multicast must be an IPv4 multicast GROUP:PORT such as 239.255.42.1:7000 (got '\(multicast)').") }
+        }
+        guard Format.parseBitRate(rate) != nil else { throw ValidationError("--rate must be a rate such as 95mbit or 1gbit (got '\(rate)').") }
+        guard (1...255).contains(ttl) else { throw ValidationError("--ttl must be from 1 to 255.") }
+        guard minReceivers >= 0 else { throw ValidationError("--min-receivers cannot be negative.") }
+    }
+
+    var options: MulticastOptions? {
+        guard let multicast, let endpoint = HostPort(multicast) else { return nil }
+        var options = MulticastOptions(group: endpoint.host, port: endpoint.port)
+        options.interface = interface
+        options.ttl = UInt8(ttl)
+        options.rate = Format.parseBitRate(rate) ?? options.rate
+        options.carousel = carousel
+        return options
+    }
 }

@@ -1,0 +1,228 @@
+import Logging
+import Metainfo
+import Multicast
+import NIOCore
+import NIOPosix
+import Storage
+
+/// Where and how the multicast booster sends or listens (docs/multicast.md).
+public struct MulticastOptions: Sendable {
+    /// An IPv4 multicast group, such as 239.255.42.1.
+    public var group: String
+    public var port: Int
+    /// The network device to send and listen on (nil: the route for the group decides).
+    public var interface: String?
+    public var ttl: UInt8 = 1
+    /// Sending rate in bits per second, IP and UDP headers included.
+    public var rate = 95_000_000
+    /// Keep cycling through the pieces for nodes that join late, instead of one pass and repairs.
+    public var carousel = false
+
+    public init(group: String, port: Int) {
+        self.group = group
+        self.port = port
+    }
+}
+
+/// A UDP socket joined to the booster's group: datagrams in go to `onDatagram`, on the channel's loop.
+final class MulticastLink: @unchecked Sendable {
+    let channel: any Channel
+    let groupAddress: SocketAddress
+
+    private init(channel: any Channel, groupAddress: SocketAddress) {
+        self.channel = channel
+        self.groupAddress = groupAddress
+    }
+
+    /// `onDatagram` gets each datagram and the IP address it came from.
+    static func open(_ options: MulticastOptions, on group: any EventLoopGroup,
+                     onDatagram: @escaping @Sendable ([UInt8], String?) -> Void) async throws -> MulticastLink {
+        let groupAddress = try SocketAddress(ipAddress: options.group, port: options.port)
+        let device = try options.interface.map { name in
+            guard let device = try System.enumerateDevices().first(where: { $0.name == name && $0.address?.protocol == .inet }) else {
+                throw MulticastLinkError.noSuchInterface(name)
+            }
+            return device
+        }
+        // Several receivers on one host (tests, loopback) share the port: SO_REUSEADDR lets each of
+        // them have every datagram of the group.
+        let channel = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: 8 << 20)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(Inbound(onDatagram))
+                }
+            }
+            .bind(host: "0.0.0.0", port: options.port).get()
+        guard let multicast = channel as? any MulticastChannel, let provider = channel as? any SocketOptionProvider else {
+            throw MulticastLinkError.notMulticastCapable
+        }
+        try await multicast.joinGroup(groupAddress, device: device).get()
+        try await provider.setIPMulticastTTL(options.ttl).get()
+        if case .v4(let local)? = device?.address {
+            try await provider.setIPMulticastIF(local.address.sin_addr).get()
+        }
+        return MulticastLink(channel: channel, groupAddress: groupAddress)
+    }
+
+    /// Queues one datagram to the group; `flush` sends what is queued (as one sendmmsg where it can).
+    func write(_ buffer: ByteBuffer) {
+        channel.write(AddressedEnvelope(remoteAddress: groupAddress, data: buffer), promise: nil)
+    }
+
+    func flush() { channel.flush() }
+
+    func close() { channel.close(promise: nil) }
+
+    private final class Inbound: ChannelInboundHandler {
+        typealias InboundIn = AddressedEnvelope<ByteBuffer>
+        let onDatagram: @Sendable ([UInt8], String?) -> Void
+        init(_ onDatagram: @escaping @Sendable ([UInt8], String?) -> Void) { self.onDatagram = onDatagram }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let envelope = unwrapInboundIn(data)
+            onDatagram(Array(envelope.data.readableBytesView), envelope.remoteAddress.ipAddress)
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            // A datagram socket's errors (an ICMP unreachable, a full buffer) are not fatal.
+        }
+    }
+}
+
+public enum MulticastLinkError: Error, CustomStringConvertible {
+    case noSuchInterface(String)
+    case notMulticastCapable
+
+    public var description: String {
+        switch self {
+        case .noSuchInterface(let name): "no network interface '\(name)' with an IPv4 address"
+        case .notMulticastCapable: "the datagram channel cannot join a multicast group"
+        }
+    }
+}
+
+/// The booster's sending side: paces a `MulticastSender` on an event loop of its own and sends the
+/// wire form of the pieces (ciphertext for a sealed image) read from the store.
+public final class MulticastSenderRuntime: @unchecked Sendable {
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let loop: any EventLoop
+    private let store: PieceStore
+    private let logger: Logger
+    private var sender: MulticastSender
+    private var link: MulticastLink?
+    private let started = NIODeadline.now()
+    private var scheduled: Scheduled<Void>?
+    /// The piece being sent, read once: a pass sends a piece's blocks one after another.
+    private var current: (piece: PieceIndex, bytes: [UInt8])?
+    private let done: EventLoopPromise<MulticastSender.Counters>
+
+    public init(metainfo: Metainfo, store: PieceStore, options: MulticastOptions, logger: Logger) {
+        loop = group.next()
+        self.store = store
+        self.logger = logger
+        var configuration = MulticastSender.Configuration(rate: options.rate, mode: options.carousel ? .carousel : .once)
+        configuration.collectTime = 1
+        sender = MulticastSender(session: MulticastSession(infoHash: metainfo.infoHash), layout: metainfo.info.layout,
+            have: Bitfield(pieceCount: metainfo.info.pieceCount, all: true), configuration: configuration,
+            seed: UInt64.random(in: .min ... .max))
+        done = loop.makePromise()
+        self.options = options
+    }
+
+    private let options: MulticastOptions
+
+    /// Joins the group and starts sending.
+    public func start() async throws {
+        let link = try await MulticastLink.open(options, on: group) { [weak self] datagram, _ in
+            guard let self else { return }
+            self.sender.received(datagram, now: self.now)
+        }
+        try await loop.submit {
+            self.link = link
+            self.pump()
+        }.get()
+        logger.info("multicast sender started", metadata: ["group": "\(options.group):\(options.port)", "rate": "\(options.rate)"])
+    }
+
+    /// Completes with the sender's counters when it has finished (once mode).
+    public var finished: EventLoopFuture<MulticastSender.Counters> { done.futureResult }
+
+    public func counters() async -> MulticastSender.Counters? {
+        try? await loop.submit { self.sender.counters }.get()
+    }
+
+    /// Sends DONE, closes the socket and stops the loop.
+    public func shutdown() async {
+        try? await loop.submit {
+            self.scheduled?.cancel()
+            self.finish(announce: true)
+        }.get()
+        try? await group.shutdownGracefully()
+    }
+
+    private var now: Double { Double((NIODeadline.now() - started).nanoseconds) / 1e9 }
+
+    private func pump() {
+        guard let link else { return }
+        var wrote = false
+        for action in sender.next(now: now) {
+            switch action {
+            case .sendControl(let bytes):
+                link.write(link.channel.allocator.buffer(bytes: bytes))
+                wrote = true
+            case .sendData(let block):
+                guard let payload = wireBytes(of: block.piece) else { continue }
+                var buffer = link.channel.allocator.buffer(capacity: MulticastPacket.maxDatagramLength)
+                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: MulticastPacket.maxDatagramLength) { target in
+                    payload.withUnsafeBytes { source in
+                        sender.writeData(block, payload: UnsafeRawBufferPointer(rebasing: source[block.offset..<(block.offset + block.length)]),
+                            into: target)
+                    }
+                }
+                link.write(buffer)
+                wrote = true
+            case .finished:
+                if wrote { link.flush() }
+                finish(announce: false)
+                return
+            }
+        }
+        if wrote { link.flush() }
+        guard let wakeup = sender.nextWakeup else { return finish(announce: false) }
+        let delay = max(0, wakeup - now)
+        scheduled = loop.scheduleTask(in: .nanoseconds(Int64(delay * 1e9))) { self.pump() }
+    }
+
+    private func wireBytes(of piece: PieceIndex) -> [UInt8]? {
+        if let current, current.piece == piece { return current.bytes }
+        let layout = store.info.layout
+        var bytes = [UInt8](repeating: 0, count: layout.length(of: piece))
+        do {
+            try bytes.withUnsafeMutableBytes { buffer in
+                for block in layout.blocks(of: piece) {
+                    try store.read(block, into: UnsafeMutableRawBufferPointer(rebasing: buffer[block.begin..<(block.begin + block.length)]))
+                }
+            }
+        } catch {
+            logger.error("multicast sender cannot read a piece", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
+            return nil
+        }
+        current = (piece, bytes)
+        return bytes
+    }
+
+    private func finish(announce: Bool) {
+        if announce, let link {
+            sender.stop(now: now)
+            for case .sendControl(let bytes) in sender.next(now: now + 1) { link.write(link.channel.allocator.buffer(bytes: bytes)) }
+            link.flush()
+        }
+        link?.close()
+        link = nil
+        let counters = sender.counters
+        logger.info("multicast sender finished", metadata: ["data_packets": "\(counters.dataPackets)", "repair_packets": "\(counters.repairPackets)"])
+        done.succeed(counters)
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Distribution on an emulated LAN (tools/testbed: network namespaces on a bridge, 100 Mbit/s per
+/// host, addresses 10.77.x inside them only). Needs root, as the tracker interop test does.
+@Suite(.serialized) struct TestbedTests {
+    static let repository = fixturesURL.deletingLastPathComponent().path
+    static let testbed = repository + "/tools/testbed"
+
+    /// The small version of the distribution benchmark: 4 hosts, 16 MiB, a vmswarm swarm; it exits
+    /// non-zero unless every receiver holds the image with the right checksum.
+    @Test func aSwarmOfFourHostsDeliversTheExactImage() throws {
+        setenv("VMSWARM", vmswarmBinary, 1)
+        let run = try runProcess(Self.repository + "/tools/bench-distribution", ["--ci"])
+        #expect(run.status == 0, "\(run.stdout.suffix(600)) \(run.stderr.suffix(1200))")
+        #expect(run.stdout.contains("| vmswarm |") || run.stderr.contains("vmswarm"), "\(run.stdout)")
+    }
+
+    /// The multicast booster: one sender, four receivers, two of them losing 5 % of their packets
+    /// each way. Every receiver ends with the exact image; the sender reports its repair traffic.
+    @Test func multicastBoosterWithTwoLossyReceivers() throws {
+        let prefix = "vmt"
+        let up = try runProcess(Self.testbed, ["--prefix", prefix, "--hosts", "5", "--loss", "h4:5,h5:5", "up"])
+        try #require(up.status == 0, "\(up.stderr)")
+        defer { _ = try? runProcess(Self.testbed, ["--prefix", prefix, "down"]) }
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let image = folder.file("disk.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(16 << 20) /dev/urandom > '\(image)'"]).status == 0)
+        let sha = try sha256(image)
+        let torrent = folder.file("disk.torrent")
+        let group = "239.255.42.1:7000"
+        let seeder = try BackgroundProcess(Self.testbed, [
+            "--prefix", prefix, "exec", "h1", vmswarmBinary, "seed", image, "--tracker-port", "6969", "--announce-host", "10.77.1.1",
+            "-o", torrent, "--port", "6881", "--multicast", group, "--rate", "90mbit", "--min-receivers", "4",
+        ], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(60) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
+        let receivers = try (2...5).map { host in
+            try BackgroundProcess(Self.testbed, [
+                "--prefix", prefix, "exec", "h\(host)", vmswarmBinary, "get", torrent, "--output", folder.file("h\(host)"),
+                "--port", "6881", "--multicast", group, "--json",
+            ], logTo: folder.file("h\(host).log"))
+        }
+        defer { receivers.forEach { $0.stop() } }
+        for (index, receiver) in receivers.enumerated() {
+            #expect(receiver.wait(seconds: 120) && receiver.process.terminationStatus == 0, "h\(index + 2): \(receiver.output.suffix(500))")
+            #expect(try sha256(folder.file("h\(index + 2)/disk.img")) == sha, "h\(index + 2) holds the exact image")
+        }
+        // The receivers without loss took the image from the group, not from peers.
+        for host in [2, 3] {
+            let complete = try #require(receivers[host - 2].output.split(separator: "\n").last { $0.contains(#""event":"complete""#) })
+            #expect(complete.contains(#""multicast_pieces":"#) && !complete.contains(#""multicast_pieces":0,"#), "\(complete)")
+        }
+        #expect(eventually(30) { seeder.output.contains("repair packets") }, "the sender reports its repair traffic: \(seeder.output.suffix(400))")
+    }
+}
