@@ -59,12 +59,19 @@ public struct PiecePicker: Sendable {
     /// `endGameCount` bounds the duplicate requests of end-game: only an idle peer is asked for
     /// blocks already requested elsewhere, a few at a time, or the last pieces would be fetched many
     /// times over from whoever has deep queues.
+    /// `preferred` pieces (a peer's suggestions) are started before any other new piece.
     public mutating func requests(for peer: Peer, peerPieces: Bitfield, count: Int, maxAvailability: Int = .max,
-                                  endGameCount: Int = .max) -> [BlockRequest] {
+                                  endGameCount: Int = .max, preferred: [PieceIndex] = []) -> [BlockRequest] {
         var picked: [BlockRequest] = []
         // 1. Blocks of pieces already started, that nobody was asked for yet.
         for piece in inProgress.keys.sorted()
         where peerPieces[piece] && availability[piece.value] <= maxAvailability && picked.count < count {
+            picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
+        }
+        // 2a. Pieces the peer suggested.
+        for piece in preferred
+        where picked.count < count && layout.contains(piece) && !have[piece] && inProgress[piece] == nil && peerPieces[piece] {
+            start(piece)
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
         // 2. New pieces, rarest first (random at the start).

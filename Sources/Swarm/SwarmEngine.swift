@@ -83,6 +83,11 @@ public struct SwarmEngine: Sendable {
         var lastPeerExchange: Double
         /// Addresses last told to this peer by peer exchange (nil: none sent yet).
         var toldPeers: Set<PeerAddress>?
+        /// Pieces this peer (a seed) declined to send us, and pieces it suggested instead (BEP 6).
+        var declined: Bitfield?
+        var suggestions: [PieceIndex] = []
+        /// Pieces we suggested to this peer, so each is suggested once.
+        var suggestedToPeer: Set<PieceIndex> = []
     }
 
     public let info: TorrentInfo
@@ -97,6 +102,9 @@ public struct SwarmEngine: Sendable {
     /// Pieces handed out in `verify` actions and not yet reported by `pieceChecked`, and their bytes.
     private var verifying: Set<PieceIndex> = []
     private var verifyingBytes = 0
+    /// As a seed: the first peer each piece was sent to. A seed's upload is the scarcest link of a
+    /// fresh swarm; a piece already on its way to one peer is better fetched from that peer.
+    private var servedTo: [PieceIndex: Peer] = [:]
     /// Pieces another source (the multicast booster) is about to deliver: not requested from peers.
     private var deferred: Bitfield?
     private var avoided: [UInt8]?
@@ -159,6 +167,8 @@ public struct SwarmEngine: Sendable {
         guard let state = peers.removeValue(forKey: peer) else { return [] }
         picker.peerRemoved(peer, pieces: state.session.peerPieces)
         if optimistic == peer { optimistic = nil }
+        // Pieces only that peer was getting from us are fresh again.
+        servedTo = servedTo.filter { $0.value != peer }
         return fillRequests()
     }
 
@@ -189,12 +199,22 @@ public struct SwarmEngine: Sendable {
                 for block in blocks { picker.released(block, by: peer) }
             case .rejected(let block):
                 picker.released(block, by: peer)
+                if peers[peer]?.declined == nil { peers[peer]?.declined = Bitfield(pieceCount: info.pieceCount) }
+                peers[peer]?.declined?.insert(block.piece)
+                actions += fillRequests(for: peer)
+            case .suggested(let piece):
+                if peers[peer]?.suggestions.count ?? 0 < 16 { peers[peer]?.suggestions.append(piece) }
+                actions += fillRequests(for: peer)
             case .block(let block, let data):
                 actions += receivedBlock(block, data: data, from: peer)
             case .lateBlock(let block):
                 wasted += Int64(block.length)
             case .requested(let request):
-                actions.append(.readBlock(peer, request))
+                if let instead = offerFreshPiece(instead: request, to: peer) {
+                    actions += instead
+                } else {
+                    actions.append(.readBlock(peer, request))
+                }
             case .interested(let wants):
                 // A free upload slot is given at once rather than at the next choking round.
                 let unchoked = peers.values.filter { !$0.session.amChoking }.count
@@ -210,7 +230,7 @@ public struct SwarmEngine: Sendable {
                 let known = Set(peers.values.compactMap(\.listenAddress))
                 let fresh = exchange.added.filter { !known.contains($0) }
                 if !isComplete && !fresh.isEmpty { actions.append(.connect(fresh)) }
-            case .choked, .cancelled, .suggested, .allowedFast, .dhtPort:
+            case .choked, .cancelled, .allowedFast, .dhtPort:
                 break
             case .ignored(let why):
                 if why.hasPrefix("request while choked"), state.session.fast, case .request(let request) = message {
@@ -404,6 +424,26 @@ public struct SwarmEngine: Sendable {
         return actions
     }
 
+    /// As a seed, with the fast extension: a request for a piece already sent to another peer is
+    /// rejected, and a piece nobody has had from us yet is suggested instead, while there is one the
+    /// peer lacks. Two leechers that picked the same piece then get one copy of it from the seed
+    /// and trade it, rather than the seed sending it twice. Nil: serve the request.
+    private mutating func offerFreshPiece(instead request: BlockRequest, to peer: Peer) -> [Action]? {
+        guard have.isComplete, let state = peers[peer], state.session.fast else { return nil }
+        guard let first = servedTo[request.piece] else {
+            servedTo[request.piece] = peer
+            return nil
+        }
+        guard first != peer, peers[first] != nil else { return nil }
+        let pieces = state.session.peerPieces
+        guard let fresh = info.layout.pieces.first(where: { servedTo[$0] == nil && !pieces[$0] && !state.suggestedToPeer.contains($0) })
+            ?? info.layout.pieces.first(where: { servedTo[$0] == nil && !pieces[$0] })
+        else { return nil }
+        var actions = [send(peer, .reject(request))]
+        if peers[peer]!.suggestedToPeer.insert(fresh).inserted { actions.append(send(peer, .suggest(fresh))) }
+        return actions
+    }
+
     /// BEP 11: tells the peer which listening peers we joined and lost since the last message.
     private mutating func exchangePeers(with peer: Peer) -> [Action] {
         guard let state = peers[peer], let id = state.session.peerExtensions?.messageIDs["ut_pex"], id != 0 else { return [] }
@@ -463,8 +503,12 @@ public struct SwarmEngine: Sendable {
         let endGameCount = max(0, configuration.endGameQueueDepth - session.outstanding.count)
         var pieces = session.peerPieces
         if let deferred { pieces.subtract(deferred) }
+        if let declined = peers[peer]?.declined { pieces.subtract(declined) }
+        let suggestions = peers[peer]?.suggestions ?? []
+        let held = have
+        peers[peer]?.suggestions.removeAll { held[$0] }
         return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,
-            endGameCount: endGameCount).map { send(peer, .request($0)) }
+            endGameCount: endGameCount, preferred: suggestions).map { send(peer, .request($0)) }
     }
 
     private mutating func receivedBlock(_ block: BlockRequest, data: ByteBuffer, from peer: Peer) -> [Action] {

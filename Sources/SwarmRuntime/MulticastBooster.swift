@@ -24,14 +24,26 @@ public struct MulticastOptions: Sendable {
     }
 }
 
-/// A UDP socket joined to the booster's group: datagrams in go to `onDatagram`, on the channel's loop.
+/// The booster's sockets: one bound to the group's port and joined to the group, which only reads
+/// (datagrams in go to `onDatagram`, on the channel's loop), and one that only writes to the group.
+/// They are apart because a refused send (EPERM from a firewall that drops it) closes a channel in
+/// SwiftNIO, and must never take the listening socket, and with it the group membership, along.
+/// A closed sending socket is opened again on the next write.
 final class MulticastLink: @unchecked Sendable {
     let channel: any Channel
     let groupAddress: SocketAddress
+    private let options: MulticastOptions
+    private let device: NIONetworkDevice?
+    private var sender: (any Channel)?
+    private var reopening = false
 
-    private init(channel: any Channel, groupAddress: SocketAddress) {
+    var allocator: ByteBufferAllocator { channel.allocator }
+
+    private init(channel: any Channel, groupAddress: SocketAddress, options: MulticastOptions, device: NIONetworkDevice?) {
         self.channel = channel
         self.groupAddress = groupAddress
+        self.options = options
+        self.device = device
     }
 
     /// `onDatagram` gets each datagram and the IP address it came from.
@@ -55,25 +67,54 @@ final class MulticastLink: @unchecked Sendable {
                 }
             }
             .bind(host: "0.0.0.0", port: options.port).get()
-        guard let multicast = channel as? any MulticastChannel, let provider = channel as? any SocketOptionProvider else {
-            throw MulticastLinkError.notMulticastCapable
-        }
+        guard let multicast = channel as? any MulticastChannel else { throw MulticastLinkError.notMulticastCapable }
         try await multicast.joinGroup(groupAddress, device: device).get()
-        try await provider.setIPMulticastTTL(options.ttl).get()
-        if case .v4(let local)? = device?.address {
-            try await provider.setIPMulticastIF(local.address.sin_addr).get()
-        }
-        return MulticastLink(channel: channel, groupAddress: groupAddress)
+        let link = MulticastLink(channel: channel, groupAddress: groupAddress, options: options, device: device)
+        let sender = try await link.openSender().get()
+        try await channel.eventLoop.submit { link.sender = sender }.get()
+        return link
+    }
+
+    private func openSender() -> EventLoopFuture<any Channel> {
+        let (ttl, device) = (options.ttl, device)
+        return DatagramBootstrap(group: channel.eventLoop)
+            .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
+            .bind(host: "0.0.0.0", port: 0)
+            .flatMap { sender in
+                guard let provider = sender as? any SocketOptionProvider else {
+                    return sender.eventLoop.makeFailedFuture(MulticastLinkError.notMulticastCapable)
+                }
+                var ready = provider.setIPMulticastTTL(ttl)
+                if case .v4(let local)? = device?.address {
+                    ready = ready.flatMap { provider.setIPMulticastIF(local.address.sin_addr) }
+                }
+                return ready.map { sender }
+            }
     }
 
     /// Queues one datagram to the group; `flush` sends what is queued (as one sendmmsg where it can).
+    /// Called on the channel's loop.
     func write(_ buffer: ByteBuffer) {
-        channel.write(AddressedEnvelope(remoteAddress: groupAddress, data: buffer), promise: nil)
+        guard let sender, sender.isActive else { return reopen() }
+        sender.write(AddressedEnvelope(remoteAddress: groupAddress, data: buffer), promise: nil)
     }
 
-    func flush() { channel.flush() }
+    func flush() { sender?.flush() }
 
-    func close() { channel.close(promise: nil) }
+    func close() {
+        channel.close(promise: nil)
+        sender?.close(promise: nil)
+        sender = nil
+    }
+
+    private func reopen() {
+        guard !reopening, channel.isActive else { return }
+        reopening = true
+        openSender().whenComplete { result in
+            self.reopening = false
+            if case .success(let sender) = result { self.sender = sender }
+        }
+    }
 
     private final class Inbound: ChannelInboundHandler {
         typealias InboundIn = AddressedEnvelope<ByteBuffer>
@@ -123,7 +164,10 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
         self.store = store
         self.logger = logger
         var configuration = MulticastSender.Configuration(rate: options.rate, mode: options.carousel ? .carousel : .once)
-        configuration.collectTime = 1
+        // Two repair rounds, then BitTorrent: each round recovers most of what is left, but costs a
+        // round trip of NACK collection; the last few blocks come faster from peers.
+        configuration.collectTime = 0.3
+        configuration.maxRepairRounds = 2
         sender = MulticastSender(session: MulticastSession(infoHash: metainfo.infoHash), layout: metainfo.info.layout,
             have: Bitfield(pieceCount: metainfo.info.pieceCount, all: true), configuration: configuration,
             seed: UInt64.random(in: .min ... .max))
@@ -170,11 +214,11 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
         for action in sender.next(now: now) {
             switch action {
             case .sendControl(let bytes):
-                link.write(link.channel.allocator.buffer(bytes: bytes))
+                link.write(link.allocator.buffer(bytes: bytes))
                 wrote = true
             case .sendData(let block):
                 guard let payload = wireBytes(of: block.piece) else { continue }
-                var buffer = link.channel.allocator.buffer(capacity: MulticastPacket.maxDatagramLength)
+                var buffer = link.allocator.buffer(capacity: MulticastPacket.maxDatagramLength)
                 buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: MulticastPacket.maxDatagramLength) { target in
                     payload.withUnsafeBytes { source in
                         sender.writeData(block, payload: UnsafeRawBufferPointer(rebasing: source[block.offset..<(block.offset + block.length)]),
@@ -216,7 +260,7 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
     private func finish(announce: Bool) {
         if announce, let link {
             sender.stop(now: now)
-            for case .sendControl(let bytes) in sender.next(now: now + 1) { link.write(link.channel.allocator.buffer(bytes: bytes)) }
+            for case .sendControl(let bytes) in sender.next(now: now + 1) { link.write(link.allocator.buffer(bytes: bytes)) }
             link.flush()
         }
         link?.close()

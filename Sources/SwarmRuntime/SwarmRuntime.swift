@@ -436,7 +436,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                 }
             case .sendNack(let bytes):
                 guard let link = multicastLink else { continue }
-                link.write(link.channel.allocator.buffer(bytes: bytes))
+                link.write(link.allocator.buffer(bytes: bytes))
                 link.flush()
             case .senderIdle, .sessionEnded:
                 leaveToPeers()
@@ -480,7 +480,8 @@ public final class SwarmRuntime: @unchecked Sendable {
                 }
             }
             .connect(host: host, port: port)
-            .whenComplete { _ in self.loop.execute { self.connecting.remove(key) } }
+            // The connection's loop is the runtime's (a group of one), so this runs on it.
+            .whenComplete { _ in self.connecting.remove(key) }
     }
 
     private func tick() {

@@ -102,7 +102,8 @@ func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, until: @
         let status = await runtime.status()
         reached = status.bytesHave
         progress.update(done: status.bytesHave, note: "\(status.peers) peers, up \(Format.bytes(status.uploaded))",
-            counters: ["peers": Int64(status.peers), "uploaded": status.uploaded, "downloaded": status.downloaded, "wasted": status.wasted])
+            counters: ["peers": Int64(status.peers), "uploaded": status.uploaded, "downloaded": status.downloaded, "wasted": status.wasted]
+                .merging(status.multicast.map { ["multicast_packets": Int64($0.dataPackets), "multicast_pieces": Int64(status.multicastPieces)] } ?? [:]) { $1 })
         if await until() { break }
         try? await Task.sleep(for: .milliseconds(250))
     }

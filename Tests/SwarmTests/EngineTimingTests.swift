@@ -189,3 +189,54 @@ struct ScriptedLeecher {
         #expect(ours.messageIDs["ut_pex"] == ExtensionHandshake.pexID)
     }
 }
+
+@Suite struct SeedEconomyTests {
+    static let hash = ScriptedLeecher.hash
+
+    /// A seed engine with two fast-extension leechers connected and unchoked.
+    func seed() -> SwarmEngine {
+        let pieces = 8
+        let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(16384 * pieces))], isMultiFile: false,
+            privacy: .unspecified, pieceLength: 16384, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        var engine = SwarmEngine(info: info, have: Bitfield(pieceCount: pieces, all: true),
+            handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(0)), seed: 5)
+        for peer in [1, 2] {
+            _ = engine.peerConnected(peer, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(peer)))
+            _ = engine.received(.haveNone, from: peer)
+            _ = engine.received(.interested, from: peer)
+        }
+        return engine
+    }
+
+    @Test func aPieceAlreadySentToOnePeerIsDeclinedForAnotherWithAFreshOneSuggested() {
+        var engine = seed()
+        let block = BlockRequest(piece: PieceIndex(5), begin: 0, length: 16384)
+        #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
+        let second = engine.received(.request(block), from: 2)
+        #expect(second.first == .send(2, .reject(block)))
+        guard case .send(2, .suggest(let fresh))? = second.last else {
+            Issue.record("a fresh piece is suggested: \(second)")
+            return
+        }
+        #expect(fresh != PieceIndex(5))
+        // The first peer may ask again (more blocks of its piece), and once no fresh piece is left,
+        // every request is served.
+        #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
+        for index in 0..<8 where index != 5 {
+            let other = BlockRequest(piece: PieceIndex(index), begin: 0, length: 16384)
+            _ = engine.received(.request(other), from: 1)
+        }
+        #expect(engine.received(.request(block), from: 2) == [.readBlock(2, block)])
+    }
+
+    @Test func aLeecherTakesTheSuggestionAndDoesNotAskForTheDeclinedPieceAgain() {
+        var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 8)
+        let first = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)
+        let declined = first[0]
+        var actions = leecher.engine.received(.reject(declined), from: 1)
+        actions += leecher.engine.received(.suggest(PieceIndex(7)), from: 1)
+        let asked = ScriptedLeecher.requests(in: actions, to: 1)
+        #expect(asked.contains { $0.piece == PieceIndex(7) } || first.contains { $0.piece == PieceIndex(7) }, "\(asked)")
+        #expect(!asked.contains(declined))
+    }
+}
