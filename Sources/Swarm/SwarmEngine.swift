@@ -83,8 +83,10 @@ public struct SwarmEngine: Sendable {
         var lastPeerExchange: Double
         /// Addresses last told to this peer by peer exchange (nil: none sent yet).
         var toldPeers: Set<PeerAddress>?
-        /// Pieces this peer (a seed) declined to send us, and pieces it suggested instead (BEP 6).
+        /// Pieces this peer (a seed) declined to send us (forgotten after `declineMemory` seconds,
+        /// as by then it may have nothing fresher to give), and pieces it suggested instead (BEP 6).
         var declined: Bitfield?
+        var declinedAt: Double = 0
         var suggestions: [PieceIndex] = []
         /// Pieces we suggested to this peer, so each is suggested once.
         var suggestedToPeer: Set<PieceIndex> = []
@@ -102,6 +104,8 @@ public struct SwarmEngine: Sendable {
     /// Pieces handed out in `verify` actions and not yet reported by `pieceChecked`, and their bytes.
     private var verifying: Set<PieceIndex> = []
     private var verifyingBytes = 0
+    static let declineMemory: Double = 3
+
     /// As a seed: the first peer each piece was sent to. A seed's upload is the scarcest link of a
     /// fresh swarm; a piece already on its way to one peer is better fetched from that peer.
     private var servedTo: [PieceIndex: Peer] = [:]
@@ -201,6 +205,7 @@ public struct SwarmEngine: Sendable {
                 picker.released(block, by: peer)
                 if peers[peer]?.declined == nil { peers[peer]?.declined = Bitfield(pieceCount: info.pieceCount) }
                 peers[peer]?.declined?.insert(block.piece)
+                peers[peer]?.declinedAt = clock
                 actions += fillRequests(for: peer)
             case .suggested(let piece):
                 if peers[peer]?.suggestions.count ?? 0 < 16 { peers[peer]?.suggestions.append(piece) }
@@ -349,6 +354,7 @@ public struct SwarmEngine: Sendable {
             if !state.session.outstanding.isEmpty && now - state.lastBlock >= configuration.requestTimeout {
                 actions += releaseStalledRequests(peer)
             }
+            if state.declined != nil && now - state.declinedAt >= Self.declineMemory { peers[peer]?.declined = nil }
             if now - state.lastPeerExchange >= configuration.peerExchangeInterval {
                 actions += exchangePeers(with: peer)
             }
