@@ -441,6 +441,7 @@ public struct SwarmEngine: Sendable {
             return nil
         }
         guard first != peer, peers[first] != nil else { return nil }
+        guard servedTo.count < info.pieceCount else { return nil }  // nothing fresh is left
         let pieces = state.session.peerPieces
         guard let fresh = info.layout.pieces.first(where: { servedTo[$0] == nil && !pieces[$0] && !state.suggestedToPeer.contains($0) })
             ?? info.layout.pieces.first(where: { servedTo[$0] == nil && !pieces[$0] })

@@ -168,6 +168,9 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
         // round trip of NACK collection; the last few blocks come faster from peers.
         configuration.collectTime = 0.3
         configuration.maxRepairRounds = 2
+        // Receivers are already listening when the pass starts (--min-receivers): three announces
+        // 20 ms apart, not 100, before the data.
+        configuration.announceSpacing = 0.02
         sender = MulticastSender(session: MulticastSession(infoHash: metainfo.infoHash), layout: metainfo.info.layout,
             have: Bitfield(pieceCount: metainfo.info.pieceCount, all: true), configuration: configuration,
             seed: UInt64.random(in: .min ... .max))
@@ -258,6 +261,7 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
     }
 
     private func finish(announce: Bool) {
+        guard link != nil else { return }  // finished already (a once pass, then shutdown)
         if announce, let link {
             sender.stop(now: now)
             for case .sendControl(let bytes) in sender.next(now: now + 1) { link.write(link.allocator.buffer(bytes: bytes)) }

@@ -31,7 +31,12 @@ final class PeerChannelHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
-        pending.writeBuffer(&incoming)
+        // Most reads start on a message boundary: decode from the read itself, not from a copy.
+        if pending.readableBytes == 0 {
+            pending = incoming
+        } else {
+            pending.writeBuffer(&incoming)
+        }
         do {
             if handle == nil {
                 guard let theirs = try Handshake.read(from: &pending) else { return }

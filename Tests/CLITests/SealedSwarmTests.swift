@@ -32,18 +32,24 @@ import Testing
         return Published(folder: folder, image: image, torrent: folder.file("disk.torrent"), sha: try sha256(image))
     }
 
+    /// The publisher seeds the plain image with the content key `create` wrote, on a free port.
+    func seed(_ published: Published) throws -> (process: BackgroundProcess, port: Int) {
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, [
+            "seed", published.torrent, "--data", published.image, "--key", published.file("disk.torrent.key"), "--port", "\(port)",
+        ], logTo: published.file("seed.log"))
+        try #require(eventually(30) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
+        return (seeder, port)
+    }
+
     /// vmswarm seeds the plain image with the key (sealing pieces as they are asked for); libtorrent,
     /// which has no key, downloads the sealed image; the vmswarm seeder leaves; a vmswarm node with the
     /// site key gets everything from libtorrent and ends with the exact plaintext.
     @Test func libtorrentRelaysASealedImageItCannotRead() throws {
         let published = try publish()
         defer { published.folder.cleanUp() }
-        let seedPort = freePort()
-        let seeder = try BackgroundProcess(vmswarmBinary, [
-            "seed", published.torrent, "--data", published.image, "--key", published.file("disk.torrent.key"), "--port", "\(seedPort)",
-        ], logTo: published.file("seed.log"))
+        let (seeder, seedPort) = try seed(published)
         defer { seeder.stop() }
-        try #require(eventually(30) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
 
         let python = try #require(which("/usr/bin/python3"), "python3-libtorrent is needed: run tools/test")
         try FileManager.default.createDirectory(atPath: published.file("relay"), withIntermediateDirectories: true)
@@ -80,12 +86,8 @@ import Testing
     @Test func keysAndSignaturesAreChecked() throws {
         let published = try publish()
         defer { published.folder.cleanUp() }
-        let port = freePort()
-        let seeder = try BackgroundProcess(vmswarmBinary, [
-            "seed", published.torrent, "--data", published.image, "--key", published.file("disk.torrent.key"), "--port", "\(port)",
-        ], logTo: published.file("seed.log"))
+        let (seeder, port) = try seed(published)
         defer { seeder.stop() }
-        try #require(eventually(30) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
         func get(_ flags: [String], into name: String) throws -> ProcessResult {
             try runProcess(vmswarmBinary, ["get", published.torrent, "--output", published.file(name), "--peer", "127.0.0.1:\(port)", "--port", "0"] + flags)
         }
@@ -115,12 +117,8 @@ import Testing
     @Test func aTamperedPieceWithAForgedHashIsRefused() throws {
         let published = try publish()
         defer { published.folder.cleanUp() }
-        let port = freePort()
-        let seeder = try BackgroundProcess(vmswarmBinary, [
-            "seed", published.torrent, "--data", published.image, "--key", published.file("disk.torrent.key"), "--port", "\(port)",
-        ], logTo: published.file("seed.log"))
+        let (seeder, port) = try seed(published)
         defer { seeder.stop() }
-        try #require(eventually(30) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
         let relay = try runProcess(vmswarmBinary, ["get", published.torrent, "--relay-only", "--output", published.file("relay"),
             "--peer", "127.0.0.1:\(port)", "--port", "0"])
         try #require(relay.status == 0, "\(relay.stderr)")
