@@ -166,8 +166,8 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
         var configuration = MulticastSender.Configuration(rate: options.rate, mode: options.carousel ? .carousel : .once)
         // Two repair rounds, then BitTorrent: each round recovers most of what is left, but costs a
         // round trip of NACK collection; the last few blocks come faster from peers.
-        configuration.collectTime = 0.3
-        configuration.maxRepairRounds = 2
+        configuration.collectTime = 0.25
+        configuration.maxRepairRounds = 1
         // Receivers are already listening when the pass starts (--min-receivers): three announces
         // 20 ms apart, not 100, before the data.
         configuration.announceSpacing = 0.02
