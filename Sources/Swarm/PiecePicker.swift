@@ -95,13 +95,13 @@ public struct PiecePicker: Sendable {
     /// A requested block arrived. Returns the piece when its last block is in (hash it now), and the
     /// other peers asked for this block in end-game (send them a cancel).
     public mutating func received(_ block: BlockRequest, from peer: Peer) -> (completePiece: PieceIndex?, cancelAt: [Peer]) {
-        guard var progress = inProgress[block.piece] else { return (nil, []) }
+        guard var progress = inProgress.removeValue(forKey: block.piece) else { return (nil, []) }
+        defer { inProgress[block.piece] = progress }
         let slot = block.begin / PieceLayout.blockLength
         guard slot < progress.received.count, !progress.received[slot] else { return (nil, []) }
         progress.received[slot] = true
         progress.receivedCount += 1
         let others = progress.requestedFrom[slot].filter { $0 != peer }
-        inProgress[block.piece] = progress
         return (progress.receivedCount == progress.received.count ? block.piece : nil, others)
     }
 
@@ -121,11 +121,11 @@ public struct PiecePicker: Sendable {
 
     /// A request was rejected, cancelled or dropped by a choke: someone else may be asked.
     public mutating func released(_ block: BlockRequest, by peer: Peer) {
-        guard var progress = inProgress[block.piece] else { return }
+        guard var progress = inProgress.removeValue(forKey: block.piece) else { return }
+        defer { inProgress[block.piece] = progress }
         let slot = block.begin / PieceLayout.blockLength
         guard slot < progress.requestedFrom.count else { return }
         progress.requestedFrom[slot].removeAll { $0 == peer }
-        inProgress[block.piece] = progress
     }
 
     public mutating func pieceVerified(_ piece: PieceIndex) {
@@ -177,26 +177,27 @@ public struct PiecePicker: Sendable {
     }
 
     private mutating func take(from piece: PieceIndex, for peer: Peer, limit: Int, duplicates: Bool) -> [BlockRequest] {
-        guard var progress = inProgress[piece], limit > 0 else { return [] }
-        let blocks = layout.blocks(of: piece)
+        guard limit > 0, var progress = inProgress.removeValue(forKey: piece) else { return [] }
+        defer { inProgress[piece] = progress }
+        let length = layout.length(of: piece)
         var taken: [BlockRequest] = []
-        for slot in blocks.indices where taken.count < limit && !progress.received[slot] {
+        for slot in progress.received.indices where taken.count < limit && !progress.received[slot] {
             let askers = progress.requestedFrom[slot]
             let eligible = duplicates
                 ? !askers.contains(peer) && askers.count < Self.endGameDuplicates
                 : askers.isEmpty
             if eligible {
                 progress.requestedFrom[slot].append(peer)
-                taken.append(blocks[slot])
+                let begin = slot * PieceLayout.blockLength
+                taken.append(BlockRequest(piece: piece, begin: begin, length: min(PieceLayout.blockLength, length - begin)))
             }
         }
-        inProgress[piece] = progress
         return taken
     }
 
     private mutating func release(_ peer: Peer, in piece: PieceIndex) {
-        guard var progress = inProgress[piece] else { return }
+        guard var progress = inProgress.removeValue(forKey: piece) else { return }
+        defer { inProgress[piece] = progress }
         for slot in progress.requestedFrom.indices { progress.requestedFrom[slot].removeAll { $0 == peer } }
-        inProgress[piece] = progress
     }
 }

@@ -26,7 +26,7 @@ public struct SwarmEngine: Sendable {
         /// Bytes of assembled pieces waiting for their hash and write; beyond this no new blocks
         /// are requested, so a slow disk or busy CPU holds the network back instead of memory
         /// growing (at least two pieces are always allowed).
-        public var maximumVerifyingBytes = 32 << 20
+        public var maximumVerifyingBytes = 16 << 20
         /// In end-game a peer with fewer requests than this in flight is asked for blocks already
         /// requested elsewhere (up to this many), so a slow peer cannot hold back the last piece.
         public var endGameQueueDepth = 2
