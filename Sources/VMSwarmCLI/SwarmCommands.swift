@@ -146,6 +146,8 @@ struct SeedCommand: AsyncParsableCommand {
 
     @OptionGroup(title: "Multicast booster") var booster: MulticastFlags
 
+    @OptionGroup(title: "Multicast booster, sending") var sending: MulticastSendFlags
+
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.seed", level: peer.logLevel)
         var embedded: TrackerServer?
@@ -188,9 +190,9 @@ struct SeedCommand: AsyncParsableCommand {
         }
         if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
         var multicast: MulticastSenderRuntime?
-        if let options = booster.options {
+        if let options = booster.options.map(sending.apply) {
             let waitUntil = Date().addingTimeInterval(60)
-            while await runtime.status().peers < booster.minReceivers && Date() < waitUntil {
+            while await runtime.status().peers < sending.minReceivers && Date() < waitUntil {
                 try? await Task.sleep(for: .milliseconds(100))
             }
             let sender = MulticastSenderRuntime(metainfo: metainfo, store: store, options: options, logger: logger)
@@ -346,26 +348,13 @@ final class Stop: @unchecked Sendable {
     var failure: String? { lock.withLock { error } }
 }
 
-/// The multicast booster's flags (docs/multicast.md).
+/// The multicast booster's flags for both ends (docs/multicast.md).
 struct MulticastFlags: ParsableArguments {
     @Option(help: "Multicast booster group (GROUP:PORT, e.g. 239.255.42.1:7000): seed sends the pieces to it once; get keeps what it hears and fetches the rest from peers.")
     var multicast: String?
 
-    @Option(help: "seed: booster sending rate, IP and UDP included (such as 95mbit; a little under the link rate).")
-    var rate: String = "95mbit"
-
     @Option(help: "Network interface for the booster (default: the route to the group).")
     var interface: String?
-
-    @Option(help: "seed: multicast TTL (1 keeps the booster on the LAN).")
-    var ttl: Int = 1
-
-    @Flag(help: "seed: keep cycling through the pieces for nodes that join late, instead of one pass plus repairs.")
-    var carousel = false
-
-    @Option(name: .customLong("min-receivers"),
-        help: "seed: start the first pass once this many peers have connected (as udp-sender --min-receivers), or after 60 s.")
-    var minReceivers = 0
 
     func validate() throws {
         if let multicast {
@@ -373,15 +362,39 @@ struct MulticastFlags: ParsableArguments {
                 (224...239).contains(first), endpoint.host.split(separator: ".").count == 4
             else { throw ValidationError("--multicast must be an IPv4 multicast GROUP:PORT such as 239.255.42.1:7000 (got '\(multicast)').") }
         }
-        guard Format.parseBitRate(rate) != nil else { throw ValidationError("--rate must be a rate such as 95mbit or 1gbit (got '\(rate)').") }
-        guard (1...255).contains(ttl) else { throw ValidationError("--ttl must be from 1 to 255.") }
-        guard minReceivers >= 0 else { throw ValidationError("--min-receivers cannot be negative.") }
     }
 
     var options: MulticastOptions? {
         guard let multicast, let endpoint = HostPort(multicast) else { return nil }
         var options = MulticastOptions(group: endpoint.host, port: endpoint.port)
         options.interface = interface
+        return options
+    }
+}
+
+/// How `seed` sends to the booster's group.
+struct MulticastSendFlags: ParsableArguments {
+    @Option(help: "Booster sending rate, IP and UDP included (such as 95mbit; a little under the link rate).")
+    var rate: String = "95mbit"
+
+    @Option(help: "Multicast TTL (1 keeps the booster on the LAN).")
+    var ttl: Int = 1
+
+    @Flag(help: "Keep cycling through the pieces for nodes that join late, instead of one pass plus repairs.")
+    var carousel = false
+
+    @Option(name: .customLong("min-receivers"),
+        help: "Start the first pass once this many peers have connected (as udp-sender --min-receivers), or after 60 s.")
+    var minReceivers = 0
+
+    func validate() throws {
+        guard Format.parseBitRate(rate) != nil else { throw ValidationError("--rate must be a rate such as 95mbit or 1gbit (got '\(rate)').") }
+        guard (1...255).contains(ttl) else { throw ValidationError("--ttl must be from 1 to 255.") }
+        guard minReceivers >= 0 else { throw ValidationError("--min-receivers cannot be negative.") }
+    }
+
+    func apply(to options: MulticastOptions) -> MulticastOptions {
+        var options = options
         options.ttl = UInt8(ttl)
         options.rate = Format.parseBitRate(rate) ?? options.rate
         options.carousel = carousel
