@@ -54,14 +54,13 @@ public struct ImageSealer: Sendable {
         }
     }
 
-    /// One file of `length` bytes in pieces of `pieceLength`: the sealed image's layout is the
-    /// torrent's; the plain image's serves only for file I/O (an empty image has no pieces there but
-    /// one empty chunk in `parameters`, so plaintext ranges come from `parameters`).
-    private static func layout(_ pieceLength: Int, _ length: Int64) -> PieceLayout {
+    /// The sealed image's layout is the torrent's. (Plaintext ranges come from `parameters`: an empty
+    /// image has one empty chunk there.)
+    private var sealedLayout: PieceLayout {
         do {
-            return try PieceLayout(pieceLength: pieceLength, fileLengths: [length])
+            return try PieceLayout(pieceLength: parameters.pieceLength, fileLengths: [parameters.sealedLength])
         } catch {
-            // SealingParameters has checked both lengths: pieces of 1 B to 256 MiB, lengths >= 0.
+            // SealingParameters has checked both: pieces of 17 B to 256 MiB, lengths >= 0.
             preconditionFailure("sealing parameters make an invalid layout: \(error)")
         }
     }
@@ -72,13 +71,15 @@ public struct ImageSealer: Sendable {
         sealing: Bool, from inputPath: String, to outputPath: String, progress: (@Sendable (Int64) -> Void)?,
         _ body: (PieceIndex, UnsafeRawBufferPointer) throws(SealingError) -> [UInt8]
     ) throws(SealingError) {
-        let plainLayout = Self.layout(parameters.chunkLength, parameters.plainLength)
-        let sealedLayout = Self.layout(parameters.pieceLength, parameters.sealedLength)
+        let sealedLayout = self.sealedLayout
+        let (inputLength, outputLength) = sealing
+            ? (parameters.plainLength, parameters.sealedLength) : (parameters.sealedLength, parameters.plainLength)
         let input: FileSet
         let output: FileSet
         do {
-            input = try FileSet(layout: sealing ? plainLayout : sealedLayout, paths: [inputPath])
-            output = try FileSet(layout: sealing ? sealedLayout : plainLayout, paths: [outputPath], mode: .readWrite)
+            // The input first: a missing input must not leave an empty output behind.
+            input = try FileSet(singleFile: inputPath, length: inputLength)
+            output = try FileSet(singleFile: outputPath, length: outputLength, mode: .readWrite)
         } catch {
             throw .storage(error)
         }

@@ -42,7 +42,7 @@ public struct SealedTorrentMaker: Sendable {
         let sealer = try PieceSealer(key: key, parameters: parameters)
         let files: FileSet
         do {
-            files = try FileSet(layout: try! PieceLayout(pieceLength: PieceLayout.maxPieceLength, fileLengths: [plainLength]), paths: [path])
+            files = try FileSet(singleFile: path, length: plainLength)
         } catch {
             throw .storage(error)
         }

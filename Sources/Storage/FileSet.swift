@@ -61,6 +61,14 @@ public final class FileSet: Sendable {
         self.descriptors = opened
     }
 
+    /// One file of `length` bytes at `path` (a sealed image's plaintext, say), whatever its pieces.
+    public convenience init(singleFile path: String, length: Int64, mode: Mode = .read) throws(StorageError) {
+        guard length >= 0, let layout = try? PieceLayout(pieceLength: PieceLayout.maxPieceLength, fileLengths: [length]) else {
+            throw .invalidLength(path: path, length: length)
+        }
+        try self.init(layout: layout, paths: [path], mode: mode)
+    }
+
     deinit {
         for descriptor in descriptors where descriptor >= 0 { close(descriptor) }
     }

@@ -42,8 +42,7 @@ public final class PieceStore: Sendable {
         recentWireFormCount = max(4, (32 << 20) / info.pieceLength)
         if let transform {
             precondition(!info.isMultiFile, "a transformed torrent is one file")
-            let layout = try! PieceLayout(pieceLength: PieceLayout.maxPieceLength, fileLengths: [transform.storedLength])
-            files = try FileSet(layout: layout, paths: [workingPath], mode: mode)
+            files = try FileSet(singleFile: workingPath, length: transform.storedLength, mode: mode)
             return
         }
         let paths: [String?] = info.files.map { file in

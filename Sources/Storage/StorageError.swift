@@ -11,6 +11,8 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case write(path: String, offset: Int64, errno: Int32)
     /// The file ended before the torrent says it should (it shrank, or is not the torrent's data).
     case fileTooShort(path: String, expectedLength: Int64, endedAt: Int64)
+    /// A file was to be opened with a length no file can have.
+    case invalidLength(path: String, length: Int64)
     /// A piece's transform (opening a sealed piece) refused it, although its hash matched.
     case pieceRefused(piece: Int, reason: String)
 
@@ -24,6 +26,8 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
             return "cannot write \(path) at byte \(offset): \(Self.message(code))"
         case .fileTooShort(let path, let expected, let endedAt):
             return "\(path) ends at byte \(endedAt) but should hold \(expected) bytes (was it changed while being read?)"
+        case .invalidLength(let path, let length):
+            return "\(path): \(length) is not a valid file length"
         case .pieceRefused(let piece, let reason):
             return "piece \(piece) matched the torrent's hash but was refused: \(reason)"
         }

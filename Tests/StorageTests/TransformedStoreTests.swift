@@ -72,3 +72,11 @@ struct MarkedTransform: PieceTransform {
         #expect(onDisk.allSatisfy { $0 == 0 }, "nothing of the refused piece reached the file")
     }
 }
+
+@Suite struct SingleFileTests {
+    @Test func aLengthNoFileCanHaveIsAnErrorNotACrash() {
+        #expect(throws: StorageError.invalidLength(path: "/nonexistent/x", length: -1)) {
+            try FileSet(singleFile: "/nonexistent/x", length: -1)
+        }
+    }
+}
