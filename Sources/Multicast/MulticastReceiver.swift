@@ -13,6 +13,12 @@ import Metainfo
 /// (or it is not in the pass and the sender has it). Each report waits a random part of the
 /// sender's NACK window, and is dropped if meanwhile enough other receivers' NACKs (heard on the
 /// group) named every block we miss of it; reports leave at a bounded packet rate.
+///
+/// Who repairs what: the sender re-sends a block when `suppressAfter` receivers reported it (a
+/// share of the group, told in every announce). A receiver counts the reports it hears; a NACK
+/// window after its own report, a piece with a block too few reported is BitTorrent's at once
+/// (`handOver`), so a receiver that alone lost a few datagrams fetches just those bytes from peers
+/// while the pass goes on, instead of waiting for a repair pass that will not carry them.
 public struct MulticastReceiver: Sendable {
     public struct Configuration: Sendable {
         /// Bytes of partly heard pieces held; beyond it the oldest partial piece is dropped (its
@@ -38,6 +44,10 @@ public struct MulticastReceiver: Sendable {
         case senderIdle
         /// The sender said it is done: BitTorrent fetches what is missing.
         case sessionEnded
+        /// The group will not repair this partly heard piece (too few receivers lost its missing
+        /// blocks): BitTorrent fetches just the missing byte ranges. Answered like an assembled
+        /// piece, with `pieceVerified` or `pieceFailed`.
+        case handOver(PartialPiece)
     }
 
     public struct Counters: Equatable, Sendable {
@@ -55,6 +65,8 @@ public struct MulticastReceiver: Sendable {
         /// Partial pieces dropped to stay within `maxBufferedBytes`.
         public var partialsDropped = 0
         public var nacksSent = 0
+        /// Partly heard pieces handed to BitTorrent because the group will not repair them.
+        public var handedOver = 0
         /// Piece reports left out because other receivers' NACKs had already covered them.
         public var reportsSuppressed = 0
     }
@@ -91,9 +103,16 @@ public struct MulticastReceiver: Sendable {
         var idle = false
         var ended = false
         var reportedComplete = false
+        /// When we last told this sender we listen (an empty NACK), so it counts us from the start;
+        /// repeated while it waits for receivers (its announces say `announcing`), as one may be lost.
+        var joinedAt: Double?
+        var announcing = false
         /// Pieces waiting to be reported (and when), and those reported, in this pass.
         var due: [PieceIndex: Double] = [:]
         var reported: Set<PieceIndex> = []
+        /// Reportable pieces, and when the other receivers' reports of them are all in: then we judge
+        /// whether the group repairs them or BitTorrent must.
+        var judge: [PieceIndex: Double] = [:]
         /// Pieces reported and then left out of the next plans (once mode): after `declineAfter`
         /// times they are BitTorrent's.
         var leftOut: [PieceIndex: Int] = [:]
@@ -119,6 +138,8 @@ public struct MulticastReceiver: Sendable {
     public private(set) var counters = Counters()
     public private(set) var have: Bitfield
     private var verifying: Set<PieceIndex> = []
+    /// Pieces given to BitTorrent with what was heard of them; multicast leaves them alone.
+    private var handedOver: Set<PieceIndex> = []
     private var partials: [PieceIndex: Partial] = [:]
     private var bufferedBytes = 0
     private var serial = 0
@@ -161,7 +182,7 @@ public struct MulticastReceiver: Sendable {
     /// it, later in this pass or in the repair it was asked for. False once the sender passed it
     /// without a repair to come, declined to repair it, went idle or ended, or was never heard.
     public func shouldLeaveToMulticast(_ piece: PieceIndex, now: Double) -> Bool {
-        guard layout.contains(piece), !have[piece] else { return false }
+        guard layout.contains(piece), !have[piece], !handedOver.contains(piece) else { return false }
         if verifying.contains(piece) { return true }
         guard let sender, !sender.ended, !sender.idle, now - sender.lastHeard <= configuration.idleTimeout,
             !sender.declined.contains(piece)
@@ -201,6 +222,7 @@ public struct MulticastReceiver: Sendable {
             return []
         case .announce(let announce):
             guard heardSender(packet.instance, pass: announce.pass, now: now) else { return [] }
+            sender!.announcing = announce.phase == .announcing
             sender!.carousel = announce.carousel
             sender!.senderComplete = announce.senderComplete
             sender!.suppressAfter = announce.suppressAfter
@@ -248,6 +270,15 @@ public struct MulticastReceiver: Sendable {
         }
         guard !view.idle else { return [] }
         var events: [Event] = []
+        let joinDue = view.joinedAt.map { view.announcing && now - $0 >= Self.joinInterval } ?? true
+        if joinDue && !have.isComplete && nackTokens >= 1 {
+            nackTokens -= 1
+            sender!.joinedAt = now
+            events.append(.sendNack(nackPacket(view, entries: [], complete: false)))
+            counters.nacksSent += 1
+        }
+        events += judgeReports(now: now)
+        view = sender!
         if have.isComplete {
             if !view.reportedComplete, let due = view.completeReportDue, now >= due, nackTokens >= 1 {
                 nackTokens -= 1
@@ -258,7 +289,7 @@ public struct MulticastReceiver: Sendable {
             return events
         }
         let ready = view.due.filter { $0.value <= now }.keys.sorted()
-        guard !ready.isEmpty else { return [] }
+        guard !ready.isEmpty else { return events }
         var entries: [MulticastPacket.NackEntry] = []
         var length = 0
         let limit = MulticastPacket.maxDatagramLength - MulticastPacket.headerLength - MulticastPacket.Nack.fixedLength
@@ -274,7 +305,8 @@ public struct MulticastReceiver: Sendable {
         }
         for piece in ready {
             let missing = missingBlocks(of: piece)
-            if covered(piece, missing: missing, in: view) {
+            let suppressed = covered(piece, missing: missing, in: view)
+            if suppressed {
                 counters.reportsSuppressed += 1
             } else {
                 let pieceEntries = Self.entries(for: piece, missing: missing)
@@ -287,6 +319,7 @@ public struct MulticastReceiver: Sendable {
             }
             view.due[piece] = nil
             view.reported.insert(piece)
+            if suppressed { view.judge[piece] = nil }
         }
         if !flush() {
             // Out of NACK tokens: the pieces in the unsent packet wait for the next tick.
@@ -297,6 +330,38 @@ public struct MulticastReceiver: Sendable {
         }
         sender!.due = view.due
         sender!.reported = view.reported
+        sender!.judge = view.judge
+        return events
+    }
+
+    /// Seconds between joins while the sender waits for receivers.
+    static let joinInterval = 0.2
+
+    /// Seconds after a NACK window that others' reports may take to arrive.
+    static let judgeMargin = 0.05
+
+    /// Pieces whose reports are all in (a NACK window after they became reportable): one with a
+    /// missing block that fewer than `suppressAfter` receivers (us included) reported will not be
+    /// repaired by the group, so it goes to BitTorrent now, reported or not.
+    private mutating func judgeReports(now: Double) -> [Event] {
+        guard let view = sender, !view.judge.isEmpty else { return [] }
+        var events: [Event] = []
+        for (piece, time) in view.judge where time <= now {
+            sender!.judge[piece] = nil
+            guard !have[piece], !verifying.contains(piece), !handedOver.contains(piece) else { continue }
+            let reports = view.othersReports[piece]?.values ?? [:].values
+            let lonely = missingBlocks(of: piece).members.contains { block in
+                1 + reports.count { $0.contains(block) } < view.suppressAfter
+            }
+            guard lonely else { continue }
+            sender!.declined.insert(piece)
+            sender!.reported.remove(piece)
+            sender!.due[piece] = nil
+            if let partial = handOver(piece) {
+                counters.handedOver += 1
+                events.append(.handOver(partial))
+            }
+        }
         return events
     }
 
@@ -305,13 +370,14 @@ public struct MulticastReceiver: Sendable {
     /// The assembled piece matched its hash and is stored.
     public mutating func pieceVerified(_ piece: PieceIndex, now: Double) {
         verifying.remove(piece)
+        handedOver.remove(piece)
         gotPiece(piece, now: now)
     }
 
     /// The assembled piece failed its hash (a corrupted datagram, or a hostile sender): it is
     /// dropped and missing again, to be reported like any other.
     public mutating func pieceFailed(_ piece: PieceIndex, now: Double) {
-        guard verifying.remove(piece) != nil else { return }
+        guard verifying.remove(piece) != nil || handedOver.remove(piece) != nil else { return }
         counters.hashFailures += 1
         reconsider(piece, now: now)
     }
@@ -320,6 +386,7 @@ public struct MulticastReceiver: Sendable {
     public mutating func pieceObtainedElsewhere(_ piece: PieceIndex, now: Double) {
         dropPartial(piece)
         verifying.remove(piece)
+        handedOver.remove(piece)
         gotPiece(piece, now: now)
     }
 
@@ -328,7 +395,7 @@ public struct MulticastReceiver: Sendable {
     public mutating func handOver(_ piece: PieceIndex) -> PartialPiece? {
         guard let partial = partials[piece] else { return nil }
         dropPartial(piece)
-        verifying.insert(piece)
+        handedOver.insert(piece)
         var missing: [Range<Int>] = []
         for block in partial.heard.complement {
             let start = block * MulticastPacket.blockLength
@@ -378,6 +445,7 @@ public struct MulticastReceiver: Sendable {
         sender!.plan = Bitfield(pieceCount: layout.pieceCount)
         sender!.planChunks = []
         sender!.due = [:]
+        sender!.judge = [:]
         sender!.othersReports = [:]
     }
 
@@ -414,11 +482,13 @@ public struct MulticastReceiver: Sendable {
     /// Schedules a report of the piece if we miss it and the pass will not bring it.
     private mutating func reconsider(_ piece: PieceIndex, now: Double) {
         guard let view = sender, view.planKnown, !view.ended, !have[piece], !verifying.contains(piece),
-            !view.declined.contains(piece), view.due[piece] == nil, !view.reported.contains(piece)
+            !handedOver.contains(piece), !view.declined.contains(piece), view.due[piece] == nil, !view.reported.contains(piece)
         else { return }
         let ahead = view.plan[piece] && piece.value >= view.cursor
         guard !ahead, view.plan[piece] || view.senderComplete else { return }
         sender!.due[piece] = now + randomDelay(view.nackWindow)
+        // Every receiver that lost the same blocks reports them within a window from now.
+        if view.suppressAfter > 1 { sender!.judge[piece] = now + view.nackWindow + Self.judgeMargin }
     }
 
     /// A uniform delay in 0 ... window, in microsecond steps.
@@ -438,7 +508,7 @@ public struct MulticastReceiver: Sendable {
 
     private mutating func store(_ block: MulticastPacket.DataBlock, payload: [UInt8]) -> [Event] {
         let piece = block.piece
-        guard !have[piece], !verifying.contains(piece) else {
+        guard !have[piece], !verifying.contains(piece), !handedOver.contains(piece) else {
             counters.duplicates += 1
             return []
         }

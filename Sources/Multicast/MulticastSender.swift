@@ -42,11 +42,21 @@ public struct MulticastSender: Sendable {
         public var collectTime: Double = 0.5
         /// A block is sent again when at least this fraction of the receivers heard from reported
         /// it missing (and always when one did, with a fraction of 0). Data fewer receivers miss is
-        /// left to BitTorrent, so one bad receiver cannot hold the group's bandwidth.
-        public var repairThreshold: Double = 0.05
+        /// left to BitTorrent: a repair on the group costs every receiver's downlink a datagram,
+        /// while each receiver that lost a block can fetch it from the many that did not, over
+        /// their idle uplinks, and finish with the group instead of a repair pass later. Only what
+        /// most lost (a burst at the sender's side) has too few holders for that.
+        public var repairThreshold: Double = 0.5
+        /// However large the group, this many reports are enough for a repair: every report is a
+        /// NACK on the group, and receivers stay quiet only once this many others spoke.
+        public var maxRepairVotes = 8
         /// Repair passes after the first pass in once mode; what is still missing then is
         /// BitTorrent's.
         public var maxRepairRounds = 8
+        /// The first pass waits (announcing every `announceSpacing`) until this many receivers
+        /// said they listen, or `startTimeout` seconds passed (as udp-sender's --min-receivers).
+        public var minReceivers = 0
+        public var startTimeout: Double = 60
         /// DONE packets sent at the end, `announceSpacing` apart (one may be lost).
         public var doneCount = 3
         /// Seconds of rate the pacer may send back to back: small, so switch queues never see a
@@ -123,6 +133,7 @@ public struct MulticastSender: Sendable {
     private var lastRefill: Double?
     private var nextControl: Double = 0
     private var nextAnnounce: Double = 0
+    private var startedAt: Double?
 
     /// `have` is what we can send (a pool node may not have everything); `seed` makes the
     /// instance id (tests pass a constant, the runtime a random one).
@@ -168,6 +179,7 @@ public struct MulticastSender: Sendable {
     /// Everything due by `now`: control packets on schedule, then data as far as the rate allows.
     public mutating func next(now: Double) -> [Action] {
         refill(now)
+        if startedAt == nil { startedAt = now }
         var actions: [Action] = []
         loop: while true {
             switch phase {
@@ -176,7 +188,7 @@ public struct MulticastSender: Sendable {
             case .announcing(let sent):
                 guard now >= nextControl else { break loop }
                 actions += announce(now: now)
-                if sent + 1 >= configuration.announcements {
+                if sent + 1 >= configuration.announcements && !waitingForReceivers(now: now) {
                     phase = .sending
                     nextAnnounce = now + configuration.announceInterval
                 } else {
@@ -236,6 +248,9 @@ public struct MulticastSender: Sendable {
         }
         counters.nacksReceived += 1
         receivers.insert(packet.instance)
+        if case .announcing(let sent) = phase, sent >= configuration.announcements, !waitingForReceivers(now: now) {
+            nextControl = now  // the last receiver we waited for: start at once
+        }
         counters.highestReportedLoss = max(counters.highestReportedLoss, nack.lossPermille)
         for entry in nack.entries where have[entry.piece] {
             let blocks = layout.multicastBlockCount(of: entry.piece)
@@ -267,6 +282,11 @@ public struct MulticastSender: Sendable {
         UnsafeMutableRawBufferPointer(rebasing: buffer[MulticastPacket.DataBlock.headerLength..<total]).copyMemory(
             from: payload)
         return total
+    }
+
+    /// Whether the first pass still waits for receivers to join.
+    private func waitingForReceivers(now: Double) -> Bool {
+        receivers.count < configuration.minReceivers && now < (startedAt ?? now) + configuration.startTimeout
     }
 
     // MARK: Passes
@@ -304,10 +324,11 @@ public struct MulticastSender: Sendable {
     }
 
     /// The number of reports that make a block worth sending again: the threshold's share of the
-    /// receivers heard from, at least one. Told to receivers, who stop reporting a piece once that
-    /// many others did.
+    /// receivers heard from, at least one and at most `maxRepairVotes`. Told to receivers, who stop
+    /// reporting a piece once that many others did, and leave to BitTorrent what fewer reported.
     private var suppressAfter: Int {
-        max(1, min(Int(UInt16.max), Int((configuration.repairThreshold * Double(receivers.count)).rounded(.up))))
+        let share = Int((configuration.repairThreshold * Double(receivers.count)).rounded(.up))
+        return max(1, min(share, configuration.maxRepairVotes, Int(UInt16.max)))
     }
 
     private mutating func endPass(now: Double) -> [Action] {

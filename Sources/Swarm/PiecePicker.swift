@@ -22,10 +22,56 @@ public struct PiecePicker: Sendable {
     private var random: SeededRandom
 
     struct PieceProgress {
+        /// Where each block starts, ascending; nil for the usual 16 KiB grid. A piece adopted from
+        /// the booster has blocks of exactly the byte ranges the group lost (a few datagrams each),
+        /// so peers are asked for those bytes and not for the 16 KiB blocks around them.
+        var begins: [Int]?
+        var lengths: [Int]?
         /// Per block: who it was asked of (empty: not requested) and whether it arrived.
         var requestedFrom: [[Peer]]
         var received: [Bool]
         var receivedCount = 0
+
+        init(blocks: Int) {
+            requestedFrom = [[Peer]](repeating: [], count: blocks)
+            received = [Bool](repeating: false, count: blocks)
+        }
+
+        /// Blocks covering `ranges` (ascending, not overlapping), none longer than 16 KiB.
+        init(ranges: [Range<Int>]) {
+            var begins: [Int] = []
+            var lengths: [Int] = []
+            for range in ranges {
+                for begin in stride(from: range.lowerBound, to: range.upperBound, by: PieceLayout.blockLength) {
+                    begins.append(begin)
+                    lengths.append(min(PieceLayout.blockLength, range.upperBound - begin))
+                }
+            }
+            self.init(blocks: begins.count)
+            self.begins = begins
+            self.lengths = lengths
+        }
+
+        /// The block that starts at `begin`, if one does.
+        func slot(at begin: Int) -> Int? {
+            guard let begins else {
+                let slot = begin / PieceLayout.blockLength
+                return begin % PieceLayout.blockLength == 0 && slot < received.count ? slot : nil
+            }
+            var low = 0
+            var high = begins.count
+            while low < high {
+                let middle = (low + high) / 2
+                if begins[middle] < begin { low = middle + 1 } else { high = middle }
+            }
+            return low < begins.count && begins[low] == begin ? low : nil
+        }
+
+        func range(of slot: Int, pieceLength: Int) -> (begin: Int, length: Int) {
+            if let begins, let lengths { return (begins[slot], lengths[slot]) }
+            let begin = slot * PieceLayout.blockLength
+            return (begin, min(PieceLayout.blockLength, pieceLength - begin))
+        }
     }
 
     public init(layout: PieceLayout, have: Bitfield, seed: UInt64) {
@@ -97,34 +143,44 @@ public struct PiecePicker: Sendable {
     public mutating func received(_ block: BlockRequest, from peer: Peer) -> (completePiece: PieceIndex?, cancelAt: [Peer]) {
         guard var progress = inProgress.removeValue(forKey: block.piece) else { return (nil, []) }
         defer { inProgress[block.piece] = progress }
-        let slot = block.begin / PieceLayout.blockLength
-        guard slot < progress.received.count, !progress.received[slot] else { return (nil, []) }
+        guard let slot = progress.slot(at: block.begin), !progress.received[slot] else { return (nil, []) }
         progress.received[slot] = true
         progress.receivedCount += 1
         let others = progress.requestedFrom[slot].filter { $0 != peer }
         return (progress.receivedCount == progress.received.count ? block.piece : nil, others)
     }
 
-    /// Blocks of `piece` that arrived by another way (a partly heard multicast piece): marked
-    /// received, so only the others are requested. Returns true when that completes the piece.
-    public mutating func adopt(_ piece: PieceIndex, receivedBlocks: [Bool]) -> Bool {
+    /// Part of `piece` arrived by another way (a partly heard multicast piece): only the byte ranges
+    /// in `missing` are requested, each as blocks of at most 16 KiB. What peers already delivered
+    /// of a piece in progress is kept out of those ranges. Returns true when nothing is missing.
+    public mutating func adopt(_ piece: PieceIndex, missing: [Range<Int>]) -> Bool {
         guard !have[piece] else { return false }
-        if inProgress[piece] == nil { start(piece) }
-        var progress = inProgress[piece]!
-        for (slot, heard) in receivedBlocks.enumerated() where heard && slot < progress.received.count && !progress.received[slot] {
-            progress.received[slot] = true
-            progress.receivedCount += 1
+        var wanted = missing
+        if let progress = inProgress[piece] {
+            let length = layout.length(of: piece)
+            for slot in progress.received.indices where progress.received[slot] {
+                let (begin, blockLength) = progress.range(of: slot, pieceLength: length)
+                wanted = wanted.flatMap { Self.subtract(begin..<(begin + blockLength), from: $0) }
+            }
         }
-        inProgress[piece] = progress
-        return progress.receivedCount == progress.received.count
+        inProgress[piece] = PieceProgress(ranges: wanted)
+        return wanted.isEmpty
+    }
+
+    /// `range` without `removed`: none, one or two ranges.
+    static func subtract(_ removed: Range<Int>, from range: Range<Int>) -> [Range<Int>] {
+        guard removed.overlaps(range) else { return [range] }
+        var rest: [Range<Int>] = []
+        if range.lowerBound < removed.lowerBound { rest.append(range.lowerBound..<removed.lowerBound) }
+        if removed.upperBound < range.upperBound { rest.append(removed.upperBound..<range.upperBound) }
+        return rest
     }
 
     /// A request was rejected, cancelled or dropped by a choke: someone else may be asked.
     public mutating func released(_ block: BlockRequest, by peer: Peer) {
         guard var progress = inProgress.removeValue(forKey: block.piece) else { return }
         defer { inProgress[block.piece] = progress }
-        let slot = block.begin / PieceLayout.blockLength
-        guard slot < progress.requestedFrom.count else { return }
+        guard let slot = progress.slot(at: block.begin) else { return }
         progress.requestedFrom[slot].removeAll { $0 == peer }
     }
 
@@ -171,9 +227,7 @@ public struct PiecePicker: Sendable {
     }
 
     private mutating func start(_ piece: PieceIndex) {
-        let blocks = layout.blockCount(of: piece)
-        inProgress[piece] = PieceProgress(
-            requestedFrom: [[Peer]](repeating: [], count: blocks), received: [Bool](repeating: false, count: blocks))
+        inProgress[piece] = PieceProgress(blocks: layout.blockCount(of: piece))
     }
 
     private mutating func take(from piece: PieceIndex, for peer: Peer, limit: Int, duplicates: Bool) -> [BlockRequest] {
@@ -188,8 +242,8 @@ public struct PiecePicker: Sendable {
                 : askers.isEmpty
             if eligible {
                 progress.requestedFrom[slot].append(peer)
-                let begin = slot * PieceLayout.blockLength
-                taken.append(BlockRequest(piece: piece, begin: begin, length: min(PieceLayout.blockLength, length - begin)))
+                let (begin, blockLength) = progress.range(of: slot, pieceLength: length)
+                taken.append(BlockRequest(piece: piece, begin: begin, length: blockLength))
             }
         }
         return taken

@@ -267,24 +267,22 @@ public struct SwarmEngine: Sendable {
     }
 
     /// Part of a piece from another source (a multicast piece with lost datagrams): `data` holds the
-    /// piece with the byte ranges in `missing` unknown. Only the blocks those ranges touch are then
-    /// requested from peers.
+    /// piece with the byte ranges in `missing` (ascending, not overlapping) unknown. Only those bytes
+    /// are then requested from peers, in blocks of at most 16 KiB.
     public mutating func piecePartlyArrived(_ piece: PieceIndex, data: [UInt8], missing: [Range<Int>]) -> [Action] {
-        guard info.layout.contains(piece), data.count == info.layout.length(of: piece), !have[piece], !verifying.contains(piece) else {
+        guard info.layout.contains(piece), data.count == info.layout.length(of: piece), !have[piece], !verifying.contains(piece),
+            zip(missing, missing.dropFirst()).allSatisfy({ $0.upperBound <= $1.lowerBound }),
+            missing.allSatisfy({ $0.lowerBound >= 0 && $0.upperBound <= data.count })
+        else {
             return []
         }
-        let blocks = info.layout.blocks(of: piece)
-        let heard = blocks.map { block in !missing.contains { $0.overlaps(block.begin..<(block.begin + block.length)) } }
-        let known = assembling[piece]
         var buffer = data
-        if let known {
-            // Blocks peers already delivered stay; the rest comes from the partial piece.
-            for (slot, block) in blocks.enumerated() where !heard[slot] {
-                buffer.replaceSubrange(block.begin..<(block.begin + block.length), with: known[block.begin..<(block.begin + block.length)])
-            }
+        if let known = assembling[piece] {
+            // What peers already delivered stays; the rest comes from the partial piece.
+            for range in missing { buffer.replaceSubrange(range, with: known[range]) }
         }
         assembling[piece] = buffer
-        guard picker.adopt(piece, receivedBlocks: heard) else { return fillRequests() }
+        guard picker.adopt(piece, missing: missing) else { return fillRequests() }
         assembling[piece] = nil
         verifying.insert(piece)
         verifyingBytes += buffer.count
@@ -301,8 +299,11 @@ public struct SwarmEngine: Sendable {
     /// Pieces not to request from peers for now (nil: request anything), because another source is
     /// about to deliver them.
     public mutating func deferPieces(_ pieces: Bitfield?) -> [Action] {
+        // Requests go out at once for pieces that are no longer deferred.
+        var released = deferred ?? Bitfield(pieceCount: info.pieceCount)
+        if let pieces { released.subtract(pieces) }
         deferred = pieces
-        return pieces == nil ? fillRequests() : []
+        return pieces == nil || !released.isEmpty ? fillRequests() : []
     }
 
     /// The runtime hashed an assembled piece.
@@ -491,16 +492,16 @@ public struct SwarmEngine: Sendable {
             avoided == nil || peers[peer]?.remoteIP != avoided
         else { return [] }
         var depth = peers[peer]!.queueDepth
-        // A seed is kept for the pieces only seeds have while other peers are serving us (when none
-        // is, it may be asked for anything), and when there are other peers, one piece at a time:
-        // they cannot know which seed-only piece we are fetching, and the fewer we hold open, the
-        // less often two peers fetch the same one from the seed.
+        // While seeds are fewer than the other peers, their upload is the swarm's scarce link: a
+        // seed is kept for the pieces only seeds have while other peers are serving us (when none
+        // is, it may be asked for anything), one piece at a time: the others cannot know which
+        // seed-only piece we are fetching, and the fewer we hold open, the less often two peers
+        // fetch the same one from the seed. Once most peers are seeds (the end of a swarm, or
+        // receivers the booster filled) they serve whatever we lack.
         var maxAvailability = Int.max
-        if session.peerPieces.isComplete {
-            let seeds = peers.values.count { $0.session.peerPieces.isComplete }
-            if seeds < peers.count {
-                depth = min(depth, max(configuration.minimumQueueDepth, info.layout.blockCount(of: PieceIndex(0))))
-            }
+        let seeds = session.peerPieces.isComplete ? peers.values.count { $0.session.peerPieces.isComplete } : 0
+        if seeds > 0 && 2 * seeds <= peers.count {
+            depth = min(depth, max(configuration.minimumQueueDepth, info.layout.blockCount(of: PieceIndex(0))))
             if peers.values.contains(where: { !$0.session.peerPieces.isComplete && !$0.session.outstanding.isEmpty }) {
                 maxAvailability = seeds
             }

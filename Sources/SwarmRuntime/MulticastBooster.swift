@@ -17,6 +17,8 @@ public struct MulticastOptions: Sendable {
     public var rate = 95_000_000
     /// Keep cycling through the pieces for nodes that join late, instead of one pass and repairs.
     public var carousel = false
+    /// Receivers to wait for (they join on the group) before the first pass, at most 60 s.
+    public var minReceivers = 0
 
     public init(group: String, port: Int) {
         self.group = group
@@ -168,9 +170,10 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
         // round trip of NACK collection; the last few blocks come faster from peers.
         configuration.collectTime = 0.25
         configuration.maxRepairRounds = 1
-        // Receivers are already listening when the pass starts (--min-receivers): three announces
-        // 20 ms apart, not 100, before the data.
+        // Three announces 20 ms apart, not 100, before the data: a receiver answers the first
+        // with its join, and with --min-receivers the pass starts as soon as the last one joined.
         configuration.announceSpacing = 0.02
+        configuration.minReceivers = options.minReceivers
         sender = MulticastSender(session: MulticastSession(infoHash: metainfo.infoHash), layout: metainfo.info.layout,
             have: Bitfield(pieceCount: metainfo.info.pieceCount, all: true), configuration: configuration,
             seed: UInt64.random(in: .min ... .max))

@@ -397,9 +397,15 @@ public final class SwarmRuntime: @unchecked Sendable {
             return
         }
         multicastHandedOver = false
-        // While the sender is heard, a piece partly heard waits for the repair the receiver will
-        // ask for: re-sending a lost datagram to the group is cheaper than fetching its whole
-        // block from a peer, over a link the booster already fills.
+        deferToMulticast(now: now)
+    }
+
+    /// While the sender is heard, peers are not asked for what the booster will bring: pieces ahead
+    /// of its pass, and partly heard pieces waiting for the repair the receiver asked for
+    /// (re-sending a lost datagram to the group is cheaper than fetching it from a peer over a link
+    /// the booster already fills). A piece the group will not repair is handed over and leaves this set.
+    private func deferToMulticast(now: Double) {
+        guard let receiver = multicastReceiver else { return }
         var deferred = Bitfield(pieceCount: info.pieceCount)
         for piece in info.layout.pieces
         where !engine.have[piece] && (receiver.shouldLeaveToMulticast(piece, now: now) || receiver.holdsPart(of: piece)) {
@@ -425,8 +431,14 @@ public final class SwarmRuntime: @unchecked Sendable {
     }
 
     private func handle(_ events: [MulticastReceiver.Event]) {
+        var handedOver = false
+        defer { if handedOver && !multicastHandedOver { deferToMulticast(now: now) } }
         for event in events {
             switch event {
+            case .handOver(let partial):
+                fromMulticast.insert(partial.piece)
+                handedOver = true
+                perform(engine.piecePartlyArrived(partial.piece, data: partial.bytes, missing: partial.missing))
             case .pieceAssembled(let piece, let bytes):
                 if let actions = engine.pieceArrived(piece, data: bytes) {
                     fromMulticast.insert(piece)

@@ -191,10 +191,6 @@ struct SeedCommand: AsyncParsableCommand {
         if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
         var multicast: MulticastSenderRuntime?
         if let options = booster.options.map(sending.apply) {
-            let waitUntil = Date().addingTimeInterval(60)
-            while await runtime.status().peers < sending.minReceivers && Date() < waitUntil {
-                try? await Task.sleep(for: .milliseconds(100))
-            }
             let sender = MulticastSenderRuntime(metainfo: metainfo, store: store, options: options, logger: logger)
             try await CLIError.wrapAsync("cannot send to the multicast group \(options.group):\(options.port)") { try await sender.start() }
             let json = peer.json
@@ -384,7 +380,7 @@ struct MulticastSendFlags: ParsableArguments {
     var carousel = false
 
     @Option(name: .customLong("min-receivers"),
-        help: "Start the first pass once this many peers have connected (as udp-sender --min-receivers), or after 60 s.")
+        help: "Start the first pass once this many receivers joined the group (as udp-sender --min-receivers), or after 60 s.")
     var minReceivers = 0
 
     func validate() throws {
@@ -398,6 +394,7 @@ struct MulticastSendFlags: ParsableArguments {
         options.ttl = UInt8(ttl)
         options.rate = Format.parseBitRate(rate) ?? options.rate
         options.carousel = carousel
+        options.minReceivers = minReceivers
         return options
     }
 }

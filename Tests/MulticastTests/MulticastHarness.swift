@@ -93,7 +93,18 @@ extension MulticastReceiver {
     }
 }
 
+/// The NACKs among the events that report something: missing blocks, or completion. A receiver's
+/// first NACK to a sender says only that it listens (`joins(in:)`).
 func nacks(in events: [MulticastReceiver.Event]) -> [MulticastPacket.Nack] {
+    allNacks(in: events).filter { !$0.entries.isEmpty || $0.complete }
+}
+
+/// The NACKs that report nothing: "I listen", sent once to each sender so it counts us.
+func joins(in events: [MulticastReceiver.Event]) -> [MulticastPacket.Nack] {
+    allNacks(in: events).filter { $0.entries.isEmpty && !$0.complete }
+}
+
+func allNacks(in events: [MulticastReceiver.Event]) -> [MulticastPacket.Nack] {
     events.compactMap {
         guard case .sendNack(let bytes) = $0, case .nack(let nack) = try? MulticastPacket.decode(bytes).body else {
             return nil

@@ -105,6 +105,48 @@ import Testing
         #expect(namedBlocks(nacks(in: needsTwo.tick(now: 0.2)), layout: image.layout) == [0: [1]])
     }
 
+    /// With a sender that repairs what two receivers lost, a block we alone lost is BitTorrent's a
+    /// NACK window after the sender passed it: the partial piece is handed over with exactly the
+    /// lost bytes missing. A block another receiver reported too waits for the group's repair.
+    @Test func whatTooFewLostIsHandedToBitTorrentAfterTheWindow() throws {
+        let image = TestImage(pieces: 3, pieceLength: 4200)
+        let pass = image.fullPass()
+        var alone = Self.receiver(image, seed: 1)
+        var other = Self.receiver(image, seed: 2)
+        let start = [image.announce(phase: .sending, cursor: 0, suppressAfter: 2), image.plan()]
+        // Both lose block 1 of piece 0; `alone` also loses block 2 of piece 1.
+        _ = alone.hear(start + pass.enumerated().filter { $0.offset != 1 && $0.offset != 5 }.map(\.element), now: 0)
+        _ = other.hear(start + pass.enumerated().filter { $0.offset != 1 }.map(\.element), now: 0)
+        let end = image.announce(phase: .collecting, cursor: 3, suppressAfter: 2)
+        _ = alone.hear([end], now: 0.01)
+        _ = other.hear([end], now: 0.01)
+        // Within the NACK window (0.1 s here) and the margin, both report and hear each other.
+        var events: [MulticastReceiver.Event] = []
+        for step in 2...15 {
+            let now = Double(step) / 100
+            for case .sendNack(let bytes) in other.tick(now: now) { _ = alone.received(bytes, now: now) }
+            let mine = alone.tick(now: now)
+            for case .sendNack(let bytes) in mine { _ = other.received(bytes, now: now) }
+            events += mine
+        }
+        #expect(namedBlocks(nacks(in: events), layout: image.layout) == [0: [1], 1: [2]], "both are reported")
+        #expect(!events.contains { if case .handOver = $0 { true } else { false } })
+        #expect(alone.shouldLeaveToMulticast(PieceIndex(1), now: 0.15), "until the others' reports are in")
+        events = alone.tick(now: 0.01 + 0.1 + MulticastReceiver.judgeMargin + 0.01)
+        let handed = events.compactMap { if case .handOver(let partial) = $0 { partial } else { nil } }
+        let partial = try #require(handed.first)
+        #expect(handed.count == 1 && partial.piece == PieceIndex(1))
+        #expect(partial.missing == [2800..<4200])
+        #expect(partial.bytes[0..<2800] == image.pieces[1][0..<2800])
+        #expect(alone.counters.handedOver == 1)
+        #expect(!alone.shouldLeaveToMulticast(PieceIndex(1), now: 0.3), "BitTorrent's now")
+        #expect(alone.shouldLeaveToMulticast(PieceIndex(0), now: 0.3), "two reports: the group repairs it")
+        // A repair of piece 1 on the group changes nothing now; BitTorrent's copy is the one verified.
+        #expect(assembled(in: alone.hear([pass[5]], now: 0.4)).isEmpty)
+        alone.pieceVerified(PieceIndex(1), now: 0.5)
+        #expect(alone.have[PieceIndex(1)])
+    }
+
     @Test func nacksAreRateLimited() {
         // 400 pieces never heard, and a bitmap per piece: more than one packet's worth.
         let image = TestImage(pieces: 400, pieceLength: 4200)
@@ -219,7 +261,8 @@ import Testing
         #expect(receiver.shouldLeaveToMulticast(PieceIndex(2), now: 1))
         receiver.pieceObtainedElsewhere(PieceIndex(2), now: 1)
         #expect(!receiver.shouldLeaveToMulticast(PieceIndex(2), now: 1))
-        #expect(receiver.tick(now: 2) == [])
+        #expect(joins(in: receiver.tick(now: 2)).count == 1, "the sender learns we listen")
+        #expect(receiver.tick(now: 2.1) == [])
         #expect(receiver.tick(now: 3.5) == [.senderIdle])
         #expect(!receiver.shouldLeaveToMulticast(PieceIndex(3), now: 3.5))
         #expect(receiver.tick(now: 4) == [])

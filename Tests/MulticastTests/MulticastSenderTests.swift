@@ -87,6 +87,41 @@ import Testing
         #expect(plans.first.map { plan in (0..<8).filter { plan.contains(PieceIndex($0)) } } == [1, 4, 5])
     }
 
+    /// With `minReceivers`, the pass waits, announcing, until that many receivers joined (an empty
+    /// NACK each), and starts as soon as the last one did; or after the start timeout.
+    @Test func theFirstPassWaitsForReceiversToJoin() {
+        let image = TestImage(pieces: 2, pieceLength: 2800)
+        var configuration = MulticastSender.Configuration(rate: 100_000_000)
+        configuration.minReceivers = 2
+        configuration.startTimeout = 5
+        var sender = MulticastSender(
+            session: testSession, layout: image.layout, have: Bitfield(pieceCount: 2, all: true),
+            configuration: configuration, seed: 1)
+        func join(_ receiver: UInt32) -> [UInt8] {
+            MulticastPacket(
+                session: testSession, instance: receiver,
+                body: .nack(.init(target: sender.instance, pass: 0, lossPermille: 0, missingPieces: 2, entries: [])))
+            .encode()
+        }
+        var log = Self.run(&sender, until: 1)
+        #expect(Self.blocks(log.map(\.1)).isEmpty, "nobody joined")
+        #expect(Self.decoded(log.map(\.1)).count > 10, "announcing while waiting")
+        sender.received(join(7), now: 1)
+        sender.received(join(7), now: 1)
+        log = Self.run(&sender, from: 1, until: 2)
+        #expect(Self.blocks(log.map(\.1)).isEmpty, "one receiver, counted once")
+        sender.received(join(8), now: 2)
+        log = Self.run(&sender, from: 2, until: 2.01)
+        #expect(Self.blocks(log.map(\.1)).count == 4, "the pass starts at once")
+
+        var alone = MulticastSender(
+            session: testSession, layout: image.layout, have: Bitfield(pieceCount: 2, all: true),
+            configuration: configuration, seed: 2)
+        log = Self.run(&alone, until: 5.1)
+        let first = log.first { if case .sendData = $0.1 { true } else { false } }
+        #expect(first.map { $0.0 >= 5 && $0.0 < 5.1 } == true, "after the timeout: \(String(describing: first?.0))")
+    }
+
     /// Four receivers are known (their completion reports); with a threshold of one half, a block
     /// three of them miss is sent again and a block one misses is left to BitTorrent.
     @Test func repairPassesSendWhatEnoughReceiversMiss() throws {

@@ -54,6 +54,38 @@ let everything = Bitfield(pieceCount: layout.pieceCount, all: true)
         #expect(a[0].begin != b[0].begin)
     }
 
+    /// A piece the booster partly delivered: only the lost byte ranges are asked for, in blocks of
+    /// at most 16 KiB, and their arrival completes the piece. A block peers delivered before stays.
+    @Test func anAdoptedPieceIsFetchedByItsMissingRangesOnly() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3]), seed: 1)
+        let completeAtOnce = picker.adopt(PieceIndex(5), missing: [1400..<2800, 9800..<30000])
+        #expect(!completeAtOnce)
+        let requests = picker.requests(for: 1, peerPieces: everything, count: 3)
+        #expect(requests == [
+            BlockRequest(piece: PieceIndex(5), begin: 1400, length: 1400),
+            BlockRequest(piece: PieceIndex(5), begin: 9800, length: 16384),
+            BlockRequest(piece: PieceIndex(5), begin: 26184, length: 3816),
+        ])
+        let arrivals = [requests[0], BlockRequest(piece: PieceIndex(5), begin: 1000, length: 400), requests[1], requests[2]]
+            .map { picker.received($0, from: 1).completePiece }
+        // The second is a range that is no block: ignored.
+        #expect(arrivals == [nil, nil, nil, PieceIndex(5)])
+
+        // Piece 4 in progress on the 16 KiB grid, its first block in: the booster's gaps that block
+        // covers are not asked for again.
+        let grid = picker.requests(for: 2, peerPieces: bits([4]), count: 2)
+        #expect(grid.map(\.begin) == [0, 16384])
+        _ = picker.received(grid[0], from: 2)
+        let adopted = picker.adopt(PieceIndex(4), missing: [0..<1400, 16000..<17400])
+        #expect(!adopted)
+        let rest = picker.requests(for: 3, peerPieces: bits([4]), count: 5)
+        #expect(rest == [
+            BlockRequest(piece: PieceIndex(4), begin: 16384, length: 1016)
+        ])
+        let nothingMissing = picker.adopt(PieceIndex(6), missing: [])
+        #expect(nothingMissing, "nothing missing: complete at once")
+    }
+
     @Test func receivingVerifyingAndFailing() {
         var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3, 4, 5, 6]), seed: 1)
         let requests = picker.requests(for: 1, peerPieces: everything, count: 10)
