@@ -92,7 +92,9 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
-        .executableTarget(name: "vmswarm", dependencies: ["VMSwarmCLI"]),
+        // glibc's mallopt, to keep piece-sized buffers in the heap (see Sources/vmswarm/main.swift).
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        .executableTarget(name: "vmswarm", dependencies: ["VMSwarmCLI", "CMalloc"]),
 
         // Fixture lookup, deterministic randomness, temporary folders, process running.
         .target(name: "TestSupport", dependencies: ["Metainfo"], path: "Tests/TestSupport"),
