@@ -54,6 +54,22 @@ extension MulticastPacket {
     public static func decode(_ bytes: UnsafeRawBufferPointer) throws(MulticastError) -> MulticastPacket {
         guard bytes.count <= maxDatagramLength else { throw .tooLong(bytes.count) }
         var reader = ByteReader(bytes: bytes)
+        if bytes.first == dataMarker {
+            try reader.need(DataBlock.headerLength + 1)
+            reader.at = 1
+            let flags = reader.u8()
+            let instance = UInt32(reader.u32())
+            let piece = reader.u32()
+            let block = reader.u16()
+            let sequence = UInt16(reader.u16())
+            let payload = Array(bytes[DataBlock.headerLength...])
+            return MulticastPacket(
+                session: .unnamed, instance: instance,
+                body: .data(
+                    DataBlock(
+                        piece: PieceIndex(piece), offset: block * blockLength, length: payload.count,
+                        sequence: sequence, pass: flags & 0x7F, repair: flags & 0x80 != 0), payload: payload))
+        }
         guard bytes.count >= headerLength else { throw .truncated(needed: headerLength, got: bytes.count) }
         guard bytes[0] == magic[0], bytes[1] == magic[1], bytes[2] == magic[2], bytes[3] == magic[3] else {
             throw .badMagic
@@ -69,8 +85,9 @@ extension MulticastPacket {
         let allowedFlags: UInt16 =
             switch kind {
             case .announce: 3
-            case .data, .nack: 1
+            case .nack: 1
             case .plan, .done: 0
+            case .data: throw .unknownType(type)  // data packets have a header of their own
             }
         guard flags & ~allowedFlags == 0 else { throw .unknownFlags(type: type, flags: flags) }
 
@@ -116,19 +133,7 @@ extension MulticastPacket {
             let bitmap = try reader.bitmap(bits: bitCount)
             body = .plan(Plan(pass: pass, firstPiece: firstPiece, bitCount: bitCount, bitmap: bitmap))
         case .data:
-            try reader.need(DataBlock.headerLength)
-            let piece = reader.u32()
-            let offset = reader.u32()
-            let sequence = UInt32(reader.u32())
-            let pass = UInt16(reader.u16())
-            let lengthOffset = reader.at
-            let length = reader.u16()
-            guard length >= 1 && length <= blockLength else { throw .badField("data length", offset: lengthOffset) }
-            try reader.expectTotal(DataBlock.headerLength + length)
-            body = .data(
-                DataBlock(
-                    piece: PieceIndex(piece), offset: offset, length: length, sequence: sequence,
-                    pass: pass, repair: flags & 1 != 0), payload: Array(bytes[DataBlock.headerLength...]))
+            preconditionFailure("data packets are decoded above")
         case .nack:
             try reader.need(headerLength + Nack.fixedLength)
             let target = UInt32(reader.u32())
@@ -184,9 +189,10 @@ extension MulticastPacket {
     }
 
     /// Checks that the packet is of our session and that every index, offset and length lies
-    /// within our torrent, so that no later step can be made to index out of bounds.
+    /// within our torrent, so that no later step can be made to index out of bounds. A data packet
+    /// names no session: its sender instance must be one whose control packets passed this check.
     public func validate(session ours: MulticastSession, layout: PieceLayout) throws(MulticastError) {
-        guard session == ours else { throw .otherSession(session) }
+        if case .data = body {} else { guard session == ours else { throw .otherSession(session) } }
         switch body {
         case .announce(let a):
             guard a.pieceCount == layout.pieceCount else {

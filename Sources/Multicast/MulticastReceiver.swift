@@ -58,6 +58,8 @@ public struct MulticastReceiver: Sendable {
         /// Datagrams that were not a valid packet (bad magic, version, lengths...).
         public var garbage = 0
         public var otherSession = 0
+        /// Data packets from a sender instance we have no announce of (so no session): dropped.
+        public var unknownSender = 0
         /// Packets of our session that named something outside our torrent.
         public var invalid = 0
         public var piecesAssembled = 0
@@ -120,9 +122,10 @@ public struct MulticastReceiver: Sendable {
         /// Other receivers' NACKs in this pass: the blocks each named, by piece.
         var othersReports: [PieceIndex: [UInt32: BlockSet]] = [:]
         var completeReportDue: Double?
-        /// Data sequence numbers: first, highest and how many heard, for the loss estimate.
-        var firstSequence: UInt32?
-        var highestSequence: UInt32 = 0
+        /// Data sequence numbers (16 bits, wrapping): the first heard, the highest since then
+        /// (unwrapped) and how many were heard, for the loss estimate.
+        var firstSequence: UInt16?
+        var highestSequence = 0
         var sequencesHeard = 0
 
         var planKnown: Bool {
@@ -144,6 +147,9 @@ public struct MulticastReceiver: Sendable {
     private var bufferedBytes = 0
     private var serial = 0
     private var sender: SenderView?
+    /// Sender instances whose control packets named our session (the latest few): only their data
+    /// packets, which name no session, are taken.
+    private var knownSenders: [UInt32] = []
     private var random: SeededRandom
     private var nackTokens: Double
     private var lastTick: Double?
@@ -155,6 +161,7 @@ public struct MulticastReceiver: Sendable {
         precondition(
             have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)"
         )
+        precondition(layout.fitsMulticast, "pieces of \(layout.pieceLength) bytes are too long for the booster")
         self.session = session
         self.layout = layout
         self.have = have
@@ -238,8 +245,18 @@ public struct MulticastReceiver: Sendable {
                 if sender!.planKnown { planBecameKnown(now: now) }
             }
         case .data(let block, let payload):
+            // Data names no session: it is ours only from a sender whose announces named ours.
+            guard knownSenders.contains(packet.instance) else {
+                counters.unknownSender += 1
+                return []
+            }
             counters.dataPackets += 1
-            if heardSender(packet.instance, pass: block.pass, now: now) {
+            // A datagram of another pass (delayed, or the next one's before its announce) or of
+            // another sender delivers its data but moves nothing.
+            if let view = sender, view.instance == packet.instance,
+                heardSender(packet.instance, pass: nil, now: now),
+                block.pass == MulticastPacket.DataBlock.passTag(view.pass)
+            {
                 heardSequence(block.sequence)
                 sender!.cursor = max(sender!.cursor, block.piece.value)
             }
@@ -417,6 +434,10 @@ public struct MulticastReceiver: Sendable {
     /// done or silent for `idleTimeout` (a restarted sender), so two senders on one group cannot
     /// make the view flip back and forth; the new view keeps every block heard.
     private mutating func heardSender(_ instance: UInt32, pass: UInt16?, now: Double) -> Bool {
+        if !knownSenders.contains(instance) {
+            knownSenders.append(instance)
+            if knownSenders.count > 8 { knownSenders.removeFirst() }
+        }
         if let current = sender, current.instance != instance,
             !current.ended && now - current.lastHeard <= configuration.idleTimeout
         {
@@ -574,20 +595,23 @@ public struct MulticastReceiver: Sendable {
         }
     }
 
-    private mutating func heardSequence(_ sequence: UInt32) {
+    private mutating func heardSequence(_ sequence: UInt16) {
         guard let first = sender!.firstSequence else {
             sender!.firstSequence = sequence
-            sender!.highestSequence = sequence
+            sender!.highestSequence = 0
             sender!.sequencesHeard = 1
             return
         }
         sender!.sequencesHeard += 1
-        if sequence &- first > sender!.highestSequence &- first { sender!.highestSequence = sequence }
+        // Up to half the 16-bit range ahead of the highest is newer (later, across a wrap).
+        let highest = UInt16(truncatingIfNeeded: sender!.highestSequence)
+        let ahead = Int(Int16(bitPattern: (sequence &- first) &- highest))
+        if ahead > 0 { sender!.highestSequence += ahead }
     }
 
     private func lossPermille(_ view: SenderView) -> Int {
-        guard let first = view.firstSequence else { return 0 }
-        let expected = Int(view.highestSequence &- first) + 1
+        guard view.firstSequence != nil else { return 0 }
+        let expected = view.highestSequence + 1
         return max(0, min(1000, 1000 * (expected - view.sequencesHeard) / expected))
     }
 

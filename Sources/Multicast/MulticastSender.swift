@@ -128,7 +128,7 @@ public struct MulticastSender: Sendable {
     private var repairRounds = 0
     private var reports: [PieceIndex: Reports] = [:]
     private var receivers: Set<UInt32> = []
-    private var sequence: UInt32 = 0
+    private var sequence: UInt16 = 0
     private var tokens: Double
     private var lastRefill: Double?
     private var nextControl: Double = 0
@@ -144,6 +144,7 @@ public struct MulticastSender: Sendable {
             have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)"
         )
         precondition(configuration.rate > 0, "a rate of \(configuration.rate) bits/s")
+        precondition(layout.fitsMulticast, "pieces of \(layout.pieceLength) bytes are too long for the booster")
         precondition(!have.isEmpty, "a sender needs a piece to send")
         self.session = session
         self.layout = layout
@@ -278,7 +279,7 @@ public struct MulticastSender: Sendable {
         precondition(payload.count == block.length, "payload of \(payload.count) bytes for a block of \(block.length)")
         let total = MulticastPacket.DataBlock.headerLength + block.length
         precondition(buffer.count >= total, "a buffer of \(buffer.count) bytes for a \(total)-byte datagram")
-        MulticastPacket.writeDataHeader(session: session, instance: instance, block, into: buffer)
+        MulticastPacket.writeDataHeader(instance: instance, block, into: buffer)
         UnsafeMutableRawBufferPointer(rebasing: buffer[MulticastPacket.DataBlock.headerLength..<total]).copyMemory(
             from: payload)
         return total
@@ -365,7 +366,7 @@ public struct MulticastSender: Sendable {
         let offset = block * MulticastPacket.blockLength
         return MulticastPacket.DataBlock(
             piece: piece, offset: offset, length: layout.multicastBlockLength(of: piece, block: block),
-            sequence: sequence, pass: pass, repair: isRepairPass)
+            sequence: sequence, pass: MulticastPacket.DataBlock.passTag(pass), repair: isRepairPass)
     }
 
     private mutating func advance() {

@@ -14,6 +14,9 @@ public struct MulticastSession: Hashable, Sendable, CustomStringConvertible {
 
     public init(value: UInt64) { self.value = value }
 
+    /// What a decoded data packet holds: data packets name no session (their sender instance does).
+    public static let unnamed = MulticastSession(value: 0)
+
     public init(infoHash: InfoHash) {
         var hasher = SHA256()
         hasher.update(data: Array("vmswarm-multicast".utf8))
@@ -31,6 +34,11 @@ extension PieceLayout {
     /// carry the piece.
     public func multicastBlockCount(of piece: PieceIndex) -> Int {
         (length(of: piece) + MulticastPacket.blockLength - 1) / MulticastPacket.blockLength
+    }
+
+    /// Whether the booster can carry the torrent: a piece has at most 65,536 blocks (91 MiB).
+    public var fitsMulticast: Bool {
+        pieceLength <= MulticastPacket.maxBlocksPerPiece * MulticastPacket.blockLength
     }
 
     /// The length of one multicast block of the piece.

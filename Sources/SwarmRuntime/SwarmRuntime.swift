@@ -371,7 +371,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         guard !stopped, multicastLink != nil else { return }
         // The sender's address (from its data packets) is avoided for BitTorrent while it sends:
         // its link is full with the booster. Not on loopback, where every peer has that address.
-        if datagram.count > 5, datagram[5] == 2, let source, source != multicastSender, !source.hasPrefix("127."),
+        if MulticastPacket.isData(datagram), let source, source != multicastSender, !source.hasPrefix("127."),
             let address = PeerAddress(host: source, port: 0)
         {
             multicastSender = source

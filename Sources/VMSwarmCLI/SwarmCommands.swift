@@ -190,7 +190,7 @@ struct SeedCommand: AsyncParsableCommand {
         }
         if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
         var multicast: MulticastSenderRuntime?
-        if let options = booster.options.map(sending.apply) {
+        if let options = try booster.checked(for: metainfo).map(sending.apply) {
             let sender = MulticastSenderRuntime(metainfo: metainfo, store: store, options: options, logger: logger)
             try await CLIError.wrapAsync("cannot send to the multicast group \(options.group):\(options.port)") { try await sender.start() }
             let json = peer.json
@@ -266,7 +266,7 @@ struct GetCommand: AsyncParsableCommand {
             throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
         }
         var options = peer.runtimeOptions()
-        options.multicast = booster.options
+        options.multicast = try booster.checked(for: metainfo)
         let runtime = try await CLIError.wrapAsync("cannot start (port \(peer.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
@@ -358,6 +358,15 @@ struct MulticastFlags: ParsableArguments {
                 (224...239).contains(first), endpoint.host.split(separator: ".").count == 4
             else { throw ValidationError("--multicast must be an IPv4 multicast GROUP:PORT such as 239.255.42.1:7000 (got '\(multicast)').") }
         }
+    }
+
+    /// The options, once the torrent is known to fit the booster.
+    func checked(for metainfo: Metainfo) throws -> MulticastOptions? {
+        guard let options else { return nil }
+        guard metainfo.info.layout.fitsMulticast else {
+            throw CLIError("--multicast: the booster carries pieces of up to \(Format.bytes(Int64(MulticastPacket.maxBlocksPerPiece * MulticastPacket.blockLength))); this torrent's are \(Format.bytes(Int64(metainfo.info.pieceLength)))")
+        }
+        return options
     }
 
     var options: MulticastOptions? {

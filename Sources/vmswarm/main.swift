@@ -11,7 +11,8 @@ import VMSwarmCLI
 // AES and SHA-1. Kept in the heap instead (up to 64 MiB of free memory before it is returned), the
 // same buffers are reused and the kernel time is gone (0.07 s). Peak RSS stays the working set.
 _ = mallopt(M_MMAP_THRESHOLD, 32 << 20)
-_ = mallopt(M_TRIM_THRESHOLD, 64 << 20)
+_ = mallopt(M_TRIM_THRESHOLD, 16 << 20)
+_ = mallopt(M_ARENA_MAX, 2)
 #endif
 
 await VMSwarm.runFromCommandLine()

@@ -22,7 +22,7 @@ let testSession = MulticastSession(infoHash: InfoHash(bytes: [UInt8](repeating: 
             nackWindowMilliseconds: 200, carousel: true, senderComplete: true)
         let plan = MulticastPacket.Plan(pass: 3, firstPiece: 0, bitCount: 10, bitmap: [0b1010_0000, 0b0100_0000])
         let data = MulticastPacket.DataBlock(
-            piece: PieceIndex(9), offset: 1400, length: 1400,
+            piece: PieceIndex(9), offset: 0, length: MulticastPacket.blockLength,
             sequence: 77, pass: 3, repair: true)
         let nack = MulticastPacket.Nack(
             target: 0xDEAD_BEEF, pass: 3, lossPermille: 52, missingPieces: 3,
@@ -33,7 +33,7 @@ let testSession = MulticastSession(infoHash: InfoHash(bytes: [UInt8](repeating: 
         return [
             .init(session: testSession, instance: 1, body: .announce(announce)),
             .init(session: testSession, instance: 1, body: .plan(plan)),
-            .init(session: testSession, instance: 1, body: .data(data, payload: [UInt8](repeating: 0xAB, count: 1400))),
+            .init(session: .unnamed, instance: 1, body: .data(data, payload: [UInt8](repeating: 0xAB, count: data.length))),
             .init(session: testSession, instance: 2, body: .nack(nack)),
             .init(
                 session: testSession, instance: 2,
@@ -55,14 +55,28 @@ let testSession = MulticastSession(infoHash: InfoHash(bytes: [UInt8](repeating: 
         }
     }
 
-    @Test func aFullDataPacketFitsAnEthernetFrame() {
-        #expect(MulticastPacket.maxDatagramLength + MulticastPacket.ipv4UDPOverhead <= 1500)
-        #expect(MulticastPacket.maxDatagramLength + 48 <= 1500, "and over IPv6")
+    /// A full data packet fills a 1500-byte Ethernet MTU over IPv4 exactly, and every control
+    /// packet fits it too.
+    @Test func aFullDataPacketFillsAnEthernetFrame() {
+        #expect(MulticastPacket.maxDatagramLength + MulticastPacket.ipv4UDPOverhead == 1500)
+        #expect(samples.allSatisfy { $0.encode().count <= MulticastPacket.maxDatagramLength })
+        // 16 KiB pieces: 12 blocks, the last one 344 bytes.
+        #expect(layout.multicastBlockCount(of: PieceIndex(0)) == 12)
+        #expect(layout.multicastBlockLength(of: PieceIndex(0), block: 11) == 16384 - 11 * MulticastPacket.blockLength)
+    }
+
+    /// Data packets: the marker, the pass (7 bits) with the repair flag, instance, piece, block,
+    /// sequence; no session, no length field.
+    @Test func theDataHeaderLayout() {
+        let bytes = samples[2].encode()
+        #expect(Array(bytes.prefix(14)) == [0xD2, 0x83, 0, 0, 0, 1, 0, 0, 0, 9, 0, 0, 0, 77])
+        #expect(MulticastPacket.isData(bytes) && !MulticastPacket.isData(samples[0].encode()))
     }
 
     @Test func theDataHeaderIsWrittenInPlaceBeforeThePayload() throws {
         let block = MulticastPacket.DataBlock(
-            piece: PieceIndex(9), offset: 1400, length: 1600 - 1400, sequence: 5, pass: 0, repair: false)
+            piece: PieceIndex(9), offset: MulticastPacket.blockLength, length: 1600 - MulticastPacket.blockLength,
+            sequence: 5, pass: 0, repair: false)
         let payload = [UInt8](repeating: 0x5A, count: block.length)
         var buffer = [UInt8](repeating: 0xFF, count: MulticastPacket.maxDatagramLength)
         let sender = MulticastSender(
@@ -72,7 +86,7 @@ let testSession = MulticastSession(infoHash: InfoHash(bytes: [UInt8](repeating: 
             buffer.withUnsafeMutableBytes { sender.writeData(block, payload: p, into: $0) }
         }
         let expected = MulticastPacket(
-            session: testSession, instance: sender.instance, body: .data(block, payload: payload)
+            session: .unnamed, instance: sender.instance, body: .data(block, payload: payload)
         ).encode()
         #expect(Array(buffer.prefix(length)) == expected)
     }
@@ -94,57 +108,59 @@ let testSession = MulticastSession(infoHash: InfoHash(bytes: [UInt8](repeating: 
                 return error
             }
         }
+        let block = MulticastPacket.blockLength
         #expect(refusal([]) == .truncated(needed: 20, got: 0))
-        #expect(refusal(Array(data.prefix(30))) == .truncated(needed: 36, got: 30))
-        #expect(refusal(Array(data.dropLast())) == .truncated(needed: 1436, got: 1435))
-        #expect(refusal(data + [0]) == .tooLong(1437))
+        #expect(refusal(Array(data.prefix(14))) == .truncated(needed: 15, got: 14), "a data packet has a payload")
+        #expect(refusal(data + [0]) == .tooLong(1473))
         #expect(refusal(announce + [0]) == .wrongLength(expected: 60, got: 61))
-        var bytes = data
+        var bytes = announce
         bytes[0] = 0x47
         #expect(refusal(bytes) == .badMagic)
         bytes = data
-        bytes[4] = 2
-        #expect(refusal(bytes) == .unsupportedVersion(2))
+        bytes[0] = 0xD1
+        #expect(refusal(bytes) == .badMagic, "a data marker of another version")
+        bytes = announce
         bytes[4] = 1
+        #expect(refusal(bytes) == .unsupportedVersion(1))
+        bytes[4] = 2
         bytes[5] = 9
         #expect(refusal(bytes) == .unknownType(9))
         bytes[5] = 2
+        #expect(refusal(bytes) == .unknownType(2), "data has a header of its own")
+        bytes[5] = 1
         bytes[7] = 0x80
-        #expect(refusal(bytes) == .unknownFlags(type: 2, flags: 0x80))
+        #expect(refusal(bytes) == .unknownFlags(type: 1, flags: 0x80))
         bytes = announce
         bytes[47] = 1
         #expect(refusal(bytes) == .badField("reserved bytes", offset: 47))
 
         let other = MulticastSession(infoHash: InfoHash(bytes: [UInt8](repeating: 8, count: 20))!)
-        let foreign = MulticastPacket(session: other, instance: 1, body: samples[2].body).encode()
+        let foreign = MulticastPacket(session: other, instance: 1, body: samples[0].body).encode()
         #expect(refusal(foreign) == .otherSession(other))
 
-        func dataPacket(piece: Int, offset: Int, length: Int) -> [UInt8] {
+        func dataPacket(piece: Int, block index: Int, length: Int) -> [UInt8] {
             MulticastPacket(
-                session: testSession, instance: 1,
+                session: .unnamed, instance: 1,
                 body: .data(
                     .init(
-                        piece: PieceIndex(piece), offset: offset,
+                        piece: PieceIndex(piece), offset: index * block,
                         length: length, sequence: 0, pass: 0, repair: false),
                     payload: [UInt8](repeating: 0, count: length))
             ).encode()
         }
-        #expect(refusal(dataPacket(piece: 10, offset: 0, length: 1400)) == .pieceOutOfRange(10))
+        #expect(refusal(dataPacket(piece: 10, block: 0, length: block)) == .pieceOutOfRange(10))
         #expect(
-            refusal(dataPacket(piece: 0, offset: 700, length: 1400))
-                == .blockOutOfRange(piece: 0, offset: 700, length: 1400))
+            refusal(dataPacket(piece: 0, block: 11, length: block))
+                == .blockOutOfRange(piece: 0, offset: 11 * block, length: block),
+            "the last block of a 16 KiB piece is shorter")
         #expect(
-            refusal(dataPacket(piece: 0, offset: 15400, length: 1400))
-                == .blockOutOfRange(piece: 0, offset: 15400, length: 1400),
-            "the last block of a 16 KiB piece is 984 bytes")
+            refusal(dataPacket(piece: 0, block: 12, length: 1))
+                == .blockOutOfRange(piece: 0, offset: 12 * block, length: 1))
         #expect(
-            refusal(dataPacket(piece: 0, offset: 16800, length: 1))
-                == .blockOutOfRange(piece: 0, offset: 16800, length: 1))
-        #expect(
-            refusal(dataPacket(piece: 9, offset: 2800, length: 300))
-                == .blockOutOfRange(piece: 9, offset: 2800, length: 300),
+            refusal(dataPacket(piece: 9, block: 2, length: 300))
+                == .blockOutOfRange(piece: 9, offset: 2 * block, length: 300),
             "offset + length beyond the short last piece")
-        #expect(refusal(dataPacket(piece: 0, offset: 15400, length: 984)) == nil)
+        #expect(refusal(dataPacket(piece: 0, block: 11, length: 16384 - 11 * block)) == nil)
 
         let badNack = MulticastPacket(
             session: testSession, instance: 2,
@@ -190,7 +206,8 @@ let testSession = MulticastSession(infoHash: InfoHash(bytes: [UInt8](repeating: 
             if round % 4 == 0 {
                 let length = Int(random.next() % 1500)
                 bytes = (0..<length).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-                if length >= 6 && round % 8 == 0 { bytes.replaceSubrange(0..<5, with: MulticastPacket.magic + [1]) }
+                if length >= 6 && round % 8 == 0 { bytes.replaceSubrange(0..<5, with: MulticastPacket.magic + [2]) }
+                if length >= 1 && round % 8 == 4 { bytes[0] = MulticastPacket.dataMarker }
             } else {
                 bytes = seeds[Int(random.next() % UInt64(seeds.count))]
                 for _ in 0..<(1 + random.next() % 4) {

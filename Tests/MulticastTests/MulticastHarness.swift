@@ -35,7 +35,7 @@ struct TestImage {
     /// Every data datagram of one full pass, in order.
     func fullPass(session: MulticastSession = testSession, instance: UInt32 = 42, pass: UInt16 = 0) -> [MulticastPacket]
     {
-        var sequence: UInt32 = 0
+        var sequence: UInt16 = 0
         var packets: [MulticastPacket] = []
         for piece in layout.pieces {
             for block in 0..<layout.multicastBlockCount(of: piece) {
@@ -47,7 +47,8 @@ struct TestImage {
                         body: .data(
                             .init(
                                 piece: piece,
-                                offset: offset, length: length, sequence: sequence, pass: pass, repair: false),
+                                offset: offset, length: length, sequence: sequence,
+                                pass: MulticastPacket.DataBlock.passTag(pass), repair: false),
                             payload: Array(pieces[piece.value][offset..<(offset + length)]))))
                 sequence &+= 1
             }

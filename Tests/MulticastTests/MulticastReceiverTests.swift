@@ -20,6 +20,7 @@ import Testing
         var packets = image.fullPass()
         packets += packets.filter { _ in random.next() % 3 == 0 }
         packets.shuffle(using: &random)
+        _ = receiver.hear([image.announce(phase: .sending, cursor: 0)], now: 1)
         let events = receiver.hear(packets, now: 1)
         let pieces = assembled(in: events)
         #expect(pieces.count == 5, "each piece handed over once")
@@ -136,8 +137,9 @@ import Testing
         let handed = events.compactMap { if case .handOver(let partial) = $0 { partial } else { nil } }
         let partial = try #require(handed.first)
         #expect(handed.count == 1 && partial.piece == PieceIndex(1))
-        #expect(partial.missing == [2800..<4200])
-        #expect(partial.bytes[0..<2800] == image.pieces[1][0..<2800])
+        let third = 2 * MulticastPacket.blockLength
+        #expect(partial.missing == [third..<4200])
+        #expect(partial.bytes[0..<third] == image.pieces[1][0..<third])
         #expect(alone.counters.handedOver == 1)
         #expect(!alone.shouldLeaveToMulticast(PieceIndex(1), now: 0.3), "BitTorrent's now")
         #expect(alone.shouldLeaveToMulticast(PieceIndex(0), now: 0.3), "two reports: the group repairs it")
@@ -204,7 +206,10 @@ import Testing
         let image = TestImage(pieces: 3, pieceLength: 2800)
         var receiver = Self.receiver(image)
         let other = MulticastSession(value: 12345)
-        var events = receiver.hear(image.fullPass(session: other), now: 0)
+        // Another torrent's announce; its data (which names no session) is from an unknown sender.
+        var otherAnnounce = image.announce(phase: .sending, cursor: 0)
+        otherAnnounce.session = other
+        var events = receiver.hear([otherAnnounce] + image.fullPass(session: other), now: 0)
         events += receiver.received([0x56, 0x4D, 0x53], now: 0)
         events += receiver.received([UInt8](repeating: 0xEE, count: 1000), now: 0)
         // Valid structure, our session, but naming a piece the torrent does not have.
@@ -219,7 +224,8 @@ import Testing
                         payload: [UInt8](repeating: 0, count: 10)))
             ], now: 0)
         #expect(events.isEmpty && receiver.buffered == 0 && receiver.cursor == nil)
-        #expect(receiver.counters.otherSession == 6 && receiver.counters.garbage == 2 && receiver.counters.invalid == 1)
+        #expect(receiver.counters.otherSession == 1 && receiver.counters.unknownSender == 6)
+        #expect(receiver.counters.garbage == 2 && receiver.counters.invalid == 1)
         #expect(!receiver.shouldLeaveToMulticast(PieceIndex(0), now: 0), "no sender heard: BitTorrent fetches")
     }
 
@@ -228,6 +234,7 @@ import Testing
         var configuration = MulticastReceiver.Configuration()
         configuration.maxBufferedBytes = 3 * 14000
         var receiver = Self.receiver(image, configuration: configuration)
+        _ = receiver.hear([image.announce(phase: .sending, cursor: 0)], now: 0)
         // The first block of every piece only.
         let firsts = image.fullPass().filter {
             if case .data(let block, _) = $0.body { block.offset == 0 } else { false }
@@ -236,7 +243,8 @@ import Testing
         #expect(receiver.buffered == 3 * 14000 && receiver.counters.partialsDropped == 7)
         #expect(receiver.handOver(PieceIndex(0)) == nil, "the oldest were dropped")
         let partial = receiver.handOver(PieceIndex(9))
-        #expect(partial?.missing == [1400..<14000] && partial?.bytes.prefix(1400) == image.pieces[9].prefix(1400))
+        let block = MulticastPacket.blockLength
+        #expect(partial?.missing == [block..<14000] && partial?.bytes.prefix(block) == image.pieces[9].prefix(block))
         #expect(receiver.buffered == 2 * 14000)
     }
 

@@ -67,10 +67,10 @@ import Testing
             announce.pieceCount == 6 && announce.phase == .announcing && announce.senderComplete && !announce.carousel)
         let blocks = Self.blocks(log.map(\.1))
         let expected = image.layout.pieces.flatMap { piece in
-            (0..<image.layout.multicastBlockCount(of: piece)).map { "\(piece.value):\($0 * 1400)" }
+            (0..<image.layout.multicastBlockCount(of: piece)).map { "\(piece.value):\($0 * MulticastPacket.blockLength)" }
         }
         #expect(blocks.map { "\($0.piece.value):\($0.offset)" } == expected)
-        #expect(blocks.map(\.sequence) == (0..<UInt32(blocks.count)).map { $0 })
+        #expect(blocks.map(\.sequence) == (0..<UInt16(blocks.count)).map { $0 })
         #expect(blocks.allSatisfy { !$0.repair && $0.pass == 0 })
     }
 
@@ -218,7 +218,7 @@ import Testing
         let passes = blocks.map(\.pass)
         #expect(!sender.isFinished && Set(passes).count >= 4, "passes go on: \(Set(passes).sorted())")
         let repair = blocks.firstIndex { $0.repair }!
-        #expect(blocks[repair].piece == PieceIndex(2) && blocks[repair].offset == 1400)
+        #expect(blocks[repair].piece == PieceIndex(2) && blocks[repair].offset == MulticastPacket.blockLength)
         #expect(
             blocks[repair + 1].pass == blocks[repair].pass &+ 1 && !blocks[repair + 1].repair
                 && blocks[repair + 1].piece == PieceIndex(0),
