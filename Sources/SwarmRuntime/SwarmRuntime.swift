@@ -93,7 +93,7 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var multicastLink: MulticastLink?
     private var multicastTimer: RepeatedTask?
     private var multicastTicks = 0
-    private var multicastSender: String?
+    private var multicastSender: SocketAddress?
     /// The sender ended or went quiet and peers were given everything left.
     private var multicastHandedOver = false
     /// Pieces being verified that came from the group, and how many verified so far.
@@ -367,15 +367,15 @@ public final class SwarmRuntime: @unchecked Sendable {
         return missing
     }
 
-    private func multicastDatagram(_ datagram: [UInt8], from source: String?) {
+    private func multicastDatagram(_ datagram: [UInt8], from source: SocketAddress) {
         guard !stopped, multicastLink != nil else { return }
         // The sender's address (from its data packets) is avoided for BitTorrent while it sends:
         // its link is full with the booster. Not on loopback, where every peer has that address.
-        if MulticastPacket.isData(datagram), let source, source != multicastSender, !source.hasPrefix("127."),
-            let address = PeerAddress(host: source, port: 0)
-        {
+        if MulticastPacket.isData(datagram), source != multicastSender {
             multicastSender = source
-            perform(engine.avoidPeers(at: address.ip))
+            if let host = source.ipAddress, !host.hasPrefix("127."), let address = PeerAddress(host: host, port: 0) {
+                perform(engine.avoidPeers(at: address.ip))
+            }
         }
         handle(multicastReceiver!.received(datagram, now: now))
     }
