@@ -27,8 +27,10 @@ public final class PieceStore: Sendable {
     public let isNew: Bool
     private let files: FileSet
     private let transform: (any PieceTransform)?
-    /// Wire forms of the last pieces peers asked for (32 MiB of them, at least 4): a piece is
-    /// requested block by block, and transforming it once per block would cost its length per 16 KiB.
+    /// Wire forms of the last pieces peers asked for or we verified (16 MiB of them, at least 4): a
+    /// piece is requested block by block, and transforming it once per block would cost its length
+    /// per 16 KiB; and a piece that just arrived is what other peers ask for next, so it is kept as
+    /// it came instead of being transformed back.
     private let recentWireForms = Mutex<[(PieceIndex, [UInt8])]>([])
     private let recentWireFormCount: Int
 
@@ -39,7 +41,7 @@ public final class PieceStore: Sendable {
         self.workingPath = workingPath
         self.isNew = isNew
         self.transform = transform
-        recentWireFormCount = max(4, (32 << 20) / info.pieceLength)
+        recentWireFormCount = max(4, (16 << 20) / info.pieceLength)
         if let transform {
             precondition(!info.isMultiFile, "a transformed torrent is one file")
             files = try FileSet(singleFile: workingPath, length: transform.storedLength, mode: mode)
@@ -103,6 +105,7 @@ public final class PieceStore: Sendable {
         }
         let offset = transform.storedRange(of: piece).lowerBound
         try stored.withUnsafeBytes { bytes in Result { () throws(StorageError) in try files.write(bytes, at: offset) } }.get()
+        remember(piece, wireForm: Array(data))
     }
 
     /// Reads one block, for a peer's request.
@@ -119,12 +122,16 @@ public final class PieceStore: Sendable {
     private func wireForm(of piece: PieceIndex) throws(StorageError) -> [UInt8] {
         if let cached = recentWireForms.withLock({ $0.first { $0.0 == piece }?.1 }) { return cached }
         let made = try readWireForm(of: piece)
+        remember(piece, wireForm: made)
+        return made
+    }
+
+    private func remember(_ piece: PieceIndex, wireForm: [UInt8]) {
         recentWireForms.withLock { recent in
             recent.removeAll { $0.0 == piece }
-            recent.append((piece, made))
+            recent.append((piece, wireForm))
             if recent.count > recentWireFormCount { recent.removeFirst() }
         }
-        return made
     }
 
     private func readWireForm(of piece: PieceIndex) throws(StorageError) -> [UInt8] {
