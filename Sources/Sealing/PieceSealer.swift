@@ -55,6 +55,11 @@ public struct PieceSealer: Sendable {
     /// `parameters.sealedLength(of: piece)` bytes), or `authenticationFailed` when the tag does not
     /// verify under this key, index and geometry.
     public func open(_ piece: PieceIndex, sealed: some DataProtocol) throws(SealingError) -> [UInt8] {
+        Array(try openedData(piece, sealed: sealed))
+    }
+
+    /// `open`, as the `Data` AES-GCM made (no copy into an array).
+    func openedData(_ piece: PieceIndex, sealed: some DataProtocol) throws(SealingError) -> Data {
         try checkRange(piece)
         let expected = parameters.sealedLength(of: piece)
         guard sealed.count == expected else {
@@ -65,8 +70,7 @@ public struct PieceSealer: Sendable {
             let box = try AES.GCM.SealedBox(
                 nonce: Self.nonce(piece), ciphertext: sealed.prefix(cipherCount),
                 tag: sealed.suffix(SealingParameters.tagLength))
-            return Array(
-                try AES.GCM.open(box, using: pieceKey, authenticating: parameters.associatedData(for: piece.value)))
+            return try AES.GCM.open(box, using: pieceKey, authenticating: parameters.associatedData(for: piece.value))
         } catch {
             throw .authenticationFailed(piece: piece.value)
         }

@@ -8,8 +8,10 @@ import Synchronization
 extension PieceSealer: PieceTransform {
     public var storedLength: Int64 { parameters.plainLength }
     public func storedRange(of piece: PieceIndex) -> Range<Int64> { parameters.plaintextRange(of: piece) }
-    public func stored(_ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer) throws -> [UInt8] {
-        try open(piece, sealed: wire)
+    public func withStored<Result>(
+        _ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result {
+        try openedData(piece, sealed: wire).withUnsafeBytes(body)
     }
     public func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) throws -> [UInt8] {
         try seal(piece, plaintext: stored)

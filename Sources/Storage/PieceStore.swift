@@ -95,17 +95,29 @@ public final class PieceStore: Sendable {
 
     /// Writes a whole piece whose hash the caller has checked.
     public func write(_ piece: PieceIndex, data: UnsafeRawBufferPointer) throws(StorageError) {
+        try write(piece, data: data) { Array(data) }
+    }
+
+    /// Writes a whole piece whose hash the caller has checked; a transformed store keeps `bytes`
+    /// (its wire form) for the peers that ask for it next, without a copy.
+    public func write(_ piece: PieceIndex, bytes: [UInt8]) throws(StorageError) {
+        try bytes.withUnsafeBytes { data in Result { () throws(StorageError) in try write(piece, data: data) { bytes } } }.get()
+    }
+
+    private func write(_ piece: PieceIndex, data: UnsafeRawBufferPointer, wireForm: () -> [UInt8]) throws(StorageError) {
         precondition(data.count == info.layout.length(of: piece), "a piece is written whole")
         guard let transform else { return try files.write(data, at: info.layout.offset(of: piece)) }
-        let stored: [UInt8]
+        let offset = transform.storedRange(of: piece).lowerBound
+        var failure: StorageError?
         do {
-            stored = try transform.stored(piece, fromWire: data)
+            try transform.withStored(piece, fromWire: data) { stored in
+                do throws(StorageError) { try files.write(stored, at: offset) } catch { failure = error }
+            }
         } catch {
             throw .pieceRefused(piece: piece.value, reason: "\(error)")
         }
-        let offset = transform.storedRange(of: piece).lowerBound
-        try stored.withUnsafeBytes { bytes in Result { () throws(StorageError) in try files.write(bytes, at: offset) } }.get()
-        remember(piece, wireForm: Array(data))
+        if let failure { throw failure }
+        remember(piece, wireForm: wireForm())
     }
 
     /// Reads one block, for a peer's request.

@@ -8,9 +8,12 @@ public protocol PieceTransform: Sendable {
     var storedLength: Int64 { get }
     /// Where a piece's stored form lies in the file.
     func storedRange(of piece: PieceIndex) -> Range<Int64>
-    /// The stored form of a piece whose hash verified. Throws when the piece does not authenticate;
-    /// nothing of it is written then.
-    func stored(_ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer) throws -> [UInt8]
+    /// Calls `body` with the stored form of a piece whose hash verified (valid only during the
+    /// call, so a transform can hand over its own buffer without a copy). Throws when the piece does
+    /// not authenticate; `body` is not called then, and nothing of it is written.
+    func withStored<Result>(
+        _ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result
     /// The wire form of a stored piece, byte for byte what the torrent's hash covers.
     func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) throws -> [UInt8]
 }

@@ -289,7 +289,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             var sha = Insecure.SHA1()
             bytes.withUnsafeBytes { sha.update(bufferPointer: $0) }
             guard Array(sha.finalize()) == expected else { return false }
-            try bytes.withUnsafeBytes { try store.write(piece, data: $0) }
+            try store.write(piece, bytes: bytes)
             return true
         }.whenComplete { result in
             switch result {

@@ -17,9 +17,11 @@ struct MarkedTransform: PieceTransform {
         let start = Int64(piece.value * chunk)
         return start..<min(start + Int64(chunk), storedLength)
     }
-    func stored(_ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer) throws -> [UInt8] {
+    func withStored<Result>(
+        _ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result {
         guard Array(wire.suffix(4)) == Self.marker else { throw CocoaError(.coderInvalidValue) }
-        return wire.dropLast(4).map { $0 ^ UInt8(truncatingIfNeeded: piece.value) }
+        return try wire.dropLast(4).map { $0 ^ UInt8(truncatingIfNeeded: piece.value) }.withUnsafeBytes(body)
     }
     func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) throws -> [UInt8] {
         stored.map { $0 ^ UInt8(truncatingIfNeeded: piece.value) } + Self.marker
