@@ -434,9 +434,14 @@ public struct SwarmEngine: Sendable {
     /// As a seed, with the fast extension: a request for a piece already sent to another peer is
     /// rejected, and a piece nobody has had from us yet is suggested instead, while there is one the
     /// peer lacks. Two leechers that picked the same piece then get one copy of it from the seed
-    /// and trade it, rather than the seed sending it twice. Nil: serve the request.
+    /// and trade it, rather than the seed sending it twice. Only while we are the only seed among
+    /// our peers: once another peer is complete, seeds are no longer scarce, and seeds that all
+    /// declined a straggler's last pieces would leave it waiting `declineMemory` seconds (seen
+    /// one to four on loopback: 3 s tails). Nil: serve the request.
     private mutating func offerFreshPiece(instead request: BlockRequest, to peer: Peer) -> [Action]? {
-        guard have.isComplete, let state = peers[peer], state.session.fast else { return nil }
+        guard have.isComplete, let state = peers[peer], state.session.fast,
+            !peers.values.contains(where: { $0.session.peerPieces.isComplete })
+        else { return nil }
         guard let first = servedTo[request.piece] else {
             servedTo[request.piece] = peer
             return nil
