@@ -55,4 +55,55 @@ import Testing
         }
         #expect(eventually(30) { seeder.output.contains("repair packets") }, "the sender reports its repair traffic: \(seeder.output.suffix(400))")
     }
+
+    /// A sealed image over the booster, which needs no change for it: it carries the ciphertext the
+    /// torrent's hashes cover. Two receivers with the key end with the exact plaintext; a relay
+    /// without it (`--relay-only`) keeps the verified ciphertext. All of it came from the group.
+    @Test func multicastBoosterCarriesASealedImage() throws {
+        let prefix = "vms"
+        let up = try runProcess(Self.testbed, ["--prefix", prefix, "--hosts", "4", "up"])
+        try #require(up.status == 0, "\(up.stderr)")
+        defer { _ = try? runProcess(Self.testbed, ["--prefix", prefix, "down"]) }
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let image = folder.file("disk.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(8 << 20) /dev/urandom > '\(image)'"]).status == 0)
+        let sha = try sha256(image)
+        let torrent = folder.file("disk.torrent")
+        let key = folder.file("content")
+        try #require(try runProcess(vmswarmBinary, ["keygen", key, "--kind", "content"]).status == 0)
+        let create = try runProcess(vmswarmBinary, [
+            "create", image, "-t", "http://10.77.1.1:6969/announce", "-o", torrent, "--key", key + ".key",
+        ])
+        try #require(create.status == 0, "\(create.stderr)")
+        let tracker = try BackgroundProcess(Self.testbed, [
+            "--prefix", prefix, "exec", "h1", vmswarmBinary, "tracker", "--listen", "10.77.1.1:6969", "--interval", "10",
+        ], logTo: folder.file("tracker.log"))
+        defer { tracker.stop() }
+        let group = "239.255.42.1:7000"
+        let seeder = try BackgroundProcess(Self.testbed, [
+            "--prefix", prefix, "exec", "h1", vmswarmBinary, "seed", torrent, "--data", image, "--key", key + ".key",
+            "--port", "6881", "--multicast", group, "--rate", "90mbit", "--min-receivers", "3",
+        ], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(60) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
+        let receivers = try [(2, true), (3, true), (4, false)].map { host, keyed in
+            try BackgroundProcess(Self.testbed, [
+                "--prefix", prefix, "exec", "h\(host)", vmswarmBinary, "get", torrent, "--output", folder.file("h\(host)"),
+                "--port", "6881", "--multicast", group, "--json",
+            ] + (keyed ? ["--key", key + ".key"] : ["--relay-only"]), logTo: folder.file("h\(host).log"))
+        }
+        defer { receivers.forEach { $0.stop() } }
+        for (index, receiver) in receivers.enumerated() {
+            let host = index + 2
+            #expect(receiver.wait(seconds: 120) && receiver.process.terminationStatus == 0, "h\(host): \(receiver.output.suffix(500))")
+            let complete = receiver.output.split(separator: "\n").last { $0.contains(#""event":"complete""#) } ?? ""
+            #expect(complete.contains(#""multicast_pieces":"#) && !complete.contains(#""multicast_pieces":0,"#), "h\(host): \(complete)")
+        }
+        for host in [2, 3] {
+            #expect(try sha256(folder.file("h\(host)/disk.img")) == sha, "h\(host) holds the exact plaintext")
+        }
+        let relayed = try FileManager.default.contentsOfDirectory(atPath: folder.file("h4"))
+        #expect(relayed.contains("disk.img.sealed") && !relayed.contains("disk.img"), "the relay keeps the ciphertext only: \(relayed)")
+    }
 }
