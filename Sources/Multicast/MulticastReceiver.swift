@@ -366,7 +366,7 @@ public struct MulticastReceiver: Sendable {
         for (piece, time) in view.judge where time <= now {
             sender!.judge[piece] = nil
             guard !have[piece], !verifying.contains(piece), !handedOver.contains(piece) else { continue }
-            let reports = view.othersReports[piece]?.values ?? [:].values
+            let reports = view.othersReports[piece, default: [:]].values
             let lonely = missingBlocks(of: piece).members.contains { block in
                 1 + reports.count { $0.contains(block) } < view.suppressAfter
             }

@@ -8,6 +8,22 @@ import Testing
     static let repository = fixturesURL.deletingLastPathComponent().path
     static let testbed = repository + "/tools/testbed"
 
+    /// Brings up a testbed of `hosts` hosts under `prefix`; `down` takes it away.
+    static func up(_ prefix: String, hosts: Int, loss: String? = nil) throws {
+        let arguments = ["--prefix", prefix, "--hosts", "\(hosts)"] + (loss.map { ["--loss", $0] } ?? []) + ["up"]
+        let up = try runProcess(testbed, arguments)
+        try #require(up.status == 0, "\(up.stderr)")
+    }
+
+    static func down(_ prefix: String) { _ = try? runProcess(testbed, ["--prefix", prefix, "down"]) }
+
+    /// `disk.img` of random bytes in `folder`, and its sha256.
+    static func randomImage(in folder: TemporaryFolder, mebibytes: Int) throws -> (path: String, sha: String) {
+        let image = folder.file("disk.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(mebibytes << 20) /dev/urandom > '\(image)'"]).status == 0)
+        return (image, try sha256(image))
+    }
+
     /// The small version of the distribution benchmark: 4 hosts, 16 MiB, a vmswarm swarm; it exits
     /// non-zero unless every receiver holds the image with the right checksum.
     @Test func aSwarmOfFourHostsDeliversTheExactImage() throws {
@@ -21,14 +37,11 @@ import Testing
     /// each way. Every receiver ends with the exact image; the sender reports its repair traffic.
     @Test func multicastBoosterWithTwoLossyReceivers() throws {
         let prefix = "vmt"
-        let up = try runProcess(Self.testbed, ["--prefix", prefix, "--hosts", "5", "--loss", "h4:5,h5:5", "up"])
-        try #require(up.status == 0, "\(up.stderr)")
-        defer { _ = try? runProcess(Self.testbed, ["--prefix", prefix, "down"]) }
+        try Self.up(prefix, hosts: 5, loss: "h4:5,h5:5")
+        defer { Self.down(prefix) }
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
-        let image = folder.file("disk.img")
-        try #require(try runProcess("/bin/sh", ["-c", "head -c \(16 << 20) /dev/urandom > '\(image)'"]).status == 0)
-        let sha = try sha256(image)
+        let (image, sha) = try Self.randomImage(in: folder, mebibytes: 16)
         let torrent = folder.file("disk.torrent")
         let group = "239.255.42.1:7000"
         let seeder = try BackgroundProcess(Self.testbed, [
@@ -61,14 +74,11 @@ import Testing
     /// without it (`--relay-only`) keeps the verified ciphertext. All of it came from the group.
     @Test func multicastBoosterCarriesASealedImage() throws {
         let prefix = "vms"
-        let up = try runProcess(Self.testbed, ["--prefix", prefix, "--hosts", "4", "up"])
-        try #require(up.status == 0, "\(up.stderr)")
-        defer { _ = try? runProcess(Self.testbed, ["--prefix", prefix, "down"]) }
+        try Self.up(prefix, hosts: 4)
+        defer { Self.down(prefix) }
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
-        let image = folder.file("disk.img")
-        try #require(try runProcess("/bin/sh", ["-c", "head -c \(8 << 20) /dev/urandom > '\(image)'"]).status == 0)
-        let sha = try sha256(image)
+        let (image, sha) = try Self.randomImage(in: folder, mebibytes: 8)
         let torrent = folder.file("disk.torrent")
         let key = folder.file("content")
         try #require(try runProcess(vmswarmBinary, ["keygen", key, "--kind", "content"]).status == 0)
