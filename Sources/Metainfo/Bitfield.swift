@@ -46,11 +46,39 @@ public struct Bitfield: Hashable, Sendable {
         return true
     }
 
+    @discardableResult
+    public mutating func remove(_ piece: PieceIndex) -> Bool {
+        precondition(piece.value >= 0 && piece.value < pieceCount, "\(piece) outside \(pieceCount) pieces")
+        let mask: UInt8 = 0x80 >> UInt8(piece.value & 7)
+        guard bytes[piece.value >> 3] & mask != 0 else { return false }
+        bytes[piece.value >> 3] &= ~mask
+        count -= 1
+        return true
+    }
+
     /// Removes every piece of `other` (a bitfield of the same torrent).
     public mutating func subtract(_ other: Bitfield) {
         precondition(other.pieceCount == pieceCount, "bitfields of different torrents")
         for index in bytes.indices { bytes[index] &= ~other.bytes[index] }
         count = bytes.reduce(0) { $0 + $1.nonzeroBitCount }
+    }
+
+    /// Whether this holds a piece that `other` (a bitfield of the same torrent) lacks.
+    public func hasPieces(notIn other: Bitfield) -> Bool {
+        precondition(other.pieceCount == pieceCount, "bitfields of different torrents")
+        return bytes.indices.contains { bytes[$0] & ~other.bytes[$0] != 0 }
+    }
+
+    /// Calls `body` with each piece held, ascending; skips empty bytes whole.
+    public func forEachPiece(_ body: (PieceIndex) throws -> Void) rethrows {
+        for index in bytes.indices where bytes[index] != 0 {
+            var byte = bytes[index]
+            while byte != 0 {
+                let bit = byte.leadingZeroBitCount
+                try body(PieceIndex(index * 8 + bit))
+                byte &= ~(0x80 >> UInt8(bit))
+            }
+        }
     }
 
     public var isComplete: Bool { count == pieceCount }

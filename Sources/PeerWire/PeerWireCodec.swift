@@ -73,6 +73,14 @@ public struct PeerWireDecoder: Sendable {
 
 /// Writes peer wire messages.
 public enum PeerWireEncoder {
+    /// A `piece` message up to its block: a sender may then write the block from where it lies.
+    public static func writePieceHeader(_ piece: PieceIndex, begin: Int, length: Int, to buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(9 + length))
+        buffer.writeInteger(PeerMessage.ID.piece.rawValue)
+        buffer.writeInteger(UInt32(piece.value))
+        buffer.writeInteger(UInt32(begin))
+    }
+
     public static func write(_ message: PeerMessage, to buffer: inout ByteBuffer) {
         func header(_ id: PeerMessage.ID, _ payloadLength: Int) {
             buffer.writeInteger(UInt32(1 + payloadLength))
@@ -101,9 +109,7 @@ public enum PeerWireEncoder {
         case .reject(let request): block(.reject, request)
         case .port(let port): header(.port, 2); buffer.writeInteger(port)
         case .piece(let piece, let begin, let data):
-            header(.piece, 8 + data.readableBytes)
-            buffer.writeInteger(UInt32(piece.value))
-            buffer.writeInteger(UInt32(begin))
+            writePieceHeader(piece, begin: begin, length: data.readableBytes, to: &buffer)
             buffer.writeImmutableBuffer(data)
         case .extended(let id, let payload):
             header(.extended, 1 + payload.readableBytes)

@@ -130,6 +130,18 @@ public final class PieceStore: Sendable {
         wire.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[request.begin..<(request.begin + request.length)])) }
     }
 
+    /// Reads a whole piece as peers are sent it (for a transformed store, its wire form), to serve
+    /// their requests for its blocks from one read.
+    public func readWire(_ piece: PieceIndex, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        precondition(buffer.count == info.layout.length(of: piece), "a piece is read whole")
+        guard transform != nil else {
+            let start = info.layout.offset(of: piece)
+            return try files.read(start..<(start + Int64(buffer.count)), into: buffer)
+        }
+        let wire = try wireForm(of: piece)
+        wire.withUnsafeBytes { buffer.copyMemory(from: $0) }
+    }
+
     /// The wire form of a stored piece, from the recent ones or made anew.
     private func wireForm(of piece: PieceIndex) throws(StorageError) -> [UInt8] {
         if let cached = recentWireForms.withLock({ $0.first { $0.0 == piece }?.1 }) { return cached }

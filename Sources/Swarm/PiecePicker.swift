@@ -19,9 +19,14 @@ public struct PiecePicker: Sendable {
     /// How many connected peers hold each piece.
     public private(set) var availability: [Int]
     private var inProgress: [PieceIndex: PieceProgress] = [:]
+    /// The pieces in `inProgress`, to scan candidates by whole bytes rather than by lookups.
+    private var started: Bitfield
     private var random: SeededRandom
 
-    struct PieceProgress {
+    /// A started piece's blocks. A class: it is read and changed for every block requested and
+    /// received, and a struct in the dictionary had to be taken out and put back each time. Each
+    /// belongs to one picker, confined to one event loop, never shared: hence the unchecked `Sendable`.
+    final class PieceProgress: @unchecked Sendable {
         /// Where each block starts, ascending; nil for the usual 16 KiB grid. A piece adopted from
         /// the booster has blocks of exactly the byte ranges the group lost (a few datagrams each),
         /// so peers are asked for those bytes and not for the 16 KiB blocks around them.
@@ -31,14 +36,18 @@ public struct PiecePicker: Sendable {
         var requestedFrom: [[Peer]]
         var received: [Bool]
         var receivedCount = 0
+        /// Blocks neither received nor asked of anyone: a piece with none has nothing to hand out
+        /// outside end-game, and is passed over without a look at its blocks.
+        var open: Int
 
         init(blocks: Int) {
             requestedFrom = [[Peer]](repeating: [], count: blocks)
             received = [Bool](repeating: false, count: blocks)
+            open = blocks
         }
 
         /// Blocks covering `ranges` (ascending, not overlapping), none longer than 16 KiB.
-        init(ranges: [Range<Int>]) {
+        convenience init(ranges: [Range<Int>]) {
             var begins: [Int] = []
             var lengths: [Int] = []
             for range in ranges {
@@ -72,12 +81,25 @@ public struct PiecePicker: Sendable {
             let begin = slot * PieceLayout.blockLength
             return (begin, min(PieceLayout.blockLength, pieceLength - begin))
         }
+
+        /// `peer` no longer fetches the block in `slot`.
+        func release(_ peer: Peer, slot: Int) {
+            guard requestedFrom[slot].contains(peer) else { return }
+            requestedFrom[slot].removeAll { $0 == peer }
+            if requestedFrom[slot].isEmpty && !received[slot] { open += 1 }
+        }
+
+        /// `peer` no longer fetches any block of the piece.
+        func release(_ peer: Peer) {
+            for slot in requestedFrom.indices { release(peer, slot: slot) }
+        }
     }
 
     public init(layout: PieceLayout, have: Bitfield, seed: UInt64) {
         self.layout = layout
         self.have = have
         availability = [Int](repeating: 0, count: layout.pieceCount)
+        started = Bitfield(pieceCount: layout.pieceCount)
         random = SeededRandom(seed: seed)
     }
 
@@ -92,7 +114,7 @@ public struct PiecePicker: Sendable {
     /// The peer left: its pieces no longer count, and its unanswered requests go back to the pool.
     public mutating func peerRemoved(_ peer: Peer, pieces: Bitfield) {
         for index in 0..<layout.pieceCount where pieces[PieceIndex(index)] { availability[index] -= 1 }
-        for piece in Array(inProgress.keys) { release(peer, in: piece) }
+        for progress in inProgress.values { progress.release(peer) }
     }
 
     // MARK: Requests
@@ -110,8 +132,10 @@ public struct PiecePicker: Sendable {
                                   endGameCount: Int = .max, preferred: [PieceIndex] = []) -> [BlockRequest] {
         var picked: [BlockRequest] = []
         // 1. Blocks of pieces already started, that nobody was asked for yet.
-        for piece in inProgress.keys.sorted()
-        where peerPieces[piece] && availability[piece.value] <= maxAvailability && picked.count < count {
+        started.forEachPiece { piece in
+            guard picked.count < count, peerPieces[piece], availability[piece.value] <= maxAvailability,
+                inProgress[piece]!.open > 0
+            else { return }
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
         // 2a. Pieces the peer suggested.
@@ -129,7 +153,8 @@ public struct PiecePicker: Sendable {
         let duplicates = min(count - picked.count, endGameCount)
         if duplicates > 0 && isEndGame {
             var taken = 0
-            for piece in inProgress.keys.sorted() where peerPieces[piece] && taken < duplicates {
+            started.forEachPiece { piece in
+                guard peerPieces[piece] && taken < duplicates else { return }
                 let blocks = take(from: piece, for: peer, limit: duplicates - taken, duplicates: true)
                 taken += blocks.count
                 picked += blocks
@@ -141,11 +166,12 @@ public struct PiecePicker: Sendable {
     /// A requested block arrived. Returns the piece when its last block is in (hash it now), and the
     /// other peers asked for this block in end-game (send them a cancel).
     public mutating func received(_ block: BlockRequest, from peer: Peer) -> (completePiece: PieceIndex?, cancelAt: [Peer]) {
-        guard var progress = inProgress.removeValue(forKey: block.piece) else { return (nil, []) }
-        defer { inProgress[block.piece] = progress }
-        guard let slot = progress.slot(at: block.begin), !progress.received[slot] else { return (nil, []) }
+        guard let progress = inProgress[block.piece], let slot = progress.slot(at: block.begin), !progress.received[slot] else {
+            return (nil, [])
+        }
         progress.received[slot] = true
         progress.receivedCount += 1
+        if progress.requestedFrom[slot].isEmpty { progress.open -= 1 }
         let others = progress.requestedFrom[slot].filter { $0 != peer }
         return (progress.receivedCount == progress.received.count ? block.piece : nil, others)
     }
@@ -164,6 +190,7 @@ public struct PiecePicker: Sendable {
             }
         }
         inProgress[piece] = PieceProgress(ranges: wanted)
+        started.insert(piece)
         return wanted.isEmpty
     }
 
@@ -178,20 +205,20 @@ public struct PiecePicker: Sendable {
 
     /// A request was rejected, cancelled or dropped by a choke: someone else may be asked.
     public mutating func released(_ block: BlockRequest, by peer: Peer) {
-        guard var progress = inProgress.removeValue(forKey: block.piece) else { return }
-        defer { inProgress[block.piece] = progress }
-        guard let slot = progress.slot(at: block.begin) else { return }
-        progress.requestedFrom[slot].removeAll { $0 == peer }
+        guard let progress = inProgress[block.piece], let slot = progress.slot(at: block.begin) else { return }
+        progress.release(peer, slot: slot)
     }
 
     public mutating func pieceVerified(_ piece: PieceIndex) {
         inProgress[piece] = nil
+        started.remove(piece)
         have.insert(piece)
     }
 
     /// The piece's hash did not match: all of it is fetched again.
     public mutating func pieceFailed(_ piece: PieceIndex) {
         inProgress[piece] = nil
+        started.remove(piece)
     }
 
     public var isComplete: Bool { have.isComplete }
@@ -200,9 +227,7 @@ public struct PiecePicker: Sendable {
     public var isEndGame: Bool {
         let missing = layout.pieceCount - have.count
         guard missing > 0, inProgress.count == missing else { return false }
-        return inProgress.values.allSatisfy { progress in
-            zip(progress.requestedFrom, progress.received).allSatisfy { !$0.isEmpty || $1 }
-        }
+        return inProgress.values.allSatisfy { $0.open == 0 }
     }
 
     // MARK: Internals
@@ -211,9 +236,12 @@ public struct PiecePicker: Sendable {
         var best: [Int] = []
         var bestAvailability = Int.max
         let randomPhase = have.count < Self.randomFirstPieces
-        for index in 0..<layout.pieceCount {
-            let piece = PieceIndex(index)
-            guard !have[piece], inProgress[piece] == nil, peerPieces[piece], availability[index] <= maxAvailability else { continue }
+        var candidates = peerPieces
+        candidates.subtract(have)
+        candidates.subtract(started)
+        candidates.forEachPiece { piece in
+            let index = piece.value
+            guard availability[index] <= maxAvailability else { return }
             let rank = randomPhase ? 0 : availability[index]
             if rank < bestAvailability {
                 bestAvailability = rank
@@ -228,11 +256,11 @@ public struct PiecePicker: Sendable {
 
     private mutating func start(_ piece: PieceIndex) {
         inProgress[piece] = PieceProgress(blocks: layout.blockCount(of: piece))
+        started.insert(piece)
     }
 
     private mutating func take(from piece: PieceIndex, for peer: Peer, limit: Int, duplicates: Bool) -> [BlockRequest] {
-        guard limit > 0, var progress = inProgress.removeValue(forKey: piece) else { return [] }
-        defer { inProgress[piece] = progress }
+        guard limit > 0, let progress = inProgress[piece] else { return [] }
         let length = layout.length(of: piece)
         var taken: [BlockRequest] = []
         for slot in progress.received.indices where taken.count < limit && !progress.received[slot] {
@@ -241,6 +269,7 @@ public struct PiecePicker: Sendable {
                 ? !askers.contains(peer) && askers.count < Self.endGameDuplicates
                 : askers.isEmpty
             if eligible {
+                if askers.isEmpty { progress.open -= 1 }
                 progress.requestedFrom[slot].append(peer)
                 let (begin, blockLength) = progress.range(of: slot, pieceLength: length)
                 taken.append(BlockRequest(piece: piece, begin: begin, length: blockLength))
@@ -249,9 +278,4 @@ public struct PiecePicker: Sendable {
         return taken
     }
 
-    private mutating func release(_ peer: Peer, in piece: PieceIndex) {
-        guard var progress = inProgress.removeValue(forKey: piece) else { return }
-        defer { inProgress[piece] = progress }
-        for slot in progress.requestedFrom.indices { progress.requestedFrom[slot].removeAll { $0 == peer } }
-    }
 }

@@ -61,7 +61,12 @@ public struct SwarmEngine: Sendable {
         case connect([PeerAddress])
     }
 
-    struct PeerState: Sendable {
+    /// One connected peer. A class: the engine reads and changes a few fields of it several times
+    /// per 16 KiB block, and as a struct in a dictionary every such access copied the whole state
+    /// (a dozen reference-counted fields); on one to four on loopback those copies took a tenth of
+    /// the event loop. Each state belongs to one engine, which lives on one event loop, and is
+    /// never shared between engines: hence the unchecked `Sendable`.
+    final class PeerState: @unchecked Sendable {
         let id: PeerID
         var session: PeerSession
         /// Where the peer accepts connections: the address we dialled, or for a peer that dialled
@@ -90,6 +95,19 @@ public struct SwarmEngine: Sendable {
         var suggestions: [PieceIndex] = []
         /// Pieces we suggested to this peer, so each is suggested once.
         var suggestedToPeer: Set<PieceIndex> = []
+
+        init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, queueDepth: Int,
+             lastReceived: Double, lastSent: Double, lastBlock: Double, lastPeerExchange: Double) {
+            self.id = id
+            self.session = session
+            self.listenAddress = listenAddress
+            self.remoteIP = remoteIP
+            self.queueDepth = queueDepth
+            self.lastReceived = lastReceived
+            self.lastSent = lastSent
+            self.lastBlock = lastBlock
+            self.lastPeerExchange = lastPeerExchange
+        }
     }
 
     public let info: TorrentInfo
@@ -177,17 +195,14 @@ public struct SwarmEngine: Sendable {
     }
 
     public mutating func received(_ message: PeerMessage, from peer: Peer) -> [Action] {
-        // Taken out while the session changes, so its request sets are not copied on every message.
-        guard var state = peers.removeValue(forKey: peer) else { return [] }
+        guard let state = peers[peer] else { return [] }
         let events: [PeerSession.Event]
         do {
             events = try state.session.receive(message)
         } catch {
-            peers[peer] = state
             return [.disconnect(peer, reason: error.description)] + peerDisconnected(peer)
         }
         state.lastReceived = clock
-        peers[peer] = state
         var actions: [Action] = []
         for event in events {
             switch event {
@@ -404,8 +419,7 @@ public struct SwarmEngine: Sendable {
     /// Until its first block the peer keeps the configured depth; a peer we asked nothing of keeps
     /// its queue, as its rate then says nothing about what it could send.
     private mutating func measureRate(_ peer: Peer, over elapsed: Double) {
-        guard var state = peers[peer] else { return }
-        defer { peers[peer] = state }
+        guard let state = peers[peer] else { return }
         let sample = Double(state.bytesSinceTick) / elapsed
         state.bytesSinceTick = 0
         guard sample > 0 || (state.rate != nil && !state.session.outstanding.isEmpty) else { return }
@@ -481,9 +495,9 @@ public struct SwarmEngine: Sendable {
     }
 
     private mutating func updateInterest(_ peer: Peer) -> [Action] {
-        guard let session = peers[peer]?.session else { return [] }
-        let wanted = (0..<info.pieceCount).contains { session.peerPieces[PieceIndex($0)] && !have[PieceIndex($0)] }
-        guard wanted != session.amInterested else { return [] }
+        guard let state = peers[peer] else { return [] }
+        let wanted = state.session.peerPieces.hasPieces(notIn: have)
+        guard wanted != state.session.amInterested else { return [] }
         return [send(peer, wanted ? .interested : .notInterested)]
     }
 
@@ -492,11 +506,11 @@ public struct SwarmEngine: Sendable {
     }
 
     private mutating func fillRequests(for peer: Peer) -> [Action] {
-        guard let session = peers[peer]?.session, !session.peerChoking, session.amInterested,
+        guard let state = peers[peer], !state.session.peerChoking, state.session.amInterested,
             verifyingBytes < max(configuration.maximumVerifyingBytes, 2 * info.pieceLength),
-            avoided == nil || peers[peer]?.remoteIP != avoided
+            avoided == nil || state.remoteIP != avoided
         else { return [] }
-        var depth = peers[peer]!.queueDepth
+        var depth = state.queueDepth
         // While seeds are fewer than the other peers, their upload is the swarm's scarce link: a
         // seed is kept for the pieces only seeds have while other peers are serving us (when none
         // is, it may be asked for anything), one piece at a time: the others cannot know which
@@ -504,22 +518,22 @@ public struct SwarmEngine: Sendable {
         // fetch the same one from the seed. Once most peers are seeds (the end of a swarm, or
         // receivers the booster filled) they serve whatever we lack.
         var maxAvailability = Int.max
-        let seeds = session.peerPieces.isComplete ? peers.values.count { $0.session.peerPieces.isComplete } : 0
+        let seeds = state.session.peerPieces.isComplete ? peers.values.count { $0.session.peerPieces.isComplete } : 0
         if seeds > 0 && 2 * seeds <= peers.count {
             depth = min(depth, max(configuration.minimumQueueDepth, info.layout.blockCount(of: PieceIndex(0))))
             if peers.values.contains(where: { !$0.session.peerPieces.isComplete && !$0.session.outstanding.isEmpty }) {
                 maxAvailability = seeds
             }
         }
-        let room = depth - session.outstanding.count
+        let room = depth - state.session.outstanding.count
         guard room > 0 else { return [] }
-        let endGameCount = max(0, configuration.endGameQueueDepth - session.outstanding.count)
-        var pieces = session.peerPieces
+        let endGameCount = max(0, configuration.endGameQueueDepth - state.session.outstanding.count)
+        var pieces = state.session.peerPieces
         if let deferred { pieces.subtract(deferred) }
-        if let declined = peers[peer]?.declined { pieces.subtract(declined) }
-        let suggestions = peers[peer]?.suggestions ?? []
+        if let declined = state.declined { pieces.subtract(declined) }
+        let suggestions = state.suggestions
         let held = have
-        peers[peer]?.suggestions.removeAll { held[$0] }
+        state.suggestions.removeAll { held[$0] }
         return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,
             endGameCount: endGameCount, preferred: suggestions).map { send(peer, .request($0)) }
     }

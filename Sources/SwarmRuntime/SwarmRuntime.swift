@@ -88,6 +88,10 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var heldPieces: [(Int, PeerMessage)] = []
     private var heldRequests: [(Int, PeerMessage)] = []
     private var pacer: RepeatedTask?
+    /// Whole pieces read for peers' requests, oldest first. A peer asks for a piece 16 KiB at a
+    /// time; each block is then a slice of one read, not a thread-pool trip and a copy of its own.
+    private var servedPieces: [(piece: PieceIndex, data: EventLoopFuture<ByteBuffer>)] = []
+    private static let servedPieceBytes = 8 << 20
     // The multicast booster's receiving side (nil without --multicast).
     private var multicastReceiver: MulticastReceiver?
     private var multicastLink: MulticastLink?
@@ -260,8 +264,16 @@ public final class SwarmRuntime: @unchecked Sendable {
     private func write(_ message: PeerMessage, to handle: Int) -> Bool {
         guard let channel = channels[handle] else { return false }
         var buffer = channel.allocator.buffer(capacity: 32)
-        PeerWireEncoder.write(message, to: &buffer)
-        channel.write(buffer, promise: nil)
+        if case .piece(let piece, let begin, let block) = message {
+            // The block goes out as it is (a slice of the piece read for it), beside its header:
+            // the socket gathers both in one write, and 16 KiB are not copied into a new buffer.
+            PeerWireEncoder.writePieceHeader(piece, begin: begin, length: block.readableBytes, to: &buffer)
+            channel.write(buffer, promise: nil)
+            channel.write(block, promise: nil)
+        } else {
+            PeerWireEncoder.write(message, to: &buffer)
+            channel.write(buffer, promise: nil)
+        }
         return true
     }
 
@@ -304,20 +316,36 @@ public final class SwarmRuntime: @unchecked Sendable {
     }
 
     private func readBlock(_ request: BlockRequest, for handle: Int) {
+        servedPiece(request.piece).whenSuccess { piece in
+            guard let block = piece.getSlice(at: piece.readerIndex + request.begin, length: request.length) else { return }
+            self.perform(self.engine.blockRead(request, data: block, for: handle))
+        }
+    }
+
+    /// The piece as peers are sent it, read once for all the blocks asked of it.
+    private func servedPiece(_ piece: PieceIndex) -> EventLoopFuture<ByteBuffer> {
+        if let index = servedPieces.firstIndex(where: { $0.piece == piece }) {
+            let entry = servedPieces.remove(at: index)
+            servedPieces.append(entry)
+            return entry.data
+        }
         let store = self.store
-        let allocator = ByteBufferAllocator()
-        pool.runIfActive(eventLoop: loop) { () -> ByteBuffer in
-            var buffer = allocator.buffer(capacity: request.length)
-            try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: request.length) { target in
-                try store.read(request, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<request.length]))
-                return request.length
+        let length = info.layout.length(of: piece)
+        let read = pool.runIfActive(eventLoop: loop) { () -> ByteBuffer in
+            var buffer = ByteBufferAllocator().buffer(capacity: length)
+            try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { target in
+                try store.readWire(piece, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<length]))
+                return length
             }
             return buffer
-        }.whenComplete { result in
-            if case .success(let buffer) = result {
-                self.perform(self.engine.blockRead(request, data: buffer, for: handle))
-            }
         }
+        read.whenFailure { error in
+            self.servedPieces.removeAll { $0.piece == piece }
+            self.logger.warning("cannot read a piece for a peer", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
+        }
+        servedPieces.append((piece, read))
+        if servedPieces.count > max(2, Self.servedPieceBytes / info.pieceLength) { servedPieces.removeFirst() }
+        return read
     }
 
     private func finish() {
