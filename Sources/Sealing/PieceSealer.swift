@@ -23,10 +23,29 @@ public struct PieceSealer: Sendable {
     /// The sealed piece (ciphertext then tag) for the piece's plaintext chunk, which must be exactly
     /// `parameters.plaintextLength(of: piece)` bytes.
     public func seal(_ piece: PieceIndex, plaintext: some DataProtocol) throws(SealingError) -> [UInt8] {
+        do {
+            return try withSealed(piece, plaintext: plaintext) { body in
+                [UInt8](unsafeUninitializedCapacity: body.count) { buffer, count in
+                    UnsafeMutableRawBufferPointer(buffer).copyMemory(from: body)
+                    count = body.count
+                }
+            }
+        } catch let error as SealingError {
+            throw error
+        } catch {
+            preconditionFailure("only sealing itself can fail here: \(error)")
+        }
+    }
+
+    /// `seal`, lending the sealed piece to `body` straight from the buffer AES-GCM made. Throws a
+    /// `SealingError`, or what `body` throws.
+    public func withSealed<Result>(
+        _ piece: PieceIndex, plaintext: some DataProtocol, _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result {
         try checkRange(piece)
         let expected = parameters.plaintextLength(of: piece)
         guard plaintext.count == expected else {
-            throw .plaintextLength(piece: piece.value, expected: expected, found: plaintext.count)
+            throw SealingError.plaintextLength(piece: piece.value, expected: expected, found: plaintext.count)
         }
         let box: AES.GCM.SealedBox
         do {
@@ -38,17 +57,11 @@ public struct PieceSealer: Sendable {
             preconditionFailure("AES-GCM refused to seal with a 256-bit key: \(error)")
         }
         // The combined form is nonce, ciphertext, tag in one buffer (always present for 12-byte
-        // nonces); one copy out of it is the fastest way to ciphertext-then-tag.
+        // nonces): ciphertext-then-tag is that buffer after the nonce, lent without a copy.
         guard let combined = box.combined else {
             preconditionFailure("AES-GCM gave no combined form for a 12-byte nonce")
         }
-        return combined.withUnsafeBytes { raw in
-            let body = UnsafeRawBufferPointer(rebasing: raw[12...])
-            return [UInt8](unsafeUninitializedCapacity: body.count) { buffer, count in
-                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: body)
-                count = body.count
-            }
-        }
+        return try combined.withUnsafeBytes { raw in try body(UnsafeRawBufferPointer(rebasing: raw[12...])) }
     }
 
     /// The plaintext of a sealed piece (ciphertext then tag, exactly

@@ -13,8 +13,10 @@ extension PieceSealer: PieceTransform {
     ) throws -> Result {
         try openedData(piece, sealed: wire).withUnsafeBytes(body)
     }
-    public func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) throws -> [UInt8] {
-        try seal(piece, plaintext: stored)
+    public func withWire<Result>(
+        _ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result {
+        try withSealed(piece, plaintext: stored, body)
     }
 }
 

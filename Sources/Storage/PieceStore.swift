@@ -27,10 +27,10 @@ public final class PieceStore: Sendable {
     public let isNew: Bool
     private let files: FileSet
     private let transform: (any PieceTransform)?
-    /// Wire forms of the last pieces peers asked for or we verified (16 MiB of them, at least 4): a
-    /// piece is requested block by block, and transforming it once per block would cost its length
-    /// per 16 KiB; and a piece that just arrived is what other peers ask for next, so it is kept as
-    /// it came instead of being transformed back.
+    /// Wire forms of the last pieces we verified or were asked for block by block (8 MiB of them,
+    /// at least 4): a piece that just arrived is what other peers ask for next, so it is kept as it
+    /// came instead of being transformed back. (`readWire`, which serves whole pieces, leaves the
+    /// caching of what it makes to its caller.)
     private let recentWireForms = Mutex<[(PieceIndex, [UInt8])]>([])
     private let recentWireFormCount: Int
 
@@ -41,7 +41,7 @@ public final class PieceStore: Sendable {
         self.workingPath = workingPath
         self.isNew = isNew
         self.transform = transform
-        recentWireFormCount = max(4, (16 << 20) / info.pieceLength)
+        recentWireFormCount = max(4, (8 << 20) / info.pieceLength)
         if let transform {
             precondition(!info.isMultiFile, "a transformed torrent is one file")
             files = try FileSet(singleFile: workingPath, length: transform.storedLength, mode: mode)
@@ -138,8 +138,10 @@ public final class PieceStore: Sendable {
             let start = info.layout.offset(of: piece)
             return try files.read(start..<(start + Int64(buffer.count)), into: buffer)
         }
-        let wire = try wireForm(of: piece)
-        wire.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        if let cached = recentWireForms.withLock({ $0.first { $0.0 == piece }?.1 }) {
+            return cached.withUnsafeBytes { buffer.copyMemory(from: $0) }
+        }
+        try withWireForm(of: piece) { buffer.copyMemory(from: $0) }
     }
 
     /// The wire form of a stored piece, from the recent ones or made anew.
@@ -159,12 +161,22 @@ public final class PieceStore: Sendable {
     }
 
     private func readWireForm(of piece: PieceIndex) throws(StorageError) -> [UInt8] {
+        try withWireForm(of: piece) { Array($0) }
+    }
+
+    /// Reads a stored piece and lends its wire form to `body`, made anew.
+    private func withWireForm<Result>(of piece: PieceIndex, _ body: (UnsafeRawBufferPointer) -> Result) throws(StorageError) -> Result {
         guard let transform else { preconditionFailure("only transformed pieces have a separate wire form") }
         let range = transform.storedRange(of: piece)
-        var stored = [UInt8](repeating: 0, count: Int(range.upperBound - range.lowerBound))
-        try stored.withUnsafeMutableBytes { bytes in Result { () throws(StorageError) in try files.read(range, into: bytes) } }.get()
+        let length = Int(range.upperBound - range.lowerBound)
+        var failure: StorageError?
+        let stored = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
+            do throws(StorageError) { try files.read(range, into: UnsafeMutableRawBufferPointer(buffer)) } catch { failure = error }
+            count = length
+        }
+        if let failure { throw failure }
         do {
-            return try stored.withUnsafeBytes { try transform.wire(piece, fromStored: $0) }
+            return try stored.withUnsafeBytes { try transform.withWire(piece, fromStored: $0, body) }
         } catch {
             throw .pieceRefused(piece: piece.value, reason: "\(error)")
         }
@@ -178,7 +190,7 @@ public final class PieceStore: Sendable {
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             for index in stride(from: worker, to: pieceCount, by: workers) {
                 let piece = PieceIndex(index)
-                let good = (try? readWireForm(of: piece)).map { Insecure.SHA1.hash(data: $0).elementsEqual(info.hash(of: piece)) } ?? false
+                let good = (try? withWireForm(of: piece) { Insecure.SHA1.hash(data: $0).elementsEqual(info.hash(of: piece)) }) ?? false
                 let bytes = found.withLock { found in
                     if good { found.have.insert(piece) }
                     found.bytes += Int64(info.layout.length(of: piece))

@@ -14,6 +14,9 @@ public protocol PieceTransform: Sendable {
     func withStored<Result>(
         _ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
     ) throws -> Result
-    /// The wire form of a stored piece, byte for byte what the torrent's hash covers.
-    func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) throws -> [UInt8]
+    /// Calls `body` with the wire form of a stored piece, byte for byte what the torrent's hash
+    /// covers (valid only during the call, so a transform can lend its own buffer).
+    func withWire<Result>(
+        _ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result
 }

@@ -553,8 +553,9 @@ public struct SwarmEngine: Sendable {
         let outcome = picker.received(block, from: peer)
         var actions: [Action] = outcome.cancelAt.map { send($0, .cancel(block)) }
         // Copied in place: the piece's buffer is mutated inside the dictionary, never duplicated.
+        // It starts uninitialized (not zeroed): it is hashed only once every block was written.
         let length = info.layout.length(of: block.piece)
-        assembling[block.piece, default: [UInt8](repeating: 0, count: length)].withUnsafeMutableBytes { target in
+        assembling[block.piece, default: [UInt8](unsafeUninitializedCapacity: length) { $1 = length }].withUnsafeMutableBytes { target in
             data.withUnsafeReadableBytes { source in
                 target.baseAddress!.advanced(by: block.begin).copyMemory(from: source.baseAddress!, byteCount: source.count)
             }

@@ -260,11 +260,7 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
         let layout = store.info.layout
         var bytes = [UInt8](repeating: 0, count: layout.length(of: piece))
         do {
-            try bytes.withUnsafeMutableBytes { buffer in
-                for block in layout.blocks(of: piece) {
-                    try store.read(block, into: UnsafeMutableRawBufferPointer(rebasing: buffer[block.begin..<(block.begin + block.length)]))
-                }
-            }
+            try bytes.withUnsafeMutableBytes { buffer in try store.readWire(piece, into: buffer) }
         } catch {
             logger.error("multicast sender cannot read a piece", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
             return nil

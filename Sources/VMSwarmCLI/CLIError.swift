@@ -17,6 +17,7 @@ struct CLIError: Error, CustomStringConvertible {
         self.init(context.map { "\($0): \(message)" } ?? message)
     }
 
+    @discardableResult
     static func wrap<T>(_ context: String? = nil, _ body: () throws -> T) throws(CLIError) -> T {
         do {
             return try body()

@@ -23,7 +23,12 @@ struct MarkedTransform: PieceTransform {
         guard Array(wire.suffix(4)) == Self.marker else { throw CocoaError(.coderInvalidValue) }
         return try wire.dropLast(4).map { $0 ^ UInt8(truncatingIfNeeded: piece.value) }.withUnsafeBytes(body)
     }
-    func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) throws -> [UInt8] {
+    func withWire<Result>(
+        _ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result {
+        try wire(piece, fromStored: stored).withUnsafeBytes(body)
+    }
+    func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) -> [UInt8] {
         stored.map { $0 ^ UInt8(truncatingIfNeeded: piece.value) } + Self.marker
     }
 }
@@ -35,9 +40,9 @@ struct MarkedTransform: PieceTransform {
         var random = SplitMix64(seed: 9)
         let plain = (0..<(chunk * 3 + 510)).map { _ in UInt8.random(in: 0...255, using: &random) }
         let transform = MarkedTransform(chunk: chunk, storedLength: Int64(plain.count))
-        let wire = try (0..<4).map { index in
-            try plain[(index * chunk)..<min((index + 1) * chunk, plain.count)].withUnsafeBytes {
-                try transform.wire(PieceIndex(index), fromStored: $0)
+        let wire = (0..<4).map { index in
+            plain[(index * chunk)..<min((index + 1) * chunk, plain.count)].withUnsafeBytes {
+                transform.wire(PieceIndex(index), fromStored: $0)
             }
         }
         let info = try TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(wire.map(\.count).reduce(0, +)))],
