@@ -71,6 +71,62 @@ public struct PeerWireDecoder: Sendable {
     }
 }
 
+/// Frames a connection's reads into messages. Messages are decoded from each read itself (a
+/// piece's block stays a slice of it); only a message split across reads is assembled, from its
+/// start and just the bytes of the next read that complete it, never the whole read.
+public struct PeerWireFramer: Sendable {
+    public let decoder: PeerWireDecoder
+    /// The start of a message whose end has not arrived.
+    private var pending = ByteBuffer()
+
+    public init(decoder: PeerWireDecoder = PeerWireDecoder()) {
+        self.decoder = decoder
+    }
+
+    /// Bytes held of a message still incomplete.
+    public var pendingBytes: Int { pending.readableBytes }
+
+    /// The messages `read` completes, in order. Throws at the first over-long length prefix (as
+    /// soon as its 4 bytes are in) or malformed message; the connection is then to be dropped.
+    public mutating func messages(in read: ByteBuffer) throws(PeerWireError) -> [PeerMessage] {
+        var incoming = read
+        var messages: [PeerMessage] = []
+        if pending.readableBytes > 0 {
+            guard let message = try finishSplitMessage(from: &incoming) else { return [] }
+            messages.append(message)
+        }
+        while let message = try decoder.next(from: &incoming) { messages.append(message) }
+        if incoming.readableBytes > 0 {
+            var rest = ByteBufferAllocator().buffer(capacity: max(incoming.readableBytes, expectedLength(of: incoming)))
+            rest.writeBuffer(&incoming)
+            pending = rest
+        }
+        return messages
+    }
+
+    /// Completes the split message, copying only its missing bytes out of `incoming`; nil while
+    /// it is still incomplete (`incoming` is then used up).
+    private mutating func finishSplitMessage(from incoming: inout ByteBuffer) throws(PeerWireError) -> PeerMessage? {
+        while true {
+            if let message = try decoder.next(from: &pending) {
+                pending = ByteBuffer()
+                return message
+            }
+            guard incoming.readableBytes > 0 else { return nil }
+            let wanted = max(1, expectedLength(of: pending) - pending.readableBytes)
+            var part = incoming.readSlice(length: min(wanted, incoming.readableBytes))!
+            pending.writeBuffer(&part)
+        }
+    }
+
+    /// The whole length of the message `buffer` starts with (prefix included), or 4 while the
+    /// prefix is incomplete; at most the decoder's limit.
+    private func expectedLength(of buffer: ByteBuffer) -> Int {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return 4 }
+        return 4 + min(Int(length), decoder.maxMessageLength)
+    }
+}
+
 /// Writes peer wire messages.
 public enum PeerWireEncoder {
     /// A `piece` message up to its block: a sender may then write the block from where it lies.

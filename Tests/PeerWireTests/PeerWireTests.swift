@@ -16,6 +16,13 @@ func encode(_ messages: [PeerMessage]) -> ByteBuffer {
     return buffer
 }
 
+func + (lhs: ByteBuffer, rhs: ByteBuffer) -> ByteBuffer {
+    var joined = lhs
+    var rhs = rhs
+    joined.writeBuffer(&rhs)
+    return joined
+}
+
 func decodeAll(_ buffer: ByteBuffer) throws(PeerWireError) -> [PeerMessage] {
     var buffer = buffer
     var messages: [PeerMessage] = []
@@ -51,6 +58,39 @@ let block0 = BlockRequest(piece: PieceIndex(0), begin: 0, length: 16384)
             while let message = try PeerWireDecoder().next(from: &buffer) { messages.append(message) }
         }
         #expect(messages == Self.all)
+    }
+
+    /// Reads split anywhere (inside a length prefix, a header or a block) frame the same messages
+    /// as the whole stream, and a split message holds only its own bytes.
+    @Test func framerSplitsAnywhere() throws {
+        let block = ByteBuffer(bytes: (0..<16384).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        let stream = Self.all + [.piece(PieceIndex(4), begin: 16384, block: block), .have(PieceIndex(5))] + Self.all
+        let whole = encode(stream)
+        var rng = SplitMix64(seed: 5)
+        for round in 0..<200 {
+            var framer = PeerWireFramer()
+            var messages: [PeerMessage] = []
+            var offset = 0
+            while offset < whole.readableBytes {
+                let size = round == 0 ? 1 : min(whole.readableBytes - offset, Int.random(in: 1...40000, using: &rng))
+                messages += try framer.messages(in: whole.getSlice(at: offset, length: size)!)
+                #expect(framer.pendingBytes <= 16384 + 13)
+                offset += size
+            }
+            #expect(messages == stream, "round \(round)")
+            #expect(framer.pendingBytes == 0)
+        }
+    }
+
+    /// An over-long length prefix split across reads is refused once its fourth byte arrives,
+    /// before any payload is held.
+    @Test func framerRefusesAnOverlongPrefixSplitAcrossReads() throws {
+        var framer = PeerWireFramer()
+        #expect(try framer.messages(in: encode([.have(PieceIndex(1))]) + ByteBuffer(bytes: [0x7F, 0xFF])) == [.have(PieceIndex(1))])
+        #expect(framer.pendingBytes == 2)
+        #expect(throws: PeerWireError.messageTooLong(length: 0x7FFF_FFFF, limit: (1 << 20) + 9)) {
+            try framer.messages(in: ByteBuffer(bytes: [0xFF, 0xFF, 7, 7, 7]))
+        }
     }
 
     @Test func hugeLengthPrefixIsRefusedBeforeBuffering() {

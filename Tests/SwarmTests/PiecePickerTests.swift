@@ -108,6 +108,24 @@ let everything = Bitfield(pieceCount: layout.pieceCount, all: true)
         #expect(Set(theirs) == Set(mine))
     }
 
+    /// A released block is open again, for the next peer and for the end-game test; releasing a
+    /// block a peer was not asked for changes nothing.
+    @Test func aReleasedBlockIsOpenAgain() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3, 4, 5]), seed: 1)
+        let first = picker.requests(for: 1, peerPieces: everything, count: 5)
+        #expect(first.count == 3)
+        #expect(picker.isEndGame)
+        picker.released(first[0], by: 2)
+        #expect(picker.isEndGame, "peer 2 was never asked")
+        picker.released(first[0], by: 1)
+        #expect(!picker.isEndGame)
+        #expect(picker.requests(for: 2, peerPieces: everything, count: 5, endGameCount: 0) == [first[0]])
+        #expect(picker.isEndGame)
+        _ = picker.received(first[0], from: 2)
+        picker.released(first[0], by: 2)
+        #expect(picker.isEndGame, "a received block stays closed")
+    }
+
     @Test func endGameAsksASecondPeerAndCancelsTheOther() {
         var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3, 4, 5, 6]), seed: 1)
         let first = picker.requests(for: 1, peerPieces: everything, count: 5)
