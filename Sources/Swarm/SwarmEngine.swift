@@ -229,6 +229,14 @@ public struct SwarmEngine: Sendable {
                 actions += receivedBlock(block, data: data, from: peer)
             case .lateBlock(let block):
                 wasted += Int64(block.length)
+            case .requested(let request) where !have[request.piece]:
+                // Never read for a peer what has not verified (the runtime keeps whole pieces it
+                // read for peers): with the fast extension the request is rejected, without it
+                // there is no polite answer, and a peer asking for pieces we never announced is broken.
+                guard state.session.fast else {
+                    return actions + [.disconnect(peer, reason: "requested \(request.piece), which we do not have")] + peerDisconnected(peer)
+                }
+                actions.append(send(peer, .reject(request)))
             case .requested(let request):
                 if let instead = offerFreshPiece(instead: request, to: peer) {
                     actions += instead

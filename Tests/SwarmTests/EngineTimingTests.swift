@@ -128,6 +128,27 @@ struct ScriptedLeecher {
         #expect(!resumed.isEmpty, "checked pieces free room for requests")
     }
 
+    /// A request for a piece we do not hold is rejected (fast extension) or ends the connection;
+    /// nothing unverified is ever read for a peer.
+    @Test func requestsForPiecesWeLackAreNeverRead() {
+        var leecher = ScriptedLeecher(pieceLength: 32768, pieces: 4)
+        var actions = leecher.engine.peerConnected(1, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(1)))
+        actions += leecher.engine.received(.interested, from: 1)
+        #expect(ScriptedLeecher.sent(actions, to: 1).contains(.unchoke))
+        let request = BlockRequest(piece: PieceIndex(2), begin: 0, length: 16384)
+        actions = leecher.engine.received(.request(request), from: 1)
+        #expect(ScriptedLeecher.sent(actions, to: 1) == [.reject(request)])
+        #expect(!actions.contains { if case .readBlock = $0 { true } else { false } })
+
+        let plain = Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(2), fast: false)
+        _ = leecher.engine.peerConnected(2, handshake: plain)
+        _ = leecher.engine.received(.interested, from: 2)
+        actions = leecher.engine.received(.request(request), from: 2)
+        #expect(actions.contains { if case .disconnect(2, _) = $0 { true } else { false } })
+        #expect(!actions.contains { if case .readBlock = $0 { true } else { false } })
+        #expect(leecher.engine.peerCount == 1)
+    }
+
     @Test func keepAlivesAndSilentPeers() {
         var leecher = ScriptedLeecher()
         _ = leecher.engine.peerConnected(1, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(1)))
