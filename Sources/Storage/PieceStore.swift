@@ -27,10 +27,9 @@ public final class PieceStore: Sendable {
     public let isNew: Bool
     private let files: FileSet
     private let transform: (any PieceTransform)?
-    /// Wire forms of the last pieces we verified or were asked for block by block (8 MiB of them,
-    /// at least 4): a piece that just arrived is what other peers ask for next, so it is kept as it
-    /// came instead of being transformed back. (`readWire`, which serves whole pieces, leaves the
-    /// caching of what it makes to its caller.)
+    /// Wire forms of the last pieces we verified (8 MiB of them, at least 4): a piece that just
+    /// arrived is what other peers ask for next, so it is kept as it came instead of being
+    /// transformed back. What `readWire` makes anew its caller keeps, as it serves whole pieces.
     private let recentWireForms = Mutex<[(PieceIndex, [UInt8])]>([])
     private let recentWireFormCount: Int
 
@@ -120,16 +119,6 @@ public final class PieceStore: Sendable {
         remember(piece, wireForm: wireForm())
     }
 
-    /// Reads one block, for a peer's request.
-    public func read(_ request: BlockRequest, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
-        guard transform != nil else {
-            let start = info.layout.offset(of: request.piece) + Int64(request.begin)
-            return try files.read(start..<(start + Int64(request.length)), into: buffer)
-        }
-        let wire = try wireForm(of: request.piece)
-        wire.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[request.begin..<(request.begin + request.length)])) }
-    }
-
     /// Reads a whole piece as peers are sent it (for a transformed store, its wire form), to serve
     /// their requests for its blocks from one read.
     public func readWire(_ piece: PieceIndex, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
@@ -144,24 +133,12 @@ public final class PieceStore: Sendable {
         try withWireForm(of: piece) { buffer.copyMemory(from: $0) }
     }
 
-    /// The wire form of a stored piece, from the recent ones or made anew.
-    private func wireForm(of piece: PieceIndex) throws(StorageError) -> [UInt8] {
-        if let cached = recentWireForms.withLock({ $0.first { $0.0 == piece }?.1 }) { return cached }
-        let made = try readWireForm(of: piece)
-        remember(piece, wireForm: made)
-        return made
-    }
-
     private func remember(_ piece: PieceIndex, wireForm: [UInt8]) {
         recentWireForms.withLock { recent in
             recent.removeAll { $0.0 == piece }
             recent.append((piece, wireForm))
             if recent.count > recentWireFormCount { recent.removeFirst() }
         }
-    }
-
-    private func readWireForm(of piece: PieceIndex) throws(StorageError) -> [UInt8] {
-        try withWireForm(of: piece) { Array($0) }
     }
 
     /// Reads a stored piece and lends its wire form to `body`, made anew.

@@ -9,11 +9,7 @@ import Testing
 /// files (multi-file, padding as zeros), through a read-only FileSet over the fixture data.
 func pieceBytes(_ info: TorrentInfo, _ piece: PieceIndex, from store: PieceStore) throws -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: info.layout.length(of: piece))
-    try bytes.withUnsafeMutableBytes { buffer in
-        for block in info.layout.blocks(of: piece) {
-            try store.read(block, into: UnsafeMutableRawBufferPointer(rebasing: buffer[block.begin..<(block.begin + block.length)]))
-        }
-    }
+    try bytes.withUnsafeMutableBytes { try store.readWire(piece, into: $0) }
     return bytes
 }
 
