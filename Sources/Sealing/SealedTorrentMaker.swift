@@ -64,7 +64,7 @@ public struct SealedTorrentMaker: Sendable {
                     try chunk.withUnsafeMutableBytes { buffer in
                         try files.read(range, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]))
                     }
-                    digest = Insecure.SHA1.hash(data: try sealer.seal(piece, plaintext: chunk[0..<length]))
+                    digest = try sealer.withSealed(piece, plaintext: chunk[0..<length]) { Insecure.SHA1.hash(data: $0) }
                 } catch {
                     state.withLock { $0.failure = $0.failure ?? ((error as? StorageError).map(SealingError.storage) ?? (error as? SealingError)) }
                     return

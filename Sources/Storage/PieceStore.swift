@@ -27,9 +27,11 @@ public final class PieceStore: Sendable {
     public let isNew: Bool
     private let files: FileSet
     private let transform: (any PieceTransform)?
-    /// Wire forms of the last pieces we verified (8 MiB of them, at least 4): a piece that just
-    /// arrived is what other peers ask for next, so it is kept as it came instead of being
-    /// transformed back. What `readWire` makes anew its caller keeps, as it serves whole pieces.
+    /// Wire forms of the last pieces we verified (16 MiB of them, at least 4), until a peer asks
+    /// for them: a piece that just arrived is what other peers ask for next, so it is kept as it
+    /// came instead of being read back and transformed again. It needs to outlast the requests
+    /// queued ahead of it (up to 8 MiB per peer), hence twice that. `readWire`'s caller keeps what
+    /// it reads for the peers that ask next, so the first read takes the piece out of here.
     private let recentWireForms = Mutex<[(PieceIndex, [UInt8])]>([])
     private let recentWireFormCount: Int
 
@@ -40,7 +42,7 @@ public final class PieceStore: Sendable {
         self.workingPath = workingPath
         self.isNew = isNew
         self.transform = transform
-        recentWireFormCount = max(4, (8 << 20) / info.pieceLength)
+        recentWireFormCount = max(4, (16 << 20) / info.pieceLength)
         if let transform {
             precondition(!info.isMultiFile, "a transformed torrent is one file")
             files = try FileSet(singleFile: workingPath, length: transform.storedLength, mode: mode)
@@ -127,7 +129,8 @@ public final class PieceStore: Sendable {
             let start = info.layout.offset(of: piece)
             return try files.read(start..<(start + Int64(buffer.count)), into: buffer)
         }
-        if let cached = recentWireForms.withLock({ $0.first { $0.0 == piece }?.1 }) {
+        let cached = recentWireForms.withLock { recent in recent.firstIndex { $0.0 == piece }.map { recent.remove(at: $0).1 } }
+        if let cached {
             return cached.withUnsafeBytes { buffer.copyMemory(from: $0) }
         }
         try withWireForm(of: piece) { buffer.copyMemory(from: $0) }

@@ -1,8 +1,9 @@
 import Metainfo
 
 /// Decides which blocks to request from which peer: rarest piece first (a random one while we hold
-/// fewer than `randomFirstPieces`, so a fresh swarm does not all chase the same rare piece), pieces
-/// already started are finished first, and in end-game (every missing block already requested) a
+/// fewer than `randomFirstPieces`, so a fresh swarm does not all chase the same rare piece), among
+/// equally rare pieces the one the peer announced last, pieces already started are finished first,
+/// and in end-game (every missing block already requested) a
 /// block may be asked of a second peer so one slow peer cannot hold back the last piece.
 ///
 /// Pure: no clock, no sockets; randomness comes from a seeded generator.
@@ -128,8 +129,12 @@ public struct PiecePicker: Sendable {
     /// blocks already requested elsewhere, a few at a time, or the last pieces would be fetched many
     /// times over from whoever has deep queues.
     /// `preferred` pieces (a peer's suggestions) are started before any other new piece.
+    /// `recent` are the pieces the peer announced last, oldest first: among equally rare pieces the
+    /// newest of them is taken, as the peer most likely still holds it in memory (a sealed image's
+    /// peer would otherwise read it back from disk and seal it again).
     public mutating func requests(for peer: Peer, peerPieces: Bitfield, count: Int, maxAvailability: Int = .max,
-                                  endGameCount: Int = .max, preferred: [PieceIndex] = []) -> [BlockRequest] {
+                                  endGameCount: Int = .max, preferred: [PieceIndex] = [],
+                                  recent: [PieceIndex] = []) -> [BlockRequest] {
         var picked: [BlockRequest] = []
         // 1. Blocks of pieces already started, that nobody was asked for yet.
         started.forEachPiece { piece in
@@ -145,7 +150,7 @@ public struct PiecePicker: Sendable {
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
         // 2. New pieces, rarest first (random at the start).
-        while picked.count < count, let piece = choosePiece(peerPieces, maxAvailability: maxAvailability) {
+        while picked.count < count, let piece = choosePiece(peerPieces, maxAvailability: maxAvailability, recent: recent) {
             start(piece)
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
@@ -232,7 +237,7 @@ public struct PiecePicker: Sendable {
 
     // MARK: Internals
 
-    private mutating func choosePiece(_ peerPieces: Bitfield, maxAvailability: Int) -> PieceIndex? {
+    private mutating func choosePiece(_ peerPieces: Bitfield, maxAvailability: Int, recent: [PieceIndex]) -> PieceIndex? {
         var best: [Int] = []
         var bestAvailability = Int.max
         let randomPhase = have.count < Self.randomFirstPieces
@@ -251,6 +256,12 @@ public struct PiecePicker: Sendable {
             }
         }
         guard !best.isEmpty else { return nil }
+        if let newest = recent.last(where: { piece in
+            layout.contains(piece) && candidates[piece] && availability[piece.value] <= maxAvailability
+                && (randomPhase ? 0 : availability[piece.value]) == bestAvailability
+        }) {
+            return newest
+        }
         return PieceIndex(best[Int.random(in: 0..<best.count, using: &random)])
     }
 

@@ -95,6 +95,10 @@ public struct SwarmEngine: Sendable {
         var suggestions: [PieceIndex] = []
         /// Pieces we suggested to this peer, so each is suggested once.
         var suggestedToPeer: Set<PieceIndex> = []
+        /// The last pieces the peer announced (`have`), oldest first: it likely still holds them in
+        /// memory, so the picker takes them first among equally rare pieces.
+        var recentHaves: [PieceIndex] = []
+        static let recentHaveCount = 16
 
         init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, queueDepth: Int,
              lastReceived: Double, lastSent: Double, lastBlock: Double, lastPeerExchange: Double) {
@@ -211,6 +215,8 @@ public struct SwarmEngine: Sendable {
                 actions += updateInterest(peer)
             case .has(let piece):
                 picker.peerGained(piece)
+                state.recentHaves.append(piece)
+                if state.recentHaves.count > PeerState.recentHaveCount { state.recentHaves.removeFirst() }
                 actions += updateInterest(peer)
             case .unchoked:
                 actions += fillRequests(for: peer)
@@ -543,7 +549,7 @@ public struct SwarmEngine: Sendable {
         let held = have
         state.suggestions.removeAll { held[$0] }
         return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,
-            endGameCount: endGameCount, preferred: suggestions).map { send(peer, .request($0)) }
+            endGameCount: endGameCount, preferred: suggestions, recent: state.recentHaves).map { send(peer, .request($0)) }
     }
 
     private mutating func receivedBlock(_ block: BlockRequest, data: ByteBuffer, from peer: Peer) -> [Action] {

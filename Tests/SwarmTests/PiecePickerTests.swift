@@ -36,6 +36,25 @@ let everything = Bitfield(pieceCount: layout.pieceCount, all: true)
         #expect(picker.requests(for: 9, peerPieces: everything, count: 2).map(\.piece.value) == [5, 5])
     }
 
+    @Test func amongEquallyRarePiecesThePeersNewestAnnouncementIsTaken() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3]), seed: 1)
+        picker.peerAdded(everything)
+        picker.peerAdded(bits([4, 5, 6, 7]))
+        // Pieces 4 to 7 are equally rare; the peer announced 7, then 5, then 6 last.
+        let recent = [7, 5, 6].map(PieceIndex.init)
+        #expect(picker.requests(for: 9, peerPieces: everything, count: 2, recent: recent).map(\.piece.value) == [6, 6])
+        #expect(picker.requests(for: 9, peerPieces: everything, count: 2, recent: recent).map(\.piece.value) == [5, 5])
+        // A rarer piece still comes first: only the first peer holds piece 1 of a fresh picker.
+        var rarer = PiecePicker(layout: layout, have: bits([0, 2, 3, 4]), seed: 1)
+        rarer.peerAdded(everything)
+        rarer.peerAdded(bits([5, 6, 7]))
+        #expect(rarer.requests(for: 9, peerPieces: everything, count: 2, recent: [PieceIndex(6)]).map(\.piece.value) == [1, 1])
+        // While we hold too few pieces for rarity to count, the newest announcement wins too.
+        var fresh = PiecePicker(layout: layout, have: Bitfield(pieceCount: layout.pieceCount), seed: 1)
+        fresh.peerAdded(bits([3]))
+        #expect(fresh.requests(for: 9, peerPieces: everything, count: 1, recent: [PieceIndex(2), PieceIndex(5)]).map(\.piece.value) == [5])
+    }
+
     @Test func randomFirstPiecesSpreadAFreshSwarm() {
         var firsts = Set<Int>()
         for seed in 0..<40 {
