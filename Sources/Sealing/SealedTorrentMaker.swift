@@ -8,15 +8,11 @@ import Synchronization
 extension PieceSealer: PieceTransform {
     public var storedLength: Int64 { parameters.plainLength }
     public func storedRange(of piece: PieceIndex) -> Range<Int64> { parameters.plaintextRange(of: piece) }
-    public func withStored<Result>(
-        _ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
-    ) throws -> Result {
-        try openedData(piece, sealed: wire).withUnsafeBytes(body)
+    public func store(_ piece: PieceIndex, wire: UnsafeRawBufferPointer, into stored: UnsafeMutableRawBufferPointer) throws {
+        try open(piece, sealed: wire, into: stored)
     }
-    public func withWire<Result>(
-        _ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
-    ) throws -> Result {
-        try withSealed(piece, plaintext: stored, body)
+    public func makeWire(_ piece: PieceIndex, inPlace buffer: UnsafeMutableRawBufferPointer) throws {
+        try sealInPlace(piece, buffer)
     }
 }
 
@@ -54,17 +50,19 @@ public struct SealedTorrentMaker: Sendable {
         let state = Mutex((hashes: [UInt8](repeating: 0, count: count * Insecure.SHA1.byteCount), done: Int64(0), failure: SealingError?.none))
         let workers = max(1, min(threads, count))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            var chunk = [UInt8](repeating: 0, count: parameters.chunkLength)
+            // One piece-sized buffer per worker: the chunk is read into it and sealed in place.
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: parameters.pieceLength, alignment: 64)
+            defer { buffer.deallocate() }
             for index in stride(from: worker, to: count, by: workers) {
                 let piece = PieceIndex(index)
                 let range = parameters.plaintextRange(of: piece)
                 let digest: Insecure.SHA1Digest
                 do {
                     let length = Int(range.upperBound - range.lowerBound)
-                    try chunk.withUnsafeMutableBytes { buffer in
-                        try files.read(range, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]))
-                    }
-                    digest = try sealer.withSealed(piece, plaintext: chunk[0..<length]) { Insecure.SHA1.hash(data: $0) }
+                    try files.read(range, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]))
+                    let sealed = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(length + SealingParameters.tagLength)])
+                    try sealer.sealInPlace(piece, sealed)
+                    digest = Insecure.SHA1.hash(data: UnsafeRawBufferPointer(sealed))
                 } catch {
                     state.withLock { $0.failure = $0.failure ?? ((error as? StorageError).map(SealingError.storage) ?? (error as? SealingError)) }
                     return

@@ -108,16 +108,17 @@ public final class PieceStore: Sendable {
     private func write(_ piece: PieceIndex, data: UnsafeRawBufferPointer, wireForm: () -> [UInt8]) throws(StorageError) {
         precondition(data.count == info.layout.length(of: piece), "a piece is written whole")
         guard let transform else { return try files.write(data, at: info.layout.offset(of: piece)) }
-        let offset = transform.storedRange(of: piece).lowerBound
-        var failure: StorageError?
+        let range = transform.storedRange(of: piece)
+        // malloc's own alignment: a 64-byte aligned allocation per piece went through memalign and
+        // fragmented the heap (a sealed leecher's peak RSS rose from about 78 to 95 MiB).
+        let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(range.upperBound - range.lowerBound), alignment: 16)
+        defer { stored.deallocate() }
         do {
-            try transform.withStored(piece, fromWire: data) { stored in
-                do throws(StorageError) { try files.write(stored, at: offset) } catch { failure = error }
-            }
+            try transform.store(piece, wire: data, into: stored)
         } catch {
             throw .pieceRefused(piece: piece.value, reason: "\(error)")
         }
-        if let failure { throw failure }
+        try files.write(UnsafeRawBufferPointer(stored), at: range.lowerBound)
         remember(piece, wireForm: wireForm())
     }
 
@@ -133,7 +134,7 @@ public final class PieceStore: Sendable {
         if let cached {
             return cached.withUnsafeBytes { buffer.copyMemory(from: $0) }
         }
-        try withWireForm(of: piece) { buffer.copyMemory(from: $0) }
+        try makeWire(of: piece, in: buffer)
     }
 
     private func remember(_ piece: PieceIndex, wireForm: [UInt8]) {
@@ -144,19 +145,13 @@ public final class PieceStore: Sendable {
         }
     }
 
-    /// Reads a stored piece and lends its wire form to `body`, made anew.
-    private func withWireForm<Result>(of piece: PieceIndex, _ body: (UnsafeRawBufferPointer) -> Result) throws(StorageError) -> Result {
+    /// Reads a stored piece into `buffer` (the piece's length) and turns it into its wire form there.
+    private func makeWire(of piece: PieceIndex, in buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
         guard let transform else { preconditionFailure("only transformed pieces have a separate wire form") }
         let range = transform.storedRange(of: piece)
-        let length = Int(range.upperBound - range.lowerBound)
-        var failure: StorageError?
-        let stored = [UInt8](unsafeUninitializedCapacity: length) { buffer, count in
-            do throws(StorageError) { try files.read(range, into: UnsafeMutableRawBufferPointer(buffer)) } catch { failure = error }
-            count = length
-        }
-        if let failure { throw failure }
+        try files.read(range, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(range.upperBound - range.lowerBound)]))
         do {
-            return try stored.withUnsafeBytes { try transform.withWire(piece, fromStored: $0, body) }
+            try transform.makeWire(piece, inPlace: buffer)
         } catch {
             throw .pieceRefused(piece: piece.value, reason: "\(error)")
         }
@@ -168,9 +163,15 @@ public final class PieceStore: Sendable {
         let found = Mutex((have: Bitfield(pieceCount: pieceCount), bytes: Int64(0)))
         let workers = max(1, min(threads, pieceCount))
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: info.pieceLength, alignment: 64)
+            defer { buffer.deallocate() }
             for index in stride(from: worker, to: pieceCount, by: workers) {
                 let piece = PieceIndex(index)
-                let good = (try? withWireForm(of: piece) { Insecure.SHA1.hash(data: $0).elementsEqual(info.hash(of: piece)) }) ?? false
+                let wire = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<info.layout.length(of: piece)])
+                var good = false
+                if (try? makeWire(of: piece, in: wire)) != nil {
+                    good = Insecure.SHA1.hash(data: UnsafeRawBufferPointer(wire)).elementsEqual(info.hash(of: piece))
+                }
                 let bytes = found.withLock { found in
                     if good { found.have.insert(piece) }
                     found.bytes += Int64(info.layout.length(of: piece))

@@ -17,16 +17,14 @@ struct MarkedTransform: PieceTransform {
         let start = Int64(piece.value * chunk)
         return start..<min(start + Int64(chunk), storedLength)
     }
-    func withStored<Result>(
-        _ piece: PieceIndex, fromWire wire: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
-    ) throws -> Result {
+    func store(_ piece: PieceIndex, wire: UnsafeRawBufferPointer, into stored: UnsafeMutableRawBufferPointer) throws {
         guard Array(wire.suffix(4)) == Self.marker else { throw CocoaError(.coderInvalidValue) }
-        return try wire.dropLast(4).map { $0 ^ UInt8(truncatingIfNeeded: piece.value) }.withUnsafeBytes(body)
+        for index in stored.indices { stored[index] = wire[index] ^ UInt8(truncatingIfNeeded: piece.value) }
     }
-    func withWire<Result>(
-        _ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> Result
-    ) throws -> Result {
-        try wire(piece, fromStored: stored).withUnsafeBytes(body)
+    func makeWire(_ piece: PieceIndex, inPlace buffer: UnsafeMutableRawBufferPointer) throws {
+        let stored = buffer.count - 4
+        for index in 0..<stored { buffer[index] ^= UInt8(truncatingIfNeeded: piece.value) }
+        for (offset, byte) in Self.marker.enumerated() { buffer[stored + offset] = byte }
     }
     func wire(_ piece: PieceIndex, fromStored stored: UnsafeRawBufferPointer) -> [UInt8] {
         stored.map { $0 ^ UInt8(truncatingIfNeeded: piece.value) } + Self.marker
