@@ -27,8 +27,8 @@ public final class PieceStore: Sendable {
     public let isNew: Bool
     private let files: FileSet
     private let transform: (any PieceTransform)?
-    /// Wire forms of the last pieces we verified (16 MiB of them, at least 4), until a peer asks
-    /// for them: a piece that just arrived is what other peers ask for next, so it is kept as it
+    /// Wire forms of the last pieces we verified that peers may ask for (16 MiB of them, at least
+    /// 4), until one does: a piece that just arrived is what other peers ask for next, so it is kept as it
     /// came instead of being read back and transformed again. It needs to outlast the requests
     /// queued ahead of it (up to 8 MiB per peer), hence twice that. `readWire`'s caller keeps what
     /// it reads for the peers that ask next, so the first read takes the piece out of here.
@@ -100,12 +100,15 @@ public final class PieceStore: Sendable {
     }
 
     /// Writes a whole piece whose hash the caller has checked; a transformed store keeps `bytes`
-    /// (its wire form) for the peers that ask for it next, without a copy.
-    public func write(_ piece: PieceIndex, bytes: [UInt8]) throws(StorageError) {
-        try bytes.withUnsafeBytes { data in Result { () throws(StorageError) in try write(piece, data: data) { bytes } } }.get()
+    /// (its wire form), without a copy, for the peers that ask for it next, unless the caller knows
+    /// none will (every connected peer has it).
+    public func write(_ piece: PieceIndex, bytes: [UInt8], peersMayAsk: Bool = true) throws(StorageError) {
+        try bytes.withUnsafeBytes { data in
+            Result { () throws(StorageError) in try write(piece, data: data) { peersMayAsk ? bytes : nil } }
+        }.get()
     }
 
-    private func write(_ piece: PieceIndex, data: UnsafeRawBufferPointer, wireForm: () -> [UInt8]) throws(StorageError) {
+    private func write(_ piece: PieceIndex, data: UnsafeRawBufferPointer, wireForm: () -> [UInt8]?) throws(StorageError) {
         precondition(data.count == info.layout.length(of: piece), "a piece is written whole")
         guard let transform else { return try files.write(data, at: info.layout.offset(of: piece)) }
         let range = transform.storedRange(of: piece)
@@ -119,7 +122,7 @@ public final class PieceStore: Sendable {
             throw .pieceRefused(piece: piece.value, reason: "\(error)")
         }
         try files.write(UnsafeRawBufferPointer(stored), at: range.lowerBound)
-        remember(piece, wireForm: wireForm())
+        if let wireForm = wireForm() { remember(piece, wireForm: wireForm) }
     }
 
     /// Reads a whole piece as peers are sent it (for a transformed store, its wire form), to serve

@@ -158,6 +158,8 @@ public struct SwarmEngine: Sendable {
     public var peerCount: Int { peers.count }
     /// Connected peers that still lack pieces (leechers we could serve).
     public var peersMissingPieces: Int { peers.values.count { !$0.session.peerPieces.isComplete } }
+    /// Whether a connected peer still lacks `piece`, and so may ask us for it.
+    public func somePeerLacks(_ piece: PieceIndex) -> Bool { peers.values.contains { !$0.session.peerPieces[piece] } }
 
     /// Whether a peer with this id may join (banned peers may not).
     public func accepts(_ id: PeerID) -> Bool { !banned.contains(id) }

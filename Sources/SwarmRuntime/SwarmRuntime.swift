@@ -301,11 +301,12 @@ public final class SwarmRuntime: @unchecked Sendable {
     private func verify(_ piece: PieceIndex, _ bytes: [UInt8]) {
         let expected = Array(info.hash(of: piece))
         let store = self.store
+        let peersMayAsk = engine.somePeerLacks(piece)
         pool.runIfActive(eventLoop: loop) { () -> Bool in
             var sha = Insecure.SHA1()
             bytes.withUnsafeBytes { sha.update(bufferPointer: $0) }
             guard Array(sha.finalize()) == expected else { return false }
-            try store.write(piece, bytes: bytes)
+            try store.write(piece, bytes: bytes, peersMayAsk: peersMayAsk)
             return true
         }.whenComplete { result in
             switch result {
