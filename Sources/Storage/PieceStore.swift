@@ -28,10 +28,10 @@ public final class PieceStore: Sendable {
     private let files: FileSet
     private let transform: (any PieceTransform)?
     /// Wire forms of the last pieces we verified that peers may ask for (16 MiB of them, at least
-    /// 4), until one does: a piece that just arrived is what other peers ask for next, so it is kept as it
-    /// came instead of being read back and transformed again. It needs to outlast the requests
-    /// queued ahead of it (up to 8 MiB per peer), hence twice that. `readWire`'s caller keeps what
-    /// it reads for the peers that ask next, so the first read takes the piece out of here.
+    /// 4), until one does: a piece that just arrived is what other peers ask for next, so it is
+    /// kept as it came instead of being read back and transformed again. It has to outlast the
+    /// requests queued ahead of it (up to 8 MiB per peer), hence twice that. `readWire`'s caller
+    /// keeps what it reads for the peers that ask next, so the first read takes the piece out.
     private let recentWireForms = Mutex<[(PieceIndex, [UInt8])]>([])
     private let recentWireFormCount: Int
 
