@@ -3,8 +3,8 @@ import Metainfo
 /// Decides which blocks to request from which peer: rarest piece first (a random one while we hold
 /// fewer than `randomFirstPieces`, so a fresh swarm does not all chase the same rare piece), among
 /// equally rare pieces the one the peer announced last, pieces already started are finished first,
-/// and in end-game (every missing block already requested) a
-/// block may be asked of a second peer so one slow peer cannot hold back the last piece.
+/// and in end-game (every missing block already requested) a block may be asked of a second peer so
+/// one slow peer cannot hold back the last piece.
 ///
 /// Pure: no clock, no sockets; randomness comes from a seeded generator.
 public struct PiecePicker: Sendable {
@@ -238,28 +238,28 @@ public struct PiecePicker: Sendable {
     // MARK: Internals
 
     private mutating func choosePiece(_ peerPieces: Bitfield, maxAvailability: Int, recent: [PieceIndex]) -> PieceIndex? {
-        var best: [Int] = []
-        var bestAvailability = Int.max
+        let availability = self.availability
         let randomPhase = have.count < Self.randomFirstPieces
+        /// How rare a piece counts as (all alike at the start), or nil if it is held too widely.
+        func rank(_ index: Int) -> Int? {
+            availability[index] <= maxAvailability ? (randomPhase ? 0 : availability[index]) : nil
+        }
+        var best: [Int] = []
+        var bestRank = Int.max
         var candidates = peerPieces
         candidates.subtract(have)
         candidates.subtract(started)
         candidates.forEachPiece { piece in
-            let index = piece.value
-            guard availability[index] <= maxAvailability else { return }
-            let rank = randomPhase ? 0 : availability[index]
-            if rank < bestAvailability {
-                bestAvailability = rank
-                best = [index]
-            } else if rank == bestAvailability {
-                best.append(index)
+            guard let rank = rank(piece.value) else { return }
+            if rank < bestRank {
+                bestRank = rank
+                best = [piece.value]
+            } else if rank == bestRank {
+                best.append(piece.value)
             }
         }
         guard !best.isEmpty else { return nil }
-        if let newest = recent.last(where: { piece in
-            layout.contains(piece) && candidates[piece] && availability[piece.value] <= maxAvailability
-                && (randomPhase ? 0 : availability[piece.value]) == bestAvailability
-        }) {
+        if let newest = recent.last(where: { layout.contains($0) && candidates[$0] && rank($0.value) == bestRank }) {
             return newest
         }
         return PieceIndex(best[Int.random(in: 0..<best.count, using: &random)])
