@@ -258,6 +258,12 @@ struct FieldReader {
                     field: "info.pieces",
                     problem: "holds \(found) piece hashes but the files need \(expected)",
                     offset: piecesNode.range.lowerBound)
+            case .layout(.tooManyPieces(let count, let limit)):
+                let lengthField = isMultiFile ? "info.files" : "info.length"
+                throw .invalidValue(
+                    field: lengthField,
+                    problem: "in pieces of \(pieceLength) bytes makes \(count) pieces, more than \(limit)",
+                    offset: (isMultiFile ? info["files"] : info["length"])?.range.lowerBound ?? info.range.lowerBound)
             case .layout(.totalLengthOverflow(let index)):
                 throw .invalidValue(
                     field: "info.files[\(index)].length", problem: "makes the total length overflow 64 bits",
@@ -277,6 +283,7 @@ struct FieldReader {
         }
         var files: [FileEntry] = []
         files.reserveCapacity(list.count)
+        let places = PathTree()
         for (index, fileNode) in list.enumerated() {
             let field = "info.files[\(index)]"
             try requireDictionary(fileNode, field)
@@ -297,8 +304,62 @@ struct FieldReader {
             let attributes = try fileNode["attr"].map { node throws(MetainfoError) in
                 FileEntry.Attributes(bep47: try bytes(node, "\(field).attr"))
             } ?? []
-            files.append(FileEntry(path: path, length: length, attributes: attributes))
+            let entry = FileEntry(path: path, length: length, attributes: attributes)
+            // Padding files are never written to disk, and makers give many of them one path
+            // (libtorrent's `.pad/N`), so only real files claim a place.
+            if !entry.isPadding {
+                try places.claim(path, field: "\(field).path", offset: pathNode.range.lowerBound)
+            }
+            files.append(entry)
         }
         return files
+    }
+
+    /// The places a torrent's files take in the download folder, as a tree of path components, so
+    /// that each file is checked in time linear in its path's length (a path may have as many
+    /// components as the decoder allows values). Components compare as Swift strings, that is
+    /// after Unicode canonical equivalence: two spellings of "é" are one place, as they are on
+    /// macOS and to people, though ext4 would store both.
+    final class PathTree {
+        final class Node {
+            var children: [String: Node] = [:]
+            /// The field of the file that ends here; nil for a folder.
+            var file: String?
+        }
+
+        let root = Node()
+
+        func claim(_ path: [String], field: String, offset: Int) throws(MetainfoError) {
+            var node = root
+            for (depth, component) in path.enumerated() {
+                if let earlier = node.file {
+                    // A file of an earlier entry sits where this path needs a folder.
+                    throw .conflictingPath(
+                        field: field, path: path.joined(separator: "/"), earlierField: earlier, offset: offset)
+                }
+                let isLast = depth == path.count - 1
+                if let child = node.children[component] {
+                    if isLast {
+                        // The same path again, or a folder of earlier files that this one would replace.
+                        let earlier = child.file ?? Self.anyFile(below: child)
+                        throw .conflictingPath(
+                            field: field, path: path.joined(separator: "/"), earlierField: earlier, offset: offset)
+                    }
+                    node = child
+                } else {
+                    let child = Node()
+                    node.children[component] = child
+                    node = child
+                }
+            }
+            node.file = field
+        }
+
+        /// Some file below a folder node (every folder node leads to one).
+        private static func anyFile(below node: Node) -> String {
+            var node = node
+            while node.file == nil, let next = node.children.values.first { node = next }
+            return node.file ?? "an earlier file"
+        }
     }
 }

@@ -13,12 +13,17 @@ public enum MetainfoError: Error, Equatable, Sendable, CustomStringConvertible {
     case unsafePath(field: String, component: String, offset: Int)
     case invalidUTF8(field: String, offset: Int)
     case unsupported(String, offset: Int)
+    /// Two files of a multi-file torrent that would land on the same place on disk: the same path
+    /// twice, or a file where another file needs a folder (`a` and `a/b`). `field` is the later
+    /// file's path, `earlierField` the one it collides with.
+    case conflictingPath(field: String, path: String, earlierField: String, offset: Int)
 
     public var offset: Int {
         switch self {
         case .malformed(let error): error.offset
         case .missingField(_, let offset), .wrongType(_, _, _, let offset), .invalidValue(_, _, let offset),
-            .unsafePath(_, _, let offset), .invalidUTF8(_, let offset), .unsupported(_, let offset):
+            .unsafePath(_, _, let offset), .invalidUTF8(_, let offset), .unsupported(_, let offset),
+            .conflictingPath(_, _, _, let offset):
             offset
         }
     }
@@ -42,6 +47,9 @@ public enum MetainfoError: Error, Equatable, Sendable, CustomStringConvertible {
             return "invalid torrent at byte \(offset): '\(field)' is not valid UTF-8"
         case .unsupported(let what, let offset):
             return "unsupported torrent at byte \(offset): \(what)"
+        case .conflictingPath(let field, let path, let earlierField, let offset):
+            return "invalid torrent at byte \(offset): '\(field)' (\"\(path)\") collides with '\(earlierField)': "
+                + "two files would share one place in the download folder"
         }
     }
 }

@@ -48,7 +48,9 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
     public static func compactList(_ bytes: [UInt8], ipv6: Bool, limit: Int) -> [PeerAddress]? {
         let width = ipv6 ? 18 : 6
         guard bytes.count % width == 0 else { return nil }
-        return stride(from: 0, to: min(bytes.count, limit * width), by: width).compactMap { offset in
+        // Counted in entries, not bytes: `limit * width` could overflow for a caller's huge limit.
+        let count = min(bytes.count / width, max(0, limit))
+        return stride(from: 0, to: count * width, by: width).compactMap { offset in
             let port = UInt16(bytes[offset + width - 2]) << 8 | UInt16(bytes[offset + width - 1])
             return port == 0 ? nil : PeerAddress(ip: Array(bytes[offset..<(offset + width - 2)]), port: port)
         }

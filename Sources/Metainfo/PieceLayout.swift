@@ -19,7 +19,9 @@ public struct BlockRequest: Hashable, Sendable, CustomStringConvertible {
 /// torrent lists them, pieces running across file boundaries).
 ///
 /// Nothing else in vmswarm computes `index * pieceLength` or walks file offsets on its own; it asks
-/// this type, which validates its inputs once, so later arithmetic cannot overflow.
+/// this type, which validates its inputs once, so later arithmetic cannot overflow: the total fits
+/// Int64, and at most `maxPieceCount` pieces of at most `maxPieceLength` bytes each (2^50 bytes)
+/// keeps every `index * pieceLength` and `offset + length` far from the edge.
 public struct PieceLayout: Hashable, Sendable {
     /// The largest piece length accepted: a piece is held in memory while it is assembled and hashed,
     /// so this bounds what a torrent can make a peer allocate.
@@ -36,10 +38,18 @@ public struct PieceLayout: Hashable, Sendable {
     /// with `totalLength`.
     public let fileOffsets: [Int64]
 
+    /// The most pieces a torrent may have. A peer's piece set is sent as one `bitfield` message,
+    /// which must fit the peer wire's 1 MiB frame (this is 512 KiB), and every piece costs 20 bytes of
+    /// hashes held in memory (this is 80 MiB, beyond the 64 MiB the bencode decoder allows a string
+    /// anyway). A 64 GiB image needs 4,096 pieces at the piece size `create` picks.
+    public static let maxPieceCount = 1 << 22
+
     public enum Problem: Error, Equatable, Sendable {
         case pieceLengthOutOfRange(Int)
         case negativeFileLength(fileIndex: Int)
         case totalLengthOverflow(fileIndex: Int)
+        /// `ceil(totalLength / pieceLength)` pieces, more than `maxPieceCount`.
+        case tooManyPieces(count: Int64, limit: Int)
     }
 
     public init(pieceLength: Int, fileLengths: [Int64]) throws(Problem) {
@@ -56,11 +66,16 @@ public struct PieceLayout: Hashable, Sendable {
             total = sum
             offsets.append(total)
         }
+        // ceil(total / pieceLength) without `total + pieceLength - 1`, which overflows for a total
+        // near Int64.max (a hostile torrent's `length`).
+        let length = Int64(pieceLength)
+        let count = total / length + (total % length == 0 ? 0 : 1)
+        guard count <= Int64(Self.maxPieceCount) else { throw .tooManyPieces(count: count, limit: Self.maxPieceCount) }
         self.pieceLength = pieceLength
         self.totalLength = total
         self.fileLengths = fileLengths
         self.fileOffsets = offsets
-        self.pieceCount = Int((total + Int64(pieceLength) - 1) / Int64(pieceLength))
+        self.pieceCount = Int(count)
     }
 
     public var pieces: some Sequence<PieceIndex> { (0..<pieceCount).lazy.map(PieceIndex.init) }

@@ -75,7 +75,9 @@ public struct SealingParameters: Hashable, Sendable {
         let (tags, overflow) = pieces.multipliedReportingOverflow(by: Int64(tagLength))
         guard !overflow else { return nil }
         let (sealed, sumOverflow) = plainLength.addingReportingOverflow(tags)
-        guard !sumOverflow, pieces <= Int64(Int.max) else { return nil }
+        // The sealed image is a torrent: no more pieces than any torrent may have (which also keeps
+        // every `index * chunkLength` below 2^50).
+        guard !sumOverflow, pieces <= Int64(PieceLayout.maxPieceCount) else { return nil }
         return (Int(pieces), sealed)
     }
 

@@ -128,6 +128,92 @@ import Testing
         #expect(error(Self.torrent(info: info))?.description.contains("'info.piece length' is \(length), outside") == true)
     }
 
+    /// Issue 15: these used to kill the process with an arithmetic-overflow trap in `PieceLayout.init`
+    /// (`total + pieceLength - 1`) or in the hash-count check (`pieceCount * 20`).
+    static let hugeLengths: [(Int64, Int64)] = [
+        (.max, 16384), (.max - 1, Int64(PieceLayout.maxPieceLength)), (1_000_000_000_000_000_000, 1),
+        (Int64(PieceLayout.maxPieceCount) + 1, 1),
+    ]
+
+    @Test(arguments: hugeLengths)
+    func hugeLengthsAreRefusedNotTrapped(_ length: Int64, _ pieceLength: Int64) {
+        var info = Self.validSingle
+        info["length"] = .integer(length)
+        info["piece length"] = .integer(pieceLength)
+        let bytes = Self.torrent(info: info)
+        let failure = error(bytes)
+        guard case .invalidValue(let field, let problem, let offset) = failure else {
+            Issue.record("got \(String(describing: failure))")
+            return
+        }
+        #expect(field == "info.length")
+        #expect(problem.contains("more than \(PieceLayout.maxPieceCount)"))
+        // The offset is that of the integer: `i<length>e`.
+        #expect(Array(bytes[offset..<(offset + 1 + String(length).count)]) == Array("i\(length)".utf8))
+    }
+
+    @Test func hugeMultiFileTotalsAreRefusedNotTrapped() {
+        var info = Self.multi([Self.file(["a"], .max / 2), Self.file(["b"], .max / 2), Self.file(["c"], 1)])
+        info["piece length"] = 16384
+        guard case .invalidValue(let field, let problem, _) = error(Self.torrent(info: info)) else {
+            Issue.record("not refused")
+            return
+        }
+        #expect(field == "info.files")
+        #expect(problem.contains("pieces, more than"))
+    }
+
+    @Test func pieceCountAtTheLimitIsAccepted() throws {
+        let layout = try PieceLayout(pieceLength: 1, fileLengths: [Int64(PieceLayout.maxPieceCount)])
+        #expect(layout.pieceCount == PieceLayout.maxPieceCount)
+        #expect(throws: PieceLayout.Problem.tooManyPieces(count: Int64(PieceLayout.maxPieceCount) + 1, limit: PieceLayout.maxPieceCount)) {
+            try PieceLayout(pieceLength: 1, fileLengths: [Int64(PieceLayout.maxPieceCount), 1])
+        }
+        // The largest total a layout can hold: every offset and length computed from it fits.
+        let largest = try PieceLayout(
+            pieceLength: PieceLayout.maxPieceLength, fileLengths: [Int64(PieceLayout.maxPieceCount) * Int64(PieceLayout.maxPieceLength)])
+        let last = PieceIndex(largest.pieceCount - 1)
+        #expect(largest.byteRange(of: last).upperBound == largest.totalLength)
+        #expect(largest.pieces(ofFile: 0) == 0..<PieceLayout.maxPieceCount)
+    }
+
+    /// Issue 15: two files on one place in the download folder were accepted (and the later one
+    /// overwrote, or failed to create, the earlier).
+    static let conflicts: [([[String]], Int, Int)] = [
+        ([["a"], ["a"]], 1, 0),
+        ([["dir", "x"], ["other"], ["dir", "x"]], 2, 0),
+        ([["a"], ["a", "b"]], 1, 0),  // a file where a folder is needed
+        ([["a", "b", "c"], ["a", "b"]], 1, 0),  // a folder where a file is needed
+        ([["x"], ["e\u{301}"], ["\u{E9}"]], 2, 1),  // one name in two Unicode spellings
+    ]
+
+    @Test(arguments: conflicts)
+    func conflictingPathsAreRefused(_ paths: [[String]], _ later: Int, _ earlier: Int) {
+        let files = paths.map { Self.file($0.map(BencodeValue.string), 10) }
+        let bytes = Self.torrent(info: Self.multi(files))
+        guard case .conflictingPath(let field, let path, let earlierField, let offset) = error(bytes) else {
+            Issue.record("\(paths) not refused: \(String(describing: error(bytes)))")
+            return
+        }
+        #expect(field == "info.files[\(later)].path")
+        #expect(path == paths[later].joined(separator: "/"))
+        #expect(earlierField == "info.files[\(earlier)].path")
+        #expect(bytes[offset] == UInt8(ascii: "l"))  // the path list
+        #expect(error(bytes)!.description.contains("collides with 'info.files[\(earlier)].path'"))
+    }
+
+    @Test func similarButDistinctPathsAndPaddingFilesAreAccepted() throws {
+        let padding: BencodeValue = .dictionary([
+            Self.key("path"): [".pad", "100"], Self.key("length"): 100, Self.key("attr"): "p",
+        ])
+        let files = [Self.file(["a", "b"], 10), Self.file(["a", "c"], 10), Self.file(["A"], 10), Self.file(["ab"], 10),
+            padding, Self.file(["b"], 10), padding]
+        var info = Self.multi(files)
+        info["piece length"] = .integer(1 << 20)
+        let metainfo = try Metainfo(parsing: Self.torrent(info: info))
+        #expect(metainfo.info.files.count == 7)
+    }
+
     @Test func v2OnlyTorrentsAreNamedAsSuch() {
         let info: [String: BencodeValue] = ["name": "x", "piece length": 16384, "meta version": 2, "file tree": .dictionary([:])]
         guard case .unsupported(let what, _) = error(Self.torrent(info: info)) else {

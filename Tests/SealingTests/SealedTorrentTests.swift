@@ -31,6 +31,19 @@ import TorrentCreation
         #expect(try Metainfo(parsing: torrent.encoded(), mode: .strict).infoHash == parsed.metainfo.infoHash)
     }
 
+    /// Issue 15: parameters whose sealed image has more pieces than a torrent may hold were accepted,
+    /// and the image's layout then failed a precondition in `ImageSealer`.
+    @Test func imagesWithTooManyPiecesAreRefused() throws {
+        let plainLength: Int64 = 1 << 40  // 2^40 / (16 KiB - 16) is about 67 million pieces
+        #expect(throws: SealingError.invalidParameters("an image of \(plainLength) bytes is too large to seal")) {
+            try SealingParameters(plainLength: plainLength, pieceLength: 16 << 10, key: KAT.key)
+        }
+        // The same image in the largest pieces fits.
+        let large = try SealingParameters(plainLength: plainLength, pieceLength: PieceLayout.maxPieceLength, key: KAT.key)
+        #expect(large.pieceCount <= PieceLayout.maxPieceCount)
+        #expect(try PieceLayout(pieceLength: large.pieceLength, fileLengths: [large.sealedLength]).pieceCount == large.pieceCount)
+    }
+
     @Test func plainTorrentsAreNotSealed() throws {
         let fixture = try SealedFixture(Self.plain)
         defer { fixture.cleanUp() }
