@@ -10,6 +10,10 @@ public enum CreationError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidPieceLength(Int)
     case invalidFileList(String)
     case tooLarge(String)
+    /// More pieces than `PieceLayout.maxPieceCount`: a larger piece size is needed.
+    case tooManyPieces(path: String, count: Int64, pieceLength: Int)
+    /// A symbolic link inside the folder; `create` never follows one (docs/security.md).
+    case symbolicLink(path: String, target: String)
     case storage(StorageError)
 
     public var description: String {
@@ -21,6 +25,12 @@ public enum CreationError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidPieceLength(let length): "piece size \(length) is not a power of two from 16 KiB to \(PieceLayout.maxPieceLength >> 20) MiB"
         case .invalidFileList(let problem): "file list: \(problem)"
         case .tooLarge(let path): "\(path): total size overflows 64 bits"
+        case .tooManyPieces(let path, let count, let pieceLength):
+            "\(path): \(count) pieces of \(pieceLength) bytes, more than a torrent may have (\(PieceLayout.maxPieceCount)); "
+                + "choose a larger piece size"
+        case .symbolicLink(let path, let target):
+            "\(path): is a symbolic link (to \(target)); vmswarm create does not follow links inside a folder, "
+                + "so a torrent never holds data from outside it. Replace the link by the file, or remove it"
         case .storage(let error): error.description
         }
     }

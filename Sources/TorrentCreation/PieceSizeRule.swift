@@ -15,7 +15,9 @@ public enum PieceSizeRule {
 
     public static func pieceLength(forTotalLength total: Int64) -> Int {
         var length = minimum
-        while length < maximum && (total + Int64(length) - 1) / Int64(length) > targetPieceCount {
+        // ceil(total / length) by division: `total + length - 1` overflows for a (sparse) file near
+        // Int64.max bytes.
+        while length < maximum && total / Int64(length) + (total % Int64(length) == 0 ? 0 : 1) > targetPieceCount {
             length <<= 1
         }
         return length

@@ -42,6 +42,10 @@ public struct TorrentCreator: Sendable {
         let pieceLength = options.pieceLength ?? PieceSizeRule.pieceLength(forTotalLength: total)
         guard pieceLength >= 16 << 10, pieceLength <= PieceLayout.maxPieceLength, pieceLength & (pieceLength - 1) == 0
         else { throw .invalidPieceLength(pieceLength) }
+        let count = total / Int64(pieceLength) + (total % Int64(pieceLength) == 0 ? 0 : 1)
+        guard count <= Int64(PieceLayout.maxPieceCount) else {
+            throw .tooManyPieces(path: path, count: count, pieceLength: pieceLength)
+        }
         return (source, pieceLength, total)
     }
 
@@ -62,7 +66,7 @@ public struct TorrentCreator: Sendable {
         } catch let error as StorageError {
             throw .storage(error)
         } catch {
-            throw .tooLarge(path)  // the only layout problem left after `plan`: lengths that overflow
+            throw .tooLarge(path)  // `plan` checked the total and the piece count; nothing is left to fail
         }
         let info: TorrentInfo
         do {

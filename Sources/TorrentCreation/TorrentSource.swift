@@ -21,8 +21,13 @@ public struct TorrentSource: Sendable {
     public let files: [File]
 
     /// Scans `path`. A folder's files are taken in byte order of their paths (as mktorrent does),
-    /// unless `order` lists the relative paths to take, in the order to take them. Symbolic links are
-    /// followed; a link cycle is not.
+    /// unless `order` lists the relative paths to take, in the order to take them.
+    ///
+    /// `path` itself may be a symbolic link (the user named it), but nothing inside the folder is
+    /// followed: a link there, to a file or a folder, dangling or not, is refused with
+    /// `symbolicLink`. mktorrent and transmission-create follow such links, even out of the folder,
+    /// so a stray `disk.img -> /etc/shadow` or `cache -> /` would publish what the folder never held;
+    /// refusing (not skipping) keeps an image from silently losing a file the user expected in it.
     public static func scan(_ path: String, order: [[String]]? = nil) throws(CreationError) -> TorrentSource {
         let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         guard let info = statFollowing(trimmed) else { throw .notFound(path) }
@@ -39,8 +44,18 @@ public struct TorrentSource: Sendable {
         if let order {
             files = try order.map { (components) throws(CreationError) -> File in
                 let full = ([trimmed] + components).joined(separator: "/")
-                guard components.allSatisfy(isPlainName), let info = statFollowing(full) else {
+                guard !components.isEmpty, components.allSatisfy(isPlainName) else {
                     throw .invalidFileList("\(components.joined(separator: "/")) is not a file below \(path)")
+                }
+                // Every folder on the way is checked too: `a/b` with `a -> /etc` leaves the tree.
+                var info = stat()
+                for depth in 1...components.count {
+                    let prefix = ([trimmed] + components[0..<depth]).joined(separator: "/")
+                    guard let found = statNotFollowing(prefix) else {
+                        throw .invalidFileList("\(components.joined(separator: "/")) is not a file below \(path)")
+                    }
+                    if isSymbolicLink(found) { throw .symbolicLink(path: prefix, target: linkTarget(prefix)) }
+                    info = found
                 }
                 guard isRegular(info) else { throw .unsupportedFileType(full) }
                 return File(relativePath: components, fullPath: full, length: Int64(info.st_size))
@@ -72,9 +87,13 @@ public struct TorrentSource: Sendable {
         }
         for name in names {
             let full = directory + "/" + name
-            // A dangling symbolic link is skipped, as every torrent maker does.
-            guard let info = statFollowing(full) else { continue }
-            if isRegular(info) {
+            // lstat: a link is seen as a link, never as what it points to.
+            guard let info = statNotFollowing(full) else {
+                throw .storage(.open(path: full, errno: errno))
+            }
+            if isSymbolicLink(info) {
+                throw .symbolicLink(path: full, target: linkTarget(full))
+            } else if isRegular(info) {
                 files.append(File(relativePath: components + [name], fullPath: full, length: Int64(info.st_size)))
             } else if isDirectory(info) {
                 guard visited.insert(identity(info)).inserted else { continue }
@@ -95,6 +114,20 @@ public struct TorrentSource: Sendable {
         return stat(path, &info) == 0 ? info : nil
     }
 
+    private static func statNotFollowing(_ path: String) -> stat? {
+        var info = stat()
+        return lstat(path, &info) == 0 ? info : nil
+    }
+
+    /// What a link points to, for the error message; "?" when it cannot be read.
+    private static func linkTarget(_ path: String) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink(path, &buffer, buffer.count - 1)
+        guard count >= 0 else { return "?" }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private static func isSymbolicLink(_ info: stat) -> Bool { info.st_mode & S_IFMT == S_IFLNK }
     private static func isRegular(_ info: stat) -> Bool { info.st_mode & S_IFMT == S_IFREG }
     private static func isDirectory(_ info: stat) -> Bool { info.st_mode & S_IFMT == S_IFDIR }
     private static func identity(_ info: stat) -> [UInt64] { [UInt64(info.st_dev), UInt64(info.st_ino)] }

@@ -124,13 +124,73 @@ import Testing
         #expect(throws: CreationError.unsupportedFileType(folder.file("pipe"))) { try TorrentCreator(options: options()).create(folder.path) }
     }
 
-    @Test func symlinkCyclesAreNotFollowedForever() throws {
+    /// mktorrent and transmission-create follow links inside the folder, out of it too; vmswarm
+    /// refuses every one (to a file, to a folder, dangling, a cycle, or on the way of `fileOrder`),
+    /// naming the link, and still follows the path the user named.
+    @Test func symbolicLinksInsideTheFolderAreRefused() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
-        try FileManager.default.createDirectory(atPath: folder.file("d/inner"), withIntermediateDirectories: true)
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: folder.file("d/inner"), withIntermediateDirectories: true)
+        try manager.createDirectory(atPath: folder.file("outside"), withIntermediateDirectories: true)
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: folder.file("d/inner/a")))
-        try FileManager.default.createSymbolicLink(atPath: folder.file("d/inner/loop"), withDestinationPath: folder.file("d"))
-        let metainfo = try TorrentCreator(options: options()).create(folder.file("d"))
-        #expect(metainfo.info.files.map(\.path) == [["inner", "a"]])
+        try Data(Array("secret".utf8)).write(to: URL(fileURLWithPath: folder.file("outside/secret")))
+        #expect(try TorrentCreator(options: options()).create(folder.file("d")).info.files.map(\.path) == [["inner", "a"]])
+
+        let cases: [(link: String, target: String)] = [
+            ("d/inner/file-link", folder.file("outside/secret")),  // a file out of the tree
+            ("d/folder-link", folder.file("outside")),  // a folder out of the tree
+            ("d/dangling", folder.file("nowhere")),
+            ("d/inner/loop", folder.file("d")),  // a cycle
+            ("d/inner/b", "a"),  // even a link that stays inside
+        ]
+        for (link, target) in cases {
+            try manager.createSymbolicLink(atPath: folder.file(link), withDestinationPath: target)
+            #expect(throws: CreationError.symbolicLink(path: folder.file(link), target: target), "\(link)") {
+                try TorrentCreator(options: options()).create(folder.file("d"))
+            }
+            try manager.removeItem(atPath: folder.file(link))
+        }
+
+        // A file list may not pass through a linked folder either.
+        try manager.createSymbolicLink(atPath: folder.file("d/via"), withDestinationPath: folder.file("outside"))
+        var listed = options()
+        listed.fileOrder = [["inner", "a"], ["via", "secret"]]
+        #expect(throws: CreationError.symbolicLink(path: folder.file("d/via"), target: folder.file("outside"))) {
+            try TorrentCreator(options: listed).create(folder.file("d"))
+        }
+        try manager.removeItem(atPath: folder.file("d/via"))
+
+        // The path named on the command line is the user's choice, and is followed.
+        try manager.createSymbolicLink(atPath: folder.file("named"), withDestinationPath: folder.file("d"))
+        #expect(try TorrentCreator(options: options()).create(folder.file("named")).info.files.map(\.path) == [["inner", "a"]])
+    }
+
+    /// A sparse file near Int64.max bytes: the piece size rule and the piece count used to trap in
+    /// `total + length - 1`; now `plan` says the piece size is too small.
+    @Test func hugeTotalsGiveATypedErrorNotATrap() {
+        #expect(PieceSizeRule.pieceLength(forTotalLength: .max) == PieceSizeRule.maximum)
+        #expect(PieceSizeRule.pieceLength(forTotalLength: .max - 1) == PieceSizeRule.maximum)
+    }
+
+    /// 1 TiB (sparse) in 16 KiB pieces is 2^26 pieces: refused by `plan`, before any read, with a
+    /// message that says what to change.
+    @Test func tooManyPiecesIsRefusedBeforeHashing() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let path = folder.file("sparse.img")
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        #expect(truncate(path, 1 << 40) == 0)
+        var small = options()
+        small.pieceLength = 16 << 10
+        #expect(throws: CreationError.tooManyPieces(path: path, count: 1 << 26, pieceLength: 16 << 10)) {
+            try TorrentCreator(options: small).plan(path)
+        }
+        #expect(CreationError.tooManyPieces(path: path, count: 1 << 26, pieceLength: 16 << 10).description
+            .contains("choose a larger piece size"))
+        // The automatic piece size (16 MiB for 1 TiB) stays under the limit.
+        var auto = options()
+        auto.pieceLength = nil
+        #expect(try TorrentCreator(options: auto).plan(path).pieceLength == 16 << 20)
     }
 }
