@@ -236,14 +236,26 @@ public struct AnnounceResponse: Sendable, Equatable {
         self = try Self.parse(try decodeTrackerAnswer(bytes))
     }
 
+    /// The longest wait a tracker may ask for: a tracker that answers `interval` 10^18 (or a
+    /// `min interval` as long) would otherwise silence the client for good.
+    public static let maxInterval = 24 * 3600
+    /// The most bytes of a `warning message` (or `failure reason`) kept: it is shown to people, on
+    /// one line.
+    public static let maxMessageLength = 1024
+
     private static func parse(_ root: BencodeNode) throws(TrackerResponseError) -> AnnounceResponse {
         let interval = root["interval"]?.integer ?? -1
         guard interval >= 0 else { throw .malformed("no valid 'interval'") }
-        var response = AnnounceResponse(interval: Int(clamping: interval))
-        response.minInterval = root["min interval"]?.integer.map { Int(clamping: $0) }
-        response.complete = root["complete"]?.integer.map { Int(clamping: $0) }
-        response.incomplete = root["incomplete"]?.integer.map { Int(clamping: $0) }
-        response.warning = root["warning message"]?.bytes.map { String(decoding: $0, as: UTF8.self) }
+        var response = AnnounceResponse(interval: Int(min(interval, Int64(maxInterval))))
+        // A negative count or minimum interval means nothing; it is dropped, as if not sent.
+        func nonNegative(_ key: String, atMost limit: Int64 = .max) -> Int? {
+            guard let value = root[key]?.integer, value >= 0 else { return nil }
+            return Int(min(value, limit))
+        }
+        response.minInterval = nonNegative("min interval", atMost: Int64(maxInterval))
+        response.complete = nonNegative("complete")
+        response.incomplete = nonNegative("incomplete")
+        response.warning = root["warning message"]?.bytes.map(displayText)
         response.peers = try peerLists(v4: root["peers"], v6: root["peers6"]).get()
         response.peers = Array(response.peers.prefix(maxPeers))
         return response
@@ -298,9 +310,18 @@ func decodeTrackerAnswer(_ bytes: some Collection<UInt8>) throws(TrackerResponse
     }
     guard root.entries != nil else { throw .malformed("not a dictionary") }
     if let failure = root["failure reason"] {
-        throw .failure(String(decoding: failure.bytes ?? [], as: UTF8.self))
+        throw .failure(displayText(failure.bytes ?? []))
     }
     return root
+}
+
+/// A tracker's message as one printable line of at most `AnnounceResponse.maxMessageLength` bytes:
+/// control characters (a newline, an escape sequence for the terminal) become spaces.
+func displayText(_ bytes: [UInt8]) -> String {
+    let text = String(decoding: bytes.prefix(AnnounceResponse.maxMessageLength), as: UTF8.self)
+    return String(String.UnicodeScalarView(text.unicodeScalars.map {
+        $0.value < 0x20 || (0x7F..<0xA0).contains($0.value) ? " " : $0
+    }))
 }
 
 /// The answer that refuses a request, in the form every client shows to its user.

@@ -61,7 +61,8 @@ public struct ScrapeResponse: Sendable, Equatable {
         var files: [InfoHash: ScrapeStats] = [:]
         for entry in entries {
             guard let hash = InfoHash(bytes: entry.key) else { continue }
-            func count(_ key: String) -> Int { entry.value[key]?.integer.map { Int(clamping: $0) } ?? 0 }
+            // A negative count is a lie or a bug; it is read as none.
+            func count(_ key: String) -> Int { entry.value[key]?.integer.map { Int(max(0, $0)) } ?? 0 }
             files[hash] = ScrapeStats(complete: count("complete"), downloaded: count("downloaded"), incomplete: count("incomplete"))
         }
         self.files = files

@@ -125,6 +125,37 @@ func refusal(_ query: String) -> TrackerRequestError? {
         #expect(peers?.map(\.address.description) == ["1.2.3.4:9"])
     }
 
+    /// Issue 15: numbers and texts a tracker controls are bounded before they reach the client.
+    /// Before, `interval` 2^63-1 was kept (the next announce never came), negative counts were kept,
+    /// and a megabyte of warning with escape sequences went to the terminal as it was.
+    @Test func hostileNumbersAndTextsAreBounded() throws {
+        let huge = try AnnounceResponse(decoding: Array(
+            "d8:completei-5e10:incompletei-1e8:intervali9223372036854775807e12:min intervali-60e5:peers0:e".utf8))
+        #expect(huge.interval == AnnounceResponse.maxInterval)
+        #expect(huge.minInterval == nil)
+        #expect(huge.complete == nil)
+        #expect(huge.incomplete == nil)
+        let long = try AnnounceResponse(decoding: Array(
+            "d8:intervali60e12:min intervali99999999999e5:peers0:15:warning message5000:\(String(repeating: "w", count: 4996))\u{1B}[2Je".utf8))
+        #expect(long.minInterval == AnnounceResponse.maxInterval)
+        #expect(long.warning?.utf8.count == AnnounceResponse.maxMessageLength)
+        let escape = try AnnounceResponse(decoding: Array("d8:intervali60e5:peers0:15:warning message7:a\u{1B}[2J\nbe".utf8))
+        #expect(escape.warning == "a [2J b")
+        #expect(throws: TrackerResponseError.failure("no  thanks")) {
+            try AnnounceResponse(decoding: Array("d14:failure reason10:no\r\nthankse".utf8))
+        }
+        // Compact lists: 18-byte IPv6 entries checked too, port 0 skipped, at most `maxPeers` kept.
+        #expect(throws: TrackerResponseError.malformed("'peers6' has 17 bytes, not a multiple of 18")) {
+            try AnnounceResponse(decoding: Array("d8:intervali60e5:peers0:6:peers617:\(String(repeating: "x", count: 17))e".utf8))
+        }
+        let portZero: [UInt8] = [1, 2, 3, 4, 0, 0, 1, 2, 3, 4, 0, 7]
+        let zero = try AnnounceResponse(decoding: Array("d8:intervali60e5:peers12:".utf8) + portZero + Array("e".utf8))
+        #expect(zero.peers.map(\.address.description) == ["1.2.3.4:7"])
+        let many = [UInt8]((0..<(AnnounceResponse.maxPeers + 5)).flatMap { _ in [10, 0, 0, 1, 0, 9] as [UInt8] })
+        let flooded = try AnnounceResponse(decoding: Array("d8:intervali60e5:peers\(many.count):".utf8) + many + Array("e".utf8))
+        #expect(flooded.peers.count == AnnounceResponse.maxPeers)
+    }
+
     @Test func failureResponseIsBencoded() {
         #expect(String(decoding: failureResponse("no"), as: UTF8.self) == "d14:failure reason2:noe")
     }
@@ -143,6 +174,17 @@ func refusal(_ query: String) -> TrackerRequestError? {
     @Test func responseRoundTrips() throws {
         let response = ScrapeResponse(files: [hash: ScrapeStats(complete: 1, downloaded: 2, incomplete: 3)])
         #expect(try ScrapeResponse(decoding: response.encoded()) == response)
+    }
+
+    /// Issue 15: negative counts were kept as they came; keys that are not 20 bytes are skipped.
+    @Test func hostileCountsAreBounded() throws {
+        let entry = "d8:completei-3e10:downloadedi9223372036854775807e10:incompletei-9223372036854775808ee"
+        let bytes = Array("d5:filesd20:".utf8) + hash.bytes + Array(entry.utf8) + Array("3:abcdeee".utf8)
+        let response = try ScrapeResponse(decoding: bytes)
+        #expect(response.files == [hash: ScrapeStats(complete: 0, downloaded: Int.max, incomplete: 0)])
+        #expect(throws: TrackerResponseError.malformed("no 'files' dictionary")) {
+            try ScrapeResponse(decoding: Array("d5:filesi1ee".utf8))
+        }
     }
 }
 
