@@ -22,16 +22,33 @@ public struct ExtensionHandshake: Equatable, Sendable {
         self.requestQueue = requestQueue
     }
 
+    /// The most extensions read from one handshake, and the longest name kept; real clients name
+    /// a dozen, each under 20 bytes.
+    public static let maxExtensions = 64
+    public static let maxNameLength = 64
+    /// The largest `reqq` believed; more says nothing (libtorrent announces 500 to 2,000).
+    public static let maxRequestQueue = 65_535
+    /// The longest client name (`v`) kept.
+    public static let maxClientLength = 100
+
+    /// Reads a peer's handshake. What a hostile peer controls is bounded: ids outside 0...255,
+    /// overlong names and entries past `maxExtensions` are dropped, `p` outside 1...65535 and a
+    /// `reqq` below 1 read as not sent, `reqq` is capped, and `v` is cut to `maxClientLength`
+    /// bytes without control characters (it ends up in logs). `metadata_size` is not read: vmswarm
+    /// does not fetch metadata from peers (BEP 9), so no allocation follows from it.
     public init(payload: ByteBuffer) throws(PeerViolation) {
         let root = try decodeExtensionPayload(payload, "handshake")
         var ids: [String: UInt8] = [:]
-        for entry in root["m"]?.entries ?? [] {
+        for entry in (root["m"]?.entries ?? []).prefix(Self.maxExtensions) where entry.key.count <= Self.maxNameLength {
             if let id = entry.value.integer, (0...255).contains(id) { ids[entry.keyText] = UInt8(id) }
         }
         messageIDs = ids
         listenPort = root["p"]?.integer.flatMap { (1...65535).contains($0) ? UInt16($0) : nil }
-        client = root["v"]?.bytes.map { String(decoding: $0.prefix(100), as: UTF8.self) }
-        requestQueue = root["reqq"]?.integer.map { Int(clamping: $0) }
+        client = root["v"]?.bytes.map { bytes in
+            let text = String(decoding: bytes.prefix(Self.maxClientLength), as: UTF8.self)
+            return String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }))
+        }
+        requestQueue = root["reqq"]?.integer.flatMap { $0 >= 1 ? Int(min($0, Int64(Self.maxRequestQueue))) : nil }
     }
 
     public func encoded() -> [UInt8] {
@@ -84,10 +101,13 @@ public struct PeerExchange: Equatable, Sendable {
 
 /// Extension payloads are small bencoded dictionaries; anything else is a malformed message.
 private func decodeExtensionPayload(_ payload: ByteBuffer, _ what: String) throws(PeerViolation) -> BencodeNode {
+    let root: BencodeNode
     do {
-        return try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 64 << 10, maxDepth: 4))
+        root = try BencodeDecoder(mode: .lenient, limits: .init(maxInputSize: 64 << 10, maxDepth: 4))
             .decode(payload.readableBytesView)
     } catch {
         throw .malformedExtension("\(what): \(error)")
     }
+    guard root.entries != nil else { throw .malformedExtension("\(what): \(root.kindName), not a dictionary") }
+    return root
 }

@@ -70,6 +70,8 @@ public struct PeerSession: Sendable {
 
     /// Requests a peer may queue with us before it is a flood.
     public static let maxPeerRequests = 500
+    /// Pieces a peer may offer as allowed-fast (BEP 6) that we keep.
+    public static let maxAllowedFast = 64
 
     public init(layout: PieceLayout, ourHandshake: Handshake, theirHandshake: Handshake) {
         self.layout = layout
@@ -140,6 +142,11 @@ public struct PeerSession: Sendable {
         case .allowedFast(let piece):
             guard fast else { throw .fastMessageWithoutFastExtension("allowed-fast") }
             try check(piece)
+            // BEP 6 suggests 10; a peer naming every piece of a large torrent would otherwise grow
+            // this set to millions of entries. Beyond the cap the offer is ignored, not an offence.
+            guard allowedFastFromPeer.count < Self.maxAllowedFast || allowedFastFromPeer.contains(piece) else {
+                return [.ignored("allowed-fast beyond \(Self.maxAllowedFast) pieces")]
+            }
             allowedFastFromPeer.insert(piece)
             return [.allowedFast(piece)]
         case .port(let port):

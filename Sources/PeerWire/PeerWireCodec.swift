@@ -16,7 +16,8 @@ public struct PeerWireDecoder: Sendable {
     /// refused as soon as the 4-byte prefix is read, before any payload is buffered.
     public func next(from buffer: inout ByteBuffer) throws(PeerWireError) -> PeerMessage? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
-        guard length <= UInt32(maxMessageLength) else {
+        // Clamped: a limit configured beyond 4 GiB (or below 0) must not trap here.
+        guard length <= UInt32(clamping: maxMessageLength) else {
             throw .messageTooLong(length: Int(length), limit: maxMessageLength)
         }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }

@@ -248,6 +248,93 @@ let block0 = BlockRequest(piece: PieceIndex(0), begin: 0, length: 16384)
     }
 }
 
+/// Issue 15: what a hostile peer controls in the codec, the session and BEP 10/11 payloads is
+/// bounded or refused, never trusted as a number to allocate by or trapped on.
+@Suite struct HostilePeerInputTests {
+    func handshake(_ text: String) throws -> ExtensionHandshake {
+        try ExtensionHandshake(payload: ByteBuffer(string: text))
+    }
+
+    @Test func extensionHandshakeNumbersAndTextsAreBounded() throws {
+        // Before: reqq -5 and 10^18 were kept as they came, `v` kept its escape sequences.
+        #expect(try handshake("d4:reqqi-5ee").requestQueue == nil)
+        #expect(try handshake("d4:reqqi0ee").requestQueue == nil)
+        #expect(try handshake("d4:reqqi1000000000000000000ee").requestQueue == ExtensionHandshake.maxRequestQueue)
+        #expect(try handshake("d4:reqqi250ee").requestQueue == 250)
+        #expect(try handshake("d1:pi0ee").listenPort == nil)
+        #expect(try handshake("d1:pi65536ee").listenPort == nil)
+        #expect(try handshake("d1:v13:evil\u{1B}[2J\nnamee").client == "evil[2Jname")
+        let long = try handshake("d1:v500:\(String(repeating: "x", count: 500))e")
+        #expect(long.client?.utf8.count == ExtensionHandshake.maxClientLength)
+        // Ids outside a byte and overlong names are dropped; at most `maxExtensions` entries read.
+        let name = String(repeating: "n", count: ExtensionHandshake.maxNameLength + 1)
+        let odd = try handshake("d1:md\(name.utf8.count):\(name)i3e4:ut_ai256e4:ut_bi-1e4:ut_ci7eee")
+        #expect(odd.messageIDs == ["ut_c": 7])
+        let many = (0..<200).map { "4:\(1000 + $0)i1e" }.joined()
+        #expect(try handshake("d1:md\(many)ee").messageIDs.count == ExtensionHandshake.maxExtensions)
+        // Not a dictionary, too deep, or over 64 KiB: a malformed extension message.
+        #expect(throws: PeerViolation.self) { try handshake("i1e") }
+        #expect(throws: PeerViolation.self) { try handshake("d1:md1:ad1:ad1:ad1:ai1eeeeee") }
+        #expect(throws: PeerViolation.self) {
+            try ExtensionHandshake(payload: ByteBuffer(string: "d1:v70000:" + String(repeating: "v", count: 70_000) + "e"))
+        }
+    }
+
+    @Test func peerExchangeListsAreCheckedAndCapped() throws {
+        let peers = (0..<300).flatMap { n -> [UInt8] in [10, 0, UInt8(n >> 8), UInt8(n & 0xFF), 0x1A, 0xE1] }
+        var payload = ByteBuffer(string: "d5:added\(peers.count):")
+        payload.writeBytes(peers)
+        payload.writeString("7:added.f0:7:dropped6:")
+        payload.writeBytes([10, 0, 0, 9, 0, 0])  // port 0: skipped
+        payload.writeString("e")
+        let pex = try PeerExchange(payload: payload)
+        #expect(pex.added.count == PeerExchange.maxPeers)
+        #expect(pex.dropped.isEmpty)
+        for bad in ["d5:added5:abcdee", "d6:added617:\(String(repeating: "x", count: 17))e", "d7:dropped7:abcdefge"] {
+            #expect(throws: PeerViolation.self, "\(bad)") { try PeerExchange(payload: ByteBuffer(string: bad)) }
+        }
+    }
+
+    /// Before: every allowed-fast offer was kept, millions for a peer naming every piece.
+    @Test func allowedFastOffersAreCapped() throws {
+        let big = try PieceLayout(pieceLength: 16384, fileLengths: [16384 * 1000])
+        var peer = PeerSession(layout: big, ourHandshake: Handshake(infoHash: hash, peerID: us),
+            theirHandshake: Handshake(infoHash: hash, peerID: them))
+        for n in 0..<1000 { _ = try peer.receive(.allowedFast(PieceIndex(n))) }
+        #expect(peer.allowedFastFromPeer.count == PeerSession.maxAllowedFast)
+        #expect(try peer.receive(.allowedFast(PieceIndex(0))) == [.allowedFast(PieceIndex(0))])
+        #expect(throws: PeerViolation.pieceOutOfRange(PieceIndex(1000))) { try peer.receive(.allowedFast(PieceIndex(1000))) }
+    }
+
+    /// Every field of a request, have or piece message is a UInt32 from the peer: all of them at
+    /// their maximum, so `begin + length` would overflow 32 bits, give a refusal and no trap.
+    @Test func extremeWireNumbersAreRefusedNotTrapped() throws {
+        var bytes = ByteBuffer()
+        bytes.writeInteger(UInt32(13))
+        bytes.writeInteger(UInt8(6))
+        for _ in 0..<3 { bytes.writeInteger(UInt32.max) }
+        let messages = try decodeAll(bytes)
+        let extreme = BlockRequest(piece: PieceIndex(Int(UInt32.max)), begin: Int(UInt32.max), length: Int(UInt32.max))
+        #expect(messages == [.request(extreme)])
+        var peer = session()
+        peer.sent(.unchoke)
+        #expect(throws: PeerViolation.invalidRequest(extreme)) { try peer.receive(.request(extreme)) }
+        let inPiece = BlockRequest(piece: PieceIndex(0), begin: Int(UInt32.max), length: 16384)
+        #expect(throws: PeerViolation.invalidRequest(inPiece)) { try peer.receive(.request(inPiece)) }
+        #expect(throws: PeerViolation.pieceOutOfRange(PieceIndex(Int(UInt32.max)))) { try peer.receive(.have(PieceIndex(Int(UInt32.max)))) }
+        let late = PeerMessage.piece(PieceIndex(Int(UInt32.max)), begin: Int(UInt32.max), block: ByteBuffer())
+        #expect(throws: PeerViolation.self) { try peer.receive(late) }
+        // A bitfield as long as the frame allows, for a torrent of 10 pieces.
+        #expect(throws: PeerViolation.badBitfield(.wrongSize(expected: 2, got: 1 << 20))) {
+            try peer.receive(.bitfield([UInt8](repeating: 0xFF, count: 1 << 20)))
+        }
+        // A decoder limit beyond 32 bits used to trap in `UInt32(maxMessageLength)`.
+        var prefix = ByteBuffer()
+        prefix.writeInteger(UInt32.max)
+        #expect(try PeerWireDecoder(maxMessageLength: .max).next(from: &prefix) == nil)
+    }
+}
+
 @Suite struct BlockGeometryTests {
     @Test func blocksCoverEachPiece() {
         #expect(layout.blocks(of: PieceIndex(0)) == [block0, BlockRequest(piece: PieceIndex(0), begin: 16384, length: 16384)])
