@@ -48,6 +48,28 @@ import Testing
         try expectRefused(Self.single(length: .max - 1, pieceLength: 1 << 28), saying: "more than 4194304")
     }
 
+    /// The same parse runs for `get` and for the tracker's allowlist folder, which trapped at start
+    /// (and would have on SIGHUP) when the folder held one such torrent.
+    @Test func getAndTheTrackerAllowlistRefuseThemToo() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let hostile = folder.file("allow/huge.torrent")
+        try FileManager.default.createDirectory(atPath: folder.file("allow"), withIntermediateDirectories: true)
+        try Data(Self.single(length: 1_000_000_000_000_000_000, pieceLength: 1)).write(to: URL(fileURLWithPath: hostile))
+
+        let get = try runProcess(vmswarmBinary, ["get", hostile, "--output", folder.file("out"), "--peer", "127.0.0.1:1", "--port", "0"])
+        #expect(get.status == 1, "\(get.stderr)")
+        #expect(get.stderr.split(separator: "\n").count == 1, "\(get.stderr)")
+        #expect(get.stderr.contains("huge.torrent: invalid torrent at byte 16: 'info.length'"), "\(get.stderr)")
+
+        let tracker = try BackgroundProcess(vmswarmBinary, ["tracker", "--listen", "127.0.0.1:0", "--allow", folder.file("allow")],
+            logTo: folder.file("tracker.log"))
+        defer { tracker.stop() }
+        try #require(tracker.wait(seconds: 30), "the tracker did not exit: \(tracker.output)")
+        #expect(tracker.process.terminationStatus == 1, "\(tracker.output)")
+        #expect(tracker.output.contains("huge.torrent: invalid torrent at byte 16: 'info.length'"), "\(tracker.output)")
+    }
+
     @Test func inspectRefusesConflictingPaths() throws {
         try expectRefused(Self.multi([["a"], ["a"]]), saying: "'info.files[1].path' (\"a\") collides with 'info.files[0].path'")
         try expectRefused(Self.multi([["a"], ["a", "b"]]), saying: "collides with 'info.files[0].path'")
