@@ -1,5 +1,7 @@
 import Bencode
+import Foundation
 import Metainfo
+import TestSupport
 import Testing
 
 /// Torrents built field by field, each wrong in one way; every one must give a clear, located error.
@@ -161,6 +163,39 @@ import Testing
         }
         #expect(field == "info.files")
         #expect(problem.contains("pieces, more than"))
+    }
+
+    /// Every integer of every real fixture torrent, replaced in turn by each extreme value: the parse
+    /// may accept or refuse, but never trap (on the old code `length` = Int64.max trapped), and a
+    /// refusal names a byte inside the file.
+    @Test func extremeIntegersInRealTorrentsNeverTrap() throws {
+        func integerRanges(_ node: BencodeNode) -> [Range<Int>] {
+            switch node.content {
+            case .integer: [node.range]
+            case .bytes: []
+            case .list(let items): items.flatMap(integerRanges)
+            case .dictionary(let entries): entries.flatMap { integerRanges($0.value) }
+            }
+        }
+        let extremes: [Int64] = [.max, .min, .max - 1, 0, -1, 1 << 31, 1 << 32, 1_000_000_000_000_000_000]
+        var parses = 0
+        for fixture in FixtureTorrent.all {
+            let bytes = try [UInt8](Data(contentsOf: fixture.url))
+            let ranges = integerRanges(try BencodeDecoder(mode: .lenient).decode(bytes))
+            #expect(!ranges.isEmpty)
+            for range in ranges {
+                for value in extremes {
+                    let mutated = Array(bytes[..<range.lowerBound]) + Array("i\(value)e".utf8) + Array(bytes[range.upperBound...])
+                    do {
+                        _ = try Metainfo(parsing: mutated)
+                    } catch {
+                        #expect(error.offset >= 0 && error.offset < mutated.count, "\(fixture): \(error)")
+                    }
+                    parses += 1
+                }
+            }
+        }
+        #expect(parses > 500)
     }
 
     @Test func pieceCountAtTheLimitIsAccepted() throws {
