@@ -26,6 +26,9 @@ public struct MulticastPacket: Hashable, Sendable {
     public static let maxBlocksPerPiece = 1 << 16
     /// The longest datagram any packet type may be (a full data packet).
     public static let maxDatagramLength = DataBlock.headerLength + blockLength
+    /// The longest control packet before its authentication tag (sealed images append 16 bytes,
+    /// `MulticastAuthentication`), so that a tagged packet still fits one Ethernet frame.
+    public static let maxControlLength = maxDatagramLength - MulticastAuthentication.tagLength
     /// Bytes of IPv4 and UDP header on the wire for every datagram, counted by the sender's pacing.
     public static let ipv4UDPOverhead = 28
 
@@ -119,7 +122,7 @@ public struct MulticastPacket: Hashable, Sendable {
     /// Which pieces a pass sends, as a bitmap chunk (high bit first, as in `Bitfield`): a torrent
     /// with more than `maxBits` pieces needs several chunks.
     public struct Plan: Hashable, Sendable {
-        public static let maxBits = 8 * (MulticastPacket.maxDatagramLength - MulticastPacket.headerLength - 12)
+        public static let maxBits = 8 * (MulticastPacket.maxControlLength - MulticastPacket.headerLength - 12)
         public var pass: UInt16
         public var firstPiece: Int
         public var bitCount: Int
