@@ -331,6 +331,30 @@ public struct MulticastPacket: Hashable, Sendable {
 
     /// Whether a datagram is a data packet (by its first byte), before decoding it.
     public static func isData(_ bytes: some Collection<UInt8>) -> Bool { bytes.first == dataMarker }
+
+    /// Whether a datagram says it is a NACK (by its magic and type), before decoding it.
+    public static func isNack(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= headerLength && bytes[0] == magic[0] && bytes[1] == magic[1] && bytes[2] == magic[2]
+            && bytes[3] == magic[3] && bytes[5] == Kind.nack.rawValue
+    }
+}
+
+/// A token bucket of one second's depth, for work done on datagrams anyone can send.
+struct TokenBudget: Sendable {
+    private var tokens: Double?
+    private var last = 0.0
+
+    /// Takes one token if there is one (refilled at `rate` a second, at most `rate` held).
+    mutating func take(now: Double, rate: Double) -> Bool {
+        let available = min(rate, (tokens ?? rate) + max(0, now - last) * rate)
+        last = max(last, now)
+        guard available >= 1 else {
+            tokens = available
+            return false
+        }
+        tokens = available - 1
+        return true
+    }
 }
 
 /// Big-endian appends; values are range-checked by the types that hold them.

@@ -49,6 +49,9 @@ public struct MulticastReceiver: Sendable {
         /// Pieces from the group that fail their hash before the group is no longer trusted (its
         /// data dropped, nothing deferred to it) for the rest of the run.
         public var maxHashFailures = 8
+        /// Other receivers' NACKs handled a second (and at once): a flood of NACKs costs a bounded
+        /// share of the event loop the swarm runs on; beyond it they are dropped undecoded.
+        public var maxForeignNacksPerSecond: Double = 300
 
         public init() {}
     }
@@ -101,6 +104,8 @@ public struct MulticastReceiver: Sendable {
         public var senderControl = 0
         /// Sessions that went on after a DONE (a forged one, or one the sender took back).
         public var resumed = 0
+        /// Other receivers' NACKs dropped beyond `maxForeignNacksPerSecond`.
+        public var nacksOverBudget = 0
     }
 
     /// What a partly heard piece holds, for a BitTorrent side that fetches only the rest.
@@ -187,6 +192,10 @@ public struct MulticastReceiver: Sendable {
     /// packets, which name no session, are taken.
     /// Least recently heard first.
     private(set) var knownSenders: [UInt32] = []
+    /// Packets heard of each known instance. The one heard least is forgotten first: a flood of
+    /// made-up instances, each heard once, churns among itself and never pushes out a sender that
+    /// announces every 0.5 s and sends thousands of blocks.
+    private var heardCount: [UInt32: Int] = [:]
     /// Blocks of pieces that failed their hash are not taken from the group again, and after
     /// `maxHashFailures` nothing is.
     private var refused: Set<PieceIndex> = []
@@ -200,6 +209,7 @@ public struct MulticastReceiver: Sendable {
     private(set) var otherReportCount = 0
     /// Set for key holders of a sealed image: control packets must carry its tag.
     private let authentication: MulticastAuthentication?
+    private var foreignNackBudget = TokenBudget()
     private var random: SeededRandom
     private var nackTokens: Double
     private var lastTick: Double?
@@ -260,6 +270,12 @@ public struct MulticastReceiver: Sendable {
 
     public mutating func received(_ bytes: [UInt8], now: Double) -> [Event] {
         counters.packets += 1
+        if MulticastPacket.isNack(bytes),
+            !foreignNackBudget.take(now: now, rate: configuration.maxForeignNacksPerSecond)
+        {
+            counters.nacksOverBudget += 1
+            return []
+        }
         var datagram = bytes
         if MulticastPacket.isData(bytes) {
         } else if let authentication {
@@ -332,6 +348,7 @@ public struct MulticastReceiver: Sendable {
                 return []
             }
             counters.dataPackets += 1
+            heardCount[packet.instance, default: 0] += 1
             // The view follows the instance whose data flows: one that only talks (a forged
             // announcer that was adopted while ours was quiet) gives way to one that delivers.
             if let view = sender, view.instance != packet.instance,
@@ -559,16 +576,27 @@ public struct MulticastReceiver: Sendable {
         }
         knownSenders.removeAll { $0 == instance }
         knownSenders.append(instance)
-        while knownSenders.count > max(1, configuration.maxKnownSenders),
-            let evict = knownSenders.firstIndex(where: { $0 != sender?.instance })
-        {
-            knownSenders.remove(at: evict)
+        heardCount[instance, default: 0] += 1
+        while knownSenders.count > max(1, configuration.maxKnownSenders) {
+            // The least heard, and of those the least recently heard; never the one followed.
+            var evict: Int?
+            for (index, known) in knownSenders.enumerated() where known != sender?.instance {
+                if evict.map({ heardCount[known, default: 0] < heardCount[knownSenders[$0], default: 0] }) ?? true {
+                    evict = index
+                }
+            }
+            guard let evict else { break }
+            heardCount[knownSenders.remove(at: evict)] = nil
             counters.sendersEvicted += 1
         }
         if let current = sender, current.instance != instance,
             !current.ended && now - current.lastHeard <= configuration.idleTimeout
         {
-            return false
+            // Two senders talking: the one followed keeps the view, unless it never delivered a
+            // block and the other is heard far more (a made-up instance heard once, adopted
+            // because it happened to come first, gives way to the sender announcing every 20 ms).
+            let ours = heardCount[current.instance, default: 0]
+            guard current.lastData == nil, heardCount[instance, default: 0] > 2 * ours + 4 else { return false }
         }
         if sender?.instance != instance {
             sender = SenderView(
@@ -744,7 +772,7 @@ public struct MulticastReceiver: Sendable {
                 otherReportCount += 1
             }
             var set = sender!.othersReports[entry.piece]?[receiver] ?? BlockSet(count: blocks)
-            for block in entry.blocks(inPieceOf: blocks) { set.insert(block) }
+            set.insert(entry)
             sender!.othersReports[entry.piece, default: [:]][receiver] = set
         }
     }

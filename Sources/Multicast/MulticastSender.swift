@@ -70,6 +70,10 @@ public struct MulticastSender: Sendable {
         /// reports kept per plan: forged receiver instances cannot grow the sender's state.
         public var maxReceivers = 1024
         public var maxReports = 65_536
+        /// NACKs handled a second (and at once): a flood costs the pacing thread a bounded share;
+        /// beyond it NACKs are dropped undecoded (an honest receiver sends at most 20 to 50 a second,
+        /// and repeats what it still misses).
+        public var maxNacksPerSecond: Double = 1000
 
         public init(rate: Int, mode: Mode = .once) {
             self.rate = rate
@@ -112,6 +116,8 @@ public struct MulticastSender: Sendable {
         public var reportsDropped = 0
         /// Reported blocks a repair pass left out to stay within `maxRepairShare`.
         public var repairsOverBudget = 0
+        /// NACKs dropped beyond `maxNacksPerSecond`.
+        public var nacksOverBudget = 0
     }
 
     enum Phase: Equatable {
@@ -151,6 +157,7 @@ public struct MulticastSender: Sendable {
     /// for a NACK window after the change (they were on their way), later ones are stale.
     private var passChangedAt: Double = 0
     private let authentication: MulticastAuthentication?
+    private var nackBudget = TokenBudget()
     private var sequence: UInt16 = 0
     private var tokens: Double
     private var lastRefill: Double?
@@ -261,6 +268,10 @@ public struct MulticastSender: Sendable {
     /// authentication, a NACK without a valid tag (a relay without the key, or a forger) counts
     /// its receiver but carries no repair votes.
     public mutating func received(_ bytes: [UInt8], now: Double) {
+        if MulticastPacket.isNack(bytes), !nackBudget.take(now: now, rate: configuration.maxNacksPerSecond) {
+            counters.nacksOverBudget += 1
+            return
+        }
         var datagram = bytes
         var votes = true
         if let authentication {
@@ -327,7 +338,7 @@ public struct MulticastSender: Sendable {
                 reportCount += 1
             }
             var set = reports[entry.piece, default: Reports()].byReceiver[packet.instance] ?? BlockSet(count: blocks)
-            for block in entry.blocks(inPieceOf: blocks) { set.insert(block) }
+            set.insert(entry)
             reports[entry.piece, default: Reports()].byReceiver[packet.instance] = set
         }
     }

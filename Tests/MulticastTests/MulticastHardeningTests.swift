@@ -52,6 +52,28 @@ import Testing
         #expect(receiver.counters.unknownSender == 0)
     }
 
+    /// A made-up instance heard once before the real sender is followed only until the real one
+    /// is heard far more often (it announces every 20 ms while it waits for receivers); a flood of
+    /// them meanwhile pushes nobody out who is heard more than once. (Before, the first instance
+    /// heard kept the view for as long as it was not silent for 3 s, and the flood evicted the
+    /// real sender, whose data was then dropped.)
+    @Test func aMadeUpInstanceHeardFirstGivesWayToTheRealSender() {
+        let image = TestImage(pieces: 4, pieceLength: 2916)
+        var receiver = Self.receiver(image)
+        _ = receiver.hear([image.announce(instance: 9999, phase: .announcing, cursor: 0)], now: 0)
+        #expect(receiver.senderInstance == 9999)
+        for step in 0..<10 {
+            let now = 0.02 * Double(step + 1)
+            _ = receiver.hear([image.announce(phase: .announcing, cursor: 0), image.plan()], now: now)
+            for forged in 0..<20 {
+                _ = receiver.hear([image.announce(instance: UInt32(10_000 + 20 * step + forged), phase: .announcing, cursor: 0)], now: now)
+            }
+        }
+        #expect(receiver.senderInstance == 42)
+        #expect(receiver.knownSenders.contains(42))
+        #expect(assembled(in: receiver.hear(image.fullPass(), now: 0.5)).count == 4)
+    }
+
     /// Made-up receiver instances joining the sender: it tracks at most `maxReceivers`.
     @Test func aFloodOfForgedReceiversIsBoundedAtTheSender() {
         let image = TestImage(pieces: 2, pieceLength: 2800)
@@ -63,7 +85,7 @@ import Testing
         for forged in 0..<5000 {
             sender.received(
                 Self.nack(from: UInt32(forged), to: sender.instance, pass: 0, [.rest(of: PieceIndex(0))], pieces: 2),
-                now: Double(forged) / 1e4)
+                now: Double(forged) / 500)
         }
         #expect(sender.receiverCount == 100)
         #expect(sender.counters.receiversEvicted == 4900)
@@ -78,13 +100,58 @@ import Testing
         _ = receiver.hear([image.announce(phase: .sending, cursor: 0), image.plan()], now: 0)
         for forged in 0..<1000 {
             let entries = (0..<50).map { MulticastPacket.NackEntry.rest(of: PieceIndex($0)) }
-            _ = receiver.received(Self.nack(from: UInt32(5000 + forged), to: 42, pass: 0, entries, pieces: 50), now: 0.1)
+            _ = receiver.received(
+                Self.nack(from: UInt32(5000 + forged), to: 42, pass: 0, entries, pieces: 50), now: 0.1 + Double(forged) / 100)
         }
         #expect(receiver.otherReportCount == 16 * 50)
         #expect(receiver.counters.reportsDropped == (1000 - 16) * 50)
     }
 
     // MARK: NACKs: epoch and budget
+
+    /// NACKs cost work however they are forged: the sender handles at most `maxNacksPerSecond`,
+    /// a receiver at most `maxForeignNacksPerSecond` of others', and drops the rest undecoded.
+    /// (Before, a flood of NACKs naming whole pieces kept the sender's pacing thread and the
+    /// receivers' event loop busy: on the testbed the pass took minutes.)
+    @Test func aNackFloodCostsBoundedWork() {
+        let image = TestImage(pieces: 20, pieceLength: 29_160)
+        var sender = MulticastSender(
+            session: testSession, layout: image.layout, have: Bitfield(pieceCount: 20, all: true),
+            configuration: .init(rate: 100_000_000), seed: 1)
+        let everything = (0..<20).map { MulticastPacket.NackEntry.rest(of: PieceIndex($0)) }
+        for forged in 0..<10_000 {
+            sender.received(Self.nack(from: UInt32(forged), to: sender.instance, pass: 0, everything, pieces: 20), now: 1)
+        }
+        #expect(sender.counters.nacksReceived == Int(sender.configuration.maxNacksPerSecond))
+        #expect(sender.counters.nacksOverBudget == 10_000 - Int(sender.configuration.maxNacksPerSecond))
+        sender.received(Self.nack(from: 1, to: sender.instance, pass: 0, everything, pieces: 20), now: 1.01)
+        #expect(sender.counters.nacksReceived == Int(sender.configuration.maxNacksPerSecond) + 1, "refilled 10 ms later")
+
+        var receiver = Self.receiver(image)
+        _ = receiver.hear([image.announce(phase: .sending, cursor: 0), image.plan()], now: 0)
+        for forged in 0..<1000 {
+            _ = receiver.received(Self.nack(from: UInt32(forged), to: 42, pass: 0, everything, pieces: 20), now: 1)
+        }
+        #expect(receiver.counters.nacksOverBudget == 1000 - Int(receiver.configuration.maxForeignNacksPerSecond))
+    }
+
+    /// Blocks named by a NACK entry go into a set a word at a time, with the same result as one
+    /// by one.
+    @Test func nackEntriesAreAddedWordByWord() {
+        for count in [1, 63, 64, 65, 200] {
+            for first in [0, 1, 63, 64, count - 1] where first < count {
+                var fast = BlockSet(count: count)
+                fast.insert(MulticastPacket.NackEntry.rest(of: PieceIndex(0), from: first))
+                var slow = BlockSet(count: count)
+                for block in first..<count { slow.insert(block) }
+                #expect(fast == slow && fast.memberCount == count - first, "\(count) blocks from \(first)")
+            }
+        }
+        var set = BlockSet(count: 20)
+        set.insert(3)
+        set.insert(MulticastPacket.NackEntry(piece: PieceIndex(0), firstBlock: 2, blockCount: 10, bitmap: [0b1100_0000, 0b0100_0000]))
+        #expect(set.members == [2, 3, 11] && set.memberCount == 3)
+    }
 
     /// A NACK of an earlier pass, replayed after the repair it asked for went out, asks for
     /// nothing: the sender's pass is the NACK's epoch. (Before, every replay bought another repair
