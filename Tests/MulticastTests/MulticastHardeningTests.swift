@@ -284,6 +284,22 @@ import Testing
         #expect(!receiver.shouldLeaveToMulticast(PieceIndex(8), now: 0.4))
     }
 
+    /// 0xD2 is the first byte of a data packet (0xD0 | version 2). The runtime avoids the host a
+    /// sender's packets come from; it now asks the receiver whether a datagram made it take up a
+    /// sender (`senderControl`, `senderInstance`), which the lone byte, or a data packet of an
+    /// unknown instance, never does. (Before, any datagram starting with 0xD2 from any source
+    /// made the receiver avoid that host for BitTorrent.)
+    @Test func theDataMarkerAloneTakesUpNoSender() {
+        let image = TestImage(pieces: 4, pieceLength: 2916)
+        var receiver = Self.receiver(image)
+        _ = receiver.received([0xD2], now: 0)
+        _ = receiver.hear([image.fullPass(instance: 7)[0]], now: 0)
+        #expect(receiver.counters.garbage == 1 && receiver.counters.unknownSender == 1)
+        #expect(receiver.counters.senderControl == 0 && receiver.senderInstance == nil)
+        _ = receiver.hear([image.announce(phase: .sending, cursor: 0)], now: 0.1)
+        #expect(receiver.counters.senderControl == 1 && receiver.senderInstance == 42)
+    }
+
     // MARK: Authentication
 
     static let contentKey = [UInt8](repeating: 0x5A, count: 32)
