@@ -26,6 +26,37 @@ public struct BlockSet: Hashable, Sendable {
         return true
     }
 
+    /// Adds the blocks a NACK entry names (in a piece of `count` blocks), a word at a time: a
+    /// flood of NACKs naming whole pieces costs a few operations per entry, not one per block.
+    public mutating func insert(_ entry: MulticastPacket.NackEntry) {
+        if entry.blockCount == 0 {
+            insert(range: entry.firstBlock..<count)
+            return
+        }
+        for (index, byte) in entry.bitmap.enumerated() where byte != 0 {
+            for bit in 0..<8 where byte & (0x80 >> UInt8(bit)) != 0 {
+                let block = entry.firstBlock + index * 8 + bit
+                if block < count { insert(block) }
+            }
+        }
+    }
+
+    /// Adds every block of `range` (clamped to the set).
+    public mutating func insert(range: Range<Int>) {
+        let range = range.clamped(to: 0..<count)
+        guard !range.isEmpty else { return }
+        var block = range.lowerBound
+        while block < range.upperBound {
+            let word = block >> 6
+            let first = block & 63
+            let last = min(64, first + (range.upperBound - block))
+            let mask: UInt64 = last - first == 64 ? ~0 : ((1 << UInt64(last - first)) - 1) << UInt64(first)
+            memberCount += (mask & ~words[word]).nonzeroBitCount
+            words[word] |= mask
+            block += last - first
+        }
+    }
+
     public var isFull: Bool { memberCount == count }
     public var isEmpty: Bool { memberCount == 0 }
 

@@ -26,6 +26,9 @@ public struct MulticastPacket: Hashable, Sendable {
     public static let maxBlocksPerPiece = 1 << 16
     /// The longest datagram any packet type may be (a full data packet).
     public static let maxDatagramLength = DataBlock.headerLength + blockLength
+    /// The longest control packet before its authentication tag (sealed images append 16 bytes,
+    /// `MulticastAuthentication`), so that a tagged packet still fits one Ethernet frame.
+    public static let maxControlLength = maxDatagramLength - MulticastAuthentication.tagLength
     /// Bytes of IPv4 and UDP header on the wire for every datagram, counted by the sender's pacing.
     public static let ipv4UDPOverhead = 28
 
@@ -119,7 +122,7 @@ public struct MulticastPacket: Hashable, Sendable {
     /// Which pieces a pass sends, as a bitmap chunk (high bit first, as in `Bitfield`): a torrent
     /// with more than `maxBits` pieces needs several chunks.
     public struct Plan: Hashable, Sendable {
-        public static let maxBits = 8 * (MulticastPacket.maxDatagramLength - MulticastPacket.headerLength - 12)
+        public static let maxBits = 8 * (MulticastPacket.maxControlLength - MulticastPacket.headerLength - 12)
         public var pass: UInt16
         public var firstPiece: Int
         public var bitCount: Int
@@ -328,6 +331,30 @@ public struct MulticastPacket: Hashable, Sendable {
 
     /// Whether a datagram is a data packet (by its first byte), before decoding it.
     public static func isData(_ bytes: some Collection<UInt8>) -> Bool { bytes.first == dataMarker }
+
+    /// Whether a datagram says it is a NACK (by its magic and type), before decoding it.
+    public static func isNack(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= headerLength && bytes[0] == magic[0] && bytes[1] == magic[1] && bytes[2] == magic[2]
+            && bytes[3] == magic[3] && bytes[5] == Kind.nack.rawValue
+    }
+}
+
+/// A token bucket of one second's depth, for work done on datagrams anyone can send.
+struct TokenBudget: Sendable {
+    private var tokens: Double?
+    private var last = 0.0
+
+    /// Takes one token if there is one (refilled at `rate` a second, at most `rate` held).
+    mutating func take(now: Double, rate: Double) -> Bool {
+        let available = min(rate, (tokens ?? rate) + max(0, now - last) * rate)
+        last = max(last, now)
+        guard available >= 1 else {
+            tokens = available
+            return false
+        }
+        tokens = available - 1
+        return true
+    }
 }
 
 /// Big-endian appends; values are range-checked by the types that hold them.

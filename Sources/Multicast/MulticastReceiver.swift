@@ -31,6 +31,27 @@ public struct MulticastReceiver: Sendable {
         /// NACK packets a second this receiver may send, and how many may go at once.
         public var nackRate: Double = 20
         public var nackBurst = 4
+        /// Sender instances remembered (their data is taken). A flood of forged instances evicts
+        /// the least recently heard ones, never the sender being followed.
+        public var maxKnownSenders = 8
+        /// Other receivers whose NACKs are counted in a pass, and (piece, receiver) reports kept:
+        /// forged receiver instances cannot grow what we keep of others' reports.
+        public var maxOtherReceivers = 64
+        public var maxOtherReports = 65_536
+        /// BitTorrent waits for the group only while it delivers: a sender heard but bringing no
+        /// new block for this many seconds (announces alone, a liar, a stalled pass) holds
+        /// nothing back until blocks flow again.
+        public var progressTimeout: Double = 5
+        /// However the senders behave, BitTorrent is held back at most `deferralGrace` seconds
+        /// plus the image's length at `minimumRate` bytes a second, from the first sender heard.
+        public var deferralGrace: Double = 30
+        public var minimumRate: Double = 1_250_000
+        /// Pieces from the group that fail their hash before the group is no longer trusted (its
+        /// data dropped, nothing deferred to it) for the rest of the run.
+        public var maxHashFailures = 8
+        /// Other receivers' NACKs handled a second (and at once): a flood of NACKs costs a bounded
+        /// share of the event loop the swarm runs on; beyond it they are dropped undecoded.
+        public var maxForeignNacksPerSecond: Double = 300
 
         public init() {}
     }
@@ -71,6 +92,20 @@ public struct MulticastReceiver: Sendable {
         public var handedOver = 0
         /// Piece reports left out because other receivers' NACKs had already covered them.
         public var reportsSuppressed = 0
+        /// Control packets without a valid authentication tag (sealed sessions, key holders).
+        public var unauthenticated = 0
+        /// Sender instances forgotten to stay within `maxKnownSenders`.
+        public var sendersEvicted = 0
+        /// Other receivers' reports not kept (beyond `maxOtherReceivers` or `maxOtherReports`).
+        public var reportsDropped = 0
+        /// Data dropped because its piece failed a hash before, or the group is distrusted.
+        public var refusedData = 0
+        /// Announces and plans accepted from the sender being followed.
+        public var senderControl = 0
+        /// Sessions that went on after a DONE (a forged one, or one the sender took back).
+        public var resumed = 0
+        /// Other receivers' NACKs dropped beyond `maxForeignNacksPerSecond`.
+        public var nacksOverBudget = 0
     }
 
     /// What a partly heard piece holds, for a BitTorrent side that fetches only the rest.
@@ -102,6 +137,10 @@ public struct MulticastReceiver: Sendable {
         var suppressAfter = 1
         var nackWindow = 0.2
         var lastHeard: Double
+        /// When this instance's data was last heard (nil: never), and any packet but a DONE.
+        var lastData: Double?
+        var lastActivity = 0.0
+        var adoptedAt = 0.0
         var idle = false
         var ended = false
         var reportedComplete = false
@@ -109,6 +148,8 @@ public struct MulticastReceiver: Sendable {
         /// repeated while it waits for receivers (its announces say `announcing`), as one may be lost.
         var joinedAt: Double?
         var announcing = false
+        /// The last announce said the pass is over (NACKs are being collected): a DONE may follow.
+        var collecting = false
         /// Pieces waiting to be reported (and when), and those reported, in this pass.
         var due: [PieceIndex: Double] = [:]
         var reported: Set<PieceIndex> = []
@@ -149,14 +190,33 @@ public struct MulticastReceiver: Sendable {
     private var sender: SenderView?
     /// Sender instances whose control packets named our session (the latest few): only their data
     /// packets, which name no session, are taken.
-    private var knownSenders: [UInt32] = []
+    /// Least recently heard first.
+    private(set) var knownSenders: [UInt32] = []
+    /// Packets heard of each known instance. The one heard least is forgotten first: a flood of
+    /// made-up instances, each heard once, churns among itself and never pushes out a sender that
+    /// announces every 0.5 s and sends thousands of blocks.
+    private var heardCount: [UInt32: Int] = [:]
+    /// Blocks of pieces that failed their hash are not taken from the group again, and after
+    /// `maxHashFailures` nothing is.
+    private var refused: Set<PieceIndex> = []
+    public private(set) var distrusted = false
+    /// When the group last brought a block we lacked (or the first sender was heard).
+    private var lastProgress: Double?
+    /// Past this time nothing is deferred to the group (set when the first sender is heard).
+    public private(set) var deferralDeadline: Double?
+    /// Other receivers heard in this pass, and the reports kept of them.
+    private var otherReceivers: Set<UInt32> = []
+    private(set) var otherReportCount = 0
+    /// Set for key holders of a sealed image: control packets must carry its tag.
+    private let authentication: MulticastAuthentication?
+    private var foreignNackBudget = TokenBudget()
     private var random: SeededRandom
     private var nackTokens: Double
     private var lastTick: Double?
 
     public init(
         session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration = Configuration(),
-        seed: UInt64
+        authentication: MulticastAuthentication? = nil, seed: UInt64
     ) {
         precondition(
             have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)"
@@ -166,6 +226,7 @@ public struct MulticastReceiver: Sendable {
         self.layout = layout
         self.have = have
         self.configuration = configuration
+        self.authentication = authentication
         random = SeededRandom(seed: seed)
         instance = UInt32(truncatingIfNeeded: random.next())
         nackTokens = Double(configuration.nackBurst)
@@ -175,11 +236,18 @@ public struct MulticastReceiver: Sendable {
     public var buffered: Int { bufferedBytes }
     /// The sender's position in its pass: pieces of the pass below it have been sent.
     public var cursor: Int? { sender?.cursor }
+    /// The sender instance being followed.
+    public var senderInstance: UInt32? { sender?.instance }
 
-    /// Whether a sender is being heard: neither ended nor idle.
+    /// Whether BitTorrent should wait for the group: a sender is heard (neither ended nor idle),
+    /// the group brought a new block within `progressTimeout`, the deferral deadline has not
+    /// passed and the group is trusted.
     public func senderActive(now: Double) -> Bool {
-        guard let sender else { return false }
-        return !sender.ended && !sender.idle && now - sender.lastHeard <= configuration.idleTimeout
+        guard let sender, !distrusted else { return false }
+        guard !sender.ended && !sender.idle && now - sender.lastHeard <= configuration.idleTimeout else { return false }
+        if let deadline = deferralDeadline, now >= deadline { return false }
+        if let progress = lastProgress, now - progress > configuration.progressTimeout { return false }
+        return true
     }
 
     /// Whether some blocks of the piece were heard and are held, waiting for the rest.
@@ -191,8 +259,7 @@ public struct MulticastReceiver: Sendable {
     public func shouldLeaveToMulticast(_ piece: PieceIndex, now: Double) -> Bool {
         guard layout.contains(piece), !have[piece], !handedOver.contains(piece) else { return false }
         if verifying.contains(piece) { return true }
-        guard let sender, !sender.ended, !sender.idle, now - sender.lastHeard <= configuration.idleTimeout,
-            !sender.declined.contains(piece)
+        guard let sender, senderActive(now: now), !refused.contains(piece), !sender.declined.contains(piece)
         else { return false }
         if sender.due[piece] != nil || sender.reported.contains(piece) { return true }
         guard sender.planKnown else { return sender.senderComplete }
@@ -203,9 +270,28 @@ public struct MulticastReceiver: Sendable {
 
     public mutating func received(_ bytes: [UInt8], now: Double) -> [Event] {
         counters.packets += 1
+        if MulticastPacket.isNack(bytes),
+            !foreignNackBudget.take(now: now, rate: configuration.maxForeignNacksPerSecond)
+        {
+            counters.nacksOverBudget += 1
+            return []
+        }
+        var datagram = bytes
+        if MulticastPacket.isData(bytes) {
+        } else if let authentication {
+            // A key holder follows only control packets the publisher's key signed.
+            guard let opened = authentication.open(bytes) else {
+                counters.unauthenticated += 1
+                return []
+            }
+            datagram = opened
+        } else {
+            // Without the key (a plain session, or a relay of a sealed one) a tag cannot be checked.
+            datagram = MulticastAuthentication.strip(bytes)
+        }
         let packet: MulticastPacket
         do {
-            packet = try MulticastPacket.decode(bytes)
+            packet = try MulticastPacket.decode(datagram)
         } catch {
             counters.garbage += 1
             return []
@@ -229,7 +315,16 @@ public struct MulticastReceiver: Sendable {
             return []
         case .announce(let announce):
             guard heardSender(packet.instance, pass: announce.pass, now: now) else { return [] }
+            counters.senderControl += 1
+            sender!.lastActivity = now
+            if sender!.ended {
+                // A sender that announces after its DONE has not ended: the DONE was forged (or
+                // it was stopped and started again). A session is never over for good.
+                sender!.ended = false
+                counters.resumed += 1
+            }
             sender!.announcing = announce.phase == .announcing
+            sender!.collecting = announce.phase == .collecting
             sender!.carousel = announce.carousel
             sender!.senderComplete = announce.senderComplete
             sender!.suppressAfter = announce.suppressAfter
@@ -237,6 +332,8 @@ public struct MulticastReceiver: Sendable {
             sender!.cursor = max(sender!.cursor, announce.cursor)
         case .plan(let plan):
             guard heardSender(packet.instance, pass: plan.pass, now: now) else { return [] }
+            counters.senderControl += 1
+            sender!.lastActivity = now
             let chunk = plan.firstPiece / MulticastPacket.Plan.maxBits
             if plan.firstPiece % MulticastPacket.Plan.maxBits == 0, sender!.planChunks.insert(chunk).inserted {
                 for bit in 0..<plan.bitCount where plan.contains(PieceIndex(plan.firstPiece + bit)) {
@@ -251,6 +348,19 @@ public struct MulticastReceiver: Sendable {
                 return []
             }
             counters.dataPackets += 1
+            heardCount[packet.instance, default: 0] += 1
+            // The view follows the instance whose data flows: one that only talks (a forged
+            // announcer that was adopted while ours was quiet) gives way to one that delivers.
+            if let view = sender, view.instance != packet.instance,
+                now - (view.lastData ?? view.adoptedAt) > configuration.idleTimeout
+            {
+                sender = nil
+                _ = heardSender(packet.instance, pass: nil, now: now)
+            }
+            if sender?.instance == packet.instance {
+                sender!.lastData = now
+                sender!.lastActivity = now
+            }
             // A datagram of another pass (delayed, or the next one's before its announce) or of
             // another sender delivers its data but moves nothing.
             if let view = sender, view.instance == packet.instance,
@@ -260,9 +370,17 @@ public struct MulticastReceiver: Sendable {
                 heardSequence(block.sequence)
                 sender!.cursor = max(sender!.cursor, block.piece.value)
             }
-            events += store(block, payload: payload)
+            events += store(block, payload: payload, now: now)
         case .done:
             guard heardSender(packet.instance, pass: nil, now: now) else { return [] }
+            // A sender ends after a pass (its announces said so), or falls silent and then says
+            // DONE. A DONE while its data or announces still flow is forged (a plain session names
+            // the instance in every datagram) and changes nothing; a later announce undoes any DONE.
+            let view = sender!
+            guard view.collecting || now - view.lastActivity >= Self.doneQuiet else {
+                counters.invalid += 1
+                return []
+            }
             if !sender!.ended {
                 sender!.ended = true
                 sender!.due = [:]
@@ -280,7 +398,7 @@ public struct MulticastReceiver: Sendable {
             nackTokens = min(Double(configuration.nackBurst), nackTokens + (now - last) * configuration.nackRate)
         }
         lastTick = max(lastTick ?? now, now)
-        guard var view = sender, !view.ended else { return [] }
+        guard !distrusted, var view = sender, !view.ended else { return [] }
         if !view.idle && now - view.lastHeard > configuration.idleTimeout {
             sender!.idle = true
             return [.senderIdle]
@@ -309,7 +427,7 @@ public struct MulticastReceiver: Sendable {
         guard !ready.isEmpty else { return events }
         var entries: [MulticastPacket.NackEntry] = []
         var length = 0
-        let limit = MulticastPacket.maxDatagramLength - MulticastPacket.headerLength - MulticastPacket.Nack.fixedLength
+        let limit = MulticastPacket.maxControlLength - MulticastPacket.headerLength - MulticastPacket.Nack.fixedLength
         func flush() -> Bool {
             guard !entries.isEmpty else { return true }
             guard nackTokens >= 1 else { return false }
@@ -350,6 +468,11 @@ public struct MulticastReceiver: Sendable {
         sender!.judge = view.judge
         return events
     }
+
+    /// Seconds without data or announces from the sender before a DONE in mid-pass is believed:
+    /// a stopping sender sends nothing else after its first DONE, and the last of three comes
+    /// 0.2 s later.
+    static let doneQuiet = 0.15
 
     /// Seconds between joins while the sender waits for receivers.
     static let joinInterval = 0.2
@@ -393,11 +516,23 @@ public struct MulticastReceiver: Sendable {
 
     /// The assembled piece failed its hash (a corrupted datagram, or a hostile sender): it is
     /// dropped and missing again, to be reported like any other.
+    ///
+    /// What the group sent of a piece that failed is not taken again: BitTorrent fetches it whole
+    /// (a forged block costs one piece, once), and after `maxHashFailures` the group is not trusted
+    /// for the rest of the run (nothing is deferred to it, its data is dropped).
     public mutating func pieceFailed(_ piece: PieceIndex, now: Double) {
         guard verifying.remove(piece) != nil || handedOver.remove(piece) != nil else { return }
         counters.hashFailures += 1
-        reconsider(piece, now: now)
+        refused.insert(piece)
+        dropPartial(piece)
+        if counters.hashFailures >= configuration.maxHashFailures && !distrusted {
+            distrusted = true
+            for piece in Array(partials.keys) { dropPartial(piece) }
+        }
     }
+
+    /// Whether data for the piece is no longer taken from the group (it failed its hash once).
+    public func refuses(_ piece: PieceIndex) -> Bool { distrusted || refused.contains(piece) }
 
     /// BitTorrent got the piece: forget what we heard of it and stop reporting it.
     public mutating func pieceObtainedElsewhere(_ piece: PieceIndex, now: Double) {
@@ -434,18 +569,42 @@ public struct MulticastReceiver: Sendable {
     /// done or silent for `idleTimeout` (a restarted sender), so two senders on one group cannot
     /// make the view flip back and forth; the new view keeps every block heard.
     private mutating func heardSender(_ instance: UInt32, pass: UInt16?, now: Double) -> Bool {
-        if !knownSenders.contains(instance) {
-            knownSenders.append(instance)
-            if knownSenders.count > 8 { knownSenders.removeFirst() }
+        if deferralDeadline == nil {
+            // The clock of the total deferral starts with the first sender, whatever follows.
+            deferralDeadline = now + configuration.deferralGrace + Double(layout.totalLength) / configuration.minimumRate
+            lastProgress = now
+        }
+        knownSenders.removeAll { $0 == instance }
+        knownSenders.append(instance)
+        heardCount[instance, default: 0] += 1
+        while knownSenders.count > max(1, configuration.maxKnownSenders) {
+            // The least heard, and of those the least recently heard; never the one followed.
+            var evict: Int?
+            for (index, known) in knownSenders.enumerated() where known != sender?.instance {
+                if evict.map({ heardCount[known, default: 0] < heardCount[knownSenders[$0], default: 0] }) ?? true {
+                    evict = index
+                }
+            }
+            guard let evict else { break }
+            heardCount[knownSenders.remove(at: evict)] = nil
+            counters.sendersEvicted += 1
         }
         if let current = sender, current.instance != instance,
             !current.ended && now - current.lastHeard <= configuration.idleTimeout
         {
-            return false
+            // Two senders talking: the one followed keeps the view, unless it never delivered a
+            // block and the other is heard far more (a made-up instance heard once, adopted
+            // because it happened to come first, gives way to the sender announcing every 20 ms).
+            let ours = heardCount[current.instance, default: 0]
+            guard current.lastData == nil, heardCount[instance, default: 0] > 2 * ours + 4 else { return false }
         }
         if sender?.instance != instance {
             sender = SenderView(
                 instance: instance, pass: pass ?? 0, plan: Bitfield(pieceCount: layout.pieceCount), lastHeard: now)
+            sender!.adoptedAt = now
+            sender!.lastActivity = now
+            otherReceivers = []
+            otherReportCount = 0
             if have.isComplete { sender!.completeReportDue = now }
         }
         sender!.lastHeard = now
@@ -468,6 +627,8 @@ public struct MulticastReceiver: Sendable {
         sender!.due = [:]
         sender!.judge = [:]
         sender!.othersReports = [:]
+        otherReceivers = []
+        otherReportCount = 0
     }
 
     /// Plans in a row that may leave out a piece we reported before it is BitTorrent's: the
@@ -503,7 +664,7 @@ public struct MulticastReceiver: Sendable {
     /// Schedules a report of the piece if we miss it and the pass will not bring it.
     private mutating func reconsider(_ piece: PieceIndex, now: Double) {
         guard let view = sender, view.planKnown, !view.ended, !have[piece], !verifying.contains(piece),
-            !handedOver.contains(piece), !view.declined.contains(piece), view.due[piece] == nil, !view.reported.contains(piece)
+            !handedOver.contains(piece), !refused.contains(piece), !view.declined.contains(piece), view.due[piece] == nil, !view.reported.contains(piece)
         else { return }
         let ahead = view.plan[piece] && piece.value >= view.cursor
         guard !ahead, view.plan[piece] || view.senderComplete else { return }
@@ -527,8 +688,12 @@ public struct MulticastReceiver: Sendable {
         }
     }
 
-    private mutating func store(_ block: MulticastPacket.DataBlock, payload: [UInt8]) -> [Event] {
+    private mutating func store(_ block: MulticastPacket.DataBlock, payload: [UInt8], now: Double) -> [Event] {
         let piece = block.piece
+        guard !distrusted, !refused.contains(piece) else {
+            counters.refusedData += 1
+            return []
+        }
         guard !have[piece], !verifying.contains(piece), !handedOver.contains(piece) else {
             counters.duplicates += 1
             return []
@@ -546,6 +711,7 @@ public struct MulticastReceiver: Sendable {
             counters.duplicates += 1
             return []
         }
+        lastProgress = now
         partials[piece]!.bytes.replaceSubrange(block.offset..<(block.offset + block.length), with: payload)
         guard partials[piece]!.heard.isFull else { return [] }
         let bytes = partials[piece]!.bytes
@@ -586,11 +752,27 @@ public struct MulticastReceiver: Sendable {
     }
 
     private mutating func heardNack(_ nack: MulticastPacket.Nack, from receiver: UInt32) {
-        guard let view = sender, nack.target == view.instance, nack.pass == view.pass else { return }
+        guard let view = sender, nack.target == view.instance, nack.pass == view.pass, !nack.entries.isEmpty else { return }
+        // Forged receiver instances must not grow what we keep: a bounded number of receivers per
+        // pass, and of (piece, receiver) reports.
+        if !otherReceivers.contains(receiver) {
+            guard otherReceivers.count < configuration.maxOtherReceivers else {
+                counters.reportsDropped += nack.entries.count
+                return
+            }
+            otherReceivers.insert(receiver)
+        }
         for entry in nack.entries where !have[entry.piece] {
             let blocks = layout.multicastBlockCount(of: entry.piece)
-            var set = view.othersReports[entry.piece]?[receiver] ?? BlockSet(count: blocks)
-            for block in entry.blocks(inPieceOf: blocks) { set.insert(block) }
+            if sender!.othersReports[entry.piece]?[receiver] == nil {
+                guard otherReportCount < configuration.maxOtherReports else {
+                    counters.reportsDropped += 1
+                    continue
+                }
+                otherReportCount += 1
+            }
+            var set = sender!.othersReports[entry.piece]?[receiver] ?? BlockSet(count: blocks)
+            set.insert(entry)
             sender!.othersReports[entry.piece, default: [:]][receiver] = set
         }
     }
@@ -616,7 +798,7 @@ public struct MulticastReceiver: Sendable {
     }
 
     private func nackPacket(_ view: SenderView, entries: [MulticastPacket.NackEntry], complete: Bool) -> [UInt8] {
-        MulticastPacket(
+        let bytes = MulticastPacket(
             session: session, instance: instance,
             body: .nack(
                 .init(
@@ -624,6 +806,7 @@ public struct MulticastReceiver: Sendable {
                     lossPermille: lossPermille(view), missingPieces: layout.pieceCount - have.count, complete: complete,
                     entries: entries))
         ).encode()
+        return authentication?.seal(bytes) ?? bytes
     }
 
     /// The entries naming `missing`: "the rest of the piece" when that is what is missing, else

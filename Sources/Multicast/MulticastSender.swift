@@ -62,6 +62,18 @@ public struct MulticastSender: Sendable {
         /// Seconds of rate the pacer may send back to back: small, so switch queues never see a
         /// burst they drop.
         public var burst: Double = 0.002
+        /// A repair pass carries at most this share of the image's blocks (those most reported
+        /// first): NACKs, forged or not, cannot make the sender put the image on the group again
+        /// and again. What is left out is BitTorrent's.
+        public var maxRepairShare = 0.25
+        /// Receivers tracked (least recently heard forgotten first), and (piece, receiver)
+        /// reports kept per plan: forged receiver instances cannot grow the sender's state.
+        public var maxReceivers = 1024
+        public var maxReports = 65_536
+        /// NACKs handled a second (and at once): a flood costs the pacing thread a bounded share;
+        /// beyond it NACKs are dropped undecoded (an honest receiver sends at most 20 to 50 a second,
+        /// and repeats what it still misses).
+        public var maxNacksPerSecond: Double = 1000
 
         public init(rate: Int, mode: Mode = .once) {
             self.rate = rate
@@ -95,6 +107,17 @@ public struct MulticastSender: Sendable {
         public var ignored = 0
         /// The highest loss a receiver reported in its latest NACK, per thousand.
         public var highestReportedLoss = 0
+        /// NACKs for another pass than the current one (replayed, or delayed): ignored.
+        public var staleNacks = 0
+        /// NACKs without a valid tag in an authenticated session: counted as joins, never votes.
+        public var unauthenticated = 0
+        /// Receivers forgotten to stay within `maxReceivers`; reports not kept beyond `maxReports`.
+        public var receiversEvicted = 0
+        public var reportsDropped = 0
+        /// Reported blocks a repair pass left out to stay within `maxRepairShare`.
+        public var repairsOverBudget = 0
+        /// NACKs dropped beyond `maxNacksPerSecond`.
+        public var nacksOverBudget = 0
     }
 
     enum Phase: Equatable {
@@ -127,7 +150,14 @@ public struct MulticastSender: Sendable {
     private var blockCursor = 0
     private var repairRounds = 0
     private var reports: [PieceIndex: Reports] = [:]
-    private var receivers: Set<UInt32> = []
+    /// Receivers heard from, and when they were last heard.
+    private var receivers: [UInt32: Double] = [:]
+    private var reportCount = 0
+    /// When the current pass began, and the pass before it: NACKs of the previous pass are taken
+    /// for a NACK window after the change (they were on their way), later ones are stale.
+    private var passChangedAt: Double = 0
+    private let authentication: MulticastAuthentication?
+    private var nackBudget = TokenBudget()
     private var sequence: UInt16 = 0
     private var tokens: Double
     private var lastRefill: Double?
@@ -138,7 +168,8 @@ public struct MulticastSender: Sendable {
     /// `have` is what we can send (a pool node may not have everything); `seed` makes the
     /// instance id (tests pass a constant, the runtime a random one).
     public init(
-        session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration, seed: UInt64
+        session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration,
+        authentication: MulticastAuthentication? = nil, seed: UInt64
     ) {
         precondition(
             have.pieceCount == layout.pieceCount, "have has \(have.pieceCount) pieces, the torrent \(layout.pieceCount)"
@@ -150,6 +181,7 @@ public struct MulticastSender: Sendable {
         self.layout = layout
         self.have = have
         self.configuration = configuration
+        self.authentication = authentication
         var random = SeededRandom(seed: seed)
         instance = UInt32(truncatingIfNeeded: random.next())
         passPlan = Bitfield(pieceCount: layout.pieceCount)
@@ -232,33 +264,94 @@ public struct MulticastSender: Sendable {
     }
 
     /// A datagram heard on the group. Only NACKs for this instance matter; the rest (our own
-    /// packets looped back, other torrents, garbage) is counted and ignored.
+    /// packets looped back, other torrents, garbage) is counted and ignored. With
+    /// authentication, a NACK without a valid tag (a relay without the key, or a forger) counts
+    /// its receiver but carries no repair votes.
     public mutating func received(_ bytes: [UInt8], now: Double) {
-        guard let packet = try? MulticastPacket.decode(bytes, session: session, layout: layout) else {
+        if MulticastPacket.isNack(bytes), !nackBudget.take(now: now, rate: configuration.maxNacksPerSecond) {
+            counters.nacksOverBudget += 1
+            return
+        }
+        var datagram = bytes
+        var votes = true
+        if let authentication {
+            if let opened = authentication.open(bytes) {
+                datagram = opened
+            } else if MulticastAuthentication.isTagged(bytes) {
+                // A tag that is wrong is a forgery, not a relay without the key.
+                counters.unauthenticated += 1
+                return
+            } else {
+                votes = false
+            }
+        } else {
+            datagram = MulticastAuthentication.strip(bytes)
+        }
+        let packet: MulticastPacket
+        do {
+            packet = try MulticastPacket.decode(datagram, session: session, layout: layout)
+        } catch {
+            // Not ours, or not a packet: nothing on a group is trusted, and nothing here is fatal.
             counters.ignored += 1
             return
         }
-        received(packet, now: now)
+        if !votes, case .nack = packet.body { counters.unauthenticated += 1 }
+        received(packet, votes: votes, now: now)
     }
 
-    /// A decoded packet already validated against this session and layout.
+    /// A decoded packet already validated against this session and layout (and, in an
+    /// authenticated session, authenticated).
     public mutating func received(_ packet: MulticastPacket, now: Double) {
+        received(packet, votes: true, now: now)
+    }
+
+    private mutating func received(_ packet: MulticastPacket, votes: Bool, now: Double) {
         guard case .nack(let nack) = packet.body, nack.target == instance, packet.instance != instance else {
             counters.ignored += 1
             return
         }
+        // The pass is the NACK's epoch: one of an older pass (a replay, or one delayed past the
+        // next plan) says nothing about what this pass should repair. A carousel starts its next
+        // pass the moment one ends, so the last NACKs of a pass are still on their way then: they
+        // are taken for a NACK window. Once mode waits for them before it plans.
+        let previousPassGrace =
+            configuration.mode == .carousel && nack.pass == pass &- 1
+            && now < passChangedAt + configuration.nackWindow + 0.1
+        guard nack.pass == pass || previousPassGrace else {
+            counters.staleNacks += 1
+            return
+        }
         counters.nacksReceived += 1
-        receivers.insert(packet.instance)
+        heard(receiver: packet.instance, now: now)
+        guard votes else { return }
         if case .announcing(let sent) = phase, sent >= configuration.announcements, !waitingForReceivers(now: now) {
             nextControl = now  // the last receiver we waited for: start at once
         }
         counters.highestReportedLoss = max(counters.highestReportedLoss, nack.lossPermille)
         for entry in nack.entries where have[entry.piece] {
             let blocks = layout.multicastBlockCount(of: entry.piece)
+            if reports[entry.piece]?.byReceiver[packet.instance] == nil {
+                guard reportCount < configuration.maxReports else {
+                    counters.reportsDropped += 1
+                    continue
+                }
+                reportCount += 1
+            }
             var set = reports[entry.piece, default: Reports()].byReceiver[packet.instance] ?? BlockSet(count: blocks)
-            for block in entry.blocks(inPieceOf: blocks) { set.insert(block) }
+            set.insert(entry)
             reports[entry.piece, default: Reports()].byReceiver[packet.instance] = set
         }
+    }
+
+    /// Counts a receiver; beyond `maxReceivers` the least recently heard is forgotten.
+    private mutating func heard(receiver: UInt32, now: Double) {
+        if receivers[receiver] == nil, receivers.count >= max(1, configuration.maxReceivers),
+            let oldest = receivers.min(by: { $0.value < $1.value })?.key
+        {
+            receivers[oldest] = nil
+            counters.receiversEvicted += 1
+        }
+        receivers[receiver] = now
     }
 
     /// Ends the session (carousel shutdown, or a once session cut short): DONE packets follow.
@@ -305,14 +398,24 @@ public struct MulticastSender: Sendable {
     /// the reports are dropped (BitTorrent's).
     private mutating func planRepairPass() -> Bool {
         let needed = suppressAfter
-        var blocks: [PieceIndex: [Int]] = [:]
+        var candidates: [(votes: Int, piece: PieceIndex, block: Int)] = []
         for (piece, pieceReports) in reports {
             var votes = [Int](repeating: 0, count: layout.multicastBlockCount(of: piece))
             for set in pieceReports.byReceiver.values { for block in set.members { votes[block] += 1 } }
-            let chosen = votes.indices.filter { votes[$0] >= needed }
-            if !chosen.isEmpty { blocks[piece] = chosen }
+            for block in votes.indices where votes[block] >= needed { candidates.append((votes[block], piece, block)) }
         }
         reports = [:]
+        reportCount = 0
+        // The budget: most reported blocks first, then in piece order.
+        let budget = max(1, Int(configuration.maxRepairShare * Double(totalBlocks)))
+        if candidates.count > budget {
+            candidates.sort { ($0.votes, $1.piece, $1.block) > ($1.votes, $0.piece, $0.block) }
+            counters.repairsOverBudget += candidates.count - budget
+            candidates.removeLast(candidates.count - budget)
+        }
+        var blocks: [PieceIndex: [Int]] = [:]
+        for candidate in candidates { blocks[candidate.piece, default: []].append(candidate.block) }
+        for piece in blocks.keys { blocks[piece]!.sort() }
         guard !blocks.isEmpty else { return false }
         isRepairPass = true
         passPieces = blocks.keys.sorted()
@@ -323,6 +426,9 @@ public struct MulticastSender: Sendable {
         blockCursor = 0
         return true
     }
+
+    /// Blocks of the whole image.
+    private var totalBlocks: Int { layout.pieces.reduce(0) { $0 + layout.multicastBlockCount(of: $1) } }
 
     /// The number of reports that make a block worth sending again: the threshold's share of the
     /// receivers heard from, at least one and at most `maxRepairVotes`. Told to receivers, who stop
@@ -342,6 +448,7 @@ public struct MulticastSender: Sendable {
             // stream of NACKs cannot starve the full passes late joiners wait for.
             if isRepairPass || !planRepairPass() { planFullPass() }
             pass &+= 1
+            passChangedAt = now
         }
         return announce(now: now)
     }
@@ -350,10 +457,12 @@ public struct MulticastSender: Sendable {
         if repairRounds < configuration.maxRepairRounds && planRepairPass() {
             repairRounds += 1
             pass &+= 1
+            passChangedAt = now
             phase = .sending
             nextAnnounce = now
         } else {
             reports = [:]
+            reportCount = 0
             phase = .ending(sent: 0)
             nextControl = now
         }
@@ -428,7 +537,8 @@ public struct MulticastSender: Sendable {
     /// Control packets are few and small; they take tokens like data (and may borrow them, so an
     /// announce is never late).
     private mutating func control(_ body: MulticastPacket.Body) -> Action {
-        let bytes = MulticastPacket(session: session, instance: instance, body: body).encode()
+        let plain = MulticastPacket(session: session, instance: instance, body: body).encode()
+        let bytes = authentication?.seal(plain) ?? plain
         let price = bytes.count + MulticastPacket.ipv4UDPOverhead
         tokens -= Double(price)
         counters.controlPackets += 1

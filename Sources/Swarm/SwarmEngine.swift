@@ -123,6 +123,12 @@ public struct SwarmEngine: Sendable {
     private var peers: [Peer: PeerState] = [:]
     private var assembling: [PieceIndex: [UInt8]] = [:]
     private var contributors: [PieceIndex: Set<Peer>] = [:]
+    /// Pieces whose bytes came wholly or partly from another source (the multicast booster, which
+    /// anyone on the LAN can forge): if one fails its hash nobody can tell whose bytes were wrong,
+    /// so no peer is struck for it; the picker then fetches the whole piece from peers.
+    private var external: Set<PieceIndex> = []
+    /// Hash failures of such pieces: counted, never blamed on a peer.
+    public private(set) var externalHashFailures = 0
     /// Pieces handed out in `verify` actions and not yet reported by `pieceChecked`, and their bytes.
     private var verifying: Set<PieceIndex> = []
     private var verifyingBytes = 0
@@ -294,6 +300,7 @@ public struct SwarmEngine: Sendable {
         }
         verifying.insert(piece)
         verifyingBytes += data.count
+        external.insert(piece)
         return [.verify(piece, data)]
     }
 
@@ -313,6 +320,7 @@ public struct SwarmEngine: Sendable {
             for range in missing { buffer.replaceSubrange(range, with: known[range]) }
         }
         assembling[piece] = buffer
+        external.insert(piece)
         guard picker.adopt(piece, missing: missing) else { return fillRequests() }
         assembling[piece] = nil
         verifying.insert(piece)
@@ -343,9 +351,15 @@ public struct SwarmEngine: Sendable {
         verifying.remove(piece)
         verifyingBytes -= info.layout.length(of: piece)
         var actions: [Action] = []
+        let fromElsewhere = external.remove(piece) != nil
         guard valid else {
             picker.pieceFailed(piece)
             wasted += Int64(info.layout.length(of: piece))
+            if fromElsewhere {
+                externalHashFailures += 1
+                assembling[piece] = nil
+                return fillRequests()
+            }
             for peer in sources {
                 peers[peer]?.strikes += 1
                 if let strikes = peers[peer]?.strikes, strikes >= configuration.strikesBeforeBan || sources.count == 1 {

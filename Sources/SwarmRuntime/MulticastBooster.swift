@@ -19,6 +19,10 @@ public struct MulticastOptions: Sendable {
     public var carousel = false
     /// Receivers to wait for (they join on the group) before the first pass, at most 60 s.
     public var minReceivers = 0
+    /// A sealed image's content key, for the publisher and key holders: booster control packets
+    /// are then authenticated with a key derived from it (`MulticastAuthentication`), so key
+    /// holders follow only the publisher's sender. Nil for plain images and relays.
+    public var contentKey: [UInt8]?
 
     public init(group: String, port: Int) {
         self.group = group
@@ -73,7 +77,10 @@ final class MulticastLink: @unchecked Sendable {
                     try channel.pipeline.syncOperations.addHandler(Inbound(onDatagram))
                 }
             }
-            .bind(host: "0.0.0.0", port: options.port).get()
+            // Bound to the group's address, not the wildcard: the kernel then delivers only
+            // datagrams sent to the group, so a host that is not on the LAN segment (or one that
+            // unicasts to our port) cannot reach the booster at all.
+            .bind(host: options.group, port: options.port).get()
         guard let multicast = channel as? any MulticastChannel else { throw MulticastLinkError.notMulticastCapable }
         try await multicast.joinGroup(groupAddress, device: device).get()
         let link = MulticastLink(channel: channel, groupAddress: groupAddress, options: options, device: device)
@@ -139,6 +146,13 @@ final class MulticastLink: @unchecked Sendable {
     }
 }
 
+extension MulticastOptions {
+    /// The authentication of a sealed session's control packets, for whoever holds the key.
+    public func authentication(for session: MulticastSession) -> MulticastAuthentication? {
+        contentKey.map { MulticastAuthentication(contentKey: $0, session: session) }
+    }
+}
+
 public enum MulticastLinkError: Error, CustomStringConvertible {
     case noSuchInterface(String)
     case notMulticastCapable
@@ -184,9 +198,10 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
         // with its join, and with --min-receivers the pass starts as soon as the last one joined.
         configuration.announceSpacing = 0.02
         configuration.minReceivers = options.minReceivers
-        sender = MulticastSender(session: MulticastSession(infoHash: metainfo.infoHash), layout: metainfo.info.layout,
+        let session = MulticastSession(infoHash: metainfo.infoHash)
+        sender = MulticastSender(session: session, layout: metainfo.info.layout,
             have: Bitfield(pieceCount: metainfo.info.pieceCount, all: true), configuration: configuration,
-            seed: UInt64.random(in: .min ... .max))
+            authentication: options.authentication(for: session), seed: UInt64.random(in: .min ... .max))
         done = loop.makePromise()
         self.options = options
     }

@@ -382,8 +382,10 @@ public final class SwarmRuntime: @unchecked Sendable {
             // Partly heard pieces wait in memory for their repair; a lossy receiver holds most of
             // the pieces of a pass partly, so the bound is set well above the default.
             configuration.maxBufferedBytes = Self.multicastBufferBytes
-            self.multicastReceiver = MulticastReceiver(session: MulticastSession(infoHash: self.metainfo.infoHash), layout: self.info.layout,
-                have: have, configuration: configuration, seed: UInt64.random(in: .min ... .max))
+            let session = MulticastSession(infoHash: self.metainfo.infoHash)
+            self.multicastReceiver = MulticastReceiver(session: session, layout: self.info.layout,
+                have: have, configuration: configuration, authentication: options.authentication(for: session),
+                seed: UInt64.random(in: .min ... .max))
             self.perform(self.engine.deferPieces(self.missingPieces()))
             self.multicastTimer = self.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
                 self.multicastTick()
@@ -402,15 +404,21 @@ public final class SwarmRuntime: @unchecked Sendable {
 
     private func multicastDatagram(_ datagram: [UInt8], from source: SocketAddress) {
         guard !stopped, multicastLink != nil else { return }
-        // The sender's address (from its data packets) is avoided for BitTorrent while it sends:
-        // its link is full with the booster. Not on loopback, where every peer has that address.
-        if MulticastPacket.isData(datagram), source != multicastSender {
+        // The sender's address is avoided for BitTorrent while it sends: its link is full with the
+        // booster. Not on loopback, where every peer has that address. It is the source of the
+        // control packet by which the receiver took up a sender (authenticated for sealed images),
+        // never that of any datagram that merely starts like a data packet.
+        let (followed, control) = (multicastReceiver!.senderInstance, multicastReceiver!.counters.senderControl)
+        let events = multicastReceiver!.received(datagram, now: now)
+        if multicastReceiver!.counters.senderControl != control, multicastReceiver!.senderInstance != followed || multicastSender == nil,
+            source != multicastSender
+        {
             multicastSender = source
             if let host = source.ipAddress, !host.hasPrefix("127."), let address = PeerAddress(host: host, port: 0) {
                 perform(engine.avoidPeers(at: address.ip))
             }
         }
-        handle(multicastReceiver!.received(datagram, now: now))
+        handle(events)
     }
 
     private func multicastTick() {

@@ -65,6 +65,14 @@ struct KeyOptions: ParsableArguments {
     /// that no given key opens, and a plain torrent when a key was given: stripping the sealing entry
     /// from a torrent must not pass ciphertext off as the image.
     func sealer(torrentBytes: [UInt8], metainfo: Metainfo, keyRequired: Bool) throws(CLIError) -> PieceSealer? {
+        try sealing(torrentBytes: torrentBytes, metainfo: metainfo, keyRequired: keyRequired)?.sealer
+    }
+
+    /// `sealer`, and the content key it was made from (the multicast booster derives the key that
+    /// authenticates its packets from it).
+    func sealing(torrentBytes: [UInt8], metainfo: Metainfo, keyRequired: Bool) throws(CLIError)
+        -> (sealer: PieceSealer, contentKey: ContentKey)?
+    {
         guard SealedTorrent.isSealed(metainfo) else {
             if givesKey || !trust.isEmpty {
                 throw CLIError("\(metainfo.info.name): this torrent is not sealed, yet a key or --trust was given; refusing it")
@@ -87,7 +95,7 @@ struct KeyOptions: ParsableArguments {
         } else {
             return nil
         }
-        return try CLIError.wrap(metainfo.info.name) { try sealed.pieceSealer(key: contentKey) }
+        return (try CLIError.wrap(metainfo.info.name) { try sealed.pieceSealer(key: contentKey) }, contentKey)
     }
 }
 

@@ -154,10 +154,11 @@ struct SeedCommand: AsyncParsableCommand {
         let metainfo: Metainfo
         let dataPath: String
         var sealer: PieceSealer?
+        var contentKey: ContentKey?
         if source.hasSuffix(".torrent") {
             let torrent = try await loadTorrent(fileOrURL: source)
             metainfo = torrent.metainfo
-            sealer = try keys.sealer(torrentBytes: torrent.bytes, metainfo: metainfo, keyRequired: false)
+            (sealer, contentKey) = try keys.sealing(torrentBytes: torrent.bytes, metainfo: metainfo, keyRequired: false).map { ($0.sealer, $0.contentKey) } ?? (nil, nil)
             dataPath = data ?? metainfo.info.name
         } else {
             var options = TorrentCreator.Options(threads: ProcessInfo.processInfo.activeProcessorCount)
@@ -190,7 +191,9 @@ struct SeedCommand: AsyncParsableCommand {
         }
         if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
         var multicast: MulticastSenderRuntime?
-        if let options = try booster.checked(for: metainfo).map(sending.apply) {
+        // A sealed image's booster packets are authenticated with a key derived from its content key.
+        let keyBytes = contentKey?.bytes
+        if let options = try booster.checked(for: metainfo).map(sending.apply).map({ var sealed = $0; sealed.contentKey = keyBytes; return sealed }) {
             let sender = MulticastSenderRuntime(metainfo: metainfo, store: store, options: options, logger: logger)
             try await CLIError.wrapAsync("cannot send to the multicast group \(options.group):\(options.port)") { try await sender.start() }
             let json = peer.json
@@ -256,7 +259,8 @@ struct GetCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.get", level: peer.logLevel)
         let (bytes, metainfo) = try await loadTorrent(fileOrURL: torrent)
-        let sealer = relayOnly ? nil : try keys.sealer(torrentBytes: bytes, metainfo: metainfo, keyRequired: true)
+        let sealing = relayOnly ? nil : try keys.sealing(torrentBytes: bytes, metainfo: metainfo, keyRequired: true)
+        let sealer = sealing?.sealer
         let storedName = relayOnly && SealedTorrent.isSealed(metainfo) ? metainfo.info.name + ".sealed" : nil
         try CLIError.wrap("cannot create \(output)") { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
         let store = try CLIError.wrap { try PieceStore.download(metainfo.info, into: output, name: storedName, transform: sealer) }
@@ -267,6 +271,7 @@ struct GetCommand: AsyncParsableCommand {
         }
         var options = peer.runtimeOptions()
         options.multicast = try booster.checked(for: metainfo)
+        options.multicast?.contentKey = sealing?.contentKey.bytes
         let runtime = try await CLIError.wrapAsync("cannot start (port \(peer.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }

@@ -176,18 +176,22 @@ import Testing
             session: testSession, layout: image.layout, have: Bitfield(pieceCount: 2, all: true),
             configuration: configuration, seed: 1)
         let instance = sender.instance
-        // A receiver that never gets piece 0 and says so after every pass.
+        // A receiver that never gets piece 0 and says so after every pass (in that pass's NACKs).
         let log = Self.run(&sender, until: 20) { _, actions in
-            Self.decoded(actions).contains { if case .announce(let a) = $0 { a.phase == .collecting } else { false } }
-                ? [
+            let collecting = Self.decoded(actions).compactMap {
+                if case .announce(let a) = $0, a.phase == .collecting { a.pass } else { nil }
+            }.first
+            return collecting.map { pass in
+                [
                     MulticastPacket(
                         session: testSession, instance: 9,
                         body: .nack(
                             .init(
-                                target: instance, pass: 0, lossPermille: 0,
+                                target: instance, pass: pass, lossPermille: 0,
                                 missingPieces: 1, entries: [.rest(of: PieceIndex(0))]))
                     ).encode()
-                ] : []
+                ]
+            } ?? []
         }
         #expect(sender.isFinished && sender.counters.repairPackets == 2 && sender.counters.passes == 3)
         #expect(log.last?.0 ?? 99 < 3)
