@@ -234,6 +234,38 @@ let hashQueryB = "info_hash=" + PercentEncoding.encode(torrentB.bytes)
         }
     }
 
+    /// Three trackers that accept connections and never answer: an announce `within` 800 ms gives
+    /// up on all of them by then (the last ones not even tried), where each would otherwise hold
+    /// it for its whole timeout.
+    @Test func anAnnounceWithinADeadlineEndsThenWhateverTheTrackersDo() async throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let tiers = (1...3).map { ["http://127.0.0.1:\(port)/t\($0)/announce"] }
+        let client = TrackerClient(tiers: tiers, group: MultiThreadedEventLoopGroup.singleton, logger: silentLogger)
+        let started = Date()
+        do {
+            _ = try await client.announce(AnnounceRequest(infoHash: torrentA, peerID: peerID(1), port: 1), within: .milliseconds(800))
+            Issue.record("a tracker that never answers answered")
+        } catch {
+            #expect(error.failures.count == 3)
+            #expect(error.failures.first?.reason == "timed out", "\(error)")
+            #expect(error.failures.last?.reason.contains("not tried") == true, "\(error)")
+        }
+        let took = -started.timeIntervalSinceNow
+        #expect(took >= 0.7 && took < 1.5, "took \(took) s")
+    }
+
     @Test func tierOrderFollowsBEP12() {
         var random = SplitMix64(seed: 3)
         var tiers = TrackerTiers([["a", "b", "c"], [], ["d"]], using: &random)
