@@ -148,7 +148,7 @@ public final class FileSet: Sendable {
         }
     }
 
-    private static func makeFolders(_ folder: String) -> StorageError? {
+    static func makeFolders(_ folder: String) -> StorageError? {
         var path = folder.hasPrefix("/") ? "" : "."
         for component in folder.split(separator: "/") {
             path += "/" + component

@@ -94,7 +94,14 @@ public final class PieceStore: Sendable {
     /// download never leaves a stale lock). A second download of the same torrent into the same
     /// folder gets `locked` instead of writing the same file.
     private static func lockWorkingPath(_ path: String, folder: Bool, private isPrivate: Bool) throws(StorageError) -> Int32 {
-        if folder, mkdir(path, 0o755) != 0, errno != EEXIST { throw .open(path: path, errno: errno) }
+        // The output folder is created as FileSet would (a caller may name one that does not exist yet).
+        if folder {
+            if let problem = FileSet.makeFolders(path) { throw problem }
+        } else if let slash = path.lastIndex(of: "/"), slash != path.startIndex,
+            let problem = FileSet.makeFolders(String(path[..<slash]))
+        {
+            throw problem
+        }
         let descriptor = folder
             ? open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             : open(path, O_RDWR | O_CREAT | O_CLOEXEC, isPrivate ? 0o600 : 0o644)

@@ -150,8 +150,8 @@ func torrent(_ name: String) throws -> TorrentInfo {
         _ = try PieceStore.download(info, into: folder.path, transform: transform)
         #expect(try mode(folder.file("t.img.part")) == 0o600)
         // A plain download keeps the usual 0644.
-        try FileManager.default.createDirectory(atPath: folder.file("plain"), withIntermediateDirectories: true)
-        let plain = try PieceStore.download(info, into: folder.file("plain"))
+        // (into a folder that does not exist yet: it is created, as before the lock.)
+        let plain = try PieceStore.download(info, into: folder.file("plain/deeper"))
         #expect(try mode(plain.workingPath) == 0o644)
     }
 }
