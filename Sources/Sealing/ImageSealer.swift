@@ -79,7 +79,8 @@ public struct ImageSealer: Sendable {
         do {
             // The input first: a missing input must not leave an empty output behind.
             input = try FileSet(singleFile: inputPath, length: inputLength)
-            output = try FileSet(singleFile: outputPath, length: outputLength, mode: .readWrite)
+            // Opened plaintext is for this user only (0600), like a key holder's download.
+            output = try FileSet(singleFile: outputPath, length: outputLength, mode: .readWrite, private: !sealing)
         } catch {
             throw .storage(error)
         }

@@ -22,8 +22,10 @@ public final class FileSet: Sendable {
     private let descriptors: [Int32]
 
     /// Opens every file of `layout`; `paths[i]` is the file system path of the layout's file `i`,
-    /// or nil for a padding file.
-    public init(layout: PieceLayout, paths: [String?], mode: Mode = .read) throws(StorageError) {
+    /// or nil for a padding file. Files created get `permissions` (before the umask); with
+    /// `private`, files opened for writing are also set to 0600 if they already existed, so the
+    /// plaintext of a sealed image is never readable by other users, whatever made the file first.
+    public init(layout: PieceLayout, paths: [String?], mode: Mode = .read, private isPrivate: Bool = false) throws(StorageError) {
         precondition(paths.count == layout.fileLengths.count, "one path per file of the layout")
         var opened: [Int32] = []
         func fail(_ error: StorageError) -> StorageError {
@@ -40,9 +42,12 @@ public final class FileSet: Sendable {
                 if !folder.isEmpty, let problem = Self.makeFolders(folder) { throw fail(problem) }
             }
             let flags = mode == .read ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC
-            let descriptor = open(path, flags, 0o644)
+            let descriptor = open(path, flags, isPrivate ? 0o600 : 0o644)
             guard descriptor >= 0 else { throw fail(.open(path: path, errno: errno)) }
             opened.append(descriptor)
+            if mode == .readWrite && isPrivate && fchmod(descriptor, 0o600) != 0 {
+                throw fail(.open(path: path, errno: errno))
+            }
             if mode == .readWrite {
                 var info = stat()
                 if fstat(descriptor, &info) == 0, Int64(info.st_size) != layout.fileLengths[index],
@@ -62,11 +67,11 @@ public final class FileSet: Sendable {
     }
 
     /// One file of `length` bytes at `path` (a sealed image's plaintext, say), whatever its pieces.
-    public convenience init(singleFile path: String, length: Int64, mode: Mode = .read) throws(StorageError) {
+    public convenience init(singleFile path: String, length: Int64, mode: Mode = .read, private isPrivate: Bool = false) throws(StorageError) {
         guard length >= 0, let layout = try? PieceLayout(pieceLength: PieceLayout.maxPieceLength, fileLengths: [length]) else {
             throw .invalidLength(path: path, length: length)
         }
-        try self.init(layout: layout, paths: [path], mode: mode)
+        try self.init(layout: layout, paths: [path], mode: mode, private: isPrivate)
     }
 
     deinit {
@@ -108,11 +113,23 @@ public final class FileSet: Sendable {
         }
     }
 
-    /// Flushes every written file to stable storage.
+    /// Flushes every written file to stable storage, and the folders that hold them (their entries:
+    /// a new file whose folder was not synced can vanish in a crash although its data was).
     public func synchronize() throws(StorageError) {
+        var folders = Set<String>()
         for (index, descriptor) in descriptors.enumerated() where descriptor >= 0 {
             if fsync(descriptor) != 0 { throw .write(path: paths[index] ?? "", offset: 0, errno: errno) }
+            if let path = paths[index], let slash = path.lastIndex(of: "/") { folders.insert(String(path[..<slash])) }
         }
+        for folder in folders.sorted() { try Self.synchronizeFolder(folder.isEmpty ? "/" : folder) }
+    }
+
+    /// fsync of a folder: makes its entries (files created or renamed in it) durable.
+    public static func synchronizeFolder(_ path: String) throws(StorageError) {
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw .open(path: path, errno: errno) }
+        defer { close(descriptor) }
+        if fsync(descriptor) != 0 { throw .write(path: path, offset: 0, errno: errno) }
     }
 
     private func readFully(file: Int, at offset: Int64, into target: UnsafeMutableRawBufferPointer) throws(StorageError) {
@@ -131,7 +148,7 @@ public final class FileSet: Sendable {
         }
     }
 
-    private static func makeFolders(_ folder: String) -> StorageError? {
+    static func makeFolders(_ folder: String) -> StorageError? {
         var path = folder.hasPrefix("/") ? "" : "."
         for component in folder.split(separator: "/") {
             path += "/" + component

@@ -34,9 +34,18 @@ public final class PieceStore: Sendable {
     /// keeps what it reads for the peers that ask next, so the first read takes the piece out.
     private let recentWireForms = Mutex<[(PieceIndex, [UInt8])]>([])
     private let recentWireFormCount: Int
+    /// Pieces whose stored form no longer gives their hash (the plaintext of a sealed image changed
+    /// on disk). They are never transformed again: re-sealing changed plaintext under the piece's
+    /// fixed nonce is GCM nonce reuse, which gives away the XOR of the two plaintexts, and the
+    /// authentication key to anyone holding both ciphertexts.
+    private let refused: Mutex<Set<Int>> = Mutex([])
+    /// A descriptor of the `.part` holding an exclusive `flock` while a download writes it (-1:
+    /// none), so two downloads into one folder never interleave their writes.
+    private let lock: Int32
 
     private init(info: TorrentInfo, finalPath: String, workingPath: String, mode: FileSet.Mode, isNew: Bool = false,
-                 transform: (any PieceTransform)?) throws(StorageError) {
+                 transform: (any PieceTransform)?, lock: Int32 = -1) throws(StorageError) {
+        self.lock = lock
         self.info = info
         self.finalPath = finalPath
         self.workingPath = workingPath
@@ -45,7 +54,8 @@ public final class PieceStore: Sendable {
         recentWireFormCount = max(4, (16 << 20) / info.pieceLength)
         if let transform {
             precondition(!info.isMultiFile, "a transformed torrent is one file")
-            files = try FileSet(singleFile: workingPath, length: transform.storedLength, mode: mode)
+            // The stored form of a transformed (sealed) image is its plaintext: for the user only.
+            files = try FileSet(singleFile: workingPath, length: transform.storedLength, mode: mode, private: true)
             return
         }
         let paths: [String?] = info.files.map { file in
@@ -67,9 +77,46 @@ public final class PieceStore: Sendable {
         if stat(finalPath, &status) == 0 {
             return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath, mode: .read, transform: transform)
         }
-        let partExists = stat(finalPath + ".part", &status) == 0
-        return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath + ".part", mode: .readWrite,
-            isNew: !partExists, transform: transform)
+        let workingPath = finalPath + ".part"
+        let partExists = stat(workingPath, &status) == 0
+        let lock = try lockWorkingPath(workingPath, folder: info.isMultiFile && transform == nil, private: transform != nil)
+        do {
+            return try PieceStore(info: info, finalPath: finalPath, workingPath: workingPath, mode: .readWrite,
+                isNew: !partExists, transform: transform, lock: lock)
+        } catch {
+            close(lock)
+            throw error
+        }
+    }
+
+    /// Creates the `.part` (file or folder) if needed and takes an exclusive, non-blocking `flock` on
+    /// it, held until the store is released (the kernel drops it if the process dies, so a killed
+    /// download never leaves a stale lock). A second download of the same torrent into the same
+    /// folder gets `locked` instead of writing the same file.
+    private static func lockWorkingPath(_ path: String, folder: Bool, private isPrivate: Bool) throws(StorageError) -> Int32 {
+        // The output folder is created as FileSet would (a caller may name one that does not exist yet).
+        if folder {
+            if let problem = FileSet.makeFolders(path) { throw problem }
+        } else if let slash = path.lastIndex(of: "/"), slash != path.startIndex,
+            let problem = FileSet.makeFolders(String(path[..<slash]))
+        {
+            throw problem
+        }
+        let descriptor = folder
+            ? open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            : open(path, O_RDWR | O_CREAT | O_CLOEXEC, isPrivate ? 0o600 : 0o644)
+        guard descriptor >= 0 else { throw .open(path: path, errno: errno) }
+        if flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            close(descriptor)
+            if code == EWOULDBLOCK { throw .locked(path: path) }
+            throw .open(path: path, errno: code)
+        }
+        return descriptor
+    }
+
+    deinit {
+        if lock >= 0 { close(lock) }
     }
 
     /// Opens existing data for seeding: the file itself (single-file torrent) or the folder that holds
@@ -79,6 +126,10 @@ public final class PieceStore: Sendable {
     }
 
     public var isFinished: Bool { workingPath == finalPath }
+
+    /// Pieces refused since the store was opened because their data changed on disk (`readWire`
+    /// threw `pieceChanged` for them), for the runtime to report.
+    public var refusedPieceCount: Int { refused.withLock { $0.count } }
 
     /// Hashes every piece on all cores and returns the ones that match the torrent. Missing or short
     /// files count as missing pieces, not as errors.
@@ -127,6 +178,11 @@ public final class PieceStore: Sendable {
 
     /// Reads a whole piece as peers are sent it (for a transformed store, its wire form), to serve
     /// their requests for its blocks from one read.
+    ///
+    /// A transformed piece is checked against the torrent's hash before it is handed out: if its
+    /// stored form changed on disk, `pieceChanged` is thrown, `buffer` is zeroed (it held the piece
+    /// sealed again under its old nonce, which must never leave the process), and the piece is never
+    /// transformed again by this store: later reads throw `pieceChanged` at once, buffer zeroed.
     public func readWire(_ piece: PieceIndex, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
         precondition(buffer.count == info.layout.length(of: piece), "a piece is read whole")
         guard transform != nil else {
@@ -137,7 +193,16 @@ public final class PieceStore: Sendable {
         if let cached {
             return cached.withUnsafeBytes { buffer.copyMemory(from: $0) }
         }
+        if refused.withLock({ $0.contains(piece.value) }) {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            throw .pieceChanged(piece: piece.value, path: workingPath)
+        }
         try makeWire(of: piece, in: buffer)
+        guard Insecure.SHA1.hash(data: UnsafeRawBufferPointer(buffer)).elementsEqual(info.hash(of: piece)) else {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            refused.withLock { _ = $0.insert(piece.value) }
+            throw .pieceChanged(piece: piece.value, path: workingPath)
+        }
     }
 
     private func remember(_ piece: PieceIndex, wireForm: [UInt8]) {
@@ -187,9 +252,15 @@ public final class PieceStore: Sendable {
     }
 
     /// Flushes the data and gives it its real name. Call only when every piece has verified.
+    ///
+    /// The files and their folders are synced before the rename and the output folder after it,
+    /// so after a crash the name `NAME` never points at data that did not reach the disk.
     public func finish() throws(StorageError) {
         try files.synchronize()
         guard workingPath != finalPath else { return }
+        if info.isMultiFile && transform == nil { try FileSet.synchronizeFolder(workingPath) }
         if rename(workingPath, finalPath) != 0 { throw .write(path: finalPath, offset: 0, errno: errno) }
+        let slash = finalPath.lastIndex(of: "/")
+        try FileSet.synchronizeFolder(slash.map { String(finalPath[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? ".")
     }
 }

@@ -15,6 +15,12 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidLength(path: String, length: Int64)
     /// A piece's transform (opening a sealed piece) refused it, although its hash matched.
     case pieceRefused(piece: Int, reason: String)
+    /// A piece we verified no longer matches the torrent's hash when read to be sent: its data
+    /// changed on disk. It is not sent, and (for a sealed image) never sealed again.
+    case pieceChanged(piece: Int, path: String)
+    /// Another process (a second `get` of the same torrent into the same folder) holds the lock on
+    /// this download's `.part`.
+    case locked(path: String)
 
     public var description: String {
         switch self {
@@ -30,6 +36,10 @@ public enum StorageError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(path): \(length) is not a valid file length"
         case .pieceRefused(let piece, let reason):
             return "piece \(piece) matched the torrent's hash but was refused: \(reason)"
+        case .locked(let path):
+            return "\(path) is being written by another download of this torrent into the same folder; wait for it to finish or choose another --output"
+        case .pieceChanged(let piece, let path):
+            return "piece \(piece) of \(path) changed on disk and no longer matches the torrent's hash; it is not served"
         }
     }
 

@@ -146,7 +146,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         try await runtime.loop.submit {
             runtime.listener = channel
             runtime.engine.listenPort = channel.localAddress?.port.map { UInt16(clamping: $0) }
-            if have.isComplete { runtime.completion.succeed(()) }
+            // A complete .part (killed between its last piece and the rename) still needs the rename.
+            if have.isComplete { if runtime.store.isFinished { runtime.completion.succeed(()) } else { runtime.finish() } }
             if options.useTrackers && !metainfo.announceTiers.isEmpty {
                 runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger)
             }
@@ -189,7 +190,8 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.listener?.close(promise: nil)
             return self.tracker == nil ? nil : self.announceRequest(event: .stopped)
         }.get()
-        if let finalAnnounce, let tracker { _ = try? await tracker.announce(finalAnnounce) }
+        // A short total deadline: a black-holed tracker must not hold a stopping node (issue 15).
+        if let finalAnnounce, let tracker { _ = try? await tracker.announce(finalAnnounce, within: .milliseconds(1500)) }
         try? await pool.shutdownGracefully()
         try? await group.shutdownGracefully()
     }
@@ -314,7 +316,9 @@ public final class SwarmRuntime: @unchecked Sendable {
                 self.perform(self.engine.pieceChecked(piece, valid: valid))
                 self.multicastPieceChecked(piece, valid: valid)
             case .failure(let error):
-                self.logger.error("cannot write a verified piece", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
+                // Debug only: the failure ends the download and its caller reports it once (a full
+                // disk failed every piece in flight, one error line each).
+                self.logger.debug("cannot write a verified piece", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
                 self.completion.fail(error)
             }
         }

@@ -87,9 +87,10 @@ public final class TrackerService: Sendable {
             let request = try AnnounceRequest(query: query)
             guard let remote else { throw .malformedQuery("no peer address") }
             let now = clock()
-            let (response, notices) = try locked.withLock { locked throws(TrackerRequestError) in
+            let (response, outcome, notices) = try locked.withLock { locked throws(TrackerRequestError) in
                 locked.window.record(now: now)
                 let response = try locked.state.announce(request, from: remote, now: now)
+                let outcome = locked.state.lastOutcome
                 var notices: [TrackerNotice] = []
                 if !locked.state.notices.isEmpty && now - locked.lastNoticeLog >= 60 {
                     locked.lastNoticeLog = now
@@ -97,10 +98,14 @@ public final class TrackerService: Sendable {
                 } else if locked.state.notices.count > 100 {
                     _ = locked.state.takeNotices()  // rate-limited: already logged this minute
                 }
-                return (response, notices)
+                return (response, outcome, notices)
             }
             for notice in notices { log(notice) }
             metrics.announces.increment()
+            switch outcome {
+            case .stored, .removed: break
+            case .notOwner, .sourceLimit, .torrentFull: metrics.notStored(outcome.rawValue)
+            }
             return TrackerHTTPResponse(status: 200, contentType: "text/plain",
                 body: response.encoded(compact: request.compact, includePeerIDs: !request.noPeerID))
         } catch {
@@ -133,6 +138,9 @@ public final class TrackerService: Sendable {
         case .peerLimitReached(let hash, let limit):
             logger.warning("peer limit reached: new peers of this torrent are not stored",
                 metadata: ["info_hash": "\(hash.hex)", "limit": "\(limit)"])
+        case .sourceLimitReached(let hash, let source, let limit):
+            logger.warning("per-address peer limit reached: new peers from this address are not stored",
+                metadata: ["info_hash": "\(hash.hex)", "source": "\(source)", "limit": "\(limit)"])
         }
     }
 
@@ -180,18 +188,25 @@ public final class TrackerService: Sendable {
         }
     }
 
+    /// The figures for /stats. Only counters and (when `limit` > 0) a plain copy of one line per
+    /// torrent are taken under the lock; the sort runs outside it, so a stats page over 100,000
+    /// torrents never holds announces up (it used to sort them, formatting each hash as hex per
+    /// comparison, under the lock).
     public func snapshot(largest limit: Int = 50) -> Snapshot {
         let now = clock()
-        return locked.withLock { locked in
-            Snapshot(
-                torrents: locked.state.torrentCount, seeders: locked.state.seederCount,
-                leechers: locked.state.leecherCount, completed: locked.state.completedCount,
-                announcesPerSecond: locked.window.rate(now: now), uptimeSeconds: Int(now - startedAt),
-                mode: locked.state.configuration.allowlist == nil ? "open" : "allowlist",
-                largest: locked.state.largestTorrents(limit: limit).map {
-                    .init(infoHash: $0.infoHash.hex, seeders: $0.seeders, leechers: $0.leechers, completed: $0.completed)
-                })
+        let (figures, summaries) = locked.withLock { locked in
+            let state = locked.state
+            let figures = (torrents: state.torrentCount, seeders: state.seederCount, leechers: state.leecherCount,
+                completed: state.completedCount, rate: locked.window.rate(now: now),
+                open: state.configuration.allowlist == nil)
+            return (figures, limit > 0 ? state.torrentSummaries() : [])
         }
+        return Snapshot(
+            torrents: figures.torrents, seeders: figures.seeders, leechers: figures.leechers, completed: figures.completed,
+            announcesPerSecond: figures.rate, uptimeSeconds: Int(now - startedAt), mode: figures.open ? "open" : "allowlist",
+            largest: TrackerState.largest(summaries, limit: limit).map {
+                .init(infoHash: $0.infoHash.hex, seeders: $0.seeders, leechers: $0.leechers, completed: $0.completed)
+            })
     }
 
     private func refreshGauges() {
@@ -291,6 +306,12 @@ public final class TrackerMetrics: Sendable {
     /// A request refused with a `failure reason`, by reason.
     func rejected(_ reason: String) {
         CoreMetrics.Counter(label: "vmswarm_tracker_rejected_total", dimensions: [("reason", reason)], factory: factory).increment()
+    }
+
+    /// An announce answered but whose peer was not stored or changed, by reason (`not_owner`,
+    /// `source_limit`, `torrent_full`).
+    func notStored(_ reason: String) {
+        CoreMetrics.Counter(label: "vmswarm_tracker_peers_not_stored_total", dimensions: [("reason", reason)], factory: factory).increment()
     }
 
     /// An HTTP-level error (bad method, unknown path, unparsable request, slow client, too many connections).

@@ -12,6 +12,13 @@ public struct TrackerConfiguration: Sendable {
     public var defaultNumWant = 50
     public var maxNumWant = 200
     public var maxPeersPerTorrent = 50_000
+    /// Most peers of one torrent announced from one source: an IPv4 address, or an IPv6 /64 (the
+    /// least a site is given, so one host owns all of it). Without it one client fills a torrent's
+    /// peer slots with made-up peer ids and eclipses it. nil: no cap.
+    public var maxPeersPerSource: Int? = 16
+    /// Loopback sources (127.0.0.0/8, ::1) are not capped: only a process on the tracker's own host
+    /// can announce from them, and tests and single-host demos put every peer there.
+    public var capLoopback = false
     public var maxTorrents = 100_000
     /// Honour the `ip` parameter (off: a client could otherwise point a swarm at any host).
     public var acceptIPParameter = false
@@ -27,6 +34,23 @@ public struct TrackerConfiguration: Sendable {
 public enum TrackerNotice: Equatable, Sendable {
     case torrentLimitReached(Int)
     case peerLimitReached(InfoHash, Int)
+    /// A source announced more peers of this torrent than `maxPeersPerSource`.
+    case sourceLimitReached(InfoHash, source: String, Int)
+}
+
+/// What an announce did to the peer table (counted by the service).
+public enum AnnounceOutcome: String, Equatable, Sendable {
+    /// A new peer was stored, or a known one refreshed by its owner.
+    case stored
+    /// The owner's `stopped`: the peer was removed (or was not there).
+    case removed
+    /// The peer id is held by an entry from another address, or with another BEP 7 `key`: nothing
+    /// changed. Answered as usual, so a squatter learns nothing.
+    case notOwner = "not_owner"
+    /// The source already has `maxPeersPerSource` peers in this torrent: the new one is not stored.
+    case sourceLimit = "source_limit"
+    /// The torrent has `maxPeersPerTorrent` peers: the new one is not stored.
+    case torrentFull = "torrent_full"
 }
 
 /// The tracker's bookkeeping as a pure value: announces and scrapes in, answers out. Time is passed
@@ -37,6 +61,10 @@ public struct TrackerState: Sendable {
     private var swarms: [InfoHash: Swarm] = [:]
     private var random: SeededRandom
     public private(set) var notices: [TrackerNotice] = []
+    /// What the latest announce did.
+    public private(set) var lastOutcome: AnnounceOutcome = .stored
+    /// Totals over all torrents, kept as peers come and go, so figures never walk every torrent.
+    private var totals = Totals()
 
     public init(configuration: TrackerConfiguration, seed: UInt64) {
         self.configuration = configuration
@@ -58,10 +86,15 @@ public struct TrackerState: Sendable {
             address = parsed
         }
         let key = PeerKey(request.peerID)
+        let owner = Owner(source: source, key: request.key)
 
         if request.event == .stopped {
-            swarms[request.infoHash]?.remove(key)
-            if swarms[request.infoHash]?.isEmpty == true { swarms[request.infoHash] = nil }
+            let outcome = change(request.infoHash) { $0.remove(key, by: owner) }
+            lastOutcome = outcome ?? .removed
+            if let swarm = swarms[request.infoHash], swarm.isEmpty {
+                totals.add(Totals(), minus: Totals(completed: swarm.completed))
+                swarms[request.infoHash] = nil
+            }
             return AnnounceResponse(
                 interval: configuration.interval, minInterval: configuration.minInterval,
                 complete: swarms[request.infoHash]?.seeders.count ?? 0,
@@ -77,20 +110,38 @@ public struct TrackerState: Sendable {
             }
             swarms[request.infoHash] = Swarm()
         }
-        let entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now)
+        let entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now, owner: owner)
         // numwant: absent or negative (clients send -1) means the default; more than the cap, the cap.
         let requested = request.numWant.flatMap { $0 < 0 ? nil : $0 } ?? configuration.defaultNumWant
         let wanted = min(requested, configuration.maxNumWant)
-        let limit = configuration.maxPeersPerTorrent
-        // Dictionary's defaulted subscript changes the swarm in place, never copying its tables.
-        let stored = swarms[request.infoHash, default: Swarm()].upsert(
-            entry, seeding: request.isSeeder, completed: request.event == .completed, limit: limit)
-        if !stored { notices.append(.peerLimitReached(request.infoHash, limit)) }
+        let limits = Swarm.Limits(
+            torrent: configuration.maxPeersPerTorrent,
+            source: owner.isLoopback && !configuration.capLoopback ? nil : configuration.maxPeersPerSource)
+        let outcome = change(request.infoHash) {
+            $0.upsert(entry, seeding: request.isSeeder, completed: request.event == .completed, limits: limits)
+        } ?? .stored
+        lastOutcome = outcome
+        switch outcome {
+        case .torrentFull: notices.append(.peerLimitReached(request.infoHash, limits.torrent))
+        case .sourceLimit:
+            notices.append(.sourceLimitReached(request.infoHash, source: source.host, limits.source ?? 0))
+        case .stored, .removed, .notOwner: break
+        }
         let swarm = swarms[request.infoHash, default: Swarm()]
         return AnnounceResponse(
             interval: configuration.interval, minInterval: configuration.minInterval,
             complete: swarm.seeders.count, incomplete: swarm.leechers.count,
             peers: swarm.select(count: wanted, for: key, requesterIsSeeder: request.isSeeder, random: &random))
+    }
+
+    /// Changes one torrent's swarm in place (if it exists) and keeps the totals true.
+    private mutating func change<T>(_ hash: InfoHash, _ body: (inout Swarm) -> T) -> T? {
+        guard swarms[hash] != nil else { return nil }
+        let before = Totals(swarms[hash])
+        // Dictionary's defaulted subscript changes the swarm in place, never copying its tables.
+        let result = body(&swarms[hash, default: Swarm()])
+        totals.add(Totals(swarms[hash]), minus: before)
+        return result
     }
 
     // MARK: Scrape
@@ -119,8 +170,10 @@ public struct TrackerState: Sendable {
         var dropped = 0
         for hash in Array(swarms.keys) {
             guard var swarm = swarms.removeValue(forKey: hash) else { continue }
+            let before = Totals(swarm)
             dropped += swarm.removeStale(before: cutoff)
-            if !swarm.isEmpty { swarms[hash] = swarm }
+            totals.add(Totals(swarm), minus: before)
+            if !swarm.isEmpty { swarms[hash] = swarm } else { totals.add(Totals(), minus: Totals(completed: swarm.completed)) }
         }
         return dropped
     }
@@ -129,7 +182,10 @@ public struct TrackerState: Sendable {
     /// their peers.
     public mutating func setAllowlist(_ allowlist: Set<InfoHash>?) {
         configuration.allowlist = allowlist
-        if let allowlist { swarms = swarms.filter { allowlist.contains($0.key) } }
+        if let allowlist {
+            swarms = swarms.filter { allowlist.contains($0.key) }
+            totals = swarms.values.reduce(into: Totals()) { $0.add(Totals($1), minus: Totals()) }
+        }
     }
 
     /// Takes the notices gathered since the last call.
@@ -148,16 +204,92 @@ public struct TrackerState: Sendable {
     }
 
     public var torrentCount: Int { swarms.count }
-    public var seederCount: Int { swarms.values.reduce(0) { $0 + $1.seeders.count } }
-    public var leecherCount: Int { swarms.values.reduce(0) { $0 + $1.leechers.count } }
-    public var completedCount: Int { swarms.values.reduce(0) { $0 + $1.completed } }
+    public var seederCount: Int { totals.seeders }
+    public var leecherCount: Int { totals.leechers }
+    /// `completed` events of the torrents still tracked.
+    public var completedCount: Int { totals.completed }
+
+    /// One line per torrent, unsorted: a plain copy, cheap enough to take under the service's lock,
+    /// so the sort of `largestTorrents` runs outside it and never holds announces up.
+    public func torrentSummaries() -> [TorrentSummary] {
+        var summaries: [TorrentSummary] = []
+        summaries.reserveCapacity(swarms.count)
+        for (hash, swarm) in swarms {
+            summaries.append(TorrentSummary(infoHash: hash, seeders: swarm.seeders.count, leechers: swarm.leechers.count, completed: swarm.completed))
+        }
+        return summaries
+    }
+
+    /// The largest swarms first, at most `limit` of them (ties by info-hash bytes).
+    public static func largest(_ summaries: [TorrentSummary], limit: Int) -> [TorrentSummary] {
+        guard limit > 0 else { return [] }
+        return summaries.sorted {
+            let (a, b) = ($0.seeders + $0.leechers, $1.seeders + $1.leechers)
+            return a != b ? a > b : $0.infoHash.bytes.lexicographicallyPrecedes($1.infoHash.bytes)
+        }.prefix(limit).map { $0 }
+    }
 
     /// The largest swarms first, at most `limit` of them.
-    public func largestTorrents(limit: Int) -> [TorrentSummary] {
-        swarms.map { TorrentSummary(infoHash: $0.key, seeders: $0.value.seeders.count, leechers: $0.value.leechers.count, completed: $0.value.completed) }
-            .sorted { ($0.seeders + $0.leechers, $0.infoHash.hex) > ($1.seeders + $1.leechers, $1.infoHash.hex) }
-            .prefix(limit).map { $0 }
+    public func largestTorrents(limit: Int) -> [TorrentSummary] { Self.largest(torrentSummaries(), limit: limit) }
+}
+
+/// Seeders, leechers and completions summed over torrents.
+struct Totals: Sendable, Equatable {
+    var seeders = 0
+    var leechers = 0
+    var completed = 0
+
+    init(seeders: Int = 0, leechers: Int = 0, completed: Int = 0) {
+        self.seeders = seeders
+        self.leechers = leechers
+        self.completed = completed
     }
+
+    init(_ swarm: Swarm?) {
+        self.init(seeders: swarm?.seeders.count ?? 0, leechers: swarm?.leechers.count ?? 0, completed: swarm?.completed ?? 0)
+    }
+
+    mutating func add(_ after: Totals, minus before: Totals) {
+        seeders += after.seeders - before.seeders
+        leechers += after.leechers - before.leechers
+        completed += after.completed - before.completed
+    }
+}
+
+/// Who announced a peer: the connection's IP address (never the `ip` parameter) and the BEP 7
+/// `key` it sent, if any. Only the same owner may change or remove the entry.
+struct Owner: Sendable, Equatable {
+    /// The address as two integers (an IPv4 address in `low`, with `high` marking it as IPv4).
+    let high: UInt64
+    let low: UInt64
+    let key: String?
+
+    init(source: PeerAddress, key: String?) {
+        func load(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
+        if source.isIPv4 {
+            high = .max
+            low = load(source.ip[0..<4])
+        } else {
+            high = load(source.ip[0..<8])
+            low = load(source.ip[8..<16])
+        }
+        self.key = key
+    }
+
+    /// The unit a per-source cap counts: an IPv4 address, or an IPv6 /64.
+    var group: SourceGroup { SourceGroup(high: high, low: high == .max ? low : 0) }
+
+    var isLoopback: Bool { high == .max ? low >> 24 == 127 : (high == 0 && low == 1) }
+
+    /// Same address, and the same key when the entry was made with one.
+    func mayChange(_ entry: Owner) -> Bool {
+        high == entry.high && low == entry.low && (entry.key == nil || entry.key == key)
+    }
+}
+
+struct SourceGroup: Hashable, Sendable {
+    let high: UInt64
+    let low: UInt64
 }
 
 /// A peer id packed into integers: cheap to hash and compare, no heap allocation.
@@ -180,6 +312,7 @@ struct PeerEntry: Sendable {
     let peerID: PeerID
     var address: PeerAddress
     var lastSeen: Double
+    var owner: Owner
 }
 
 /// Peers in an array for O(1) random picks, with an index for O(1) lookup and swap-removal.
@@ -191,6 +324,8 @@ struct PeerTable: Sendable {
 
     func contains(_ key: PeerKey) -> Bool { positions[key] != nil }
 
+    func entry(_ key: PeerKey) -> PeerEntry? { positions[key].map { entries[$0] } }
+
     mutating func upsert(_ entry: PeerEntry) {
         if let position = positions[entry.key] {
             entries[position] = entry
@@ -201,20 +336,22 @@ struct PeerTable: Sendable {
     }
 
     @discardableResult
-    mutating func remove(_ key: PeerKey) -> Bool {
-        guard let position = positions.removeValue(forKey: key) else { return false }
+    mutating func remove(_ key: PeerKey) -> PeerEntry? {
+        guard let position = positions.removeValue(forKey: key) else { return nil }
         let last = entries.removeLast()
         if position < entries.count {
+            let removed = entries[position]
             entries[position] = last
             positions[last.key] = position
+            return removed
         }
-        return true
+        return last
     }
 
-    mutating func removeStale(before cutoff: Double) -> Int {
-        let stale = entries.filter { $0.lastSeen < cutoff }.map(\.key)
-        for key in stale { remove(key) }
-        return stale.count
+    mutating func removeStale(before cutoff: Double) -> [PeerEntry] {
+        let stale = entries.filter { $0.lastSeen < cutoff }
+        for entry in stale { remove(entry.key) }
+        return stale
     }
 
     /// Up to `count` distinct random entries, never `excluded`.
@@ -235,17 +372,34 @@ struct PeerTable: Sendable {
 }
 
 struct Swarm: Sendable {
+    struct Limits {
+        var torrent: Int
+        /// nil: this source is not capped.
+        var source: Int?
+    }
+
     var seeders = PeerTable()
     var leechers = PeerTable()
     /// `completed` events seen (the scrape's `downloaded`).
     var completed = 0
+    /// Peers stored per source (address or IPv6 /64), for the per-source cap.
+    private(set) var perSource: [SourceGroup: Int] = [:]
 
     var isEmpty: Bool { seeders.count == 0 && leechers.count == 0 }
 
-    /// Stores or refreshes a peer; returns false when the swarm is full and the peer is new.
-    mutating func upsert(_ entry: PeerEntry, seeding: Bool, completed completedEvent: Bool, limit: Int) -> Bool {
-        let known = seeders.contains(entry.key) || leechers.contains(entry.key)
-        if !known && seeders.count + leechers.count >= limit { return false }
+    /// Stores a new peer or refreshes one its owner announced; anything else changes nothing.
+    mutating func upsert(_ entry: PeerEntry, seeding: Bool, completed completedEvent: Bool, limits: Limits) -> AnnounceOutcome {
+        var entry = entry
+        if let known = seeders.entry(entry.key) ?? leechers.entry(entry.key) {
+            guard entry.owner.mayChange(known.owner) else { return .notOwner }
+            // An entry made without a key keeps the one its owner sends later, and keeps its key
+            // when a later announce omits it.
+            if entry.owner.key == nil, known.owner.key != nil { entry.owner = known.owner }
+        } else {
+            if seeders.count + leechers.count >= limits.torrent { return .torrentFull }
+            if let cap = limits.source, perSource[entry.owner.group, default: 0] >= cap { return .sourceLimit }
+            perSource[entry.owner.group, default: 0] += 1
+        }
         if completedEvent && !seeders.contains(entry.key) { completed += 1 }
         if seeding {
             leechers.remove(entry.key)
@@ -254,15 +408,27 @@ struct Swarm: Sendable {
             seeders.remove(entry.key)
             leechers.upsert(entry)
         }
-        return true
+        return .stored
     }
 
-    mutating func remove(_ key: PeerKey) {
-        if !seeders.remove(key) { leechers.remove(key) }
+    /// Removes a peer on its owner's `stopped`.
+    mutating func remove(_ key: PeerKey, by owner: Owner) -> AnnounceOutcome {
+        guard let known = seeders.entry(key) ?? leechers.entry(key) else { return .removed }
+        guard owner.mayChange(known.owner) else { return .notOwner }
+        if seeders.remove(key) == nil { leechers.remove(key) }
+        forget(known)
+        return .removed
+    }
+
+    private mutating func forget(_ entry: PeerEntry) {
+        let group = entry.owner.group
+        if let count = perSource[group], count > 1 { perSource[group] = count - 1 } else { perSource[group] = nil }
     }
 
     mutating func removeStale(before cutoff: Double) -> Int {
-        seeders.removeStale(before: cutoff) + leechers.removeStale(before: cutoff)
+        let stale = seeders.removeStale(before: cutoff) + leechers.removeStale(before: cutoff)
+        stale.forEach { forget($0) }
+        return stale.count
     }
 
     /// Seeders first for a leecher (they have everything), then leechers; a seeder gets leechers only.

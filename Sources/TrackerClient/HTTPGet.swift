@@ -30,6 +30,8 @@ public enum HTTPGetError: Error, Equatable, Sendable, CustomStringConvertible {
 /// A minimal HTTP/1.1 GET on SwiftNIO: enough for tracker announces and scrapes, with a deadline and
 /// a cap on the answer's size so a hostile tracker cannot stall or flood the client.
 public struct HTTPGet: Sendable {
+    /// The whole exchange, connect included, ends within this: a tracker that accepts and never
+    /// answers, or never accepts, costs at most this much (not a connect timeout plus an answer one).
     public var timeout: TimeAmount = .seconds(15)
     public var maxBodySize = 4 << 20
     public var userAgent = "vmswarm/0.1"
@@ -61,6 +63,7 @@ public struct HTTPGet: Sendable {
         let promise = group.next().makePromise(of: [UInt8].self)
         let maxBody = maxBodySize
         let timeout = self.timeout
+        let deadline = NIODeadline.now() + timeout
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: group)
@@ -69,12 +72,13 @@ public struct HTTPGet: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(
-                            ResponseCollector(promise: promise, maxBody: maxBody, request: head, timeout: timeout))
+                            ResponseCollector(promise: promise, maxBody: maxBody, request: head, deadline: deadline))
                     }
                 }
                 .connect(host: connectHost, port: port).get()
         } catch {
             promise.fail(HTTPGetError.connectionFailed("\(error)"))
+            if case ChannelError.connectTimeout = error { throw .timedOut }
             throw .connectionFailed("\(connectHost):\(port): \(error)")
         }
         do {
@@ -99,22 +103,22 @@ private final class ResponseCollector: ChannelInboundHandler {
     private let promise: EventLoopPromise<[UInt8]>
     private let maxBody: Int
     private let request: HTTPRequestHead
-    private let timeout: TimeAmount
+    private let deadline: NIODeadline
     private var status = 0
     private var body: [UInt8] = []
-    private var deadline: Scheduled<Void>?
+    private var timer: Scheduled<Void>?
 
-    init(promise: EventLoopPromise<[UInt8]>, maxBody: Int, request: HTTPRequestHead, timeout: TimeAmount) {
+    init(promise: EventLoopPromise<[UInt8]>, maxBody: Int, request: HTTPRequestHead, deadline: NIODeadline) {
         self.promise = promise
         self.maxBody = maxBody
         self.request = request
-        self.timeout = timeout
+        self.deadline = deadline
     }
 
     func channelActive(context: ChannelHandlerContext) {
         let promise = self.promise
         let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        deadline = context.eventLoop.scheduleTask(in: timeout) {
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
             promise.fail(HTTPGetError.timedOut)
             loopBound.value.close(promise: nil)
         }
@@ -140,7 +144,7 @@ private final class ResponseCollector: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        deadline?.cancel()
+        timer?.cancel()
         promise.fail(HTTPGetError.closedEarly)  // no effect when already completed
         context.fireChannelInactive()
     }

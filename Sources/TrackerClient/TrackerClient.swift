@@ -33,8 +33,33 @@ public final class TrackerClient: Sendable {
     /// Tries the trackers in BEP 12 order until one answers. A `failure reason` counts as an answer
     /// from that tracker but the next one is still tried; the first real answer wins.
     public func announce(_ request: AnnounceRequest) async throws(TrackerClientError) -> (tracker: String, response: AnnounceResponse) {
+        try await announce(request, deadline: nil)
+    }
+
+    /// `announce`, all trackers together within `limit`: for the `stopped` announce at shutdown,
+    /// which must not keep a node alive for a tracker's full timeout per tier (a black-holed
+    /// tracker used to hold a stopping seeder for 15 s each, connect then answer). Trackers not
+    /// tried before the time is up are reported as such.
+    public func announce(_ request: AnnounceRequest, within limit: TimeAmount) async throws(TrackerClientError)
+        -> (tracker: String, response: AnnounceResponse)
+    {
+        try await announce(request, deadline: .now() + limit)
+    }
+
+    private func announce(_ request: AnnounceRequest, deadline: NIODeadline?) async throws(TrackerClientError)
+        -> (tracker: String, response: AnnounceResponse)
+    {
         var failures: [(tracker: String, reason: String)] = []
         for tracker in tiers.withLock({ $0.order }) {
+            var http = self.http
+            if let deadline {
+                let left = deadline - .now()
+                guard left > .milliseconds(10) else {
+                    failures.append((tracker, "not tried: the announce's time was up"))
+                    continue
+                }
+                http.timeout = min(http.timeout, left)
+            }
             let url = tracker + (tracker.contains("?") ? "&" : "?") + request.query
             do {
                 let body = try await http.fetch(url)

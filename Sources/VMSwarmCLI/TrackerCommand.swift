@@ -33,6 +33,14 @@ struct TrackerCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-peers"), help: "Most peers stored per torrent.")
     var maxPeers: Int = 50_000
 
+    @Option(name: .customLong("max-peers-per-ip"),
+        help: ArgumentHelp("Most peers of one torrent stored from one IPv4 address or IPv6 /64 (0: no cap).",
+            discussion: "Loopback addresses are not capped unless --cap-loopback is given."))
+    var maxPeersPerIP: Int = 16
+
+    @Flag(name: .customLong("cap-loopback"), help: "Apply --max-peers-per-ip to loopback addresses too.")
+    var capLoopback = false
+
     @Flag(name: .customLong("accept-ip-param"),
         help: "Honour the announce 'ip' parameter (off: clients are seen at their connection's address).")
     var acceptIPParameter = false
@@ -50,6 +58,7 @@ struct TrackerCommand: AsyncParsableCommand {
             throw ValidationError("--interval must be at least 10 s and --min-interval from 1 s to the interval.")
         }
         guard maxTorrents >= 1, maxPeers >= 1 else { throw ValidationError("limits must be at least 1.") }
+        guard maxPeersPerIP >= 0 else { throw ValidationError("--max-peers-per-ip must be 0 (no cap) or more.") }
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be from 1 to 256.") }
     }
 
@@ -60,6 +69,8 @@ struct TrackerCommand: AsyncParsableCommand {
         configuration.minInterval = minInterval
         configuration.maxTorrents = maxTorrents
         configuration.maxPeersPerTorrent = maxPeers
+        configuration.maxPeersPerSource = maxPeersPerIP == 0 ? nil : maxPeersPerIP
+        configuration.capLoopback = capLoopback
         configuration.acceptIPParameter = acceptIPParameter
         if let allow {
             configuration.allowlist = try CLIError.wrap { try Allowlist.load(allow) }

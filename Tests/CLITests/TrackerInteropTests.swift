@@ -125,4 +125,27 @@ import Tracker
     func httpGet(port: Int, _ target: String) -> String {
         (try? runProcess("/usr/bin/curl", ["-s", "http://127.0.0.1:\(port)\(target)"]).stdout) ?? ""
     }
+
+    /// `vmswarm tracker --max-peers-per-ip N --cap-loopback` stores at most N peers of a torrent
+    /// from one address; without `--cap-loopback`, loopback peers are not capped.
+    @Test func thePerAddressCapIsSetFromTheCommandLine() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let curl = try #require(which("curl"), "curl is needed: run tools/test")
+        let hash = String(repeating: "%aa", count: 20)
+        for (flags, expected) in [(["--max-peers-per-ip", "3", "--cap-loopback"], 3), (["--max-peers-per-ip", "3"], 10)] {
+            let port = freePort()
+            let tracker = try BackgroundProcess(vmswarmBinary, ["tracker", "--listen", "127.0.0.1:\(port)"] + flags, logTo: folder.file("tracker-\(port).log"))
+            defer { tracker.stop() }
+            let base = "http://127.0.0.1:\(port)"
+            try #require(eventually(10) { (try? runProcess(curl, ["-s", base + "/stats?format=json"]))?.stdout.contains("torrents") == true },
+                "\(tracker.output)")
+            for n in 0..<10 {
+                let answer = try runProcess(curl, ["-s", base + "/announce?info_hash=\(hash)&peer_id=-FK0001-\(String(format: "%012d", n))&port=6881&left=0"])
+                #expect(answer.stdout.contains("8:interval"), "\(answer.stdout)")
+            }
+            let stats = try runProcess(curl, ["-s", base + "/stats?format=json"]).stdout
+            #expect(stats.contains("\"seeders\":\(expected),"), "\(flags): \(stats)")
+        }
+    }
 }

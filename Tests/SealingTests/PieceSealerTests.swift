@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Metainfo
 import Sealing
+import Storage
 import TestSupport
 import Testing
 
@@ -245,5 +246,43 @@ import Testing
             try ImageSealer(sealer: PieceSealer(key: KAT.key, parameters: fixture.parameters))
                 .seal(imageAt: fixture.imagePath, to: fixture.folder.file("again"))
         }
+    }
+}
+
+/// A key holder seeds the plain image and seals each piece when a peer asks for it. If the plain
+/// image changes on disk, sealing it again would put new plaintext under the piece's old nonce (GCM
+/// nonce reuse: the XOR of both plaintexts, and a forgery key, to whoever sees both). The re-sealed
+/// piece is checked against the torrent's hash first, and refused.
+@Suite struct KeyHolderTests {
+    @Test func aChangedPlainPieceIsRefusedNotSent() throws {
+        let fixture = try SealedFixture(KAT.image(3 * KAT.chunk + 7))
+        defer { fixture.cleanUp() }
+        let info = fixture.torrent.metainfo.info
+        let sealer = try fixture.torrent.pieceSealer(key: fixture.key)
+        let store = try PieceStore.seed(info, data: fixture.imagePath, transform: sealer)
+        #expect(store.verify(threads: 2).isComplete)
+        let sealed = try fixture.sealedBytes
+        func read(_ piece: Int) throws -> [UInt8] {
+            var bytes = [UInt8](repeating: 0xAA, count: info.layout.length(of: PieceIndex(piece)))
+            do {
+                try bytes.withUnsafeMutableBytes { try store.readWire(PieceIndex(piece), into: $0) }
+            } catch {
+                #expect(bytes.allSatisfy { $0 == 0 }, "a refused piece leaves nothing in the buffer")
+                throw error
+            }
+            return bytes
+        }
+        let range = { (piece: Int) in (piece * KAT.pieceLength)..<min((piece + 1) * KAT.pieceLength, sealed.count) }
+        #expect(try read(2) == Array(sealed[range(2)]))
+
+        // One byte of piece 2's plaintext changes on disk.
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: fixture.imagePath))
+        try handle.seek(toOffset: UInt64(2 * KAT.chunk + 100))
+        try handle.write(contentsOf: [fixture.plain[2 * KAT.chunk + 100] ^ 1])
+        try handle.close()
+        #expect(throws: StorageError.pieceChanged(piece: 2, path: fixture.imagePath)) { try read(2) }
+        #expect(throws: StorageError.pieceChanged(piece: 2, path: fixture.imagePath)) { try read(2) }
+        #expect(store.refusedPieceCount == 1)
+        #expect(try read(1) == Array(sealed[range(1)]), "unchanged pieces are still served")
     }
 }

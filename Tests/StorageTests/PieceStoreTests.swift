@@ -27,15 +27,18 @@ func torrent(_ name: String) throws -> TorrentInfo {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
 
-        var store = try PieceStore.download(info, into: folder.path)
-        #expect(store.workingPath == folder.file("vm-small.img.part"))
-        #expect(store.isNew)
-        #expect(store.verify(threads: 2).isEmpty)
-        for piece in [0, 3].map(PieceIndex.init) {
-            try pieceBytes(info, piece, from: source).withUnsafeBytes { try store.write(piece, data: $0) }
+        do {
+            let store = try PieceStore.download(info, into: folder.path)
+            #expect(store.workingPath == folder.file("vm-small.img.part"))
+            #expect(store.isNew)
+            #expect(store.verify(threads: 2).isEmpty)
+            for piece in [0, 3].map(PieceIndex.init) {
+                try pieceBytes(info, piece, from: source).withUnsafeBytes { try store.write(piece, data: $0) }
+            }
         }
-        // A restart (a new store over the same .part) finds exactly the written pieces.
-        store = try PieceStore.download(info, into: folder.path)
+        // A restart (a new store over the same .part, once the first let go of it) finds exactly
+        // the written pieces.
+        let store = try PieceStore.download(info, into: folder.path)
         #expect(!store.isNew)
         let have = store.verify(threads: 2)
         #expect(have.count == 2 && have[PieceIndex(0)] && have[PieceIndex(3)])
@@ -104,5 +107,51 @@ func torrent(_ name: String) throws -> TorrentInfo {
         buffer.initializeMemory(as: UInt8.self, repeating: 0xAA)
         try reader.read(0..<5, into: buffer)
         #expect(Array(buffer) == [9, 9, 0, 0, 0])
+    }
+
+    /// Two downloads of one torrent into one folder: the second is refused while the first holds
+    /// its `.part` (for a single file and for a folder), and may go on once the first is gone.
+    @Test(arguments: ["vm-small.mktorrent.torrent", "image-bundle.libtorrent-hybrid.torrent"])
+    func aSecondDownloadIntoTheSameFolderIsRefused(_ name: String) throws {
+        let info = try torrent(name)
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let part = folder.file(info.name + ".part")
+        do {
+            let first = try PieceStore.download(info, into: folder.path)
+            #expect(throws: StorageError.locked(path: part)) { try PieceStore.download(info, into: folder.path) }
+            #expect(first.isNew)
+        }
+        let again = try PieceStore.download(info, into: folder.path)
+        #expect(!again.isNew)
+    }
+}
+
+/// The plaintext a key holder writes (the stored form of a transformed store) is for its user only.
+@Suite struct PrivateFilesTests {
+    @Test func aTransformedDownloadIsCreated0600AndStaysSo() throws {
+        let transform = MarkedTransform(chunk: 1020, storedLength: 4000)
+        let info = try TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: 4016)], isMultiFile: false,
+            privacy: .unspecified, pieceLength: 1024, pieceHashes: [UInt8](repeating: 0, count: 4 * 20))
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        func mode(_ path: String) throws -> Int {
+            (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1
+        }
+        do {
+            let store = try PieceStore.download(info, into: folder.path, transform: transform)
+            #expect(try mode(store.workingPath) == 0o600)
+            try store.finish()
+        }
+        #expect(try mode(folder.file("t.img")) == 0o600)
+        // A .part left world-readable (by an older version, or by hand) is made private when reopened.
+        try FileManager.default.moveItem(atPath: folder.file("t.img"), toPath: folder.file("t.img.part"))
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: folder.file("t.img.part"))
+        _ = try PieceStore.download(info, into: folder.path, transform: transform)
+        #expect(try mode(folder.file("t.img.part")) == 0o600)
+        // A plain download keeps the usual 0644.
+        // (into a folder that does not exist yet: it is created, as before the lock.)
+        let plain = try PieceStore.download(info, into: folder.file("plain/deeper"))
+        #expect(try mode(plain.workingPath) == 0o644)
     }
 }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Metainfo
 import TestSupport
+import Synchronization
 import Testing
 
 @testable import Storage
@@ -52,10 +53,12 @@ struct MarkedTransform: PieceTransform {
         let (plain, wire, info, transform) = try fixture()
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
-        var store = try PieceStore.download(info, into: folder.path, transform: transform)
-        for piece in [0, 2] { try wire[piece].withUnsafeBytes { try store.write(PieceIndex(piece), data: $0) } }
+        do {
+            let store = try PieceStore.download(info, into: folder.path, transform: transform)
+            for piece in [0, 2] { try wire[piece].withUnsafeBytes { try store.write(PieceIndex(piece), data: $0) } }
+        }
         // A restart re-derives the wire form of what is stored and finds exactly those pieces.
-        store = try PieceStore.download(info, into: folder.path, transform: transform)
+        let store = try PieceStore.download(info, into: folder.path, transform: transform)
         let have = store.verify(threads: 2)
         #expect(have.count == 2 && have[PieceIndex(0)] && have[PieceIndex(2)])
         for piece in [1, 3] { try wire[piece].withUnsafeBytes { try store.write(PieceIndex(piece), data: $0) } }
@@ -83,5 +86,62 @@ struct MarkedTransform: PieceTransform {
         #expect(throws: StorageError.invalidLength(path: "/nonexistent/x", length: -1)) {
             try FileSet(singleFile: "/nonexistent/x", length: -1)
         }
+    }
+
+    /// A seeder's stored piece that changed on disk is refused when read for a peer: `readWire`
+    /// throws `pieceChanged`, leaves nothing of the re-made wire form in the buffer, and never
+    /// transforms the piece again (for a sealed image, that would be sealing changed plaintext
+    /// under the same nonce again), even after the file is put back. Other pieces are still served.
+    @Test func aPieceChangedOnDiskIsRefusedAndNeverTransformedAgain() throws {
+        let (plain, wire, info, marked) = try TransformedStoreTests().fixture()
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let path = folder.file("t.img")
+        try Data(plain).write(to: URL(fileURLWithPath: path))
+        let transform = CountingTransform(inner: marked)
+        let store = try PieceStore.seed(info, data: path, transform: transform)
+        #expect(store.verify(threads: 2).isComplete)
+        #expect(try pieceBytes(info, PieceIndex(1), from: store) == wire[1])
+
+        // The plaintext of piece 1 changes under the seeder.
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: 1500)
+        try handle.write(contentsOf: [plain[1500] ^ 0x55])
+        let before = transform.wireCalls
+        var buffer = [UInt8](repeating: 0xAA, count: info.layout.length(of: PieceIndex(1)))
+        #expect(throws: StorageError.pieceChanged(piece: 1, path: path)) {
+            try buffer.withUnsafeMutableBytes { try store.readWire(PieceIndex(1), into: $0) }
+        }
+        #expect(buffer.allSatisfy { $0 == 0 }, "nothing of the re-made piece is left to send")
+        #expect(transform.wireCalls == before + 1)
+        #expect(store.refusedPieceCount == 1)
+
+        // Put back, it is still refused, and not transformed again.
+        try handle.seek(toOffset: 1500)
+        try handle.write(contentsOf: [plain[1500]])
+        try handle.close()
+        #expect(throws: StorageError.pieceChanged(piece: 1, path: path)) { _ = try pieceBytes(info, PieceIndex(1), from: store) }
+        #expect(transform.wireCalls == before + 1)
+        #expect(try pieceBytes(info, PieceIndex(2), from: store) == wire[2])
+        #expect(store.refusedPieceCount == 1)
+    }
+}
+
+/// A transform that counts how often a wire form is made.
+final class CountingTransform: PieceTransform {
+    let inner: MarkedTransform
+    private let calls = Atomic<Int>(0)
+    var wireCalls: Int { calls.load(ordering: .relaxed) }
+
+    init(inner: MarkedTransform) { self.inner = inner }
+
+    var storedLength: Int64 { inner.storedLength }
+    func storedRange(of piece: PieceIndex) -> Range<Int64> { inner.storedRange(of: piece) }
+    func store(_ piece: PieceIndex, wire: UnsafeRawBufferPointer, into stored: UnsafeMutableRawBufferPointer) throws {
+        try inner.store(piece, wire: wire, into: stored)
+    }
+    func makeWire(_ piece: PieceIndex, inPlace buffer: UnsafeMutableRawBufferPointer) throws {
+        calls.add(1, ordering: .relaxed)
+        try inner.makeWire(piece, inPlace: buffer)
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import Metainfo
 import NIOCore
 import NIOPosix
+import Synchronization
 import TestSupport
 import Testing
 import TrackerClient
@@ -13,9 +14,18 @@ import TrackerProtocol
 /// A blocking TCP exchange on loopback, for sending exactly the bytes a hostile client would.
 enum RawTCP {
     /// Sends `chunks` (pausing `pause` between them) and reads until the server closes or `timeout`.
-    static func exchange(port: Int, chunks: [[UInt8]], pause: Double = 0, timeout: Double = 5) -> (response: String, closedBy: Double) {
+    /// `source` is the loopback address the client binds (any of 127.0.0.0/8), to act as another host.
+    static func exchange(port: Int, chunks: [[UInt8]], pause: Double = 0, timeout: Double = 5,
+                         source: String = "127.0.0.1") -> (response: String, closedBy: Double) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
+        var local = sockaddr_in()
+        local.sin_family = sa_family_t(AF_INET)
+        local.sin_addr.s_addr = inet_addr(source)
+        let bound = withUnsafePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { return ("bind failed", 0) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -46,8 +56,8 @@ enum RawTCP {
         return (String(decoding: received, as: UTF8.self), Date().timeIntervalSince(start))
     }
 
-    static func get(port: Int, _ target: String) -> String {
-        exchange(port: port, chunks: [Array("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)]).response
+    static func get(port: Int, _ target: String, source: String = "127.0.0.1") -> String {
+        exchange(port: port, chunks: [Array("GET \(target) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)], source: source).response
     }
 }
 
@@ -154,6 +164,45 @@ let silentLogger: Logger = {
         }
     }
 
+    /// A flood of made-up seeders from one host, over HTTP: the real peers (other hosts, here other
+    /// loopback addresses with loopback capped) are still stored and handed out, and the refusals
+    /// are counted. On the old tracker the 3,000 fakes filled the 1,000 slots and every answer.
+    @Test func aFloodOfPeerIDsFromOneAddressLeavesRealPeersReturned() async throws {
+        try await withServer({ configuration, _ in
+            configuration.maxPeersPerTorrent = 1000
+            configuration.capLoopback = true
+        }) { server in
+            let port = server.port
+            for n in 0..<3000 {
+                let answer = RawTCP.get(port: port, "/announce?\(hashQueryA)&peer_id=-FK0001-\(String(format: "%012d", n))&port=6881&left=0&numwant=0")
+                if n % 500 == 0 { #expect(answer.contains("8:interval"), "flood announce \(n): \(answer.prefix(120))") }
+            }
+            for n in 2...6 {
+                let answer = RawTCP.get(port: port, "/announce?\(hashQueryA)&peer_id=-TT0001-\(String(format: "%012d", n))&port=700\(n)&left=0", source: "127.0.0.\(n)")
+                #expect(answer.contains("8:interval"))
+            }
+            let snapshot = server.service.snapshot()
+            #expect(snapshot.seeders == 16 + 5)
+            let answer = RawTCP.get(port: port, "/announce?\(hashQueryA)&peer_id=-TT0001-000000000099&port=7099&left=10&numwant=50&compact=0", source: "127.0.0.99")
+            for n in 2...6 { #expect(answer.contains("-TT0001-\(String(format: "%012d", n))"), "real peer \(n) not returned") }
+            #expect(RawTCP.get(port: port, "/metrics").contains("vmswarm_tracker_peers_not_stored_total{reason=\"source_limit\"} 2984"))
+        }
+    }
+
+    /// Over HTTP, a `stopped` carrying another peer's id from another host is ignored.
+    @Test func aStoppedFromAnotherHostIsIgnored() async throws {
+        try await withServer { server in
+            let port = server.port
+            let victim = "peer_id=-TT0001-000000000001&port=7001&left=0&key=a1b2c3d4"
+            #expect(RawTCP.get(port: port, "/announce?\(hashQueryA)&\(victim)", source: "127.0.0.2").contains("8:complete" + "i1e"))
+            let forged = RawTCP.get(port: port, "/announce?\(hashQueryA)&\(victim)&event=stopped", source: "127.0.0.3")
+            #expect(forged.contains("8:completei1e"), "forged stopped: \(forged.suffix(80))")
+            #expect(server.service.snapshot().seeders == 1)
+            #expect(RawTCP.get(port: port, "/metrics").contains("vmswarm_tracker_peers_not_stored_total{reason=\"not_owner\"} 1"))
+            #expect(RawTCP.get(port: port, "/announce?\(hashQueryA)&\(victim)&event=stopped", source: "127.0.0.2").contains("8:completei0e"))
+        }
+    }
+
     @Test func allowlistModeRefusesOthers() async throws {
         try await withServer({ configuration, _ in configuration.allowlist = [torrentA] }) { server in
             #expect(RawTCP.get(port: server.port, "/announce?\(hashQueryB)&peer_id=-TT0001-abcdefghijkl&port=5").contains("unregistered torrent"))
@@ -183,6 +232,38 @@ let hashQueryB = "info_hash=" + PercentEncoding.encode(torrentB.bytes)
             #expect(error.failures.count == 3)
             #expect(error.description.contains("UDP trackers (BEP 15) are not supported yet"))
         }
+    }
+
+    /// Three trackers that accept connections and never answer: an announce `within` 800 ms gives
+    /// up on all of them by then (the last ones not even tried), where each would otherwise hold
+    /// it for its whole timeout.
+    @Test func anAnnounceWithinADeadlineEndsThenWhateverTheTrackersDo() async throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 16) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let tiers = (1...3).map { ["http://127.0.0.1:\(port)/t\($0)/announce"] }
+        let client = TrackerClient(tiers: tiers, group: MultiThreadedEventLoopGroup.singleton, logger: silentLogger)
+        let started = Date()
+        do {
+            _ = try await client.announce(AnnounceRequest(infoHash: torrentA, peerID: peerID(1), port: 1), within: .milliseconds(800))
+            Issue.record("a tracker that never answers answered")
+        } catch {
+            #expect(error.failures.count == 3)
+            #expect(error.failures.first?.reason == "timed out", "\(error)")
+            #expect(error.failures.last?.reason.contains("not tried") == true, "\(error)")
+        }
+        let took = -started.timeIntervalSinceNow
+        #expect(took >= 0.7 && took < 1.5, "took \(took) s")
     }
 
     @Test func tierOrderFollowsBEP12() {
@@ -237,5 +318,76 @@ let hashQueryB = "info_hash=" + PercentEncoding.encode(torrentB.bytes)
         try "\(torrentA.hex)\nxyz\n".write(toFile: folder.file("bad"), atomically: true, encoding: .utf8)
         #expect(throws: Allowlist.LoadError.self) { try Allowlist.load(folder.file("bad")) }
         #expect(throws: Allowlist.LoadError.self) { try Allowlist.load(folder.file("missing")) }
+    }
+}
+
+/// The seed inputs of the tracker-request fuzz target (Fixtures/fuzz/tracker-request: one raw HTTP
+/// request line each), driven the way the fuzzer drives them: split into method and target and
+/// handed to `TrackerService.respond`, with no socket. Each gets an answer a client can read.
+@Suite struct TrackerFuzzSeedTests {
+    /// What the fuzz target does with its input bytes: a request line, `METHOD SP TARGET SP VERSION`.
+    static func drive(_ bytes: [UInt8], _ service: TrackerService) -> TrackerHTTPResponse? {
+        let line = String(decoding: bytes.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 2 else { return nil }
+        return service.respond(method: String(parts[0]), uri: String(parts[1]), remote: PeerAddress(ip: [10, 1, 2, 3], port: 40000))
+    }
+
+    @Test func everySeedGetsAnAnswer() throws {
+        let folder = fixturesURL.appendingPathComponent("fuzz/tracker-request")
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+        #expect(names.count >= 5)
+        let service = TrackerService(configuration: TrackerConfiguration(), logger: silentLogger, seed: 1)
+        for name in names {
+            let bytes = Array(try Data(contentsOf: folder.appendingPathComponent(name)))
+            let response = try #require(Self.drive(bytes, service), "\(name) is not a request line")
+            #expect([200, 404, 405].contains(response.status), "\(name): \(response.status)")
+            #expect(!response.body.isEmpty, "\(name)")
+        }
+    }
+}
+
+/// /stats and /metrics must not hold announces up: with 30,000 torrents tracked, announces made
+/// while another thread renders the stats page over and over wait at most a small fraction of
+/// what one page takes. (The old tracker sorted every torrent, formatting hashes as hex for each
+/// comparison, under the announce lock: announces waited for the whole sort.)
+@Suite struct TrackerStatsLockTests {
+    @Test func statsPagesDoNotBlockAnnounces() throws {
+        let service = TrackerService(configuration: TrackerConfiguration(), logger: silentLogger, seed: 1)
+        let remote = PeerAddress(ip: [10, 9, 0, 1], port: 1)
+        for n in 0..<30_000 {
+            let hash = PercentEncoding.encode((0..<20).map { UInt8(truncatingIfNeeded: n >> (($0 % 3) * 8)) &+ UInt8($0) })
+            _ = service.respond(method: "GET", uri: "/announce?info_hash=\(hash)&peer_id=-TT0001-\(String(format: "%012d", n))&port=1", remote: remote)
+        }
+        #expect(service.snapshot(largest: 0).torrents == 30_000)
+        var pageTime = Date()
+        _ = service.respond(method: "GET", uri: "/stats?format=json", remote: remote)
+        let onePage = -pageTime.timeIntervalSinceNow
+
+        final class Shared: Sendable {
+            let stop = Atomic<Bool>(false)
+            let pages = Atomic<Int>(0)
+        }
+        let shared = Shared()
+        let renderer = Thread {
+            while !shared.stop.load(ordering: .relaxed) {
+                _ = service.respond(method: "GET", uri: "/stats", remote: remote)
+                _ = service.respond(method: "GET", uri: "/metrics", remote: remote)
+                shared.pages.add(1, ordering: .relaxed)
+            }
+        }
+        renderer.start()
+        var slowest = 0.0
+        pageTime = Date()
+        while shared.pages.load(ordering: .relaxed) < 3 && -pageTime.timeIntervalSinceNow < 60 {
+            let started = Date()
+            _ = service.respond(method: "GET", uri: "/announce?\(hashQueryA)&peer_id=-TT0001-000000000001&port=2", remote: remote)
+            slowest = max(slowest, -started.timeIntervalSinceNow)
+        }
+        shared.stop.store(true, ordering: .relaxed)
+        while !renderer.isFinished { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(shared.pages.load(ordering: .relaxed) >= 3)
+        print("stats lock: one page \(onePage) s, slowest announce \(slowest) s")
+        #expect(slowest < max(0.05, onePage / 4), "an announce waited \(slowest) s; one stats page takes \(onePage) s")
     }
 }
