@@ -17,4 +17,12 @@ public protocol PieceTransform: Sendable {
     /// Turns a stored piece into its wire form where it lies: `buffer` is the piece's length and
     /// starts with its stored form; on return it holds exactly what the torrent's hash covers.
     func makeWire(_ piece: PieceIndex, inPlace buffer: UnsafeMutableRawBufferPointer) throws
+    /// How many bytes at the end of a wire form authenticate all of it under the transform's key
+    /// (an AEAD tag), or 0. The store keeps them for every piece whose hash verified, and checks a
+    /// wire form made again for a peer by comparing them instead of hashing the whole piece.
+    var wireTagLength: Int { get }
+}
+
+extension PieceTransform {
+    public var wireTagLength: Int { 0 }
 }
