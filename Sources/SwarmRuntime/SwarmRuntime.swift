@@ -387,7 +387,12 @@ public final class SwarmRuntime: @unchecked Sendable {
                 } else if write(message, to: handle) {
                     touched.insert(handle)
                     // A choked peer's requests are void (BEP 3) or were rejected (BEP 6).
-                    if case .choke = message { outboxes[handle]?.clearWaiting() }
+                    if case .choke = message {
+                        outboxes[handle]?.clearWaiting()
+                        logger.debug("choking peer", metadata: ["peer": "\(handle)"])
+                    } else if case .unchoke = message {
+                        logger.debug("unchoking peer", metadata: ["peer": "\(handle)"])
+                    }
                 }
             case .disconnect(let handle, let reason):
                 logger.info("disconnecting peer", metadata: ["reason": "\(reason)"])
