@@ -44,6 +44,12 @@ public struct SwarmEngine: Sendable {
         /// nodes that join together learn of each other within seconds, not a minute.
         public var peerExchangeInterval: Double = 60
         public var firstPeerExchange: Double = 5
+        /// Seconds a peer may leave our writes to it unread (its connection not writable) before it
+        /// is dropped: a peer that asks and never reads holds an upload slot and send buffers.
+        public var sendStallTimeout: Double = 30
+        /// Seconds an unchoked peer may go without asking for anything (counted from its unchoke)
+        /// before its slot counts as free for another interested peer.
+        public var idleSlotTimeout: Double = 3
 
         public init() {}
     }
@@ -99,6 +105,15 @@ public struct SwarmEngine: Sendable {
         /// memory, so the picker takes them first among equally rare pieces.
         var recentHaves: [PieceIndex] = []
         static let recentHaveCount = 16
+        /// Since when the peer's connection has not been writable (nil: it is): the runtime stops
+        /// serving it then, so it must not hold an upload slot others could use.
+        var writeBlockedSince: Double?
+        /// When the peer last asked for a block, and when we last unchoked it.
+        var lastRequested: Double = -.infinity
+        var unchokedAt: Double = -.infinity
+        /// The peer once held an upload slot without using it (it stopped reading, or asked for
+        /// nothing): free slots go to peers that have not, and this one waits for a choking round.
+        var wastedSlot = false
 
         init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, queueDepth: Int,
              lastReceived: Double, lastSent: Double, lastBlock: Double, lastPeerExchange: Double) {
@@ -140,7 +155,18 @@ public struct SwarmEngine: Sendable {
     /// Pieces another source (the multicast booster) is about to deliver: not requested from peers.
     private var deferred: Bitfield?
     private var avoided: [UInt8]?
-    private var banned: Set<PeerID> = []
+    /// Banned peers, by address and peer id together: a peer id is only a claim, and anyone may
+    /// send someone else's. Banning the id alone would let a squatter get an honest peer banned
+    /// by sending bad data under its id; banning the address alone would lock out every client
+    /// behind one NAT (or on one host) for one liar.
+    private var banned: Set<BanKey> = []
+    struct BanKey: Hashable, Sendable {
+        let ip: [UInt8]
+        let id: PeerID
+    }
+    /// Pieces the runtime could not read (the file became short, an I/O error): requests for them
+    /// are rejected at once rather than read again.
+    private var unreadable: Set<PieceIndex> = []
     private var lastChokeRound: Double = -.infinity
     /// The time of the latest `tick`: events between ticks are stamped with it.
     private var clock: Double = 0
@@ -167,15 +193,16 @@ public struct SwarmEngine: Sendable {
     /// Whether a connected peer still lacks `piece`, and so may ask us for it.
     public func somePeerLacks(_ piece: PieceIndex) -> Bool { peers.values.contains { !$0.session.peerPieces[piece] } }
 
-    /// Whether a peer with this id may join (banned peers may not).
-    public func accepts(_ id: PeerID) -> Bool { !banned.contains(id) }
+    /// Whether a peer with this id, connecting from this address, may join (banned peers may not).
+    /// Without an address only an id banned without one (an in-memory peer) is refused.
+    public func accepts(_ id: PeerID, ip: [UInt8]? = nil) -> Bool { !banned.contains(BanKey(ip: ip ?? [], id: id)) }
 
     // MARK: Events
 
     /// A peer completed its handshake. `address` is the peer's end of the connection; when we
     /// dialled it (`outgoing`) that is also where it listens.
     public mutating func peerConnected(_ peer: Peer, handshake theirs: Handshake, address: PeerAddress? = nil, outgoing: Bool = true) -> [Action] {
-        guard !banned.contains(theirs.peerID) else { return [.disconnect(peer, reason: "banned")] }
+        guard accepts(theirs.peerID, ip: address?.ip) else { return [.disconnect(peer, reason: "banned")] }
         let session = PeerSession(layout: info.layout, ourHandshake: ourHandshake, theirHandshake: theirs)
         peers[peer] = PeerState(id: theirs.peerID, session: session, listenAddress: outgoing ? address : nil,
             remoteIP: address?.ip, queueDepth: configuration.requestQueueDepth, lastReceived: clock, lastSent: clock,
@@ -215,6 +242,7 @@ public struct SwarmEngine: Sendable {
             return [.disconnect(peer, reason: error.description)] + peerDisconnected(peer)
         }
         state.lastReceived = clock
+        if case .request = message { state.lastRequested = clock }
         var actions: [Action] = []
         for event in events {
             switch event {
@@ -251,6 +279,8 @@ public struct SwarmEngine: Sendable {
                     return actions + [.disconnect(peer, reason: "requested \(request.piece), which we do not have")] + peerDisconnected(peer)
                 }
                 actions.append(send(peer, .reject(request)))
+            case .requested(let request) where unreadable.contains(request.piece):
+                actions += refuseUnreadable(request, from: peer)
             case .requested(let request):
                 if let instead = offerFreshPiece(instead: request, to: peer) {
                     actions += instead
@@ -258,8 +288,9 @@ public struct SwarmEngine: Sendable {
                     actions.append(.readBlock(peer, request))
                 }
             case .interested(let wants):
-                // A free upload slot is given at once rather than at the next choking round.
-                let unchoked = peers.values.filter { !$0.session.amChoking }.count
+                // A free upload slot is given at once rather than at the next choking round. A peer
+                // that does not read what we send is not using its slot and is not counted.
+                let unchoked = peers.values.count(where: usesSlot)
                 if wants, state.session.amChoking, unchoked < configuration.maxUnchoked {
                     actions.append(send(peer, .unchoke))
                 }
@@ -289,6 +320,78 @@ public struct SwarmEngine: Sendable {
         uploaded += Int64(request.length)
         peers[peer]?.bytesToPeer += request.length
         return [send(peer, .piece(request.piece, begin: request.begin, block: data))]
+    }
+
+    /// The runtime could not read a block it was asked for (the file became short, an I/O error):
+    /// the peer must not wait for it. With the fast extension the request is rejected; without it
+    /// the peer is choked, which tells it to drop every request (BEP 3). Later requests for the
+    /// piece are refused without another read.
+    public mutating func blockUnavailable(_ request: BlockRequest, for peer: Peer) -> [Action] {
+        unreadable.insert(request.piece)
+        return refuseUnreadable(request, from: peer)
+    }
+
+    private mutating func refuseUnreadable(_ request: BlockRequest, from peer: Peer) -> [Action] {
+        guard let state = peers[peer] else { return [] }
+        if state.session.fast {
+            return state.session.peerRequests.contains(request) ? [send(peer, .reject(request))] : []
+        }
+        return state.session.amChoking ? [] : choke(peer)
+    }
+
+    /// Whether an unchoked peer uses its upload slot: it reads what we send, and it asked for
+    /// something lately (or was unchoked lately). Peers that do not are no reason to keep an
+    /// interested peer choked.
+    private func usesSlot(_ state: PeerState) -> Bool {
+        !state.session.amChoking && state.writeBlockedSince == nil
+            && clock - max(state.lastRequested, state.unchokedAt) < configuration.idleSlotTimeout
+    }
+
+    /// Unchokes interested peers, chosen at random among those that read, while fewer than
+    /// `maxUnchoked` unchoked peers use their slot.
+    private mutating func fillFreeSlots() -> [Action] {
+        var free = configuration.maxUnchoked - peers.values.count(where: usesSlot)
+        guard free > 0 else { return [] }
+        var waiting = slotCandidates()
+        var actions: [Action] = []
+        while free > 0, !waiting.isEmpty {
+            let next = waiting.remove(at: Int.random(in: 0..<waiting.count, using: &random))
+            actions.append(send(next, .unchoke))
+            free -= 1
+        }
+        return actions
+    }
+
+    /// Choked interested peers that read and never wasted a slot, in handle order.
+    private func slotCandidates() -> [Peer] {
+        peers.filter { $0.value.session.amChoking && $0.value.session.peerInterested && $0.value.writeBlockedSince == nil && !$0.value.wastedSlot }
+            .map(\.key).sorted()
+    }
+
+    /// Whether the peer still waits for this block (it did not cancel it and was not choked since).
+    public func isRequested(_ request: BlockRequest, by peer: Peer) -> Bool {
+        guard let state = peers[peer], !state.session.amChoking else { return false }
+        return state.session.peerRequests.contains(request)
+    }
+
+    /// The runtime's connection to the peer stopped (`blocked`) or started again taking our writes.
+    /// A peer blocked for `sendStallTimeout` is dropped; meanwhile it ranks last for upload slots
+    /// and does not count against the free slot an interested peer gets at once, and when it
+    /// blocks while unchoked its slot is handed to a waiting interested peer.
+    public mutating func peerWriteBlocked(_ peer: Peer, _ blocked: Bool) -> [Action] {
+        guard let state = peers[peer] else { return [] }
+        guard blocked else {
+            state.writeBlockedSince = nil
+            return []
+        }
+        guard state.writeBlockedSince == nil else { return [] }
+        state.writeBlockedSince = clock
+        // Its slot goes at once to an interested peer that reads (or has not been tried yet).
+        guard !state.session.amChoking else { return [] }
+        state.wastedSlot = true
+        guard let next = slotCandidates().randomElement(using: &random) else { return [] }
+        if optimistic == peer { optimistic = next }
+        return choke(peer) + [send(next, .unchoke)]
     }
 
     /// A whole piece from another source (the multicast booster): verified like any other, and
@@ -363,7 +466,7 @@ public struct SwarmEngine: Sendable {
             for peer in sources {
                 peers[peer]?.strikes += 1
                 if let strikes = peers[peer]?.strikes, strikes >= configuration.strikesBeforeBan || sources.count == 1 {
-                    if let id = peers[peer]?.id { banned.insert(id) }
+                    if let id = peers[peer]?.id { banned.insert(BanKey(ip: peers[peer]?.remoteIP ?? [], id: id)) }
                     actions.append(.disconnect(peer, reason: "sent data that failed the hash of \(piece)"))
                     actions += peerDisconnected(peer)
                 }
@@ -396,7 +499,13 @@ public struct SwarmEngine: Sendable {
                 actions += peerDisconnected(peer)
                 continue
             }
+            if let since = state.writeBlockedSince, now - since >= configuration.sendStallTimeout {
+                actions.append(.disconnect(peer, reason: "read nothing we sent for \(Int(now - since)) s"))
+                actions += peerDisconnected(peer)
+                continue
+            }
             if elapsed > 0 { measureRate(peer, over: elapsed) }
+            if !state.session.amChoking && !usesSlot(state) { state.wastedSlot = true }
             if !state.session.outstanding.isEmpty && now - state.lastBlock >= configuration.requestTimeout {
                 actions += releaseStalledRequests(peer)
             }
@@ -412,6 +521,7 @@ public struct SwarmEngine: Sendable {
             lastChokeRound = now
             actions += chokingRound()
         }
+        actions += fillFreeSlots()
         return actions + fillRequests()
     }
 
@@ -420,13 +530,27 @@ public struct SwarmEngine: Sendable {
     /// Leeching: reciprocate the best uploaders to us. Seeding: whoever we served least, in turn.
     /// One more interested peer is unchoked optimistically, so newcomers get a first piece.
     private mutating func chokingRound() -> [Action] {
+        let now = clock
         let interested = peers.filter { $0.value.session.peerInterested }.map(\.key)
+        // Peers that do not read what we send rank last, then those that held a slot and used
+        // it not: least-served-first would otherwise hand the slots of a seed to exactly those
+        // peers, since they are the ones served least.
         let ranked = interested.sorted { lhs, rhs in
             let l = peers[lhs]!, r = peers[rhs]!
+            let lBlocked = l.writeBlockedSince != nil, rBlocked = r.writeBlockedSince != nil
+            if lBlocked != rBlocked { return rBlocked }
+            // So do unchoked peers that asked for nothing all round: they hold a slot unused.
+            let lIdle = !l.session.amChoking && now - max(l.lastRequested, l.unchokedAt) >= configuration.chokeInterval
+            let rIdle = !r.session.amChoking && now - max(r.lastRequested, r.unchokedAt) >= configuration.chokeInterval
+            if lIdle != rIdle { return rIdle }
+            if l.wastedSlot != r.wastedSlot { return r.wastedSlot }
             return have.isComplete ? (l.bytesToPeer, lhs) < (r.bytesToPeer, rhs) : (l.bytesFromPeer, rhs) > (r.bytesFromPeer, lhs)
         }
         var unchoke = Set(ranked.prefix(configuration.maxUnchoked))
-        let others = interested.filter { !unchoke.contains($0) }
+        // The optimistic slot goes to a peer that reads, while there is one.
+        let waiting = interested.filter { !unchoke.contains($0) }
+        let reading = waiting.filter { peers[$0]!.writeBlockedSince == nil }
+        let others = reading.isEmpty ? waiting : reading
         if let current = optimistic, others.contains(current) {
             unchoke.insert(current)
         } else if let pick = others.randomElement(using: &random) {
@@ -437,7 +561,7 @@ public struct SwarmEngine: Sendable {
         for peer in peers.keys.sorted() {
             let shouldChoke = !unchoke.contains(peer)
             if shouldChoke != peers[peer]!.session.amChoking {
-                actions.append(send(peer, shouldChoke ? .choke : .unchoke))
+                actions += shouldChoke ? choke(peer) : [send(peer, .unchoke)]
             }
             peers[peer]?.bytesFromPeer = 0
             peers[peer]?.bytesToPeer = 0
@@ -490,7 +614,13 @@ public struct SwarmEngine: Sendable {
             servedTo[request.piece] = peer
             return nil
         }
-        guard first != peer, peers[first] != nil else { return nil }
+        guard first != peer else { return nil }
+        // The piece counts as on its way only to a peer that reads what we send; otherwise a peer
+        // that asks for every piece and never reads would have us decline them all to others.
+        guard let firstState = peers[first], usesSlot(firstState) else {
+            servedTo[request.piece] = peer
+            return nil
+        }
         guard servedTo.count < info.pieceCount else { return nil }  // nothing fresh is left
         let pieces = state.session.peerPieces
         guard let fresh = info.layout.pieces.first(where: { servedTo[$0] == nil && !pieces[$0] && !state.suggestedToPeer.contains($0) })
@@ -521,7 +651,16 @@ public struct SwarmEngine: Sendable {
         }
         peers[peer]?.session.sent(message)
         peers[peer]?.lastSent = clock
+        if case .unchoke = message { peers[peer]?.unchokedAt = clock }
         return .send(peer, message)
+    }
+
+    /// Chokes a peer. With the fast extension its pending requests are not void and must each be
+    /// rejected (BEP 6), or the peer would wait for them.
+    private mutating func choke(_ peer: Peer) -> [Action] {
+        guard let state = peers[peer] else { return [] }
+        let pending = state.session.fast ? state.session.peerRequests : []
+        return [send(peer, .choke)] + pending.map { send(peer, .reject($0)) }
     }
 
     private mutating func updateInterest(_ peer: Peer) -> [Action] {

@@ -12,6 +12,8 @@ final class PeerChannelHandler: ChannelInboundHandler {
     private var handshakeBytes = ByteBuffer()
     private var handle: Int?
     private var framer = PeerWireFramer()
+    /// The key the runtime counts this connection under (nil: not admitted, or closed).
+    private var admitted: String?
 
     init(runtime: SwarmRuntime, outgoing: Bool) {
         self.runtime = runtime
@@ -19,9 +21,20 @@ final class PeerChannelHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        // Caps on half-open and per-address connections apply before a byte is read.
+        guard let key = runtime.channelOpened(context.channel, outgoing: outgoing) else {
+            context.close(promise: nil)
+            return
+        }
+        admitted = key
         // The side that connects speaks first; the other answers once it knows the torrent matches.
         if outgoing { sendHandshake(context: context) }
         context.fireChannelActive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if let handle { runtime.writabilityChanged(handle, writable: context.channel.isWritable) }
+        context.fireChannelWritabilityChanged()
     }
 
     private func sendHandshake(context: ChannelHandlerContext) {
@@ -34,9 +47,11 @@ final class PeerChannelHandler: ChannelInboundHandler {
         var incoming = unwrapInboundIn(data)
         do {
             if handle == nil {
+                guard admitted != nil else { return }
                 handshakeBytes.writeBuffer(&incoming)
                 guard let theirs = try Handshake.read(from: &handshakeBytes) else { return }
                 guard theirs.infoHash == runtime.metainfo.infoHash else {
+                    runtime.refuse(.wrongTorrent, context.channel) as Void?
                     context.close(promise: nil)
                     return
                 }
@@ -60,7 +75,12 @@ final class PeerChannelHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let handle { runtime.peerDisconnected(handle) }
+        if let admitted {
+            runtime.channelClosed(context.channel, address: admitted, handle: handle)
+        } else if let handle {
+            runtime.peerDisconnected(handle)
+        }
+        admitted = nil
         handle = nil
         context.fireChannelInactive()
     }

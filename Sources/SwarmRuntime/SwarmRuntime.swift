@@ -32,8 +32,40 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var maxDown: Double?
         /// Also listen to a multicast booster on this group (docs/multicast.md).
         public var multicast: MulticastOptions?
+        /// Bytes of piece data held for sending, across all peers (at least two pieces): the
+        /// pieces read for peers' requests, while a queued block still refers to them or as the
+        /// cache of recent reads. Beyond it, requests for further pieces wait.
+        public var uploadBufferBytes = 64 << 20
+        /// Connections accepted that have not completed a BitTorrent handshake; beyond it the
+        /// oldest of them is closed for a newcomer.
+        public var maxHalfOpen = 32
+        /// Connections from one IP address (handshaken or not); more inbound ones are closed at once.
+        public var maxPerAddress = 16
+        /// Seconds from accept or connect to a complete handshake.
+        public var handshakeTimeout: Double = 10
+        /// Outgoing connections being set up at once; further dials wait for a later announce.
+        public var maxDialing = 16
 
         public init() {}
+    }
+
+    /// Why a connection was closed before it became a peer, or dropped by the runtime. Counted in
+    /// `Status.refusals`.
+    public enum ConnectionRefusal: String, Sendable, CaseIterable {
+        /// `maxHalfOpen` connections were waiting for their handshake: the oldest was closed.
+        case halfOpenLimit = "half-open limit"
+        /// `maxPerAddress` connections from that IP address were already open.
+        case perAddressLimit = "per-address limit"
+        /// `maxPeers` peers were already connected.
+        case peerLimit = "peer limit"
+        /// No complete handshake within `handshakeTimeout`.
+        case handshakeTimeout = "handshake timeout"
+        /// The handshake named another torrent.
+        case wrongTorrent = "wrong torrent"
+        /// A peer with that id is already connected from that address, or it is our own id.
+        case duplicate = "duplicate peer"
+        /// That id from that address sent data that failed a hash.
+        case banned = "banned"
     }
 
     /// A snapshot for progress lines.
@@ -54,6 +86,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         /// Pieces that came whole from the multicast booster, and its receiver's counters.
         public let multicastPieces: Int
         public let multicast: MulticastReceiver.Counters?
+        /// Connections refused or closed by the runtime, by reason.
+        public let refusals: [ConnectionRefusal: Int]
+        /// Bytes of piece data held for sending (`Options.uploadBufferBytes` bounds it).
+        public let uploadBufferBytes: Int
     }
 
     public let metainfo: Metainfo
@@ -67,7 +103,15 @@ public final class SwarmRuntime: @unchecked Sendable {
     private let logger: Logger
     private var engine: SwarmEngine
     private var channels: [Int: any Channel] = [:]
-    private var peerIDs: [Int: PeerID] = [:]
+    /// Each peer's send bookkeeping (backpressure), beside its channel.
+    private var outboxes: [Int: PeerOutbox] = [:]
+    /// Each peer's address and id: a second connection is refused only when both match, so a
+    /// squatter sending someone's id from elsewhere cannot lock that peer out.
+    private var peerKeys: [Int: (ip: String, id: PeerID)] = [:]
+    /// Connections without a complete handshake, and when they opened.
+    private var halfOpen: [ObjectIdentifier: (channel: any Channel, since: Double)] = [:]
+    private var connectionsPerAddress: [String: Int] = [:]
+    private var refusals: [ConnectionRefusal: Int] = [:]
     private var connecting: Set<String> = []
     private var nextHandle = 1
     private var listener: (any Channel)?
@@ -84,14 +128,33 @@ public final class SwarmRuntime: @unchecked Sendable {
     private let started = NIODeadline.now()
     private var upload: TokenBucket?
     private var download: TokenBucket?
-    /// Messages held back by a rate limit, in order.
-    private var heldPieces: [(Int, PeerMessage)] = []
+    /// Requests we send, held back by the download limit, in order (at most our request queues).
     private var heldRequests: [(Int, PeerMessage)] = []
     private var pacer: RepeatedTask?
-    /// Whole pieces read for peers' requests, oldest first. A peer asks for a piece 16 KiB at a
-    /// time; each block is then a slice of one read, not a thread-pool trip and a copy of its own.
-    private var servedPieces: [(piece: PieceIndex, data: EventLoopFuture<ByteBuffer>)] = []
+    /// Whole pieces read for peers' requests. A peer asks for a piece 16 KiB at a time; each block
+    /// is then a slice of one read, not a thread-pool trip and a copy of its own. A piece stays
+    /// while a queued block refers to it, and as a cache (`servedPieceBytes` of the least
+    /// recently used) when none does; all of them together stay within `uploadBufferBytes`.
+    private var uploads: [PieceIndex: UploadPiece] = [:]
+    /// Bytes of all pieces in `uploads`, and of those no block refers to (the cache).
+    private var uploadBytes = 0
+    private var idleUploadBytes = 0
+    private var uploadUses = 0
+    /// Peers whose next request waits for room in `uploadBufferBytes`.
+    private var starved: Set<Int> = []
+    /// Pieces that could not be read for a peer, each logged once.
+    private var unreadableLogged: Set<PieceIndex> = []
     private static let servedPieceBytes = 8 << 20
+    /// Bytes of one peer's requests being read at once; more wait until these are sent.
+    static let readingBytesPerPeer = 256 << 10
+    /// Distinct pieces one peer's queued blocks may keep alive as slices; a block of a further
+    /// piece goes out as a copy of its 16 KiB. A peer that reads keeps one or two pieces in its
+    /// queue; one that requests scattered blocks and reads slowly would otherwise hold a whole
+    /// piece per queued block.
+    static let slicedPiecesPerPeer = 2
+    /// A peer's channel stops taking our blocks above `high` buffered bytes and takes them again
+    /// below `low` (NIO's writability): what waits beyond that are requests, not data.
+    static let writeWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 64 << 10, high: 256 << 10)
     /// Reads from a peer grow to 256 KiB (NIO's default stops at 64 KiB): a fast peer's blocks then
     /// arrive in fewer reads, each decoded and handed to the engine in one go.
     private static let peerReads = AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 16 << 10, maximum: 256 << 10)
@@ -137,6 +200,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         let channel = try await ServerBootstrap(group: runtime.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.recvAllocator, value: Self.peerReads)
+            .childChannelOption(.writeBufferWaterMark, value: Self.writeWaterMark)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(PeerChannelHandler(runtime: runtime, outgoing: false))
@@ -156,6 +220,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             if runtime.upload != nil || runtime.download != nil {
                 runtime.pacer = runtime.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
                     runtime.releaseHeld()
+                    if runtime.upload != nil { runtime.pumpAll() }
                 }
             }
         }.get()
@@ -175,7 +240,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         (try? await loop.submit { self.currentStatus() }.get())
             ?? Status(piecesHave: 0, pieceCount: info.pieceCount, bytesHave: 0, totalLength: info.totalLength,
                 downloaded: 0, uploaded: 0, wasted: 0, peers: 0, peersMissingPieces: 0, trackerIncomplete: nil, complete: false,
-                multicastPieces: 0, multicast: nil)
+                multicastPieces: 0, multicast: nil, refusals: [:], uploadBufferBytes: 0)
     }
 
     /// Announces `stopped`, closes every connection and stops the loops.
@@ -198,19 +263,67 @@ public final class SwarmRuntime: @unchecked Sendable {
 
     // MARK: Called by peer channels, on the loop
 
+    /// A connection opened (accepted, or dialled by us). Nil: close it at once (counted). Else the
+    /// key it is counted under, handed back in `channelClosed`.
+    func channelOpened(_ channel: any Channel, outgoing: Bool) -> String? {
+        loop.preconditionInEventLoop()
+        guard !stopped else { return nil }
+        let address = channel.remoteAddress?.ipAddress ?? ""
+        if !outgoing {
+            guard connectionsPerAddress[address, default: 0] < options.maxPerAddress else { return refuse(.perAddressLimit, channel) }
+            // When the half-open table is full the oldest entry makes room, not the newcomer: a peer
+            // handshakes within a round trip, so connections that sit idle are what gets closed, and
+            // a flood of them cannot keep honest peers out.
+            if halfOpen.count >= options.maxHalfOpen, let oldest = halfOpen.min(by: { $0.value.since < $1.value.since }) {
+                halfOpen[oldest.key] = nil
+                refuse(.halfOpenLimit, oldest.value.channel) as Void?
+                oldest.value.channel.close(promise: nil)
+            }
+        }
+        connectionsPerAddress[address, default: 0] += 1
+        halfOpen[ObjectIdentifier(channel)] = (channel, now)
+        return address
+    }
+
+    /// A connection that `channelOpened` admitted closed; `handle` if it had become a peer.
+    func channelClosed(_ channel: any Channel, address: String, handle: Int?) {
+        loop.preconditionInEventLoop()
+        halfOpen[ObjectIdentifier(channel)] = nil
+        if let count = connectionsPerAddress[address], count > 1 {
+            connectionsPerAddress[address] = count - 1
+        } else {
+            connectionsPerAddress[address] = nil
+        }
+        if let handle { peerDisconnected(handle) }
+    }
+
+    /// Counts a refusal; nil for `channelOpened` and `peerConnected` to return.
+    @discardableResult
+    func refuse<T>(_ reason: ConnectionRefusal, _ channel: (any Channel)?) -> T? {
+        refusals[reason, default: 0] += 1
+        logger.debug("refusing connection", metadata: ["reason": "\(reason.rawValue)",
+            "peer": "\(channel?.remoteAddress.map { "\($0)" } ?? "?")"])
+        return nil
+    }
+
     func peerConnected(_ handshake: Handshake, channel: any Channel, outgoing: Bool) -> Int? {
         loop.preconditionInEventLoop()
-        guard !stopped, handshake.peerID != ourHandshake.peerID, !peerIDs.values.contains(handshake.peerID),
-            engine.accepts(handshake.peerID), channels.count < options.maxPeers
-        else { return nil }
-        let handle = nextHandle
-        nextHandle += 1
-        channels[handle] = channel
-        peerIDs[handle] = handshake.peerID
-        logger.debug("peer connected", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")", "id": "\(handshake.peerID)"])
+        halfOpen[ObjectIdentifier(channel)] = nil
+        guard !stopped else { return nil }
+        let ip = channel.remoteAddress?.ipAddress ?? ""
         let address = channel.remoteAddress.flatMap { remote in
             remote.ipAddress.flatMap { PeerAddress(host: $0, port: UInt16(clamping: remote.port ?? 0)) }
         }
+        guard handshake.peerID != ourHandshake.peerID, !peerKeys.values.contains(where: { $0.ip == ip && $0.id == handshake.peerID })
+        else { return refuse(.duplicate, channel) }
+        guard engine.accepts(handshake.peerID, ip: address?.ip) else { return refuse(.banned, channel) }
+        guard channels.count < options.maxPeers else { return refuse(.peerLimit, channel) }
+        let handle = nextHandle
+        nextHandle += 1
+        channels[handle] = channel
+        outboxes[handle] = PeerOutbox()
+        peerKeys[handle] = (ip, handshake.peerID)
+        logger.debug("peer connected", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")", "id": "\(handshake.peerID)"])
         perform(engine.peerConnected(handle, handshake: handshake, address: address, outgoing: outgoing))
         return handle
     }
@@ -226,11 +339,39 @@ public final class SwarmRuntime: @unchecked Sendable {
     func peerDisconnected(_ handle: Int) {
         loop.preconditionInEventLoop()
         guard channels.removeValue(forKey: handle) != nil else { return }
-        heldPieces.removeAll { $0.0 == handle }
         heldRequests.removeAll { $0.0 == handle }
-        peerIDs[handle] = nil
+        peerKeys[handle] = nil
+        starved.remove(handle)
+        // The closed channel dropped its queued blocks: the pieces they kept alive may go.
+        outboxes.removeValue(forKey: handle)?.releaseAll { releaseSlice(of: $0) }
         perform(engine.peerDisconnected(handle))
+        evictIdleUploads()
+        pumpStarved()
     }
+
+    /// The peer's channel stopped or started again taking our writes (NIO's water marks).
+    func writabilityChanged(_ handle: Int, writable: Bool) {
+        loop.preconditionInEventLoop()
+        guard channels[handle] != nil, writable, let outbox = outboxes[handle] else { return }
+        // Bytes left the channel: the peer reads.
+        outbox.stalledTicks = 0
+        updateBlocked(handle)
+        pump(handle)
+    }
+
+    /// Tells the engine whether the peer reads what we send: it does not once the channel held
+    /// bytes and the peer took none of them for `stallTicks` ticks. Not the channel's writability
+    /// itself: a peer that reads, only slower than we send, crosses the high water mark many times
+    /// a second, and would lose its upload slot each time.
+    private func updateBlocked(_ handle: Int) {
+        guard let outbox = outboxes[handle] else { return }
+        let blocked = outbox.stalledTicks >= Self.stallTicks
+        guard blocked != outbox.reportedBlocked else { return }
+        outbox.reportedBlocked = blocked
+        perform(engine.peerWriteBlocked(handle, blocked))
+    }
+
+    private static let stallTicks = 2
 
     func protocolError(_ description: String, peer handle: Int?) {
         logger.info("dropping peer", metadata: ["reason": "\(description)"])
@@ -243,12 +384,17 @@ public final class SwarmRuntime: @unchecked Sendable {
         for action in actions {
             switch action {
             case .send(let handle, let message):
-                if case .piece = message, upload != nil {
-                    heldPieces.append((handle, message))
-                } else if case .request = message, download != nil {
+                if case .request = message, download != nil {
                     heldRequests.append((handle, message))
                 } else if write(message, to: handle) {
                     touched.insert(handle)
+                    // A choked peer's requests are void (BEP 3) or were rejected (BEP 6).
+                    if case .choke = message {
+                        outboxes[handle]?.clearWaiting()
+                        logger.debug("choking peer", metadata: ["peer": "\(handle)"])
+                    } else if case .unchoke = message {
+                        logger.debug("unchoking peer", metadata: ["peer": "\(handle)"])
+                    }
                 }
             case .disconnect(let handle, let reason):
                 logger.info("disconnecting peer", metadata: ["reason": "\(reason)"])
@@ -256,7 +402,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             case .verify(let piece, let bytes):
                 verify(piece, bytes)
             case .readBlock(let handle, let request):
-                readBlock(request, for: handle)
+                requested(request, by: handle)
             case .completed:
                 finish()
             case .connect(let addresses):
@@ -274,10 +420,12 @@ public final class SwarmRuntime: @unchecked Sendable {
             // The block goes out as it is (a slice of the piece read for it), beside its header:
             // the socket gathers both in one write, and 16 KiB are not copied into a new buffer.
             PeerWireEncoder.writePieceHeader(piece, begin: begin, length: block.readableBytes, to: &buffer)
+            outboxes[handle]?.wrote(buffer.readableBytes + block.readableBytes)
             channel.write(buffer, promise: nil)
             channel.write(block, promise: nil)
         } else {
             PeerWireEncoder.write(message, to: &buffer)
+            outboxes[handle]?.wrote(buffer.readableBytes)
             channel.write(buffer, promise: nil)
         }
         return true
@@ -295,7 +443,6 @@ public final class SwarmRuntime: @unchecked Sendable {
             }
             held.removeFirst(sent)
         }
-        drain(&heldPieces, &upload) { if case .piece(_, _, let data) = $0 { data.readableBytes } else { 0 } }
         drain(&heldRequests, &download) { if case .request(let block) = $0 { block.length } else { 0 } }
         for handle in touched { channels[handle]?.flush() }
     }
@@ -324,37 +471,184 @@ public final class SwarmRuntime: @unchecked Sendable {
         }
     }
 
-    private func readBlock(_ request: BlockRequest, for handle: Int) {
-        servedPiece(request.piece).whenSuccess { piece in
-            guard let block = piece.getSlice(at: piece.readerIndex + request.begin, length: request.length) else { return }
-            self.perform(self.engine.blockRead(request, data: block, for: handle))
+    // MARK: Serving blocks, with backpressure
+
+    /// A peer asked for a block we hold. It waits in the peer's outbox until the peer's channel
+    /// can take it; the outbox holds at most the requests the peer's session admits (500) plus
+    /// any it cancelled since, which are swept out before the line grows past twice that.
+    private func requested(_ request: BlockRequest, by handle: Int) {
+        guard let outbox = outboxes[handle] else { return }
+        if outbox.waitingCount >= 2 * PeerSession.maxPeerRequests {
+            outbox.removeWaiting { !engine.isRequested($0, by: handle) }
         }
+        outbox.enqueue(request)
+        pump(handle)
     }
 
-    /// The piece as peers are sent it, read once for all the blocks asked of it.
-    private func servedPiece(_ piece: PieceIndex) -> EventLoopFuture<ByteBuffer> {
-        if let index = servedPieces.firstIndex(where: { $0.piece == piece }) {
-            let entry = servedPieces.remove(at: index)
-            servedPieces.append(entry)
-            return entry.data
+    /// Serves the peer's waiting requests while its channel is writable, its reads in progress
+    /// are under `readingBytesPerPeer`, the upload limit has tokens and the pieces fit in
+    /// `uploadBufferBytes`. Whatever is left waits for the channel's writability, a finished read,
+    /// the pacer or freed upload buffers.
+    private func pump(_ handle: Int) {
+        guard let channel = channels[handle], let outbox = outboxes[handle], !outbox.pumping else { return }
+        outbox.pumping = true
+        defer { outbox.pumping = false }
+        drainSlices(outbox, channel)
+        var wrote = false
+        let now = self.now
+        while let request = outbox.next, channel.isWritable, outbox.reading < Self.readingBytesPerPeer {
+            guard engine.isRequested(request, by: handle) else {
+                outbox.dequeue()  // cancelled meanwhile
+                continue
+            }
+            guard let entry = uploads[request.piece] ?? startReading(request.piece) else {
+                starved.insert(handle)
+                break
+            }
+            if upload != nil, upload?.take(request.length, now: now) != true { break }
+            outbox.dequeue()
+            if entry.data != nil {
+                wrote = serve(request, from: entry, to: handle, outbox: outbox, channel: channel) || wrote
+            } else {
+                entry.waiters.append((handle, request))
+                outbox.reading += request.length
+            }
         }
-        let store = self.store
+        if wrote { channel.flush() }
+    }
+
+    func pumpAll() {
+        for handle in outboxes.keys.sorted() where outboxes[handle]!.waitingCount > 0 { pump(handle) }
+    }
+
+    private func pumpStarved() {
+        guard !starved.isEmpty else { return }
+        let waiting = starved.sorted()
+        starved.removeAll()
+        for handle in waiting { pump(handle) }
+    }
+
+    /// Hands the engine one block of a piece in memory; true if it was written. The block is a
+    /// slice of the piece (no copy) unless the peer's queue already keeps `slicedPiecesPerPeer`
+    /// other pieces alive.
+    private func serve(_ request: BlockRequest, from entry: UploadPiece, to handle: Int, outbox: PeerOutbox, channel: any Channel) -> Bool {
+        guard let data = entry.data, var block = data.getSlice(at: data.readerIndex + request.begin, length: request.length) else { return false }
+        uploadUses += 1
+        entry.lastUse = uploadUses
+        let sliced = outbox.pieceRefs[request.piece] != nil || outbox.pieceRefs.count < Self.slicedPiecesPerPeer
+        if !sliced {
+            var copy = channel.allocator.buffer(capacity: block.readableBytes)
+            copy.writeBuffer(&block)
+            block = copy
+        }
+        let before = outbox.written
+        for action in engine.blockRead(request, data: block, for: handle) {
+            guard case .send(let peer, let message) = action else { continue }
+            write(message, to: peer)
+        }
+        guard outbox.written > before else { return false }
+        if sliced {
+            outbox.wroteSlice(of: request.piece)
+            if entry.refs == 0 { idleUploadBytes -= entry.length }
+            entry.refs += 1
+        }
+        return true
+    }
+
+    /// Lets go of the pieces the channel no longer holds blocks of.
+    private func drainSlices(_ outbox: PeerOutbox, _ channel: any Channel) {
+        guard outbox.holdsSlices else { return }
+        let buffered: Int
+        do {
+            guard let options = channel.syncOptions else { return }
+            buffered = try options.getOption(ChannelOptions.bufferedWritableBytes)
+        } catch {
+            return  // closing: `peerDisconnected` releases everything
+        }
+        var released = false
+        outbox.drained(buffered: buffered) { piece in
+            releaseSlice(of: piece)
+            released = true
+        }
+        if released { evictIdleUploads() }
+    }
+
+    private func releaseSlice(of piece: PieceIndex) {
+        guard let entry = uploads[piece] else { return }
+        entry.refs -= 1
+        if entry.refs == 0 && entry.data != nil { idleUploadBytes += entry.length }
+    }
+
+    /// Starts reading a piece for peers, if it fits in `uploadBufferBytes` (after dropping cached
+    /// pieces no block refers to); nil if it does not.
+    private func startReading(_ piece: PieceIndex) -> UploadPiece? {
         let length = info.layout.length(of: piece)
-        let read = pool.runIfActive(eventLoop: loop) { () -> ByteBuffer in
+        let limit = max(options.uploadBufferBytes, 2 * info.pieceLength)
+        evictIdleUploads(making: length, within: limit)
+        guard uploadBytes + length <= limit else { return nil }
+        let entry = UploadPiece(length: length)
+        uploads[piece] = entry
+        uploadBytes += length
+        let store = self.store
+        pool.runIfActive(eventLoop: loop) { () -> ByteBuffer in
             var buffer = ByteBufferAllocator().buffer(capacity: length)
             try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { target in
                 try store.readWire(piece, into: UnsafeMutableRawBufferPointer(rebasing: target[0..<length]))
                 return length
             }
             return buffer
+        }.whenComplete { result in
+            self.pieceRead(piece, entry: entry, result: result)
         }
-        read.whenFailure { error in
-            self.servedPieces.removeAll { $0.piece == piece }
-            self.logger.warning("cannot read a piece for a peer", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
+        return entry
+    }
+
+    private func pieceRead(_ piece: PieceIndex, entry: UploadPiece, result: Result<ByteBuffer, any Error>) {
+        let waiters = entry.waiters
+        entry.waiters = []
+        switch result {
+        case .success(let buffer):
+            entry.data = buffer
+            if entry.refs == 0 { idleUploadBytes += entry.length }
+            var touched = Set<Int>()
+            for (handle, request) in waiters {
+                guard let outbox = outboxes[handle], let channel = channels[handle] else { continue }
+                outbox.reading -= request.length
+                if serve(request, from: entry, to: handle, outbox: outbox, channel: channel) { touched.insert(handle) }
+            }
+            for handle in touched { channels[handle]?.flush() }
+        case .failure(let error):
+            if uploads[piece] === entry {
+                uploads[piece] = nil
+                uploadBytes -= entry.length
+            }
+            // Once, clearly: the data behind a piece we announced is gone (a truncated file, an
+            // I/O error). Its requests are refused, never left waiting.
+            if unreadableLogged.insert(piece).inserted {
+                logger.error("cannot read a piece for peers; refusing requests for it",
+                    metadata: ["piece": "\(piece.value)", "error": "\(error)"])
+            }
+            for (handle, request) in waiters {
+                guard let outbox = outboxes[handle] else { continue }
+                outbox.reading -= request.length
+                perform(engine.blockUnavailable(request, for: handle))
+            }
         }
-        servedPieces.append((piece, read))
-        if servedPieces.count > max(2, Self.servedPieceBytes / info.pieceLength) { servedPieces.removeFirst() }
-        return read
+        for handle in Set(waiters.map(\.handle)).sorted() { pump(handle) }
+        evictIdleUploads()
+        pumpStarved()
+    }
+
+    /// Drops the least recently used pieces no block refers to, until the cache is within
+    /// `servedPieceBytes` and `making` more bytes fit in `within`.
+    private func evictIdleUploads(making extra: Int = 0, within limit: Int = .max) {
+        while idleUploadBytes > Self.servedPieceBytes || (idleUploadBytes > 0 && uploadBytes + extra > limit) {
+            guard let (piece, entry) = uploads.filter({ $0.value.refs == 0 && $0.value.data != nil }).min(by: { $0.value.lastUse < $1.value.lastUse })
+            else { break }
+            uploads[piece] = nil
+            uploadBytes -= entry.length
+            idleUploadBytes -= entry.length
+        }
     }
 
     private func finish() {
@@ -525,8 +819,11 @@ public final class SwarmRuntime: @unchecked Sendable {
 
     private func connect(host: String, port: Int) {
         let key = "\(host):\(port)"
-        guard !stopped, channels.count + connecting.count < options.maxPeers, connecting.insert(key).inserted else { return }
+        guard !stopped, channels.count + connecting.count < options.maxPeers, connecting.count < options.maxDialing,
+            connecting.insert(key).inserted
+        else { return }
         var bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(5)).channelOption(.recvAllocator, value: Self.peerReads)
+            .channelOption(.writeBufferWaterMark, value: Self.writeWaterMark)
         if let local = options.bindAddress, let address = try? SocketAddress(ipAddress: local, port: 0) {
             bootstrap = bootstrap.bind(to: address)
         }
@@ -543,7 +840,23 @@ public final class SwarmRuntime: @unchecked Sendable {
 
     private func tick() {
         let now = Double((NIODeadline.now() - started).nanoseconds) / 1e9
+        for (_, entry) in halfOpen where now - entry.since >= options.handshakeTimeout {
+            halfOpen[ObjectIdentifier(entry.channel)] = nil
+            refuse(.handshakeTimeout, entry.channel) as Void?
+            entry.channel.close(promise: nil)
+        }
         perform(engine.tick(now: now))
+        // Pieces whose blocks left since the last pump go back to the cache (or away), and peers
+        // that waited for upload buffers get another try.
+        for handle in outboxes.keys.sorted() {
+            guard let outbox = outboxes[handle], let channel = channels[handle] else { continue }
+            drainSlices(outbox, channel)
+            if let buffered = try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes) {
+                outbox.tick(buffered: buffered)
+            }  // else closing: `peerDisconnected` follows
+            updateBlocked(handle)
+        }
+        pumpStarved()
         // A seed waiting for the swarm to finish (`--seed-after done`) asks again as soon as allowed.
         if engine.isComplete, let incomplete = trackerIncomplete, incomplete > 0 {
             nextAnnounce = min(nextAnnounce, lastAnnounce + trackerMinInterval)
@@ -600,6 +913,18 @@ public final class SwarmRuntime: @unchecked Sendable {
         return Status(piecesHave: have.count, pieceCount: info.pieceCount, bytesHave: bytes, totalLength: info.totalLength,
             downloaded: engine.downloaded, uploaded: engine.uploaded, wasted: engine.wasted, peers: channels.count,
             peersMissingPieces: engine.peersMissingPieces, trackerIncomplete: trackerIncomplete, complete: engine.isComplete,
-            multicastPieces: multicastPieces, multicast: multicastReceiver?.counters)
+            multicastPieces: multicastPieces, multicast: multicastReceiver?.counters, refusals: refusals, uploadBufferBytes: uploadBytes)
     }
+}
+
+/// A piece read for peers' requests: its bytes once read, the requests waiting for the read,
+/// and how many blocks queued in peers' channels are slices of it.
+final class UploadPiece {
+    let length: Int
+    var data: ByteBuffer?
+    var waiters: [(handle: Int, request: BlockRequest)] = []
+    var refs = 0
+    var lastUse = 0
+
+    init(length: Int) { self.length = length }
 }

@@ -101,8 +101,18 @@ func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, until: @
     while true {
         let status = await runtime.status()
         reached = status.bytesHave
-        progress.update(done: status.bytesHave, note: "\(status.peers) peers, up \(Format.bytes(status.uploaded))",
-            counters: ["peers": Int64(status.peers), "uploaded": status.uploaded, "downloaded": status.downloaded, "wasted": status.wasted]
+        // Refused connections by reason, and the piece data held for sending (bounded by
+        // `uploadBufferBytes`): what an operator looks at when a node is under attack.
+        let refused = status.refusals.values.reduce(0, +)
+        let refusals = Dictionary(uniqueKeysWithValues: status.refusals.map {
+            ("refused_" + $0.key.rawValue.replacingOccurrences(of: " ", with: "_").replacingOccurrences(of: "-", with: "_"), Int64($0.value))
+        })
+        progress.update(done: status.bytesHave,
+            note: "\(status.peers) peers, up \(Format.bytes(status.uploaded))"
+                + (refused > 0 ? ", \(refused) connections refused, \(Format.bytes(Int64(status.uploadBufferBytes))) held for sending" : ""),
+            counters: ["peers": Int64(status.peers), "uploaded": status.uploaded, "downloaded": status.downloaded, "wasted": status.wasted,
+                       "upload_buffer_bytes": Int64(status.uploadBufferBytes)]
+                .merging(refusals) { $1 }
                 .merging(status.multicast.map { ["multicast_packets": Int64($0.dataPackets), "multicast_pieces": Int64(status.multicastPieces)] } ?? [:]) { $1 })
         if await until() { break }
         try? await Task.sleep(for: .milliseconds(250))

@@ -1,0 +1,110 @@
+import Metainfo
+
+/// What one peer asked of us and what its connection still holds, for backpressure. Pure
+/// bookkeeping: the runtime says what it wrote and how many bytes the channel still buffers, and
+/// the outbox answers which piece buffers the peer's queued blocks still keep alive.
+///
+/// Why this exists: a block goes out as a slice of the whole piece read for it (no copy on the
+/// hot path), so a block waiting in the channel of a peer that does not read pins its entire piece.
+/// Requests therefore wait here, as 12-byte `BlockRequest`s, until the channel is writable again,
+/// and each slice handed to the channel is remembered with the byte offset where it ends, so the
+/// runtime knows when the channel let go of it. A final class: the runtime changes it several
+/// times per block, and it belongs to one connection on one event loop.
+final class PeerOutbox {
+    /// Requests not yet served, oldest first from `head` (an array and an index: no per-request
+    /// allocation once it has grown to the peer's queue).
+    private var waiting: [BlockRequest] = []
+    private var head = 0
+    /// Bytes of requested blocks whose piece is being read for this peer.
+    var reading = 0
+    /// Bytes written to the channel since it opened (every message, headers included).
+    private(set) var written = 0
+    /// Blocks handed to the channel as slices of a piece buffer, oldest first from `slicedHead`:
+    /// the piece and the value of `written` just after the block.
+    private var sliced: [(piece: PieceIndex, end: Int)] = []
+    private var slicedHead = 0
+    /// For each piece, how many of its slices the channel may still hold.
+    private(set) var pieceRefs: [PieceIndex: Int] = [:]
+    /// Set while the runtime serves this peer, so a writability change inside a write does not
+    /// serve it again re-entrantly.
+    var pumping = false
+    /// Bytes the channel had let go of at the last tick, ticks in a row it let go of none while
+    /// holding some, and whether the engine was last told the peer does not read.
+    var goneAtTick = 0
+    var stalledTicks = 0
+    var reportedBlocked = false
+
+    /// Once a tick: whether the peer took nothing of what the channel held since the last tick.
+    func tick(buffered: Int) {
+        let gone = written - buffered
+        stalledTicks = buffered > 0 && gone == goneAtTick ? stalledTicks + 1 : 0
+        goneAtTick = gone
+    }
+
+    var waitingCount: Int { waiting.count - head }
+    var next: BlockRequest? { head < waiting.count ? waiting[head] : nil }
+    var holdsSlices: Bool { slicedHead < sliced.count }
+
+    func enqueue(_ request: BlockRequest) { waiting.append(request) }
+
+    func dequeue() {
+        head += 1
+        if head == waiting.count {
+            waiting.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 256 && 2 * head >= waiting.count {
+            waiting.removeFirst(head)
+            head = 0
+        }
+    }
+
+    /// Drops waiting requests the peer no longer wants (it cancelled them, or we choked it).
+    func removeWaiting(where unwanted: (BlockRequest) -> Bool) {
+        waiting = waiting[head...].filter { !unwanted($0) }
+        head = 0
+    }
+
+    func clearWaiting() {
+        waiting.removeAll(keepingCapacity: true)
+        head = 0
+    }
+
+    func wrote(_ bytes: Int) { written += bytes }
+
+    /// The block just written (its bytes already counted by `wrote`) is a slice of `piece`.
+    func wroteSlice(of piece: PieceIndex) {
+        sliced.append((piece, written))
+        pieceRefs[piece, default: 0] += 1
+    }
+
+    /// The channel still buffers `buffered` bytes, the newest ones written: every slice that ended
+    /// before them has left. `released` is called once per slice let go.
+    func drained(buffered: Int, released: (PieceIndex) -> Void) {
+        let gone = written - buffered
+        while slicedHead < sliced.count, sliced[slicedHead].end <= gone {
+            release(sliced[slicedHead].piece, released)
+            slicedHead += 1
+        }
+        if slicedHead == sliced.count {
+            sliced.removeAll(keepingCapacity: true)
+            slicedHead = 0
+        } else if slicedHead >= 256 && 2 * slicedHead >= sliced.count {
+            sliced.removeFirst(slicedHead)
+            slicedHead = 0
+        }
+    }
+
+    /// The connection closed: whatever it held is let go.
+    func releaseAll(_ released: (PieceIndex) -> Void) {
+        drained(buffered: 0, released: released)
+    }
+
+    private func release(_ piece: PieceIndex, _ released: (PieceIndex) -> Void) {
+        if let count = pieceRefs[piece], count > 1 {
+            pieceRefs[piece] = count - 1
+        } else {
+            pieceRefs[piece] = nil
+        }
+        released(piece)
+    }
+}

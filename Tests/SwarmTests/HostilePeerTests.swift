@@ -1,0 +1,170 @@
+import Metainfo
+import NIOCore
+import PeerWire
+import Testing
+
+@testable import Swarm
+@testable import SwarmRuntime
+
+/// Peers that do not play along (issue 15): squatters on someone's peer id, peers that ask and
+/// never read, and requests for a piece the seed can no longer read.
+@Suite struct HostilePeerTests {
+    static let hash = ScriptedLeecher.hash
+
+    /// A seed engine of 8 pieces of 16 KiB with `slots` upload slots.
+    func seed(slots: Int = 8) -> SwarmEngine {
+        let pieces = 8
+        let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(16384 * pieces))], isMultiFile: false,
+            privacy: .unspecified, pieceLength: 16384, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        var configuration = SwarmEngine.Configuration()
+        configuration.maxUnchoked = slots
+        return SwarmEngine(info: info, have: Bitfield(pieceCount: pieces, all: true),
+            handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(0)), configuration: configuration, seed: 5)
+    }
+
+    func join(_ engine: inout SwarmEngine, _ peer: Int, fast: Bool = true, ip: UInt8 = 1) -> [SwarmEngine.Action] {
+        var actions = engine.peerConnected(peer, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(peer), fast: fast),
+            address: PeerAddress(ip: [10, 0, 0, ip], port: 6881)!)
+        actions += engine.received(fast ? .haveNone : .bitfield([0]), from: peer)
+        actions += engine.received(.interested, from: peer)
+        return actions
+    }
+
+    /// Bans key on the address and the id together: bad data sent under an honest peer's id from
+    /// another address bans the sender, not the honest peer.
+    @Test func aSquatterSendingBadDataUnderSomeonesIdDoesNotGetThemBanned() {
+        var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 4)
+        let squatter = PeerAddress(ip: [10, 0, 0, 66], port: 6881)!
+        let asked = ScriptedLeecher.requests(in: leecher.connectSeeder(1, address: squatter), to: 1)
+        var actions: [SwarmEngine.Action] = []
+        let block = asked[0]
+        actions += leecher.engine.received(.piece(block.piece, begin: block.begin, block: ByteBuffer(repeating: 9, count: block.length)), from: 1)
+        let verify = actions.compactMap { if case .verify(let piece, _) = $0 { piece } else { nil } }
+        #expect(verify == [block.piece])
+        let failed = leecher.engine.pieceChecked(block.piece, valid: false)
+        #expect(failed.contains { if case .disconnect(1, let reason) = $0 { reason.contains("failed the hash") } else { false } })
+        // The same id from the squatter's address is refused; from the honest peer's, it is not.
+        #expect(!leecher.engine.accepts(ScriptedLeecher.id(1), ip: squatter.ip))
+        #expect(leecher.engine.accepts(ScriptedLeecher.id(1), ip: [10, 0, 0, 7]))
+        let honest = leecher.engine.peerConnected(2, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(1)),
+            address: PeerAddress(ip: [10, 0, 0, 7], port: 6881)!)
+        #expect(!honest.contains { if case .disconnect = $0 { true } else { false } })
+        #expect(leecher.engine.peerCount == 1)
+    }
+
+    /// A peer whose connection stopped taking our writes does not hold the upload slot: the next
+    /// interested peer is unchoked at once, the choking round ranks it last, and after
+    /// `sendStallTimeout` it is dropped.
+    @Test func aPeerThatDoesNotReadGivesUpItsSlotAndIsDropped() {
+        var engine = seed(slots: 1)
+        #expect(ScriptedLeecher.sent(join(&engine, 1), to: 1).contains(.unchoke))
+        _ = engine.peerWriteBlocked(1, true)
+        #expect(ScriptedLeecher.sent(join(&engine, 2), to: 2).contains(.unchoke), "a blocked peer does not count against the free slot")
+        #expect(!ScriptedLeecher.sent(join(&engine, 3), to: 3).contains(.unchoke), "the only slot is taken")
+        // Peer 2 stops reading with a request pending: its slot goes to peer 3 at once, and the
+        // request is rejected (BEP 6), not left waiting.
+        let pending = BlockRequest(piece: PieceIndex(1), begin: 0, length: 16384)
+        #expect(engine.received(.request(pending), from: 2) == [.readBlock(2, pending)])
+        #expect(engine.peerWriteBlocked(2, true) == [.send(2, .choke), .send(2, .reject(pending)), .send(3, .unchoke)])
+        _ = engine.peerWriteBlocked(2, false)
+        // The choking round: the reading peers get the regular and the optimistic slot, peer 1 is choked.
+        let round = engine.tick(now: 10)
+        #expect(ScriptedLeecher.sent(round, to: 1).contains(.choke))
+        _ = engine.tick(now: 20)
+        let late = engine.tick(now: 30)
+        #expect(late.contains { if case .disconnect(1, let reason) = $0 { reason.contains("read nothing") } else { false } })
+        #expect(!late.contains { if case .disconnect(2, _) = $0 { true } else { false } })
+        // A peer that reads again is not dropped.
+        _ = engine.peerWriteBlocked(2, true)
+        _ = engine.tick(now: 40)
+        _ = engine.peerWriteBlocked(2, false)
+        #expect(!engine.tick(now: 80).contains { if case .disconnect(2, _) = $0 { true } else { false } })
+    }
+
+    /// An unchoked peer that asks for nothing does not keep an interested one choked: after
+    /// `idleSlotTimeout` its slot counts as free, and at the next choking round it ranks last.
+    @Test func aPeerThatAsksForNothingDoesNotHoldASlot() {
+        var engine = seed(slots: 1)
+        _ = engine.tick(now: 0)
+        #expect(ScriptedLeecher.sent(join(&engine, 1), to: 1).contains(.unchoke))
+        #expect(!ScriptedLeecher.sent(join(&engine, 2), to: 2).contains(.unchoke))
+        #expect(!ScriptedLeecher.sent(engine.tick(now: 2), to: 2).contains(.unchoke), "peer 1 may still ask")
+        #expect(ScriptedLeecher.sent(engine.tick(now: 3), to: 2).contains(.unchoke))
+        // Peer 2 asks; at the choking round it keeps the regular slot and peer 1, which wasted
+        // its slot, gets at most the optimistic one.
+        for second in 4...9 {
+            _ = engine.received(.request(BlockRequest(piece: PieceIndex(second % 8), begin: 0, length: 16384)), from: 2)
+            _ = engine.tick(now: Double(second))
+        }
+        _ = engine.received(.request(BlockRequest(piece: PieceIndex(2), begin: 0, length: 16384)), from: 2)
+        #expect(!ScriptedLeecher.sent(engine.tick(now: 10), to: 2).contains(.choke))
+    }
+
+    /// A piece sent to a peer that does not read is not "on its way" to the swarm: a seed's
+    /// decline-and-suggest (BEP 6) must not turn every other peer away from it.
+    @Test func aNonReadersPiecesAreNotDeclinedToOthers() {
+        var engine = seed()
+        _ = join(&engine, 1)
+        _ = join(&engine, 2, ip: 2)
+        let block = BlockRequest(piece: PieceIndex(5), begin: 0, length: 16384)
+        #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
+        #expect(engine.received(.request(block), from: 2).first == .send(2, .reject(block)), "declined while peer 1 reads")
+        _ = engine.peerWriteBlocked(1, true)
+        #expect(engine.received(.request(block), from: 2) == [.readBlock(2, block)])
+    }
+
+    /// A piece the seed cannot read is refused: rejected with the fast extension (and later
+    /// requests for it without another read), the peer choked without it; never left waiting.
+    @Test func anUnreadablePieceIsRejectedOrChokedNeverLeftWaiting() {
+        var engine = seed()
+        _ = join(&engine, 1)
+        let block = BlockRequest(piece: PieceIndex(3), begin: 0, length: 16384)
+        #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
+        #expect(engine.blockUnavailable(block, for: 1) == [.send(1, .reject(block))])
+        #expect(!engine.isRequested(block, by: 1))
+        #expect(engine.received(.request(block), from: 1) == [.send(1, .reject(block))], "no second read")
+
+        _ = join(&engine, 2, fast: false, ip: 2)
+        #expect(engine.received(.request(block), from: 2) == [.send(2, .choke)])
+        #expect(!engine.isRequested(block, by: 2))
+    }
+}
+
+/// The runtime's per-peer send bookkeeping: which pieces queued blocks keep alive.
+@Suite struct PeerOutboxTests {
+    @Test func slicesAreLetGoOnlyOnceTheChannelWroteThem() {
+        let outbox = PeerOutbox()
+        outbox.wrote(17)  // a have message
+        outbox.wrote(16397)
+        outbox.wroteSlice(of: PieceIndex(1))
+        outbox.wrote(16397)
+        outbox.wroteSlice(of: PieceIndex(2))
+        outbox.wrote(16397)
+        outbox.wroteSlice(of: PieceIndex(1))
+        #expect(outbox.pieceRefs == [PieceIndex(1): 2, PieceIndex(2): 1])
+        var released: [PieceIndex] = []
+        // Everything still buffered: nothing left.
+        outbox.drained(buffered: outbox.written) { released.append($0) }
+        #expect(released.isEmpty)
+        // The first block left, half of the second is still buffered.
+        outbox.drained(buffered: 16397 + 8000) { released.append($0) }
+        #expect(released == [PieceIndex(1)])
+        #expect(outbox.pieceRefs == [PieceIndex(1): 1, PieceIndex(2): 1])
+        outbox.releaseAll { released.append($0) }
+        #expect(released == [PieceIndex(1), PieceIndex(2), PieceIndex(1)])
+        #expect(outbox.pieceRefs.isEmpty && !outbox.holdsSlices)
+    }
+
+    @Test func waitingRequestsKeepTheirOrderAndCancelledOnesGo() {
+        let outbox = PeerOutbox()
+        let blocks = (0..<600).map { BlockRequest(piece: PieceIndex($0 / 16), begin: ($0 % 16) * 16384, length: 16384) }
+        for block in blocks { outbox.enqueue(block) }
+        for _ in 0..<300 { outbox.dequeue() }
+        #expect(outbox.next == blocks[300] && outbox.waitingCount == 300)
+        outbox.removeWaiting { $0.begin != 0 }
+        #expect(outbox.waitingCount == blocks[300...].count { $0.begin == 0 })
+        #expect(outbox.next?.begin == 0)
+        outbox.clearWaiting()
+        #expect(outbox.next == nil)
+    }
+}
