@@ -197,16 +197,26 @@ public final class SwarmRuntime: @unchecked Sendable {
     ) async throws -> SwarmRuntime {
         let runtime = SwarmRuntime(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         runtime.pool.start()
-        let channel = try await ServerBootstrap(group: runtime.group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.recvAllocator, value: Self.peerReads)
-            .childChannelOption(.writeBufferWaterMark, value: Self.writeWaterMark)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(PeerChannelHandler(runtime: runtime, outgoing: false))
+        let channel: any Channel
+        do {
+            channel = try await ServerBootstrap(group: runtime.group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.recvAllocator, value: Self.peerReads)
+                .childChannelOption(.writeBufferWaterMark, value: Self.writeWaterMark)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(PeerChannelHandler(runtime: runtime, outgoing: false))
+                    }
                 }
-            }
-            .bind(host: options.listenHost, port: options.port).get()
+                .bind(host: options.listenHost, port: options.port).get()
+        } catch {
+            // A port in use (or any bind error) ends here with the loops stopped and the completion
+            // failed: a promise left pending when the runtime goes is a trap in NIO ("leaking promise").
+            runtime.completion.fail(error)
+            try? await runtime.pool.shutdownGracefully()
+            try? await runtime.group.shutdownGracefully()
+            throw error
+        }
         try await runtime.loop.submit {
             runtime.listener = channel
             runtime.engine.listenPort = channel.localAddress?.port.map { UInt16(clamping: $0) }

@@ -196,8 +196,9 @@ struct SeedCommand: AsyncParsableCommand {
                 throw CLIError("\(dataPath) is not this torrent's data: \(have.count) of \(metainfo.info.pieceCount) pieces match")
             }
         }
-        let runtime = try await CLIError.wrapAsync("cannot listen on port \(peer.port)") {
-            try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: peer.runtimeOptions(), logger: logger)
+        let options = peer.runtimeOptions()
+        let runtime = try await CLIError.wrapAsync("cannot listen on \(options.listenHost):\(options.port)") {
+            try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
         if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
         var multicast: MulticastSenderRuntime?
@@ -282,7 +283,7 @@ struct GetCommand: AsyncParsableCommand {
         var options = peer.runtimeOptions()
         options.multicast = try booster.checked(for: metainfo)
         options.multicast?.contentKey = sealing?.contentKey.bytes
-        let runtime = try await CLIError.wrapAsync("cannot start (port \(peer.port), multicast \(booster.multicast ?? "none"))") {
+        let runtime = try await CLIError.wrapAsync("cannot start (listening on \(options.listenHost):\(options.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
         let done = Stop()

@@ -49,6 +49,38 @@ import Testing
         #expect(missing.stderr.contains("absent.torrent"))
     }
 
+    /// A seeder whose port is taken exits 1 with one line; it used to die on a trap in NIO (the
+    /// runtime's completion promise was left pending when the bind failed).
+    @Test func aPortInUseIsAnErrorNotATrap() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let image = fixturesURL.appendingPathComponent("payloads/vm-small.img").path
+        let torrent = folder.file("x.torrent")
+        #expect(try runProcess(vmswarmBinary, ["create", image, "-o", torrent]).status == 0)
+        // Hold a port: a listening socket on loopback.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(holder >= 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(bound == 0 && listen(holder, 1) == 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(holder, $0, &length) }
+        }
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let result = try runProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--listen", "127.0.0.1:\(port)"])
+        #expect(result.status == 1, "\(result.stderr)")
+        let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("Error") }
+        #expect(errors.count == 1, "\(result.stderr)")
+        #expect(errors.first?.contains("cannot listen on 127.0.0.1:\(port)") == true, "\(result.stderr)")
+        #expect(!result.stderr.contains("Fatal error"))
+    }
+
     @Test func createRefusesToOverwriteAndValidatesFlags() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
