@@ -193,4 +193,37 @@ import Testing
         #expect(seeder.output.components(separatedBy: "cannot read a piece for peers").count == 2, "logged once: \(seeder.output.suffix(600))")
         #expect(seeder.process.isRunning)
     }
+
+    /// COUNT connections from ADDRESS that never send a byte: how many the seed closed within a
+    /// second, and how many more within the next 11 s.
+    static let idleFromOneAddress = """
+        import select, socket, sys, time
+        port = int(sys.argv[1]); address = sys.argv[2]; count = int(sys.argv[3])
+        conns = []
+        for i in range(count):
+            s = socket.socket(); s.bind((address, 0)); s.connect(("127.0.0.1", port)); conns.append(s)
+        def closed():
+            readable, _, _ = select.select(conns, [], [], 0)
+            return sum(1 for s in readable if s.recv(1) == b"")
+        time.sleep(1); first = closed(); conns = [s for s in conns if s.fileno() >= 0]
+        open_ = [s for s in conns if not select.select([s], [], [], 0)[0]]
+        conns = open_; time.sleep(11); print("closed at once %d, after the deadline %d" % (first, closed()), flush=True)
+        """
+
+    /// At most 16 connections per address; one that does not complete its handshake within 10 s
+    /// is closed (on main neither limit existed: 20 idle connections stayed open).
+    @Test func connectionsPerAddressAreCappedAndHandshakesHaveADeadline() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let image = folder.file("image.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(1 << 20) /dev/urandom > '\(image)'"]).status == 0)
+        let torrent = folder.file("image.torrent")
+        try #require(try runProcess(vmswarmBinary, ["create", image, "-o", torrent]).status == 0)
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(port)"], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        let idle = try runProcess(try #require(which("/usr/bin/python3")), ["-c", Self.idleFromOneAddress, "\(port)", "127.0.0.50", "20"])
+        #expect(idle.stdout.contains("closed at once 4, after the deadline 16"), "\(idle.stdout) \(idle.stderr.suffix(300))")
+    }
 }
