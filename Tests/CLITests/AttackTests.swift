@@ -134,4 +134,96 @@ import Testing
         // decline pieces to others (before this change) starved the honest peer outright.
         #expect(loaded <= unloaded / 0.4, "\(figures)")
     }
+
+    /// A raw fast-extension peer: handshake, have-none, interested; on unchoke it asks for the first
+    /// block of PIECE and prints what answers it (a reject, a piece, or the connection closing).
+    static let askOnce = """
+        import os, socket, struct, sys, time
+        ih = bytes.fromhex(sys.argv[1]); port = int(sys.argv[2]); piece = int(sys.argv[3])
+        s = socket.create_connection(("127.0.0.1", port)); s.settimeout(15)
+        s.sendall(bytes([19]) + b"BitTorrent protocol" + bytes([0, 0, 0, 0, 0, 0, 0, 4]) + ih + ("-TR0000-%012d" % os.getpid()).encode())
+        buf = b""
+        def take(n):
+            global buf
+            while len(buf) < n:
+                d = s.recv(65536)
+                if not d: print("closed", flush=True); sys.exit(0)
+                buf += d
+            out = buf[:n]; buf = buf[n:]; return out
+        take(68)
+        s.sendall(struct.pack(">IB", 1, 0x0f) + struct.pack(">IB", 1, 2))
+        t0 = time.time(); asked = False
+        while True:
+            n = struct.unpack(">I", take(4))[0]
+            if n == 0: continue
+            msg = take(n)
+            if msg[0] == 1 and not asked:
+                s.sendall(struct.pack(">IBIII", 13, 6, piece, 0, 16384)); asked = True; t0 = time.time()
+            elif msg[0] == 16:
+                print("rejected %d after %.2f s" % (struct.unpack(">I", msg[1:5])[0], time.time() - t0), flush=True); break
+            elif msg[0] == 7:
+                print("piece", flush=True); break
+        """
+
+    /// The seeded file became short after the seed started: a request for a piece past its end is
+    /// rejected at once (BEP 6) and the seed says so once, instead of leaving the peer waiting.
+    @Test func aSeedWhoseFileBecameShortRejectsInsteadOfStalling() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let image = folder.file("image.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(4 << 20) /dev/urandom > '\(image)'"]).status == 0)
+        let torrent = folder.file("image.torrent")
+        try #require(try runProcess(vmswarmBinary, ["create", image, "-o", torrent, "--piece-size", "256K"]).status == 0)
+        let inspected = try runProcess(vmswarmBinary, ["inspect", torrent, "--json"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])
+        let hash = try #require(report["info_hash"] as? String)
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(port)"], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        try #require(try runProcess("/usr/bin/truncate", ["-s", "1M", image]).status == 0)
+        let python = try #require(which("/usr/bin/python3"))
+        for _ in 1...2 {
+            let asked = try runProcess(python, ["-c", Self.askOnce, hash, "\(port)", "15"])
+            #expect(asked.stdout.hasPrefix("rejected 15 after"), "\(asked.stdout) \(asked.stderr.suffix(300))")
+        }
+        // A piece still on disk is served as before.
+        let served = try runProcess(python, ["-c", Self.askOnce, hash, "\(port)", "1"])
+        #expect(served.stdout.hasPrefix("piece"), "\(served.stdout) \(served.stderr.suffix(300))")
+        #expect(seeder.output.components(separatedBy: "cannot read a piece for peers").count == 2, "logged once: \(seeder.output.suffix(600))")
+        #expect(seeder.process.isRunning)
+    }
+
+    /// COUNT connections from ADDRESS that never send a byte: how many the seed closed within a
+    /// second, and how many more within the next 11 s.
+    static let idleFromOneAddress = """
+        import select, socket, sys, time
+        port = int(sys.argv[1]); address = sys.argv[2]; count = int(sys.argv[3])
+        conns = []
+        for i in range(count):
+            s = socket.socket(); s.bind((address, 0)); s.connect(("127.0.0.1", port)); conns.append(s)
+        def closed():
+            readable, _, _ = select.select(conns, [], [], 0)
+            return sum(1 for s in readable if s.recv(1) == b"")
+        time.sleep(1); first = closed(); conns = [s for s in conns if s.fileno() >= 0]
+        open_ = [s for s in conns if not select.select([s], [], [], 0)[0]]
+        conns = open_; time.sleep(11); print("closed at once %d, after the deadline %d" % (first, closed()), flush=True)
+        """
+
+    /// At most 16 connections per address; one that does not complete its handshake within 10 s
+    /// is closed (on main neither limit existed: 20 idle connections stayed open).
+    @Test func connectionsPerAddressAreCappedAndHandshakesHaveADeadline() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let image = folder.file("image.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(1 << 20) /dev/urandom > '\(image)'"]).status == 0)
+        let torrent = folder.file("image.torrent")
+        try #require(try runProcess(vmswarmBinary, ["create", image, "-o", torrent]).status == 0)
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(port)"], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        let idle = try runProcess(try #require(which("/usr/bin/python3")), ["-c", Self.idleFromOneAddress, "\(port)", "127.0.0.50", "20"])
+        #expect(idle.stdout.contains("closed at once 4, after the deadline 16"), "\(idle.stdout) \(idle.stderr.suffix(300))")
+    }
 }
