@@ -60,7 +60,10 @@ public struct PieceLayout: Hashable, Sendable {
         self.totalLength = total
         self.fileLengths = fileLengths
         self.fileOffsets = offsets
-        self.pieceCount = Int((total + Int64(pieceLength) - 1) / Int64(pieceLength))
+        // Rounded up without `total + pieceLength - 1`, which overflows for a total near Int64.max
+        // (found by the metainfo fuzz target).
+        let (whole, rest) = total.quotientAndRemainder(dividingBy: Int64(pieceLength))
+        self.pieceCount = Int(whole) + (rest == 0 ? 0 : 1)
     }
 
     public var pieces: some Sequence<PieceIndex> { (0..<pieceCount).lazy.map(PieceIndex.init) }
