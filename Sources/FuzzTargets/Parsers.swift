@@ -186,7 +186,10 @@
                 fuzzCheck(false, "a PEX message's encoding does not decode")
                 return
             }
-            fuzzCheck(again == pex, "PEX message changed by re-encoding")
+            // The same peers, as sets: a v4-mapped address in `added6` is an IPv4 peer and goes out in
+            // `added`, so the order of the lists may change (the first crash of this target was that).
+            fuzzCheck(Set(again.added) == Set(pex.added) && Set(again.dropped) == Set(pex.dropped),
+                "PEX message changed by re-encoding")
         }
     }
 
