@@ -135,3 +135,20 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// Coverage-guided fuzz targets (docs/fuzzing.md). Only `tools/fuzz` sets VMSWARM_FUZZ, and it builds into
+// its own scratch path (.build-fuzz) with `-sanitize=fuzzer,address`; an ordinary `swift build` or
+// `swift test` never sees this target, so it costs them nothing and needs no libFuzzer to link.
+if Context.environment["VMSWARM_FUZZ"] != nil {
+    package.products.append(.executable(name: "vmswarm-fuzz", targets: ["FuzzTargets"]))
+    package.targets.append(.executableTarget(
+        name: "FuzzTargets",
+        dependencies: [
+            "Bencode", "Metainfo", "Sealing", "PeerWire", "Swarm", "Multicast", "TrackerProtocol", "Tracker",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ],
+        swiftSettings: [.define("VMSWARM_FUZZ"), .unsafeFlags(["-parse-as-library"])]
+    ))
+}

@@ -90,7 +90,9 @@ public struct TorrentInfo: Hashable, Sendable {
         } catch {
             throw .layout(error)
         }
-        guard pieceHashes.count == layout.pieceCount * InfoHash.byteCount else {
+        // A torrent of 10^18 one-byte pieces would overflow the product: such a count never matches.
+        let (hashBytes, overflow) = layout.pieceCount.multipliedReportingOverflow(by: InfoHash.byteCount)
+        guard !overflow, pieceHashes.count == hashBytes else {
             throw .pieceHashCount(expected: layout.pieceCount, found: pieceHashes.count / InfoHash.byteCount)
         }
         self.name = name
