@@ -146,21 +146,26 @@ public func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethro
 }
 
 /// A TCP port that was free a moment ago, for programs that need one on their command line.
+///
+/// Chosen below Linux's ephemeral range (32768-60999): a port the kernel hands out to connections
+/// being made is free again the moment it is checked, and the next outgoing connection of any
+/// process (a test's attackers dial hundreds) can take it before the program binds it. That race
+/// made a seeder fail with "address already in use" in CI.
 public func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
-            bind(fd, pointer, length)
-            return getsockname(fd, pointer, &length)
+    for _ in 0..<200 {
+        let port = Int.random(in: 20_000..<32_000)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = INADDR_ANY
+        address.sin_port = UInt16(port).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
+        if bound == 0 { return port }
     }
-    return Int(UInt16(bigEndian: address.sin_port))
+    preconditionFailure("no free TCP port between 20000 and 32000")
 }
 
 /// SHA-256 of a file, through the system's sha256sum.
