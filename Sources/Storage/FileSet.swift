@@ -66,6 +66,15 @@ public final class FileSet: Sendable {
         self.descriptors = opened
     }
 
+    /// Device and inode of the layout's file `index` as opened (nil for padding or when fstat
+    /// fails): what was opened, whatever its path points to by now.
+    public func identity(ofFile index: Int) -> [UInt64]? {
+        guard descriptors.indices.contains(index), descriptors[index] >= 0 else { return nil }
+        var info = stat()
+        guard fstat(descriptors[index], &info) == 0 else { return nil }
+        return [UInt64(info.st_dev), UInt64(info.st_ino)]
+    }
+
     /// One file of `length` bytes at `path` (a sealed image's plaintext, say), whatever its pieces.
     public convenience init(singleFile path: String, length: Int64, mode: Mode = .read, private isPrivate: Bool = false) throws(StorageError) {
         guard length >= 0, let layout = try? PieceLayout(pieceLength: PieceLayout.maxPieceLength, fileLengths: [length]) else {

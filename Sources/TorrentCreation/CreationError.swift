@@ -14,6 +14,9 @@ public enum CreationError: Error, Equatable, Sendable, CustomStringConvertible {
     case tooManyPieces(path: String, count: Int64, pieceLength: Int)
     /// A symbolic link inside the folder; `create` never follows one (docs/security.md).
     case symbolicLink(path: String, target: String)
+    /// The file opened for hashing is not the one the scan found (replaced meanwhile, perhaps by a
+    /// link out of the folder): nothing of it is hashed.
+    case replaced(path: String)
     case storage(StorageError)
 
     public var description: String {
@@ -31,6 +34,9 @@ public enum CreationError: Error, Equatable, Sendable, CustomStringConvertible {
         case .symbolicLink(let path, let target):
             "\(path): is a symbolic link (to \(target)); vmswarm create does not follow links inside a folder, "
                 + "so a torrent never holds data from outside it. Replace the link by the file, or remove it"
+        case .replaced(let path):
+            "\(path): was replaced while vmswarm create read the folder (by a link or another file); nothing of it "
+                + "was hashed. Run create again once the folder is still"
         case .storage(let error): error.description
         }
     }

@@ -52,6 +52,13 @@ public struct TorrentCreator: Sendable {
     /// Hashes the data and returns the torrent. `progress` gets the bytes hashed so far.
     public func create(_ path: String, progress: (@Sendable (Int64) -> Void)? = nil) throws(CreationError) -> Metainfo {
         let (source, pieceLength, _) = try plan(path)
+        return try create(path, source: source, pieceLength: pieceLength, progress: progress)
+    }
+
+    /// Hashes what `plan` found. Each file is checked, once open, to be the file scanned: a file
+    /// swapped between the scan and the read (for a link to `/etc/shadow`, say) is refused, so the
+    /// checks of `TorrentSource.scan` cannot be raced.
+    func create(_ path: String, source: TorrentSource, pieceLength: Int, progress: (@Sendable (Int64) -> Void)?) throws(CreationError) -> Metainfo {
         let name = options.name ?? source.baseName
         guard TorrentSource.isPlainName(name) else { throw .invalidName(name) }
 
@@ -62,9 +69,14 @@ public struct TorrentCreator: Sendable {
         do {
             let layout = try PieceLayout(pieceLength: pieceLength, fileLengths: files.map(\.length))
             let reader = try FileSet(layout: layout, paths: source.files.map(\.fullPath))
+            for (index, file) in source.files.enumerated() where reader.identity(ofFile: index) != file.identity {
+                throw CreationError.replaced(path: file.fullPath)
+            }
             hashes = try PieceHasher(threads: options.threads).hashPieces(of: reader, progress: progress)
         } catch let error as StorageError {
             throw .storage(error)
+        } catch let error as CreationError {
+            throw error
         } catch {
             throw .tooLarge(path)  // `plan` checked the total and the piece count; nothing is left to fail
         }

@@ -13,6 +13,9 @@ public struct TorrentSource: Sendable {
         public let relativePath: [String]
         public let fullPath: String
         public let length: Int64
+        /// Device and inode when scanned: the file opened for hashing must be this one, or it was
+        /// swapped (for a link out of the folder, say) between the scan and the read.
+        public let identity: [UInt64]
     }
 
     /// The folder's or file's own name: the torrent's default name.
@@ -36,7 +39,7 @@ public struct TorrentSource: Sendable {
             guard order == nil else { throw .invalidFileList("only a folder can take a file list") }
             return TorrentSource(
                 baseName: baseName, isDirectory: false,
-                files: [File(relativePath: [baseName], fullPath: trimmed, length: Int64(info.st_size))])
+                files: [File(relativePath: [baseName], fullPath: trimmed, length: Int64(info.st_size), identity: identity(info))])
         }
         guard isDirectory(info) else { throw .unsupportedFileType(path) }
 
@@ -58,7 +61,7 @@ public struct TorrentSource: Sendable {
                     info = found
                 }
                 guard isRegular(info) else { throw .unsupportedFileType(full) }
-                return File(relativePath: components, fullPath: full, length: Int64(info.st_size))
+                return File(relativePath: components, fullPath: full, length: Int64(info.st_size), identity: identity(info))
             }
             guard Set(files.map(\.relativePath)).count == files.count else {
                 throw .invalidFileList("a file is listed twice")
@@ -94,7 +97,7 @@ public struct TorrentSource: Sendable {
             if isSymbolicLink(info) {
                 throw .symbolicLink(path: full, target: linkTarget(full))
             } else if isRegular(info) {
-                files.append(File(relativePath: components + [name], fullPath: full, length: Int64(info.st_size)))
+                files.append(File(relativePath: components + [name], fullPath: full, length: Int64(info.st_size), identity: identity(info)))
             } else if isDirectory(info) {
                 guard visited.insert(identity(info)).inserted else { continue }
                 try walk(directory: full, components: components + [name], into: &files, visited: &visited)
@@ -130,5 +133,5 @@ public struct TorrentSource: Sendable {
     private static func isSymbolicLink(_ info: stat) -> Bool { info.st_mode & S_IFMT == S_IFLNK }
     private static func isRegular(_ info: stat) -> Bool { info.st_mode & S_IFMT == S_IFREG }
     private static func isDirectory(_ info: stat) -> Bool { info.st_mode & S_IFMT == S_IFDIR }
-    private static func identity(_ info: stat) -> [UInt64] { [UInt64(info.st_dev), UInt64(info.st_ino)] }
+    static func identity(_ info: stat) -> [UInt64] { [UInt64(info.st_dev), UInt64(info.st_ino)] }
 }

@@ -124,6 +124,29 @@ import Testing
         #expect(throws: CreationError.unsupportedFileType(folder.file("pipe"))) { try TorrentCreator(options: options()).create(folder.path) }
     }
 
+    /// The scan refuses links, but a file could be swapped for one after the scan and before the
+    /// read: the file opened must be the file scanned, or nothing of it is hashed.
+    @Test func aFileSwappedForALinkAfterTheScanIsRefused() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: folder.file("d"), withIntermediateDirectories: true)
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: folder.file("d/a")))
+        try Data(Array("sec".utf8)).write(to: URL(fileURLWithPath: folder.file("secret")))
+        let creator = TorrentCreator(options: options())
+        let (source, pieceLength, _) = try creator.plan(folder.file("d"))
+        try manager.removeItem(atPath: folder.file("d/a"))
+        try manager.createSymbolicLink(atPath: folder.file("d/a"), withDestinationPath: folder.file("secret"))
+        #expect(throws: CreationError.replaced(path: folder.file("d/a"))) {
+            try creator.create(folder.file("d"), source: source, pieceLength: pieceLength, progress: nil)
+        }
+        // Unchanged, the same plan hashes.
+        try manager.removeItem(atPath: folder.file("d/a"))
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: folder.file("d/a")))
+        let again = try creator.plan(folder.file("d"))
+        #expect(try creator.create(folder.file("d"), source: again.source, pieceLength: again.pieceLength, progress: nil).info.totalLength == 3)
+    }
+
     /// mktorrent and transmission-create follow links inside the folder, out of it too; vmswarm
     /// refuses every one (to a file, to a folder, dangling, a cycle, or on the way of `fileOrder`),
     /// naming the link, and still follows the path the user named.
