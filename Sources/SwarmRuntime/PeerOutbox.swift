@@ -11,18 +11,15 @@ import Metainfo
 /// runtime knows when the channel let go of it. A final class: the runtime changes it several
 /// times per block, and it belongs to one connection on one event loop.
 final class PeerOutbox {
-    /// Requests not yet served, oldest first from `head` (an array and an index: no per-request
-    /// allocation once it has grown to the peer's queue).
-    private var waiting: [BlockRequest] = []
-    private var head = 0
+    /// Requests not yet served, oldest first.
+    private var waiting = Queue<BlockRequest>()
     /// Bytes of requested blocks whose piece is being read for this peer.
     var reading = 0
     /// Bytes written to the channel since it opened (every message, headers included).
     private(set) var written = 0
-    /// Blocks handed to the channel as slices of a piece buffer, oldest first from `slicedHead`:
-    /// the piece and the value of `written` just after the block.
-    private var sliced: [(piece: PieceIndex, end: Int)] = []
-    private var slicedHead = 0
+    /// Blocks handed to the channel as slices of a piece buffer, oldest first: the piece and the
+    /// value of `written` just after the block.
+    private var sliced = Queue<(piece: PieceIndex, end: Int)>()
     /// For each piece, how many of its slices the channel may still hold.
     private(set) var pieceRefs: [PieceIndex: Int] = [:]
     /// Set while the runtime serves this peer, so a writability change inside a write does not
@@ -41,33 +38,18 @@ final class PeerOutbox {
         goneAtTick = gone
     }
 
-    var waitingCount: Int { waiting.count - head }
-    var next: BlockRequest? { head < waiting.count ? waiting[head] : nil }
-    var holdsSlices: Bool { slicedHead < sliced.count }
+    var waitingCount: Int { waiting.count }
+    var next: BlockRequest? { waiting.first }
+    var holdsSlices: Bool { sliced.first != nil }
 
     func enqueue(_ request: BlockRequest) { waiting.append(request) }
 
-    func dequeue() {
-        head += 1
-        if head == waiting.count {
-            waiting.removeAll(keepingCapacity: true)
-            head = 0
-        } else if head >= 256 && 2 * head >= waiting.count {
-            waiting.removeFirst(head)
-            head = 0
-        }
-    }
+    func dequeue() { waiting.removeFirst() }
 
     /// Drops waiting requests the peer no longer wants (it cancelled them, or we choked it).
-    func removeWaiting(where unwanted: (BlockRequest) -> Bool) {
-        waiting = waiting[head...].filter { !unwanted($0) }
-        head = 0
-    }
+    func removeWaiting(where unwanted: (BlockRequest) -> Bool) { waiting.removeAll(where: unwanted) }
 
-    func clearWaiting() {
-        waiting.removeAll(keepingCapacity: true)
-        head = 0
-    }
+    func clearWaiting() { waiting.removeAll() }
 
     func wrote(_ bytes: Int) { written += bytes }
 
@@ -81,16 +63,9 @@ final class PeerOutbox {
     /// before them has left. `released` is called once per slice let go.
     func drained(buffered: Int, released: (PieceIndex) -> Void) {
         let gone = written - buffered
-        while slicedHead < sliced.count, sliced[slicedHead].end <= gone {
-            release(sliced[slicedHead].piece, released)
-            slicedHead += 1
-        }
-        if slicedHead == sliced.count {
-            sliced.removeAll(keepingCapacity: true)
-            slicedHead = 0
-        } else if slicedHead >= 256 && 2 * slicedHead >= sliced.count {
-            sliced.removeFirst(slicedHead)
-            slicedHead = 0
+        while let oldest = sliced.first, oldest.end <= gone {
+            release(oldest.piece, released)
+            sliced.removeFirst()
         }
     }
 
@@ -106,5 +81,39 @@ final class PeerOutbox {
             pieceRefs[piece] = nil
         }
         released(piece)
+    }
+}
+
+/// A first-in first-out queue as an array and the index of its head: taking the oldest is O(1) and
+/// allocates nothing once the array has grown to the queue's usual length; the taken prefix is
+/// dropped when the queue empties, or when it is at least half the array.
+struct Queue<Element> {
+    private var elements: [Element] = []
+    private var head = 0
+
+    var count: Int { elements.count - head }
+    var first: Element? { head < elements.count ? elements[head] : nil }
+
+    mutating func append(_ element: Element) { elements.append(element) }
+
+    mutating func removeFirst() {
+        guard head < elements.count else { return }
+        head += 1
+        if head == elements.count {
+            removeAll()
+        } else if head >= 256 && 2 * head >= elements.count {
+            elements.removeFirst(head)
+            head = 0
+        }
+    }
+
+    mutating func removeAll(where unwanted: (Element) -> Bool) {
+        elements = elements[head...].filter { !unwanted($0) }
+        head = 0
+    }
+
+    mutating func removeAll() {
+        elements.removeAll(keepingCapacity: true)
+        head = 0
     }
 }
