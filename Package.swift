@@ -84,10 +84,17 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // A read-only NBD server: the pure protocol session and a thin SwiftNIO front over a data source.
+        .target(name: "NBD", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The only place that parses flags and prints to a terminal.
         .target(name: "VMSwarmCLI", dependencies: [
-            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime",
+            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -121,6 +128,12 @@ let package = Package(
             "PeerWire", "Metainfo", "Bencode", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        .testTarget(name: "NBDTests", dependencies: [
+            "NBD", "TestSupport",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "TrackerProtocolTests", dependencies: ["TrackerProtocol", "Metainfo", "Bencode", "TestSupport"]),
         .testTarget(name: "TrackerTests", dependencies: [
             "Tracker", "TrackerProtocol", "TrackerClient", "Metainfo", "Bencode", "TestSupport",
@@ -144,7 +157,7 @@ if Context.environment["VMSWARM_FUZZ"] != nil {
     package.targets.append(.executableTarget(
         name: "FuzzTargets",
         dependencies: [
-            "Bencode", "Metainfo", "Sealing", "PeerWire", "Swarm", "Multicast", "TrackerProtocol", "Tracker",
+            "Bencode", "Metainfo", "Sealing", "PeerWire", "Swarm", "Multicast", "TrackerProtocol", "Tracker", "NBD",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),

@@ -23,6 +23,7 @@
         FuzzTarget(name: "tracker-answer", summary: "announce and scrape answer decoding (the client side)", run: fuzzTrackerAnswer),
         FuzzTarget(name: "multicast-packet", summary: "booster packet decoding and validation, with re-encoding", run: fuzzMulticastPacket),
         FuzzTarget(name: "multicast", summary: "a MulticastSender and MulticastReceiver on a lossy group, with a forger", run: fuzzMulticast),
+        FuzzTarget(name: "nbd", summary: "an NBD server session fed a client's bytes, whole and split, answering reads", run: fuzzNBD),
     ]
 
     nonisolated(unsafe) private var selected: FuzzTarget?

@@ -140,6 +140,37 @@ public final class PieceStore: Sendable {
     /// threw `pieceChanged` for them), for the runtime to report.
     public var refusedPieceCount: Int { refused.withLock { $0.count } }
 
+    // MARK: The image as stored, for readers (an NBD client of an image in flight)
+
+    /// Bytes of the data as it is kept on disk: the torrent's content, or a sealed image's plaintext.
+    public var storedLength: Int64 { transform?.storedLength ?? info.totalLength }
+
+    /// The pieces whose stored forms hold the stored bytes `range` (non-empty, inside
+    /// `storedLength`): only once all of them verified may the range be read.
+    public func pieces(holdingStored range: Range<Int64>) -> ClosedRange<Int> {
+        precondition(!range.isEmpty && range.lowerBound >= 0 && range.upperBound <= storedLength, "a range inside the data")
+        guard let transform else {
+            let length = Int64(info.pieceLength)
+            return Int(range.lowerBound / length)...Int((range.upperBound - 1) / length)
+        }
+        // Stored ranges ascend with the piece index: the first piece ending after an offset holds it.
+        func piece(holding offset: Int64) -> Int {
+            var low = 0, high = info.pieceCount - 1
+            while low < high {
+                let middle = (low + high) / 2
+                if transform.storedRange(of: PieceIndex(middle)).upperBound > offset { high = middle } else { low = middle + 1 }
+            }
+            return low
+        }
+        return piece(holding: range.lowerBound)...piece(holding: range.upperBound - 1)
+    }
+
+    /// Reads stored bytes (a sealed image's plaintext). The caller makes sure the pieces holding
+    /// them have verified: nothing here tells verified bytes from a `.part`'s unwritten ones.
+    public func readStored(_ range: Range<Int64>, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        try files.read(range, into: buffer)
+    }
+
     /// Hashes every piece on all cores and returns the ones that match the torrent. Missing or short
     /// files count as missing pieces, not as errors.
     public func verify(threads: Int, progress: (@Sendable (Int64) -> Void)? = nil) -> Bitfield {

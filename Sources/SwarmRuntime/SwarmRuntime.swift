@@ -124,6 +124,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var trackerIncomplete: Int?
     private var trackerMinInterval: Double = 30
     private var stopped = false
+    /// Readers of the image in flight (`readImage`) waiting for pieces to verify.
+    private var readers: [(pieces: ClosedRange<Int>, promise: EventLoopPromise<Void>)] = []
     private let completion: EventLoopPromise<Void>
     private let started = NIODeadline.now()
     private var upload: TokenBucket?
@@ -253,10 +255,66 @@ public final class SwarmRuntime: @unchecked Sendable {
                 multicastPieces: 0, multicast: nil, refusals: [:], uploadBufferBytes: 0)
     }
 
+    /// Reads the image as it is stored (a sealed image's plaintext) while it downloads: waits until
+    /// every piece under the range has verified (so no byte that was not verified, or for a sealed
+    /// image not authenticated, is ever handed out), then reads it on the thread pool. Throws
+    /// `ReadError.stopped` if the node stops first.
+    public func readImage(at offset: Int64, length: Int) async throws -> ByteBuffer {
+        let range = offset..<(offset + Int64(length))
+        guard length > 0, offset >= 0, range.upperBound <= store.storedLength else { throw ReadError.outOfRange(offset: offset, length: length) }
+        let pieces = store.pieces(holdingStored: range)
+        try await loop.flatSubmit { () -> EventLoopFuture<Void> in
+            guard !pieces.allSatisfy({ self.engine.have[PieceIndex($0)] }) else { return self.loop.makeSucceededVoidFuture() }
+            guard !self.stopped else { return self.loop.makeFailedFuture(ReadError.stopped) }
+            let promise = self.loop.makePromise(of: Void.self)
+            self.readers.append((pieces, promise))
+            return promise.futureResult
+        }.get()
+        let store = self.store
+        return try await pool.runIfActive(eventLoop: loop) { () -> ByteBuffer in
+            var buffer = ByteBufferAllocator().buffer(capacity: length)
+            try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { target in
+                try store.readStored(range, into: UnsafeMutableRawBufferPointer(rebasing: target.prefix(length)))
+                return length
+            }
+            return buffer
+        }.get()
+    }
+
+    public enum ReadError: Error, CustomStringConvertible {
+        case outOfRange(offset: Int64, length: Int)
+        case stopped
+
+        public var description: String {
+            switch self {
+            case .outOfRange(let offset, let length): "a read of \(length) bytes at \(offset) is outside the image"
+            case .stopped: "the node stopped before the data arrived"
+            }
+        }
+    }
+
+    /// A piece verified: readers whose pieces are all held now go on.
+    private func wakeReaders() {
+        guard !readers.isEmpty else { return }
+        let have = engine.have
+        readers.removeAll { reader in
+            guard reader.pieces.allSatisfy({ have[PieceIndex($0)] }) else { return false }
+            reader.promise.succeed(())
+            return true
+        }
+    }
+
+    private func failReaders() {
+        let waiting = readers
+        readers.removeAll()
+        for reader in waiting { reader.promise.fail(ReadError.stopped) }
+    }
+
     /// Announces `stopped`, closes every connection and stops the loops.
     public func shutdown() async {
         let finalAnnounce: AnnounceRequest? = try? await loop.submit {
             self.stopped = true
+            self.failReaders()
             self.timer?.cancel()
             self.pacer?.cancel()
             self.multicastTimer?.cancel()
@@ -472,6 +530,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             case .success(let valid):
                 self.perform(self.engine.pieceChecked(piece, valid: valid))
                 self.multicastPieceChecked(piece, valid: valid)
+                if valid { self.wakeReaders() }
             case .failure(let error):
                 // Debug only: the failure ends the download and its caller reports it once (a full
                 // disk failed every piece in flight, one error line each).

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metainfo
 import Multicast
+import NBD
 import NIOPosix
 import Sealing
 import Storage
@@ -261,7 +262,12 @@ struct GetCommand: AsyncParsableCommand {
 
     @OptionGroup(title: "Multicast booster") var booster: MulticastFlags
 
+    @OptionGroup(title: "Serving the image while it downloads") var serving: ServeOptions
+
     func validate() throws {
+        if serving.serve != nil && relayOnly {
+            throw ValidationError("--serve needs the image itself; with --relay-only this node keeps only the ciphertext.")
+        }
         guard SeedAfter(seedAfter) != nil else {
             throw ValidationError("--seed-after must be none, forever, done, a time (90, 90s, 10m, 2h) or a ratio (2x); got '\(seedAfter)'.")
         }
@@ -286,6 +292,16 @@ struct GetCommand: AsyncParsableCommand {
         let runtime = try await CLIError.wrapAsync("cannot start (listening on \(options.listenHost):\(options.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
+        let server: NBDServer?
+        do {
+            server = try await serving.start(runtime, name: metainfo.info.name, size: store.storedLength, logger: logger)
+        } catch {
+            await runtime.shutdown()
+            throw error
+        }
+        if let server, let endpoint = try? serving.endpoint() {
+            FileHandle.standardError.write(Data("serving \(metainfo.info.name) read-only at nbd://\(endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host):\(server.port ?? endpoint.port) while it downloads\n".utf8))
+        }
         let done = Stop()
         Task {
             do {
@@ -300,10 +316,12 @@ struct GetCommand: AsyncParsableCommand {
         Task { for await _ in signals.stream { interrupted.set(); break } }
         await followProgress(runtime, label: "downloading", json: peer.json) { done.isSet || done.failure != nil || interrupted.isSet }
         if let failure = done.failure {
+            await server?.shutdown()
             await runtime.shutdown()
             throw CLIError(failure)
         }
         guard done.isSet else {
+            await server?.shutdown()
             await runtime.shutdown()
             throw CLIError("interrupted; run the same command again to resume")
         }
@@ -320,8 +338,15 @@ struct GetCommand: AsyncParsableCommand {
             } ?? ""
             print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(multicast))")
         }
+        // Piped standard output is block-buffered, and with --serve or --seed-after get goes on
+        // running: whoever reads the pipe learns of the completion now, not at exit.
+        fflush(nil)
         let policy = SeedAfter(seedAfter) ?? .none
-        if policy != .none {
+        if let server {
+            // Serving goes on (and so does seeding) until the user stops it.
+            await followProgress(runtime, label: "serving", json: peer.json) { interrupted.isSet }
+            await server.shutdown()
+        } else if policy != .none {
             let started = Date()
             let watch = SwarmDoneWatch()
             await followProgress(runtime, label: "seeding", json: peer.json) {

@@ -1,0 +1,118 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `get --serve nbd://…`: real NBD clients (libnbd's nbdinfo and nbdcopy, qemu-img and qemu-io from
+/// qemu-utils) read the image while it is still downloading (issue 20).
+@Suite(.serialized) struct StreamingTests {
+    struct Swarm {
+        let folder: TemporaryFolder
+        let image: String
+        let torrent: String
+        let sha: String
+        let seeder: BackgroundProcess
+        let seederPort: Int
+
+        init(megabytes: Int = 16, sealed: Bool = false) throws {
+            folder = try TemporaryFolder()
+            image = folder.file("image.img")
+            try #require(try runProcess("/bin/sh", ["-c", "head -c \(megabytes << 20) /dev/urandom > '\(image)'"]).status == 0)
+            torrent = folder.file("image.torrent")
+            let created = try runProcess(vmswarmBinary, ["create", image, "-o", torrent, "--piece-size", "256K"])
+            try #require(created.status == 0, "\(created.stderr)")
+            sha = try sha256(image)
+            seederPort = freePort()
+            seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(seederPort)"], logTo: folder.file("seed.log"))
+            try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        }
+
+        /// `get --serve` at a rate that keeps the download going for a few seconds.
+        func serve(port: Int, rate: String) throws -> BackgroundProcess {
+            let get = try BackgroundProcess(vmswarmBinary, [
+                "get", torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(seederPort)", "--port", "0",
+                "--max-down", rate, "--serve", "nbd://127.0.0.1:\(port)",
+            ], logTo: folder.file("get.log"))
+            try #require(eventually(20) { get.output.contains("serving image.img read-only at nbd://127.0.0.1:\(port)") }, "\(get.output)")
+            return get
+        }
+
+        func stop() {
+            seeder.stop()
+            folder.cleanUp()
+        }
+    }
+
+    func tool(_ name: String) throws -> String {
+        try #require(which(name), "\(name) is needed: run tools/test (libnbd-bin, qemu-utils)")
+    }
+
+    /// The export has the image's size at once, the first read of a range returns its true bytes
+    /// before the download is done, and `qemu-img compare` and `nbdcopy` see exactly the image.
+    @Test func nbdClientsReadTheImageWhileItDownloads() throws {
+        let swarm = try Swarm()
+        defer { swarm.stop() }
+        let port = freePort()
+        let get = try swarm.serve(port: port, rate: "3M")
+        defer { get.stop() }
+        let url = "nbd://127.0.0.1:\(port)"
+
+        let size = try runProcess(try tool("nbdinfo"), ["--size", url])
+        #expect(size.status == 0, "\(size.stderr)")
+        #expect(size.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(16 << 20)")
+
+        // 4 KiB near the end, read with qemu-io while most of the image is still missing.
+        let offset = (16 << 20) - 300_000
+        let read = try runProcess(try tool("qemu-io"), ["-r", "-f", "raw", "-c", "read -v \(offset) 4096", url])
+        #expect(read.status == 0, "\(read.stderr)")
+        #expect(!get.output.contains("complete:"), "the download ended before the read: \(get.output.suffix(300))")
+        let handle = try #require(FileHandle(forReadingAtPath: swarm.image))
+        try handle.seek(toOffset: UInt64(offset))
+        let expected = try #require(try handle.read(upToCount: 16))
+        let firstLine = try #require(read.stdout.split(separator: "\n").first)
+        #expect(firstLine.contains(expected.prefix(4).map { String(format: "%02x", $0) }.joined(separator: " ")), "\(firstLine)")
+
+        let compare = try runProcess(try tool("qemu-img"), ["compare", "-f", "raw", "-F", "raw", url, swarm.image])
+        #expect(compare.status == 0, "\(compare.stdout) \(compare.stderr)")
+        let copy = swarm.folder.file("copy.img")
+        let copied = try runProcess(try tool("nbdcopy"), [url, copy])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        #expect(try sha256(copy) == swarm.sha)
+
+        // The download itself completes under its real name, and get keeps serving until stopped.
+        #expect(eventually(30) { get.output.contains("complete:") }, "\(get.output.suffix(500))")
+        #expect(try sha256(swarm.folder.file("out/image.img")) == swarm.sha)
+        #expect(get.process.isRunning)
+        let after = try runProcess(try tool("nbdinfo"), ["--size", url])
+        #expect(after.status == 0)
+        get.process.interrupt()
+        #expect(get.wait(seconds: 10))
+        #expect(get.process.terminationStatus == 0, "\(get.output.suffix(300))")
+    }
+
+    /// Clients that misbehave get errors, never bytes: a write to the read-only export, a read past
+    /// its end.
+    @Test func writesAndReadsPastTheEndAreRefused() throws {
+        let swarm = try Swarm(megabytes: 1)
+        defer { swarm.stop() }
+        let port = freePort()
+        let get = try swarm.serve(port: port, rate: "100M")
+        defer { get.stop() }
+        let url = "nbd://127.0.0.1:\(port)"
+        let qemuIO = try tool("qemu-io")
+        let write = try runProcess(qemuIO, ["-f", "raw", "-c", "write -P 0x41 0 4096", url])
+        #expect(write.status != 0 || (write.stdout + write.stderr).lowercased().contains("error")
+            || (write.stdout + write.stderr).lowercased().contains("read-only"), "\(write.stdout) \(write.stderr)")
+        let past = try runProcess(qemuIO, ["-r", "-f", "raw", "-c", "read \((1 << 20) - 100) 4096", url])
+        #expect((past.stdout + past.stderr).lowercased().contains("error") || (past.stdout + past.stderr).contains("Input/output")
+            || (past.stdout + past.stderr).contains("Invalid"), "\(past.stdout) \(past.stderr)")
+        #expect(get.process.isRunning)
+        #expect(try sha256(swarm.image) == swarm.sha)
+    }
+
+    @Test func serveNeedsAnNBDURLAndTheImage() throws {
+        let bad = try runProcess(vmswarmBinary, ["get", "x.torrent", "--serve", "http://127.0.0.1:1"])
+        #expect(bad.status != 0 && bad.stderr.contains("--serve takes nbd://HOST[:PORT]"), "\(bad.stderr)")
+        let relay = try runProcess(vmswarmBinary, ["get", "x.torrent", "--serve", "nbd://127.0.0.1", "--relay-only"])
+        #expect(relay.status != 0 && relay.stderr.contains("--relay-only"), "\(relay.stderr)")
+    }
+}
