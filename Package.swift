@@ -90,9 +90,16 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // GET and HEAD of one resource with byte ranges (RFC 9110): a pure Range parser and a SwiftNIO front.
+        .target(name: "HTTPRanges", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The only place that parses flags and prints to a terminal.
         .target(name: "VMSwarmCLI", dependencies: [
-            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD",
+            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -128,6 +135,7 @@ let package = Package(
             "PeerWire", "Metainfo", "Bencode", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        .testTarget(name: "HTTPRangesTests", dependencies: ["HTTPRanges"]),
         .testTarget(name: "NBDTests", dependencies: [
             "NBD", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

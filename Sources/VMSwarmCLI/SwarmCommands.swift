@@ -3,7 +3,6 @@ import Foundation
 import Logging
 import Metainfo
 import Multicast
-import NBD
 import NIOPosix
 import Sealing
 import Storage
@@ -265,7 +264,7 @@ struct GetCommand: AsyncParsableCommand {
     @OptionGroup(title: "Serving the image while it downloads") var serving: ServeOptions
 
     func validate() throws {
-        if serving.serve != nil && relayOnly {
+        if !serving.serve.isEmpty && relayOnly {
             throw ValidationError("--serve needs the image itself; with --relay-only this node keeps only the ciphertext.")
         }
         guard SeedAfter(seedAfter) != nil else {
@@ -292,15 +291,15 @@ struct GetCommand: AsyncParsableCommand {
         let runtime = try await CLIError.wrapAsync("cannot start (listening on \(options.listenHost):\(options.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
-        let server: NBDServer?
+        let servers: [ServeOptions.Running]
         do {
-            server = try await serving.start(runtime, name: metainfo.info.name, size: store.storedLength, logger: logger)
+            servers = try await serving.start(runtime, name: metainfo.info.name, size: store.storedLength, logger: logger)
         } catch {
             await runtime.shutdown()
             throw error
         }
-        if let server, let endpoint = try? serving.endpoint() {
-            FileHandle.standardError.write(Data("serving \(metainfo.info.name) read-only at nbd://\(endpoint.host.contains(":") ? "[\(endpoint.host)]" : endpoint.host):\(server.port ?? endpoint.port) while it downloads\n".utf8))
+        for server in servers {
+            FileHandle.standardError.write(Data("serving \(metainfo.info.name) read-only at \(server.url) while it downloads\n".utf8))
         }
         let done = Stop()
         Task {
@@ -316,12 +315,12 @@ struct GetCommand: AsyncParsableCommand {
         Task { for await _ in signals.stream { interrupted.set(); break } }
         await followProgress(runtime, label: "downloading", json: peer.json) { done.isSet || done.failure != nil || interrupted.isSet }
         if let failure = done.failure {
-            await server?.shutdown()
+            for server in servers { await server.shutdown() }
             await runtime.shutdown()
             throw CLIError(failure)
         }
         guard done.isSet else {
-            await server?.shutdown()
+            for server in servers { await server.shutdown() }
             await runtime.shutdown()
             throw CLIError("interrupted; run the same command again to resume")
         }
@@ -342,10 +341,10 @@ struct GetCommand: AsyncParsableCommand {
         // running: whoever reads the pipe learns of the completion now, not at exit.
         fflush(nil)
         let policy = SeedAfter(seedAfter) ?? .none
-        if let server {
+        if !servers.isEmpty {
             // Serving goes on (and so does seeding) until the user stops it.
             await followProgress(runtime, label: "serving", json: peer.json) { interrupted.isSet }
-            await server.shutdown()
+            for server in servers { await server.shutdown() }
         } else if policy != .none {
             let started = Date()
             let watch = SwarmDoneWatch()

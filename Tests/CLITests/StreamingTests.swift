@@ -109,9 +109,53 @@ import Testing
         #expect(try sha256(swarm.image) == swarm.sha)
     }
 
-    @Test func serveNeedsAnNBDURLAndTheImage() throws {
-        let bad = try runProcess(vmswarmBinary, ["get", "x.torrent", "--serve", "http://127.0.0.1:1"])
-        #expect(bad.status != 0 && bad.stderr.contains("--serve takes nbd://HOST[:PORT]"), "\(bad.stderr)")
+    /// HTTP with byte ranges on the same data: HEAD gives the size and Accept-Ranges, a range
+    /// read while the download runs returns the true bytes with 206, past the end is 416, and a
+    /// whole GET streams the image as it arrives.
+    @Test func httpRangeReadsWhileItDownloads() throws {
+        let swarm = try Swarm()
+        defer { swarm.stop() }
+        let port = freePort()
+        let get = try BackgroundProcess(vmswarmBinary, [
+            "get", swarm.torrent, "--output", swarm.folder.file("out"), "--peer", "127.0.0.1:\(swarm.seederPort)", "--port", "0",
+            "--max-down", "3M", "--serve", "http://127.0.0.1:\(port)",
+        ], logTo: swarm.folder.file("get.log"))
+        defer { get.stop() }
+        let url = "http://127.0.0.1:\(port)/image.img"
+        try #require(eventually(20) { get.output.contains("serving image.img read-only at \(url)") }, "\(get.output)")
+        let curl = try tool("curl")
+
+        let head = try runProcess(curl, ["-sS", "-I", url])
+        #expect(head.stdout.contains("200") && head.stdout.lowercased().contains("accept-ranges: bytes")
+            && head.stdout.lowercased().contains("content-length: \(16 << 20)"), "\(head.stdout)")
+
+        let offset = 9_000_001
+        let part = swarm.folder.file("part.bin")
+        let ranged = try runProcess(curl, ["-sS", "-o", part, "-w", "%{http_code}", "-r", "\(offset)-\(offset + 65535)", url])
+        #expect(ranged.stdout == "206", "\(ranged.stdout) \(ranged.stderr)")
+        #expect(!get.output.contains("complete:"), "the download ended before the read")
+        let handle = try #require(FileHandle(forReadingAtPath: swarm.image))
+        try handle.seek(toOffset: UInt64(offset))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: part)) == handle.readData(ofLength: 65536))
+
+        let past = try runProcess(curl, ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-r", "\(16 << 20)-", url])
+        #expect(past.stdout == "416", "\(past.stdout)")
+        let missing = try runProcess(curl, ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/other"])
+        #expect(missing.stdout == "404", "\(missing.stdout)")
+
+        // qemu's curl driver (HEAD, then ranged GETs) sees exactly the image.
+        let compare = try runProcess(try tool("qemu-img"), ["compare", "-f", "raw", "-F", "raw", url, swarm.image])
+        #expect(compare.status == 0, "\(compare.stdout) \(compare.stderr)")
+
+        let whole = swarm.folder.file("whole.img")
+        let streamed = try runProcess(curl, ["-sS", "-o", whole, "-w", "%{http_code}", url])
+        #expect(streamed.stdout == "200", "\(streamed.stdout) \(streamed.stderr)")
+        #expect(try sha256(whole) == swarm.sha)
+    }
+
+    @Test func serveNeedsAnNBDOrHTTPURLAndTheImage() throws {
+        let bad = try runProcess(vmswarmBinary, ["get", "x.torrent", "--serve", "ftp://127.0.0.1:1"])
+        #expect(bad.status != 0 && bad.stderr.contains("--serve takes nbd://HOST[:PORT] or http://HOST:PORT"), "\(bad.stderr)")
         let relay = try runProcess(vmswarmBinary, ["get", "x.torrent", "--serve", "nbd://127.0.0.1", "--relay-only"])
         #expect(relay.status != 0 && relay.stderr.contains("--relay-only"), "\(relay.stderr)")
     }
