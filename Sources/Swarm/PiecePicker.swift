@@ -128,14 +128,30 @@ public struct PiecePicker: Sendable {
     /// `endGameCount` bounds the duplicate requests of end-game: only an idle peer is asked for
     /// blocks already requested elsewhere, a few at a time, or the last pieces would be fetched many
     /// times over from whoever has deep queues.
+    /// `urgent` pieces (a reader of the image in flight waits for them, most urgent first) come
+    /// before everything else, whatever `maxAvailability` says: a seed is asked for them too, and once
+    /// all their blocks are asked somewhere an idle peer (within `endGameCount`) is asked again, as in
+    /// end-game, so a slow holder cannot keep a reader waiting.
     /// `preferred` pieces (a peer's suggestions) are started before any other new piece.
     /// `recent` are the pieces the peer announced last, oldest first: among equally rare pieces the
     /// newest of them is taken, as the peer most likely still holds it in memory (a sealed image's
     /// peer would otherwise read it back from disk and seal it again).
     public mutating func requests(for peer: Peer, peerPieces: Bitfield, count: Int, maxAvailability: Int = .max,
-                                  endGameCount: Int = .max, preferred: [PieceIndex] = [],
+                                  endGameCount: Int = .max, urgent: [PieceIndex] = [], preferred: [PieceIndex] = [],
                                   recent: [PieceIndex] = []) -> [BlockRequest] {
         var picked: [BlockRequest] = []
+        // 0. Pieces a reader waits for: their open blocks, then (end-game for them alone) blocks
+        // asked elsewhere already.
+        for piece in urgent where picked.count < count && layout.contains(piece) && !have[piece] && peerPieces[piece] {
+            if inProgress[piece] == nil { start(piece) }
+            picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
+        }
+        var urgentDuplicates = min(count - picked.count, endGameCount)
+        for piece in urgent where urgentDuplicates > 0 && layout.contains(piece) && !have[piece] && peerPieces[piece] {
+            let blocks = take(from: piece, for: peer, limit: urgentDuplicates, duplicates: true)
+            urgentDuplicates -= blocks.count
+            picked += blocks
+        }
         // 1. Blocks of pieces already started, that nobody was asked for yet.
         started.forEachPiece { piece in
             guard picked.count < count, peerPieces[piece], availability[piece.value] <= maxAvailability,

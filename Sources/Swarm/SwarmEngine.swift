@@ -152,6 +152,10 @@ public struct SwarmEngine: Sendable {
     /// As a seed: the first peer each piece was sent to. A seed's upload is the scarcest link of a
     /// fresh swarm; a piece already on its way to one peer is better fetched from that peer.
     private var servedTo: [PieceIndex: Peer] = [:]
+    /// Pieces a reader of the image in flight waits for, most urgent first (at most
+    /// `maximumUrgentPieces`): requested before any other, from every peer that has them.
+    private var urgent: [PieceIndex] = []
+    public static let maximumUrgentPieces = 64
     /// Pieces another source (the multicast booster) is about to deliver: not requested from peers.
     private var deferred: Bitfield?
     private var avoided: [UInt8]?
@@ -448,6 +452,23 @@ public struct SwarmEngine: Sendable {
         return pieces == nil || !released.isEmpty ? fillRequests() : []
     }
 
+    /// Readers wait for these pieces, most urgent first (an NBD or HTTP client of the image in
+    /// flight): they go ahead of every other piece, from any peer that has them (seeds too, deferred
+    /// or not), with end-game duplicates to idle peers. Replaces the earlier list; held pieces are
+    /// dropped, and at most `maximumUrgentPieces` are kept (the first ones). A piece stops being
+    /// urgent once it verified.
+    public mutating func setUrgentPieces(_ pieces: [PieceIndex]) -> [Action] {
+        var seen = Set<PieceIndex>()
+        let wanted = Array(pieces.filter { info.layout.contains($0) && !have[$0] && seen.insert($0).inserted }.prefix(Self.maximumUrgentPieces))
+        guard wanted != urgent else { return [] }
+        let added = wanted.contains { !urgent.contains($0) }
+        urgent = wanted
+        return added ? fillRequests() : []
+    }
+
+    /// The pieces readers wait for, most urgent first.
+    public var urgentPieces: [PieceIndex] { urgent }
+
     /// The runtime hashed an assembled piece.
     public mutating func pieceChecked(_ piece: PieceIndex, valid: Bool) -> [Action] {
         let sources = contributors.removeValue(forKey: piece) ?? []
@@ -475,6 +496,7 @@ public struct SwarmEngine: Sendable {
         }
         picker.pieceVerified(piece)
         assembling[piece] = nil
+        urgent.removeAll { $0 == piece }
         for peer in peers.keys.sorted() {
             // Blocks still asked of peers (the piece came from elsewhere, or from end-game) are cancelled.
             for block in peers[peer]!.session.outstanding where block.piece == piece { actions.append(send(peer, .cancel(block))) }
@@ -703,8 +725,13 @@ public struct SwarmEngine: Sendable {
         let suggestions = state.suggestions
         let held = have
         state.suggestions.removeAll { held[$0] }
+        // Urgent pieces are asked of whoever has them, deferred to the booster or not.
+        var holds = state.session.peerPieces
+        if let declined = state.declined { holds.subtract(declined) }
+        let urgentHere = urgent.filter { holds[$0] }
+        for piece in urgentHere { pieces.insert(piece) }
         return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,
-            endGameCount: endGameCount, preferred: suggestions, recent: state.recentHaves).map { send(peer, .request($0)) }
+            endGameCount: endGameCount, urgent: urgentHere, preferred: suggestions, recent: state.recentHaves).map { send(peer, .request($0)) }
     }
 
     private mutating func receivedBlock(_ block: BlockRequest, data: ByteBuffer, from peer: Peer) -> [Action] {

@@ -268,6 +268,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             guard !self.stopped else { return self.loop.makeFailedFuture(ReadError.stopped) }
             let promise = self.loop.makePromise(of: Void.self)
             self.readers.append((pieces, promise))
+            self.prioritizeReaders()
             return promise.futureResult
         }.get()
         let store = self.store
@@ -302,6 +303,22 @@ public final class SwarmRuntime: @unchecked Sendable {
             reader.promise.succeed(())
             return true
         }
+        prioritizeReaders()
+    }
+
+    /// What readers wait for is fetched before anything else: the missing pieces of every waiting
+    /// read, oldest read first (the engine keeps the first 64).
+    private func prioritizeReaders() {
+        let have = engine.have
+        var pieces: [PieceIndex] = []
+        for reader in readers {
+            for index in reader.pieces where !have[PieceIndex(index)] {
+                pieces.append(PieceIndex(index))
+                if pieces.count >= SwarmEngine.maximumUrgentPieces { break }
+            }
+            if pieces.count >= SwarmEngine.maximumUrgentPieces { break }
+        }
+        perform(engine.setUrgentPieces(pieces))
     }
 
     private func failReaders() {
