@@ -461,9 +461,24 @@ public struct SwarmEngine: Sendable {
         var seen = Set<PieceIndex>()
         let wanted = Array(pieces.filter { info.layout.contains($0) && !have[$0] && seen.insert($0).inserted }.prefix(Self.maximumUrgentPieces))
         guard wanted != urgent else { return [] }
-        let added = wanted.contains { !urgent.contains($0) }
+        let added = wanted.filter { !urgent.contains($0) }
         urgent = wanted
-        return added ? fillRequests() : []
+        guard !added.isEmpty else { return [] }
+        // A peer serves requests in order: an urgent block asked behind a full queue waits for all
+        // of it (up to a second of that peer's data). So a holder of a new urgent piece is told to
+        // drop what else we asked of it; blocks already on their way are wasted, at most what one
+        // round trip carries, and the rest goes back to the picker.
+        var actions: [Action] = []
+        let urgentSet = Set(wanted)
+        for peer in peers.keys.sorted() {
+            guard let state = peers[peer], added.contains(where: { state.session.peerPieces[$0] }) else { continue }
+            for block in state.session.outstanding.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) })
+            where !urgentSet.contains(block.piece) {
+                actions.append(send(peer, .cancel(block)))
+                picker.released(block, by: peer)
+            }
+        }
+        return actions + fillRequests()
     }
 
     /// The pieces readers wait for, most urgent first.
