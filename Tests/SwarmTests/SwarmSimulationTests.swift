@@ -14,6 +14,10 @@ struct SimulatedSwarm {
         var engine: SwarmEngine
         var data: [UInt8]
         var lies = false
+        /// With `lies`: nil corrupts every block; n corrupts one block (the first it sends) of every
+        /// n-th piece it sends each peer, so its lies hide among honest blocks of shared pieces.
+        var lieEvery: Int?
+        var sentPieces: Set<[Int]> = []
         var completed = false
         var disconnects: [(peer: Int, reason: String)] = []
     }
@@ -24,7 +28,8 @@ struct SimulatedSwarm {
     var queue: [(to: Int, from: Int, message: PeerMessage)] = []
     var now: Double = 0
 
-    init(pieceLength: Int, length: Int, seeders: Int, leechers: Int, liars: Int = 0, seederSlots: Int = 8, seed: UInt64 = 1) {
+    init(pieceLength: Int, length: Int, seeders: Int, leechers: Int, liars: Int = 0, lieEvery: Int? = nil, seederSlots: Int = 8,
+         seed: UInt64 = 1) {
         var rng = SplitMix64(seed: seed)
         let content = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
         var hashes: [UInt8] = []
@@ -46,11 +51,13 @@ struct SimulatedSwarm {
             let engine = SwarmEngine(info: info, have: Bitfield(pieceCount: info.pieceCount, all: isSeeder),
                 handshake: Handshake(infoHash: hash, peerID: id), configuration: configuration, seed: seed &+ UInt64(index))
             nodes.append(Node(engine: engine, data: isSeeder ? content : [UInt8](repeating: 0, count: length),
-                lies: index >= seeders && index < seeders + liars, completed: isSeeder))
+                lies: index >= seeders && index < seeders + liars, lieEvery: lieEvery, completed: isSeeder))
         }
     }
 
     var content: [UInt8] { nodes[0].data }
+
+    static func id(_ node: Int) -> PeerID { PeerID(bytes: Array(String(format: "-SIM000-%012d", node).utf8))! }
 
     mutating func connectAll() {
         for a in nodes.indices {
@@ -88,7 +95,16 @@ struct SimulatedSwarm {
             case .readBlock(let peer, let request):
                 let start = Int(info.layout.offset(of: request.piece)) + request.begin
                 var bytes = Array(nodes[node].data[start..<(start + request.length)])
-                if nodes[node].lies { bytes[0] ^= 0xFF }
+                if nodes[node].lies {
+                    if let every = nodes[node].lieEvery {
+                        if nodes[node].sentPieces.insert([peer, request.piece.value]).inserted,
+                            nodes[node].sentPieces.count(where: { $0[0] == peer }) % every == 1 % every {
+                            bytes[0] ^= 0xFF
+                        }
+                    } else {
+                        bytes[0] ^= 0xFF
+                    }
+                }
                 perform(nodes[node].engine.blockRead(request, data: ByteBuffer(bytes: bytes), for: peer), at: node)
             case .completed:
                 nodes[node].completed = true
