@@ -133,16 +133,21 @@ import Testing
         return disconnects
     }
 
+    /// Connects peers 1 and 2 (seeds); each is asked for one block, the two halves of one piece.
+    static func twoPeersShareAPiece(_ leecher: inout ScriptedLeecher) -> ([SwarmEngine.Action], [BlockRequest], [BlockRequest]) {
+        let actions = leecher.connectSeeder(1) + leecher.connectSeeder(2)
+        let a = ScriptedLeecher.requests(in: actions, to: 1)
+        let b = ScriptedLeecher.requests(in: actions, to: 2)
+        #expect(a.count == 1 && b.count == 1 && a.first?.piece == b.first?.piece, "one piece, a block from each")
+        return (actions, a, b)
+    }
+
     /// A piece shared by an honest peer and a liar fails: nobody is banned on the spot, both go on
     /// parole. Once the piece verifies, the liar's recorded block differs and bans it; the honest
     /// peer's matched and clears it.
     @Test func aSharedFailureParolesBothAndTheVerifiedPieceShowsTheLiar() {
         var leecher = Self.leecher()
-        var actions = leecher.connectSeeder(1)
-        actions += leecher.connectSeeder(2)
-        let asked1 = ScriptedLeecher.requests(in: actions, to: 1)
-        let asked2 = ScriptedLeecher.requests(in: actions, to: 2)
-        #expect(asked1.count == 1 && asked2.count == 1 && asked1[0].piece == asked2[0].piece, "one piece, a block from each")
+        let (actions, asked1, _) = Self.twoPeersShareAPiece(&leecher)
         let shared = asked1[0].piece
         var lied = false
         let disconnects = Self.run(&leecher, actions) { peer, block in
@@ -165,11 +170,7 @@ import Testing
     /// has it as the only sender and bans it at once, before the failed piece is fetched again.
     @Test func aPeerOnParoleFetchesAloneAndItsNextBadPieceBansIt() {
         var leecher = Self.leecher()
-        var actions = leecher.connectSeeder(1)
-        actions += leecher.connectSeeder(2)
-        let a1 = ScriptedLeecher.requests(in: actions, to: 1)
-        let b1 = ScriptedLeecher.requests(in: actions, to: 2)
-        #expect(a1.count == 1 && b1.count == 1 && a1[0].piece == b1[0].piece)
+        let (_, a1, b1) = Self.twoPeersShareAPiece(&leecher)
         let a2 = ScriptedLeecher.requests(in: Self.deliver(&leecher, a1[0], from: 1), to: 1)
         let b2 = ScriptedLeecher.requests(in: Self.deliver(&leecher, b1[0], from: 2, bad: true), to: 2)
         #expect(Self.disconnects(leecher.engine.pieceChecked(a1[0].piece, valid: false)).isEmpty)
@@ -208,11 +209,8 @@ import Testing
     /// corrupts its block of the two pieces it shares with an honest peer, then behaves.
     @Test func twoUnresolvedFailuresKeepAPeerOnParole() {
         var leecher = Self.leecher()
-        var actions = leecher.connectSeeder(1)
-        actions += leecher.connectSeeder(2)
-        let a1 = ScriptedLeecher.requests(in: actions, to: 1)
-        let b1 = ScriptedLeecher.requests(in: actions, to: 2)
-        #expect(a1.count == 1 && b1.count == 1 && a1[0].piece == b1[0].piece)
+        let (_, a1, b1) = Self.twoPeersShareAPiece(&leecher)
+        var actions: [SwarmEngine.Action]
         // The first shared piece: peer 2's block is bad. Each was asked for a block of a second
         // piece meanwhile (before the hash result), so that one is shared too.
         let a2 = ScriptedLeecher.requests(in: Self.deliver(&leecher, a1[0], from: 1), to: 1)
