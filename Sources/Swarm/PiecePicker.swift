@@ -4,7 +4,9 @@ import Metainfo
 /// fewer than `randomFirstPieces`, so a fresh swarm does not all chase the same rare piece), among
 /// equally rare pieces the one the peer announced last, pieces already started are finished first,
 /// and in end-game (every missing block already requested) a block may be asked of a second peer so
-/// one slow peer cannot hold back the last piece.
+/// one slow peer cannot hold back the last piece. A peer on parole (it contributed to a piece that
+/// failed its hash) fetches whole pieces alone: it is asked only for pieces nobody else touched, and
+/// nobody else for those, so its next bad piece has it as the only sender.
 ///
 /// Pure: no clock, no sockets; randomness comes from a seeded generator.
 public struct PiecePicker: Sendable {
@@ -40,6 +42,13 @@ public struct PiecePicker: Sendable {
         /// Blocks neither received nor asked of anyone: a piece with none has nothing to hand out
         /// outside end-game, and is passed over without a look at its blocks.
         var open: Int
+        /// The peer on parole fetching this piece alone: no other peer is asked for its blocks,
+        /// not even in end-game, and blocks others send for it (stale requests) are not taken.
+        var owner: Peer?
+
+        /// Nothing of the piece was received or is asked of anyone, on the usual grid: a peer on
+        /// parole may take it over.
+        var isUntouched: Bool { receivedCount == 0 && open == received.count && begins == nil }
 
         init(blocks: Int) {
             requestedFrom = [[Peer]](repeating: [], count: blocks)
@@ -116,6 +125,13 @@ public struct PiecePicker: Sendable {
     public mutating func peerRemoved(_ peer: Peer, pieces: Bitfield) {
         for index in 0..<layout.pieceCount where pieces[PieceIndex(index)] { availability[index] -= 1 }
         for progress in inProgress.values { progress.release(peer) }
+        disown(peer)
+    }
+
+    /// The peer no longer fetches pieces alone (its parole ended, it stalled, it left): the pieces
+    /// it took over are open to every peer again.
+    public mutating func disown(_ peer: Peer) {
+        for progress in inProgress.values where progress.owner == peer { progress.owner = nil }
     }
 
     // MARK: Requests
@@ -136,46 +152,64 @@ public struct PiecePicker: Sendable {
     /// `recent` are the pieces the peer announced last, oldest first: among equally rare pieces the
     /// newest of them is taken, as the peer most likely still holds it in memory (a sealed image's
     /// peer would otherwise read it back from disk and seal it again).
+    /// `alone`: the peer is on parole and gets only pieces it fetches alone (see `PieceProgress.owner`).
     public mutating func requests(for peer: Peer, peerPieces: Bitfield, count: Int, maxAvailability: Int = .max,
                                   endGameCount: Int = .max, urgent: [PieceIndex] = [], preferred: [PieceIndex] = [],
-                                  recent: [PieceIndex] = []) -> [BlockRequest] {
+                                  recent: [PieceIndex] = [], alone: Bool = false) -> [BlockRequest] {
         var picked: [BlockRequest] = []
         // 0. Pieces a reader waits for: their open blocks, then (end-game for them alone) blocks
-        // asked elsewhere already.
+        // asked elsewhere already. Parole holds here too: a piece another peer fetches alone is its
+        // own, and a peer on parole takes only pieces it can fetch alone, with no duplicates.
         for piece in urgent where picked.count < count && layout.contains(piece) && !have[piece] && peerPieces[piece] {
-            if inProgress[piece] == nil { start(piece) }
+            if let progress = inProgress[piece] {
+                guard progress.owner == nil || progress.owner == peer else { continue }
+                if alone && progress.owner == nil {
+                    guard progress.isUntouched else { continue }
+                    progress.owner = peer
+                }
+            } else {
+                start(piece, owner: alone ? peer : nil)
+            }
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
-        var urgentDuplicates = min(count - picked.count, endGameCount)
-        for piece in urgent where urgentDuplicates > 0 && layout.contains(piece) && !have[piece] && peerPieces[piece] {
+        var urgentDuplicates = alone ? 0 : min(count - picked.count, endGameCount)
+        for piece in urgent where urgentDuplicates > 0 && layout.contains(piece) && !have[piece] && peerPieces[piece]
+            && inProgress[piece]?.owner == nil
+        {
             let blocks = take(from: piece, for: peer, limit: urgentDuplicates, duplicates: true)
             urgentDuplicates -= blocks.count
             picked += blocks
         }
-        // 1. Blocks of pieces already started, that nobody was asked for yet.
+        // 1. Blocks of pieces already started, that nobody was asked for yet; a piece a peer on
+        // parole fetches is its own, and such a peer takes only those and untouched pieces.
         started.forEachPiece { piece in
-            guard picked.count < count, peerPieces[piece], availability[piece.value] <= maxAvailability,
-                inProgress[piece]!.open > 0
-            else { return }
+            guard picked.count < count, peerPieces[piece], availability[piece.value] <= maxAvailability else { return }
+            let progress = inProgress[piece]!
+            guard progress.open > 0, progress.owner == nil || progress.owner == peer else { return }
+            if alone && progress.owner == nil {
+                guard progress.isUntouched else { return }
+                progress.owner = peer
+            }
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
         // 2a. Pieces the peer suggested.
         for piece in preferred
         where picked.count < count && layout.contains(piece) && !have[piece] && inProgress[piece] == nil && peerPieces[piece] {
-            start(piece)
+            start(piece, owner: alone ? peer : nil)
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
         // 2. New pieces, rarest first (random at the start).
         while picked.count < count, let piece = choosePiece(peerPieces, maxAvailability: maxAvailability, recent: recent) {
-            start(piece)
+            start(piece, owner: alone ? peer : nil)
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }
-        // 3. End-game: every missing block is requested somewhere; ask this peer too.
-        let duplicates = min(count - picked.count, endGameCount)
+        // 3. End-game: every missing block is requested somewhere; ask this peer too. Never a peer
+        // on parole, nor for a piece one fetches alone: either would make it one sender of several.
+        let duplicates = alone ? 0 : min(count - picked.count, endGameCount)
         if duplicates > 0 && isEndGame {
             var taken = 0
             started.forEachPiece { piece in
-                guard peerPieces[piece] && taken < duplicates else { return }
+                guard peerPieces[piece] && taken < duplicates && inProgress[piece]!.owner == nil else { return }
                 let blocks = take(from: piece, for: peer, limit: duplicates - taken, duplicates: true)
                 taken += blocks.count
                 picked += blocks
@@ -184,17 +218,24 @@ public struct PiecePicker: Sendable {
         return picked
     }
 
-    /// A requested block arrived. Returns the piece when its last block is in (hash it now), and the
-    /// other peers asked for this block in end-game (send them a cancel).
-    public mutating func received(_ block: BlockRequest, from peer: Peer) -> (completePiece: PieceIndex?, cancelAt: [Peer]) {
-        guard let progress = inProgress[block.piece], let slot = progress.slot(at: block.begin), !progress.received[slot] else {
-            return (nil, [])
+    /// A requested block arrived. `accepted` says whether its bytes belong in the piece: not when
+    /// the block is already in (a late duplicate must never overwrite bytes taken before it), is no
+    /// block of the piece in progress (a stale request of an earlier try, or of other block
+    /// boundaries), or comes from another peer than the one fetching the piece alone. Also returns
+    /// the piece when its last block is in (hash it now), and the other peers asked for this block
+    /// in end-game (send them a cancel).
+    public mutating func received(_ block: BlockRequest, from peer: Peer) -> (accepted: Bool, completePiece: PieceIndex?, cancelAt: [Peer]) {
+        guard let progress = inProgress[block.piece], let slot = progress.slot(at: block.begin), !progress.received[slot],
+            progress.range(of: slot, pieceLength: layout.length(of: block.piece)).length == block.length,
+            progress.owner == nil || progress.owner == peer
+        else {
+            return (false, nil, [])
         }
         progress.received[slot] = true
         progress.receivedCount += 1
         if progress.requestedFrom[slot].isEmpty { progress.open -= 1 }
         let others = progress.requestedFrom[slot].filter { $0 != peer }
-        return (progress.receivedCount == progress.received.count ? block.piece : nil, others)
+        return (true, progress.receivedCount == progress.received.count ? block.piece : nil, others)
     }
 
     /// Part of `piece` arrived by another way (a partly heard multicast piece): only the byte ranges
@@ -281,8 +322,10 @@ public struct PiecePicker: Sendable {
         return PieceIndex(best[Int.random(in: 0..<best.count, using: &random)])
     }
 
-    private mutating func start(_ piece: PieceIndex) {
-        inProgress[piece] = PieceProgress(blocks: layout.blockCount(of: piece))
+    private mutating func start(_ piece: PieceIndex, owner: Peer? = nil) {
+        let progress = PieceProgress(blocks: layout.blockCount(of: piece))
+        progress.owner = owner
+        inProgress[piece] = progress
         started.insert(piece)
     }
 

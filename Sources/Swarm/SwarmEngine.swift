@@ -30,8 +30,16 @@ public struct SwarmEngine: Sendable {
         /// In end-game a peer with fewer requests than this in flight is asked for blocks already
         /// requested elsewhere (up to this many), so a slow peer cannot hold back the last piece.
         public var endGameQueueDepth = 2
-        /// Hash failures a peer may contribute to before it is banned.
-        public var strikesBeforeBan = 2
+        /// Unresolved hash failures (pieces it sent part of that failed and have not verified since)
+        /// that keep a peer on parole even after it delivers good pieces alone. Two: one failure
+        /// shared with a liar is bad luck any honest peer may have, and a solo piece that verifies
+        /// lifts that parole; a second before the first is resolved is no longer lifted, so a liar
+        /// that lies only in shared pieces and behaves alone ends up fetching alone for good, where
+        /// its next lie bans it. Never a ban by itself: an honest peer can always be unlucky twice.
+        public var lastingParoleFailures = 2
+        /// Blocks of failed pieces whose digests are kept to find the liar once the piece verifies;
+        /// beyond this the oldest failed piece's records are dropped. 32 bytes a block: 1 MiB.
+        public var maximumFailureRecords = 32_768
         /// Seconds of silence from us before a keep-alive (BEP 3 peers drop a connection after two
         /// minutes without a message).
         public var keepAliveInterval: Double = 90
@@ -82,7 +90,8 @@ public struct SwarmEngine: Sendable {
         /// Bytes in each direction since the last choking round (tit-for-tat ranks on these).
         var bytesFromPeer = 0
         var bytesToPeer = 0
-        var strikes = 0
+        /// Who the peer is for bans and parole: its address with the id it claims.
+        let key: BanKey
         /// Download rate from the peer (bytes/s, smoothed) and the request queue it earns.
         var bytesSinceTick = 0
         var rate: Double?
@@ -118,6 +127,7 @@ public struct SwarmEngine: Sendable {
         init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, queueDepth: Int,
              lastReceived: Double, lastSent: Double, lastBlock: Double, lastPeerExchange: Double) {
             self.id = id
+            key = BanKey(ip: remoteIP ?? [], id: id)
             self.session = session
             self.listenAddress = listenAddress
             self.remoteIP = remoteIP
@@ -137,7 +147,20 @@ public struct SwarmEngine: Sendable {
     public private(set) var picker: PiecePicker
     private var peers: [Peer: PeerState] = [:]
     private var assembling: [PieceIndex: [UInt8]] = [:]
-    private var contributors: [PieceIndex: Set<Peer>] = [:]
+    /// Who delivered each block of the pieces being assembled or verified.
+    private var deliveries: [PieceIndex: Deliveries] = [:]
+    /// The bytes handed out in `.verify` for pieces that need them when the result comes back:
+    /// those with several senders (to record each block's digest if the hash fails) and those with
+    /// recorded failures (to compare the records with the verified bytes). The runtime only reads
+    /// the buffer, so this is a reference, not a copy.
+    private var verifyingBuffers: [PieceIndex: [UInt8]] = [:]
+    /// Failed pieces with several senders, oldest first: each block's digest and sender, until the
+    /// piece verifies and shows who sent what was wrong.
+    private var failures: [PieceIndex: FailedPiece] = [:]
+    private var failureOrder: [PieceIndex] = []
+    private var failureRecords = 0
+    /// Peers on parole or with unresolved failures, by address and id.
+    private var suspects: [BanKey: Suspicion] = [:]
     /// Pieces whose bytes came wholly or partly from another source (the multicast booster, which
     /// anyone on the LAN can forge): if one fails its hash nobody can tell whose bytes were wrong,
     /// so no peer is struck for it; the picker then fetches the whole piece from peers.
@@ -167,6 +190,54 @@ public struct SwarmEngine: Sendable {
     struct BanKey: Hashable, Sendable {
         let ip: [UInt8]
         let id: PeerID
+    }
+
+    /// The senders of a piece in progress and the block each sent (smart ban). A class, changed in
+    /// place for every block received; one engine's, never shared.
+    final class Deliveries: @unchecked Sendable {
+        var senders: [(peer: Peer, key: BanKey)] = []
+        var blocks: [(begin: Int, length: Int, sender: Int)] = []
+
+        func add(begin: Int, length: Int, peer: Peer, key: BanKey) {
+            let sender: Int
+            if let last = senders.indices.last, senders[last].peer == peer {
+                sender = last  // the usual case: the same peer as the block before
+            } else if let known = senders.firstIndex(where: { $0.peer == peer && $0.key == key }) {
+                sender = known
+            } else {
+                senders.append((peer, key))
+                sender = senders.count - 1
+            }
+            blocks.append((begin, length, sender))
+        }
+
+        /// The one identity that sent every block, if one did (one identity may have reconnected
+        /// under another handle meanwhile).
+        var soleKey: BanKey? {
+            guard let first = senders.first, senders.dropFirst().allSatisfy({ $0.key == first.key }) else { return nil }
+            return first.key
+        }
+
+        /// Distinct identities, in the order they first sent.
+        var keys: [BanKey] {
+            var seen: Set<BanKey> = []
+            return senders.map(\.key).filter { seen.insert($0).inserted }
+        }
+    }
+
+    /// A failed piece's blocks as they were: who sent each and a digest of its bytes.
+    struct FailedPiece {
+        var senders: [BanKey] = []
+        var blocks: [(begin: Int, length: Int, sender: Int, digest: Int)] = []
+    }
+
+    /// A peer that sent part of a piece that failed its hash, alongside others.
+    struct Suspicion {
+        /// Failed pieces it sent part of that have not verified since.
+        var unresolved: Set<PieceIndex> = []
+        /// It fetches whole pieces alone until one verifies (while `unresolved` stays below
+        /// `lastingParoleFailures`).
+        var paroled = false
     }
     /// Pieces the runtime could not read (the file became short, an I/O error): requests for them
     /// are rejected at once rather than read again.
@@ -201,6 +272,13 @@ public struct SwarmEngine: Sendable {
     /// Without an address only an id banned without one (an in-memory peer) is refused.
     public func accepts(_ id: PeerID, ip: [UInt8]? = nil) -> Bool { !banned.contains(BanKey(ip: ip ?? [], id: id)) }
 
+    /// Whether the peer with this id and address is on parole: it sent part of a piece that failed
+    /// its hash alongside others, and fetches whole pieces alone until one verifies.
+    public func isOnParole(_ id: PeerID, ip: [UInt8]? = nil) -> Bool { suspects[BanKey(ip: ip ?? [], id: id)]?.paroled == true }
+    /// Blocks of failed pieces on record, waiting for their piece to verify (bounded by
+    /// `maximumFailureRecords`).
+    public var recordedFailureBlocks: Int { failureRecords }
+
     // MARK: Events
 
     /// A peer completed its handshake. `address` is the peer's end of the connection; when we
@@ -231,6 +309,9 @@ public struct SwarmEngine: Sendable {
     public mutating func peerDisconnected(_ peer: Peer) -> [Action] {
         guard let state = peers.removeValue(forKey: peer) else { return [] }
         picker.peerRemoved(peer, pieces: state.session.peerPieces)
+        // Parole outlives the connection while a failure is on record, so a reconnect does not
+        // shed it; one whose records were dropped (`dropOldFailures`) ends here.
+        if suspects[state.key]?.unresolved.isEmpty == true { suspects[state.key] = nil }
         if optimistic == peer { optimistic = nil }
         // Pieces only that peer was getting from us are fresh again.
         servedTo = servedTo.filter { $0.value != peer }
@@ -405,10 +486,8 @@ public struct SwarmEngine: Sendable {
         guard info.layout.contains(piece), data.count == info.layout.length(of: piece), !have[piece], !verifying.contains(piece) else {
             return nil
         }
-        verifying.insert(piece)
-        verifyingBytes += data.count
         external.insert(piece)
-        return [.verify(piece, data)]
+        return [startVerifying(piece, data)]
     }
 
     /// Part of a piece from another source (a multicast piece with lost datagrams): `data` holds the
@@ -430,9 +509,7 @@ public struct SwarmEngine: Sendable {
         external.insert(piece)
         guard picker.adopt(piece, missing: missing) else { return fillRequests() }
         assembling[piece] = nil
-        verifying.insert(piece)
-        verifyingBytes += buffer.count
-        return [.verify(piece, buffer)] + fillRequests()
+        return [startVerifying(piece, buffer)] + fillRequests()
     }
 
     /// Peers at this address are not asked for blocks (nil: all are): the multicast sender's link
@@ -485,8 +562,12 @@ public struct SwarmEngine: Sendable {
     public var urgentPieces: [PieceIndex] { urgent }
 
     /// The runtime hashed an assembled piece.
+    /// A failed piece is blamed on its sender when it had one, else recorded block by block, its
+    /// senders on parole (`blame`); a verified one settles the failures recorded for it
+    /// (`resolveFailures`) and ends the parole of a peer that delivered it alone.
     public mutating func pieceChecked(_ piece: PieceIndex, valid: Bool) -> [Action] {
-        let sources = contributors.removeValue(forKey: piece) ?? []
+        let delivered = deliveries.removeValue(forKey: piece)
+        let bytes = verifyingBuffers.removeValue(forKey: piece)
         verifying.remove(piece)
         verifyingBytes -= info.layout.length(of: piece)
         var actions: [Action] = []
@@ -499,19 +580,13 @@ public struct SwarmEngine: Sendable {
                 assembling[piece] = nil
                 return fillRequests()
             }
-            for peer in sources {
-                peers[peer]?.strikes += 1
-                if let strikes = peers[peer]?.strikes, strikes >= configuration.strikesBeforeBan || sources.count == 1 {
-                    if let id = peers[peer]?.id { banned.insert(BanKey(ip: peers[peer]?.remoteIP ?? [], id: id)) }
-                    actions.append(.disconnect(peer, reason: "sent data that failed the hash of \(piece)"))
-                    actions += peerDisconnected(peer)
-                }
-            }
-            return actions + fillRequests()
+            return blame(piece, delivered: delivered, bytes: bytes) + fillRequests()
         }
         picker.pieceVerified(piece)
         assembling[piece] = nil
         urgent.removeAll { $0 == piece }
+        actions += resolveFailures(of: piece, verified: bytes)
+        if !fromElsewhere, !suspects.isEmpty, let sole = delivered?.soleKey { deliveredAlone(sole) }
         for peer in peers.keys.sorted() {
             // Blocks still asked of peers (the piece came from elsewhere, or from end-game) are cancelled.
             for block in peers[peer]!.session.outstanding where block.piece == piece { actions.append(send(peer, .cancel(block))) }
@@ -630,6 +705,8 @@ public struct SwarmEngine: Sendable {
             actions.append(send(peer, .cancel(block)))
             picker.released(block, by: peer)
         }
+        // A peer on parole that stalls does not keep its pieces from the others.
+        picker.disown(peer)
         peers[peer]?.queueDepth = 1
         peers[peer]?.rate = nil
         peers[peer]?.lastBlock = clock
@@ -746,7 +823,8 @@ public struct SwarmEngine: Sendable {
         let urgentHere = urgent.filter { holds[$0] }
         for piece in urgentHere { pieces.insert(piece) }
         return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,
-            endGameCount: endGameCount, urgent: urgentHere, preferred: suggestions, recent: state.recentHaves).map { send(peer, .request($0)) }
+            endGameCount: endGameCount, urgent: urgentHere, preferred: suggestions, recent: state.recentHaves,
+            alone: onParole(state)).map { send(peer, .request($0)) }
     }
 
     private mutating func receivedBlock(_ block: BlockRequest, data: ByteBuffer, from peer: Peer) -> [Action] {
@@ -761,7 +839,13 @@ public struct SwarmEngine: Sendable {
             wasted += Int64(block.length)  // the piece came whole from elsewhere meanwhile
             return fillRequests(for: peer)
         }
+        guard let key = peers[peer]?.key else { return [] }
         let outcome = picker.received(block, from: peer)
+        guard outcome.accepted else {
+            // A late duplicate or a stale block: the bytes taken for it first stay.
+            wasted += Int64(block.length)
+            return fillRequests(for: peer)
+        }
         var actions: [Action] = outcome.cancelAt.map { send($0, .cancel(block)) }
         // Copied in place: the piece's buffer is mutated inside the dictionary, never duplicated.
         // It starts uninitialized (not zeroed): it is hashed only once every block was written.
@@ -771,11 +855,131 @@ public struct SwarmEngine: Sendable {
                 target.baseAddress!.advanced(by: block.begin).copyMemory(from: source.baseAddress!, byteCount: source.count)
             }
         }
-        contributors[block.piece, default: []].insert(peer)
-        if let piece = outcome.completePiece, let buffer = assembling.removeValue(forKey: piece), verifying.insert(piece).inserted {
-            verifyingBytes += buffer.count
-            actions.append(.verify(piece, buffer))
+        let delivered = deliveries[block.piece] ?? Deliveries()
+        if deliveries[block.piece] == nil { deliveries[block.piece] = delivered }
+        delivered.add(begin: block.begin, length: block.length, peer: peer, key: key)
+        if let piece = outcome.completePiece, let buffer = assembling.removeValue(forKey: piece), !verifying.contains(piece) {
+            actions.append(startVerifying(piece, buffer))
         }
         return actions + fillRequests(for: peer)
+    }
+
+    /// Hands a whole piece out for hashing. Its buffer is kept when the result will need it (see
+    /// `verifyingBuffers`): never on the happy path of one sender per piece.
+    private mutating func startVerifying(_ piece: PieceIndex, _ buffer: [UInt8]) -> Action {
+        verifying.insert(piece)
+        verifyingBytes += buffer.count
+        if failures[piece] != nil || (!external.contains(piece) && (deliveries[piece]?.senders.count ?? 0) > 1) {
+            verifyingBuffers[piece] = buffer
+        }
+        return .verify(piece, buffer)
+    }
+
+    // MARK: Smart ban and parole
+
+    /// A keyed digest of a block: SipHash under the process's random seed, so no peer can steer
+    /// two different blocks to the same value, at a fraction of SHA-1's cost.
+    private static func digest(_ bytes: [UInt8], begin: Int, length: Int) -> Int {
+        bytes.withUnsafeBytes { all in
+            var hasher = Hasher()
+            hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: all[begin..<(begin + length)]))
+            return hasher.finalize()
+        }
+    }
+
+    /// A peer piece failed its hash. A sole sender is banned at once; with several nobody can tell
+    /// yet whose block was wrong, so each block's digest and sender are recorded for when the piece
+    /// verifies, and each sender goes on parole (it fetches whole pieces alone, so its next bad
+    /// piece is its own).
+    private mutating func blame(_ piece: PieceIndex, delivered: Deliveries?, bytes: [UInt8]?) -> [Action] {
+        guard let delivered else { return [] }
+        if let sole = delivered.soleKey { return ban(sole, reason: "sent data that failed the hash of \(piece)") }
+        let keys = delivered.keys
+        for key in keys { suspects[key, default: Suspicion()].paroled = true }
+        // Always held for a piece of several senders (`startVerifying`).
+        guard let bytes, bytes.count == info.layout.length(of: piece) else { return [] }
+        for key in keys { suspects[key]?.unresolved.insert(piece) }
+        var record = failures[piece] ?? FailedPiece()
+        if failures[piece] == nil { failureOrder.append(piece) }
+        let senderIndex = delivered.senders.map { sender in
+            if let known = record.senders.firstIndex(of: sender.key) { return known }
+            record.senders.append(sender.key)
+            return record.senders.count - 1
+        }
+        for (begin, length, sender) in delivered.blocks {
+            record.blocks.append((begin, length, senderIndex[sender], Self.digest(bytes, begin: begin, length: length)))
+        }
+        failureRecords += delivered.blocks.count
+        failures[piece] = record
+        dropOldFailures()
+        return []
+    }
+
+    /// A piece verified: every recorded block of its earlier failures that differs from the
+    /// verified bytes bans its sender; the others are cleared of that failure (and of suspicion
+    /// once they have no failure left).
+    private mutating func resolveFailures(of piece: PieceIndex, verified bytes: [UInt8]?) -> [Action] {
+        guard let record = failures.removeValue(forKey: piece) else { return [] }
+        failureOrder.removeAll { $0 == piece }
+        failureRecords -= record.blocks.count
+        var liars: [BanKey] = []
+        if let bytes, bytes.count == info.layout.length(of: piece) {
+            for (begin, length, sender, digest) in record.blocks
+            where Self.digest(bytes, begin: begin, length: length) != digest && !liars.contains(record.senders[sender]) {
+                liars.append(record.senders[sender])
+            }
+        }
+        for key in record.senders where !liars.contains(key) {
+            suspects[key]?.unresolved.remove(piece)
+            if suspects[key]?.unresolved.isEmpty == true { clearSuspicion(key) }
+        }
+        return liars.flatMap { ban($0, reason: "sent a block of \(piece) that failed the hash (it differs from the verified piece)") }
+    }
+
+    /// A piece one peer delivered alone verified: its parole ends, unless it has
+    /// `lastingParoleFailures` failures unresolved.
+    private mutating func deliveredAlone(_ key: BanKey) {
+        guard let suspicion = suspects[key], suspicion.paroled,
+            suspicion.unresolved.count < configuration.lastingParoleFailures
+        else { return }
+        if suspicion.unresolved.isEmpty { clearSuspicion(key) } else { suspects[key]?.paroled = false }
+        for (peer, state) in peers where state.key == key { picker.disown(peer) }
+    }
+
+    private mutating func clearSuspicion(_ key: BanKey) {
+        suspects[key] = nil
+        for (peer, state) in peers where state.key == key { picker.disown(peer) }
+    }
+
+    /// Keeps the failure records under `maximumFailureRecords` blocks, dropping the oldest pieces'.
+    /// A suspect left without records keeps its parole while connected (it ends as usual), and is
+    /// forgotten once gone.
+    private mutating func dropOldFailures() {
+        while failureRecords > configuration.maximumFailureRecords, failureOrder.count > 1 {
+            let oldest = failureOrder.removeFirst()
+            guard let record = failures.removeValue(forKey: oldest) else { continue }
+            failureRecords -= record.blocks.count
+            for key in record.senders {
+                suspects[key]?.unresolved.remove(oldest)
+                if suspects[key]?.unresolved.isEmpty == true && !peers.values.contains(where: { $0.key == key }) { suspects[key] = nil }
+            }
+        }
+    }
+
+    /// Bans an identity (address and id) and disconnects it wherever it is connected.
+    private mutating func ban(_ key: BanKey, reason: String) -> [Action] {
+        banned.insert(key)
+        suspects[key] = nil
+        var actions: [Action] = []
+        for peer in peers.keys.sorted() where peers[peer]?.key == key {
+            actions.append(.disconnect(peer, reason: reason))
+            actions += peerDisconnected(peer)
+        }
+        return actions
+    }
+
+    /// Whether the peer is on parole (and so fetches whole pieces alone).
+    private func onParole(_ state: PeerState) -> Bool {
+        !suspects.isEmpty && suspects[state.key]?.paroled == true
     }
 }

@@ -157,6 +157,41 @@ let everything = Bitfield(pieceCount: layout.pieceCount, all: true)
         #expect(outcome.completePiece == PieceIndex(7))
     }
 
+    /// A duplicate, a block of the wrong length and a block from someone other than the peer
+    /// fetching the piece alone are not accepted: their bytes must not enter the piece.
+    @Test func onlyTheFirstCopyOfABlockIsAccepted() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3, 4, 5, 6]), seed: 1)
+        let first = picker.requests(for: 1, peerPieces: everything, count: 5)
+        #expect(first == [BlockRequest(piece: PieceIndex(7), begin: 0, length: 100)])
+        #expect(!picker.received(BlockRequest(piece: PieceIndex(7), begin: 0, length: 99), from: 1).accepted, "wrong length")
+        #expect(picker.received(first[0], from: 1).accepted)
+        let again = picker.received(first[0], from: 2)
+        #expect(!again.accepted && again.completePiece == nil)
+    }
+
+    /// A peer on parole is given only untouched pieces and keeps them: nobody else is asked for
+    /// their blocks, not even in end-game, and blocks others send for them are refused. Once it
+    /// is disowned (parole over, stalled, gone) the piece is open to all.
+    @Test func aPeerOnParoleFetchesWholePiecesAlone() {
+        var picker = PiecePicker(layout: layout, have: bits([0, 1, 2, 3, 4]), seed: 1)
+        // Peer 1 starts piece 5 and gets one of its two blocks; the paroled peer 2 must not join it.
+        let shared = picker.requests(for: 1, peerPieces: bits([5]), count: 1)
+        #expect(shared == [BlockRequest(piece: PieceIndex(5), begin: 0, length: 16384)])
+        let alone = picker.requests(for: 2, peerPieces: bits([5, 6]), count: 4, alone: true)
+        #expect(Set(alone.map(\.piece)) == [PieceIndex(6)], "only a piece nobody else touched")
+        #expect(alone.count == 2)
+        // Nobody else gets blocks of piece 6, even in end-game.
+        _ = picker.requests(for: 1, peerPieces: everything, count: 10)
+        #expect(picker.isEndGame)
+        #expect(!picker.requests(for: 3, peerPieces: everything, count: 10).contains { $0.piece == PieceIndex(6) })
+        #expect(picker.requests(for: 2, peerPieces: everything, count: 10, alone: true).isEmpty, "no duplicates for it either")
+        #expect(!picker.received(alone[0], from: 3).accepted, "a stale block from another peer is refused")
+        #expect(picker.received(alone[0], from: 2).accepted)
+        // Disowned, its last block may go to anyone in end-game.
+        picker.disown(2)
+        #expect(picker.requests(for: 3, peerPieces: bits([6]), count: 10) == [alone[1]])
+    }
+
     /// A whole download against random peers: every piece completes, nothing is received twice
     /// outside end-game, and no block is ever asked of more than two peers.
     @Test func simulatedDownloadCompletes() {

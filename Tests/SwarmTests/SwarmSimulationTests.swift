@@ -14,6 +14,12 @@ struct SimulatedSwarm {
         var engine: SwarmEngine
         var data: [UInt8]
         var lies = false
+        /// With `lies`: nil corrupts every block. n lies craftily, where another peer sends part of
+        /// the piece too: of the pieces it was first asked for a later block of (another peer
+        /// started them), it corrupts that first block in every n-th, per peer it serves; pieces
+        /// it is asked for from the start, likely whole and alone, it sends true.
+        var lieEvery: Int?
+        var sentPieces: Set<[Int]> = []
         var completed = false
         var disconnects: [(peer: Int, reason: String)] = []
     }
@@ -24,7 +30,8 @@ struct SimulatedSwarm {
     var queue: [(to: Int, from: Int, message: PeerMessage)] = []
     var now: Double = 0
 
-    init(pieceLength: Int, length: Int, seeders: Int, leechers: Int, liars: Int = 0, seederSlots: Int = 8, seed: UInt64 = 1) {
+    init(pieceLength: Int, length: Int, seeders: Int, leechers: Int, liars: Int = 0, lieEvery: Int? = nil, seederSlots: Int = 8,
+         seed: UInt64 = 1) {
         var rng = SplitMix64(seed: seed)
         let content = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
         var hashes: [UInt8] = []
@@ -46,11 +53,13 @@ struct SimulatedSwarm {
             let engine = SwarmEngine(info: info, have: Bitfield(pieceCount: info.pieceCount, all: isSeeder),
                 handshake: Handshake(infoHash: hash, peerID: id), configuration: configuration, seed: seed &+ UInt64(index))
             nodes.append(Node(engine: engine, data: isSeeder ? content : [UInt8](repeating: 0, count: length),
-                lies: index >= seeders && index < seeders + liars, completed: isSeeder))
+                lies: index >= seeders && index < seeders + liars, lieEvery: lieEvery, completed: isSeeder))
         }
     }
 
     var content: [UInt8] { nodes[0].data }
+
+    static func id(_ node: Int) -> PeerID { PeerID(bytes: Array(String(format: "-SIM000-%012d", node).utf8))! }
 
     mutating func connectAll() {
         for a in nodes.indices {
@@ -88,7 +97,7 @@ struct SimulatedSwarm {
             case .readBlock(let peer, let request):
                 let start = Int(info.layout.offset(of: request.piece)) + request.begin
                 var bytes = Array(nodes[node].data[start..<(start + request.length)])
-                if nodes[node].lies { bytes[0] ^= 0xFF }
+                if nodes[node].lies { lie(in: &bytes, request, to: peer, at: node) }
                 perform(nodes[node].engine.blockRead(request, data: ByteBuffer(bytes: bytes), for: peer), at: node)
             case .completed:
                 nodes[node].completed = true
@@ -96,6 +105,23 @@ struct SimulatedSwarm {
                 break
             }
         }
+    }
+
+    /// Corrupts what a liar sends: every block, or craftily (`Node.lieEvery`).
+    mutating func lie(in bytes: inout [UInt8], _ request: BlockRequest, to peer: Int, at node: Int) {
+        guard let every = nodes[node].lieEvery else {
+            bytes[0] ^= 0xFF
+            return
+        }
+        // Per peer and piece: [peer, piece, 0] once it was asked for the piece's first block,
+        // [peer, piece, 1] once it was first asked for a later one (a piece someone else started).
+        let piece = request.piece.value
+        if request.begin == 0 { nodes[node].sentPieces.insert([peer, piece, 0]) }
+        guard request.begin > 0, !nodes[node].sentPieces.contains([peer, piece, 0]),
+            nodes[node].sentPieces.insert([peer, piece, 1]).inserted
+        else { return }
+        let shared = nodes[node].sentPieces.count { $0[0] == peer && $0[2] == 1 }
+        if shared % every == 1 % every { bytes[0] ^= 0xFF }
     }
 
     /// Delivers messages, running a choking round every simulated 10 s, until every honest node
