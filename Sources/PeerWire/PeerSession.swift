@@ -66,7 +66,11 @@ public struct PeerSession: Sendable {
     public private(set) var peerExtensions: ExtensionHandshake?
     /// Pieces the peer lets us request while choked (BEP 6).
     public private(set) var allowedFastFromPeer: Set<PieceIndex> = []
-    private var cancelled: Set<BlockRequest> = []
+    /// Blocks we cancelled while requested, with how many copies may still come: a block asked,
+    /// cancelled and asked again (an urgent piece jumping the queue, twice) can arrive once per
+    /// request. At most `maximumLateCopies` per block are excused.
+    private var cancelled: [BlockRequest: Int] = [:]
+    static let maximumLateCopies = 8
 
     /// Requests a peer may queue with us before it is a flood.
     public static let maxPeerRequests = 500
@@ -129,7 +133,10 @@ public struct PeerSession: Sendable {
         case .piece(let piece, let begin, let data):
             let block = BlockRequest(piece: piece, begin: begin, length: data.readableBytes)
             if outstanding.remove(block) != nil { return [.block(block, data)] }
-            if cancelled.remove(block) != nil { return [.lateBlock(block)] }
+            if let copies = cancelled[block] {
+                cancelled[block] = copies > 1 ? copies - 1 : nil
+                return [.lateBlock(block)]
+            }
             throw .unrequestedBlock(block)
         case .reject(let request):
             guard fast else { throw .fastMessageWithoutFastExtension("reject") }
@@ -181,7 +188,7 @@ public struct PeerSession: Sendable {
         case .request(let request):
             outstanding.insert(request)
         case .cancel(let request):
-            if outstanding.remove(request) != nil { cancelled.insert(request) }
+            if outstanding.remove(request) != nil { cancelled[request] = min(Self.maximumLateCopies, (cancelled[request] ?? 0) + 1) }
         case .piece(let piece, let begin, let data):
             let block = BlockRequest(piece: piece, begin: begin, length: data.readableBytes)
             if let position = peerRequests.firstIndex(of: block) { peerRequests.remove(at: position) }

@@ -213,6 +213,23 @@ let block0 = BlockRequest(piece: PieceIndex(0), begin: 0, length: 16384)
         #expect(throws: PeerViolation.unrequestedBlock(block0)) { try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) }
     }
 
+    /// Asked, cancelled and asked again, twice over (an urgent piece jumping the queue): the block
+    /// may come once per request, and every copy is taken, none a violation (this dropped the only
+    /// seed of a download that served a reader).
+    @Test func aBlockAskedAgainAfterCancelsMayArriveOncePerRequest() throws {
+        var peer = session()
+        let data = ByteBuffer(repeating: 1, count: 16384)
+        for _ in 0..<2 {
+            peer.sent(.request(block0))
+            peer.sent(.cancel(block0))
+        }
+        peer.sent(.request(block0))
+        #expect(try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) == [.block(block0, data)])
+        #expect(try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) == [.lateBlock(block0)])
+        #expect(try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) == [.lateBlock(block0)])
+        #expect(throws: PeerViolation.unrequestedBlock(block0)) { try peer.receive(.piece(PieceIndex(0), begin: 0, block: data)) }
+    }
+
     @Test func chokeDropsRequestsUnlessFast() throws {
         var plain = session(fast: false)
         plain.sent(.request(block0))
