@@ -5,66 +5,10 @@ import Testing
 /// A seeder under attack by real processes (issue 15): peers that ask and never read, and idle
 /// connections that never handshake, while libtorrent downloads the image.
 @Suite(.serialized) struct AttackTests {
-    /// libtorrent downloads from one peer (plain, no encryption) and prints how long the transfer
-    /// took once connected: libtorrent itself waits a few seconds before its first connection,
-    /// the same with or without the attack.
-    static let honest = """
-        import sys, time, libtorrent as lt
-        s = lt.session({"listen_interfaces": "127.0.0.1:%s" % sys.argv[3], "enable_dht": False, "enable_lsd": False,
-                        "enable_upnp": False, "enable_natpmp": False, "allow_multiple_connections_per_ip": True,
-                        "out_enc_policy": 2, "in_enc_policy": 2})
-        h = s.add_torrent({"ti": lt.torrent_info(sys.argv[1]), "save_path": sys.argv[2]})
-        t0 = time.time(); connected = None
-        h.connect_peer(("127.0.0.1", int(sys.argv[4])))
-        while time.time() - t0 < 60:
-            st = h.status()
-            if connected is None and st.num_peers > 0: connected = time.time()
-            if st.is_seeding:
-                print("done in %.3f s after the connection (%.3f s from the start)" % (time.time() - (connected or t0), time.time() - t0), flush=True)
-                break
-            time.sleep(0.02)
-        """
-
-    /// READERS peers from 127.0.0.10 on (8 per address) handshake with the fast extension, send
-    /// have-none, interested and then 30 random requests every 0.2 s up to 450, and never read
-    /// (a 4 KiB receive buffer); IDLE connections from 127.0.0.100 on (16 per address) never send
-    /// a byte, and each one the seeder closes is opened again a second later.
-    static let attacker = """
-        import socket, struct, sys, time, random, select
-        ih = bytes.fromhex(sys.argv[1]); pieces = int(sys.argv[2]); plen = int(sys.argv[3]); port = int(sys.argv[4])
-        readers = int(sys.argv[5]); idle = int(sys.argv[6])
-        def handshake(i): return bytes([19]) + b"BitTorrent protocol" + bytes([0, 0, 0, 0, 0, 0, 0, 4]) + ih + ("-AT0000-%012d" % i).encode()
-        conns = []
-        for i in range(readers):
-            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.bind(("127.0.0.%d" % (10 + i // 8), 0)); s.settimeout(1); s.connect(("127.0.0.1", port))
-            s.sendall(handshake(i) + struct.pack(">IB", 1, 0x0f) + struct.pack(">IB", 1, 2))
-            conns.append(s)
-        def dial(i):
-            s = socket.socket(); s.bind(("127.0.0.%d" % (100 + i // 16), 0)); s.setblocking(False)
-            try: s.connect(("127.0.0.1", port))
-            except BlockingIOError: pass
-            return s
-        idles = [dial(i) for i in range(idle)]
-        print("attacking", flush=True)
-        rng = random.Random(1); sent = [0] * readers; blocks = plen // 16384; reopened = 0; last = time.time()
-        while True:
-            for i, s in enumerate(conns):
-                if s is None or sent[i] >= 450: continue
-                batch = b"".join(struct.pack(">IBIII", 13, 6, rng.randrange(pieces), rng.randrange(blocks) * 16384, 16384) for _ in range(30))
-                try: s.sendall(batch); sent[i] += 30
-                except OSError: conns[i] = None
-            if time.time() - last >= 1:
-                last = time.time()
-                readable, _, _ = select.select(idles, [], [], 0)
-                for s in readable:
-                    try: gone = s.recv(1) == b""
-                    except OSError: gone = True
-                    if gone:
-                        i = idles.index(s); s.close(); idles[i] = dial(i); reopened += 1
-                print("readers open %d, idle reopened %d" % (sum(1 for c in conns if c is not None), reopened), flush=True)
-            time.sleep(0.2)
-        """
+    /// The attacker and the honest downloader (tools/testbed.d/seed-attack.py, shared with
+    /// tools/bench-attack): peers that ask and never read plus idle connections, and libtorrent
+    /// timing its download from the moment it connected.
+    static let seedAttack = TestbedTests.repository + "/tools/testbed.d/seed-attack.py"
 
     static func peakRSS(_ pid: Int32) throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
@@ -72,15 +16,79 @@ import Testing
         return try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])) << 10
     }
 
-    func download(_ python: String, _ torrent: String, into folder: String, from port: Int) throws -> Double {
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let run = try runProcess(python, ["-c", Self.honest, torrent, folder, "\(freePort())", "\(port)"])
-        let line = try #require(run.stdout.split(separator: "\n").first { $0.hasPrefix("done in") }, "\(run.stdout) \(run.stderr.suffix(300))")
-        return try #require(Double(line.split(separator: " ")[2]))
+    /// User plus system CPU seconds a process has used so far (/proc/PID/stat, clock ticks of 1/100 s).
+    static func cpuSeconds(_ pid: Int32) throws -> Double {
+        let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields = try #require(stat.split(separator: ")").last).split(separator: " ")
+        return Double((Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)) / 100
     }
 
-    /// 50 peers that never read and 200 idle connections: libtorrent still gets the exact image at
-    /// a good share of its unloaded rate, and the seeder's peak RSS stays under 150 MiB.
+    /// A testbed of two hosts (tools/testbed, prefix `vat`, 10.79.1.x so that no address is the
+    /// other testbeds'), each capped with tbf at 100 Mbit/s each way: the seeder and the attackers
+    /// on h1 (the attackers on its loopback, so their traffic never touches the link), the honest
+    /// peer on h2. The honest peer's rate is then set by the link, not by how fast this machine's
+    /// two shared cores run loopback TCP, and the attack can cost it only through the seeder.
+    struct ShapedLink {
+        static let prefix = "vat"
+        let seedAddress = "10.79.1.1"
+        let peerAddress = "10.79.1.2"
+
+        init(rate: String) throws {
+            remove()  // what an interrupted run may have left
+            let up = try runProcess(TestbedTests.testbed, ["--prefix", Self.prefix, "--hosts", "2", "--rate", rate, "--net", "10.79", "up"])
+            try #require(up.status == 0, "\(up.stderr)")
+        }
+
+        /// `executable arguments` on HOST; `ip netns exec` replaces itself with the program, so
+        /// the process's pid is the program's (its /proc entries are the seeder's).
+        func command(on host: String, _ executable: String, _ arguments: [String]) -> (String, [String]) {
+            (TestbedTests.testbed, ["--prefix", Self.prefix, "exec", host, executable] + arguments)
+        }
+
+        func remove() { _ = try? runProcess(TestbedTests.testbed, ["--prefix", Self.prefix, "down"]) }
+    }
+
+    /// The peer count of the seeder's latest progress line ("... 12 peers, up 2.80 MiB ...").
+    static func peers(in output: String) -> Int {
+        guard let line = output.split(separator: "\n").last(where: { $0.contains(" peers, up ") }) else { return 0 }
+        let words = line.split(separator: " ")
+        guard let at = words.firstIndex(of: "peers,"), at > 0 else { return 0 }
+        return Int(words[at - 1]) ?? 0
+    }
+
+    /// How many peers the seeder has unchoked so far (its debug log's "peer=N ... unchoking peer").
+    static func triedPeers(in output: String) -> Int {
+        Set(output.split(separator: "\n").filter { $0.hasSuffix("unchoking peer") }.compactMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("peer=") }.flatMap { Int($0.dropFirst(5)) }
+        }).count
+    }
+
+    /// One libtorrent download through the shaped link: seconds from its connection to the whole
+    /// image, and to the first verified piece (how long it waited for an upload slot, mostly).
+    func download(_ python: String, _ torrent: String, into folder: String, over link: ShapedLink, port: Int) throws -> Transfer {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let (ip, arguments) = link.command(on: "h2", python, [
+            Self.seedAttack, "honest", torrent, folder, link.peerAddress, "\(freePort())", link.seedAddress, "\(port)",
+        ])
+        let run = try runProcess(ip, arguments)
+        let line = try #require(run.stdout.split(separator: "\n").first { $0.hasPrefix("done in") }, "\(run.stdout) \(run.stderr.suffix(300))")
+        let words = line.split(separator: " ")
+        return Transfer(seconds: try #require(Double(words[2])), firstPiece: try #require(Double(words[words.count - 4])))
+    }
+
+    struct Transfer {
+        let seconds: Double
+        let firstPiece: Double
+    }
+
+    /// 50 peers that never read and 200 idle connections, against a seeder whose honest peer,
+    /// libtorrent, sits behind a 100 Mbit/s link: once the seeder has tried each non-reader,
+    /// libtorrent gets the exact image at 80 % of its unloaded rate at least (issue 15), and the
+    /// seeder's peak RSS stays under 150 MiB.
+    /// The image (64 MiB) takes about 5.5 s over the link, so the rate is the link's, not the
+    /// machine's: on unshaped loopback a transfer took about a second and varied 0.4 to 1.1 s with
+    /// the neighbours' load, and the test could only hold 40 %.
     @Test func aSeederFacingNonReadersAndIdleConnectionsStaysBoundedAndServesAnHonestPeer() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
@@ -93,46 +101,73 @@ import Testing
         let inspected = try runProcess(vmswarmBinary, ["inspect", torrent, "--json"])
         let report = try #require(try JSONSerialization.jsonObject(with: Data(inspected.stdout.utf8)) as? [String: Any])
         let python = try #require(which("/usr/bin/python3"), "python3-libtorrent is needed: run tools/test")
+        let link = try ShapedLink(rate: "100mbit")
+        defer { link.remove() }
 
         let port = freePort()
-        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(port)"], logTo: folder.file("seed.log"))
+        // Debug logging: its "unchoking peer" lines tell when every non-reader has had its try.
+        let (ip, seedArguments) = link.command(on: "h1", vmswarmBinary, [
+            "seed", torrent, "--data", image, "--port", "\(port)", "--log-level", "debug",
+        ])
+        let seeder = try BackgroundProcess(ip, seedArguments, logTo: folder.file("seed.log"))
         defer { seeder.stop() }
         try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        let pid = seeder.process.processIdentifier
 
-        // Each rate is the better of two downloads: this machine is shared, and one transfer of
-        // about a second is easily slowed by a neighbour's build.
-        var unloaded = Double.infinity
+        // The unloaded rate is the better of two downloads: the link sets the pace, but this
+        // machine is shared, and libtorrent's own start takes CPU too. (Over the link a transfer
+        // varied by 1 % in ten release runs, 5.62 to 5.75 s.)
+        var calm: [Transfer] = []
+        let calmCPU0 = try Self.cpuSeconds(pid)
         for run in 1...2 {
-            unloaded = min(unloaded, try download(python, torrent, into: folder.file("calm\(run)"), from: port))
+            calm.append(try download(python, torrent, into: folder.file("calm\(run)"), over: link, port: port))
             #expect(try sha256(folder.file("calm\(run)/image.img")) == sha)
         }
-        let calmRSS = try Self.peakRSS(seeder.process.processIdentifier)
+        let calmCPU = try Self.cpuSeconds(pid) - calmCPU0
+        let calmRSS = try Self.peakRSS(pid)
 
-        let attack = try BackgroundProcess(python, [
-            "-c", Self.attacker, try #require(report["info_hash"] as? String), "\(try #require(report["piece_count"] as? Int))",
+        let (attackIP, attackArguments) = link.command(on: "h1", python, [
+            Self.seedAttack, "attack", try #require(report["info_hash"] as? String), "\(try #require(report["piece_count"] as? Int))",
             "\(256 << 10)", "\(port)", "50", "200",
-        ], logTo: folder.file("attack.log"))
+        ])
+        let attack = try BackgroundProcess(attackIP, attackArguments, logTo: folder.file("attack.log"))
         defer { attack.stop() }
         try #require(eventually(20) { attack.output.contains("attacking") }, "\(attack.output)")
-        // The non-readers fill what they can and are found out: each got an upload slot, left it
-        // unused, and from then on waits for a choking round instead of taking free slots.
-        Thread.sleep(forTimeInterval: 10)
-        var loaded = Double.infinity
-        for run in 1...2 {
-            loaded = min(loaded, try download(python, torrent, into: folder.file("attacked\(run)"), from: port))
-            #expect(try sha256(folder.file("attacked\(run)/image.img")) == sha)
-        }
+        // The honest peer is timed against the attack's steady state: every non-reader connected
+        // and tried once with an upload slot (a slot the seeder gives each newcomer), found out two
+        // ticks later, and the idle connections churning. Until all were tried, each choking round
+        // gives the slots to non-readers never served, as least-served-first seeding ranks them
+        // ahead of a peer being served: an honest newcomer then waited 5 to 7 s for its first
+        // piece, about half its rate over this transfer (tools/bench-attack measures that phase
+        // too). Non-readers are dropped 30 s after they stopped reading; the seeder's peer count
+        // after the download shows they were all still there.
+        let attackStart = Date()
+        try #require(eventually(40) { Self.peers(in: seeder.output) >= 50 }, "\(seeder.output.suffix(400))")
+        try #require(eventually(40) { Self.triedPeers(in: seeder.output) >= 50 }, "tried \(Self.triedPeers(in: seeder.output))")
+        let allTried = -attackStart.timeIntervalSinceNow
+        Thread.sleep(forTimeInterval: 3)
+        let attackedCPU0 = try Self.cpuSeconds(pid)
+        let attacked = [try download(python, torrent, into: folder.file("attacked"), over: link, port: port)]
+        #expect(try sha256(folder.file("attacked/image.img")) == sha)
+        let peersAfter = Self.peers(in: seeder.output)
+        let attackedCPU = try Self.cpuSeconds(pid) - attackedCPU0
         Thread.sleep(forTimeInterval: 2)
-        let peak = try Self.peakRSS(seeder.process.processIdentifier)
+        let peak = try Self.peakRSS(pid)
         #expect(seeder.process.isRunning)
-        let figures = "unloaded \(unloaded) s, attacked \(loaded) s (\(Int(100 * unloaded / loaded)) % of the rate), peak RSS \(calmRSS >> 20) MiB calm, \(peak >> 20) MiB attacked"
+        let unloaded = try #require(calm.map(\.seconds).min()), loaded = try #require(attacked.map(\.seconds).min())
+        func shown(_ transfers: [Transfer]) -> String {
+            transfers.map { String(format: "%.2f s (first piece %.2f s)", $0.seconds, $0.firstPiece) }.joined(separator: ", ")
+        }
+        let figures = "unloaded \(shown(calm)), attacked \(shown(attacked)): \(Int(100 * unloaded / loaded)) % of the rate; "
+            + String(format: "all non-readers tried %.1f s into the attack, %d peers after the download; ", allTried, peersAfter)
+            + String(format: "seeder CPU %.1f s calm, %.1f s attacked, peak RSS %d MiB calm, %d MiB attacked",
+                     calmCPU, attackedCPU, calmRSS >> 20, peak >> 20)
         print("attack figures: \(figures); attacker: \(attack.output.split(separator: "\n").last ?? "")")
+        // The link, not the machine, set the unloaded pace: 64 MiB at 100 Mbit/s is 5.4 s.
+        #expect(unloaded > 5, "\(figures)")
         #expect(peak < 150 << 20, "\(figures)")
-        // Issue 15 asks for 80 %. On this shared two-core machine the better of two transfers
-        // under attack measured 48 to 75 % of the unloaded one (which itself varies 0.4 to 1.1 s),
-        // so the test holds the line at 40 %: a seed that let non-readers keep its slots or
-        // decline pieces to others (before this change) starved the honest peer outright.
-        #expect(loaded <= unloaded / 0.4, "\(figures)")
+        #expect(peersAfter >= 50, "the attack was on throughout: \(figures)")
+        #expect(loaded <= unloaded / 0.8, "\(figures)")
     }
 
     /// A raw fast-extension peer: handshake, have-none, interested; on unchoke it asks for the first

@@ -121,18 +121,20 @@ import Testing
     /// (tools/testbed.d/mcast-attacker.py: a forged sender announcing every piece ahead, a flood of
     /// forged sender instances, forged DONEs for the real sender, NACKs from 50 made-up receivers
     /// naming the whole image, the byte 0xD2). Every receiver completes with the exact image and
-    /// no peer is banned; most of the image still comes from the group. The times with and without
-    /// the attacker are printed, not compared: on this shared 2-core machine the same quiet run
-    /// varies by half (6 to 10 s), so a 20 % bound would test the machine's load, not the booster.
+    /// no peer is banned; most of the image still comes from the group; and the attacked session
+    /// takes at most 20 % longer than the quiet one (issue 15). On this shared 2-core machine one
+    /// quiet run of a debug build varies by half (6 to 10 s), so runs alternate quiet, attacked,
+    /// attacked, quiet, and each side's best run is compared: the machine's noise then hits both
+    /// sides alike. tools/bench-attack measures the same with a release build and more runs.
     @Test func multicastBoosterUnderAttack() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
         let (image, sha) = try Self.randomImage(in: folder, mebibytes: 32)
-        func distribute(attacked: Bool) throws -> Double {
+        func distribute(attacked: Bool, run number: Int) throws -> Double {
             let prefix = attacked ? "vma" : "vmb"
             try Self.up(prefix, hosts: 5)
             defer { Self.down(prefix) }
-            let run = folder.file(prefix)
+            let run = folder.file("\(prefix)\(number)")
             try FileManager.default.createDirectory(atPath: run, withIntermediateDirectories: true)
             let torrent = run + "/disk.torrent"
             let group = "239.255.42.1:7000"
@@ -184,8 +186,14 @@ import Testing
             }
             return elapsed
         }
-        let quiet = try distribute(attacked: false)
-        let attacked = try distribute(attacked: true)
-        print("multicast under attack: \(attacked) s, without the attacker \(quiet) s")
+        var quiet: [Double] = [], attacked: [Double] = []
+        for (number, attack) in [false, true, true, false].enumerated() {
+            let elapsed = try distribute(attacked: attack, run: number)
+            if attack { attacked.append(elapsed) } else { quiet.append(elapsed) }
+        }
+        let figures = "attacked \(attacked.map { String(format: "%.2f", $0) }) s, quiet \(quiet.map { String(format: "%.2f", $0) }) s"
+        print("multicast under attack: \(figures)")
+        let best = (quiet: try #require(quiet.min()), attacked: try #require(attacked.min()))
+        #expect(best.attacked <= best.quiet * 1.2, "\(figures)")
     }
 }
