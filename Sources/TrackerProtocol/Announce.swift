@@ -24,7 +24,10 @@ public struct AnnounceRequest: Sendable, Equatable {
     public var noPeerID = false
     /// An address the client claims for itself; trackers honour it only when configured to.
     public var ip: String?
+    /// The client's private identification (libtorrent and Transmission send 8 ASCII characters).
+    /// Kept only when it is UTF-8 of at most `maximumKeyLength` bytes; anything else is ignored.
     public var key: String?
+    public static let maximumKeyLength = 64
 
     public init(infoHash: InfoHash, peerID: PeerID, port: UInt16) {
         self.infoHash = infoHash
@@ -82,7 +85,9 @@ public struct AnnounceRequest: Sendable, Equatable {
             case "ip":
                 request.ip = String(validating: value, as: UTF8.self)
             case "key":
-                request.key = String(decoding: value.prefix(64), as: UTF8.self)
+                // Ignored rather than cut or repaired: a cut key, or one with U+FFFD in place of a
+                // byte, would not be the key the client sent.
+                if value.count <= Self.maximumKeyLength { request.key = String(validating: value, as: UTF8.self) }
             default:
                 break
             }

@@ -62,6 +62,20 @@ func refusal(_ query: String) -> TrackerRequestError? {
         #expect(try AnnounceRequest(query: request.query) == request)
     }
 
+    /// Issue 15, found by the tracker-request fuzzer: a key of 50 bytes 0xAA was cut to 64 bytes and
+    /// then decoded with U+FFFD for each bad byte, so the stored key was 150 bytes the client never sent.
+    @Test func aKeyThatIsNotShortUTF8IsIgnored() throws {
+        let base = "\(hashQuery)&\(peerQuery)&port=6881"
+        let binary = try AnnounceRequest(query: base + "&key=" + String(repeating: "%aa", count: 50))
+        #expect(binary.key == nil)
+        let long = try AnnounceRequest(query: base + "&key=" + String(repeating: "k", count: AnnounceRequest.maximumKeyLength + 1))
+        #expect(long.key == nil)
+        let longest = String(repeating: "é", count: AnnounceRequest.maximumKeyLength / 2)
+        let kept = try AnnounceRequest(query: base + "&key=" + PercentEncoding.encode(Array(longest.utf8)))
+        #expect(kept.key == longest)
+        #expect(try AnnounceRequest(query: kept.query) == kept)
+    }
+
     @Test func hostileValuesGetClearReasons() {
         #expect(refusal("\(peerQuery)&port=1") == .missingParameter("info_hash"))
         #expect(refusal("\(hashQuery)&port=1") == .missingParameter("peer_id"))
