@@ -260,8 +260,9 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// image not authenticated, is ever handed out), then reads it on the thread pool. Throws
     /// `ReadError.stopped` if the node stops first.
     public func readImage(at offset: Int64, length: Int) async throws -> ByteBuffer {
-        let range = offset..<(offset + Int64(length))
-        guard length > 0, offset >= 0, range.upperBound <= store.storedLength else { throw ReadError.outOfRange(offset: offset, length: length) }
+        guard let range = Self.imageRange(offset: offset, length: length, storedLength: store.storedLength) else {
+            throw ReadError.outOfRange(offset: offset, length: length)
+        }
         let pieces = store.pieces(holdingStored: range)
         try await loop.flatSubmit { () -> EventLoopFuture<Void> in
             guard !pieces.allSatisfy({ self.engine.have[PieceIndex($0)] }) else { return self.loop.makeSucceededVoidFuture() }
@@ -280,6 +281,13 @@ public final class SwarmRuntime: @unchecked Sendable {
             }
             return buffer
         }.get()
+    }
+
+    /// The stored bytes a read covers, or nil when any of it lies outside the image. Checked without
+    /// forming `offset + length`, which overflows for a hostile offset near Int64.max.
+    static func imageRange(offset: Int64, length: Int, storedLength: Int64) -> Range<Int64>? {
+        guard length > 0, offset >= 0, offset <= storedLength, Int64(length) <= storedLength - offset else { return nil }
+        return offset..<(offset + Int64(length))
     }
 
     public enum ReadError: Error, CustomStringConvertible {

@@ -167,4 +167,17 @@ import Testing
         outbox.clearWaiting()
         #expect(outbox.next == nil)
     }
+
+    /// A read of the image in flight (NBD, HTTP ranges) is checked before its end is computed: an
+    /// offset near Int64.max trapped on `offset + length` before the bounds check.
+    @Test func aReadOutsideTheImageIsRefusedWithoutOverflow() {
+        #expect(SwarmRuntime.imageRange(offset: 0, length: 10, storedLength: 10) == 0..<10)
+        #expect(SwarmRuntime.imageRange(offset: 9, length: 1, storedLength: 10) == 9..<10)
+        #expect(SwarmRuntime.imageRange(offset: 9, length: 2, storedLength: 10) == nil)
+        #expect(SwarmRuntime.imageRange(offset: 11, length: 1, storedLength: 10) == nil)
+        #expect(SwarmRuntime.imageRange(offset: -1, length: 1, storedLength: 10) == nil)
+        #expect(SwarmRuntime.imageRange(offset: 0, length: 0, storedLength: 10) == nil)
+        #expect(SwarmRuntime.imageRange(offset: .max, length: .max, storedLength: 10) == nil)
+        #expect(SwarmRuntime.imageRange(offset: .max - 1, length: 16, storedLength: .max) == nil)
+    }
 }
