@@ -117,14 +117,19 @@ final class HTTPRangeHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         headers.add(name: "Content-Length", value: "\(range.count)")
         headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-        guard head.method == .GET, !range.isEmpty else { return end(keepAlive: keepAlive, context: context) }
-        context.flush()
-        sendBody(from: range.lowerBound, to: range.upperBound, keepAlive: keepAlive, loop: context.eventLoop)
+        let answer = HTTPResponseHead(version: head.version, status: status, headers: headers)
+        guard head.method == .GET, !range.isEmpty else {
+            context.write(wrapOutboundOut(.head(answer)), promise: nil)
+            return end(keepAlive: keepAlive, context: context)
+        }
+        // The head waits for the first chunk: a read that fails before any data (the download
+        // stopped, a piece never authenticated) still gets a status saying so, not a 206 cut short.
+        sendBody(from: range.lowerBound, to: range.upperBound, head: answer, keepAlive: keepAlive, loop: context.eventLoop)
     }
 
-    /// Reads and writes the next chunk; the one after starts when the socket took it.
-    private func sendBody(from offset: Int64, to end: Int64, keepAlive: Bool, loop: any EventLoop) {
+    /// Reads and writes the next chunk (after `head`, when it is the first); the one after starts
+    /// when the socket took it.
+    private func sendBody(from offset: Int64, to end: Int64, head: HTTPResponseHead? = nil, keepAlive: Bool, loop: any EventLoop) {
         let length = Int(min(Int64(HTTPRangeServer.chunkLength), end - offset))
         let source = resource.source
         Task {
@@ -133,11 +138,13 @@ final class HTTPRangeHandler: ChannelInboundHandler, @unchecked Sendable {
             loop.execute {
                 guard let context = self.context else { return }
                 guard case .success(let data) = result, data.readableBytes == length else {
+                    self.logger.info("HTTP read failed", metadata: ["offset": "\(offset)", "error": "\(result)"])
+                    guard head == nil else { return self.simple(.serviceUnavailable, keepAlive: false, context: context) }
                     // Headers are gone with a length: the only honest signal left is to cut the connection.
-                    self.logger.info("HTTP read failed; closing", metadata: ["offset": "\(offset)"])
                     context.close(promise: nil)
                     return
                 }
+                if let head { context.write(self.wrapOutboundOut(.head(head)), promise: nil) }
                 context.writeAndFlush(self.wrapOutboundOut(.body(.byteBuffer(data)))).whenSuccess {
                     guard let context = self.context else { return }
                     let next = offset + Int64(length)

@@ -561,6 +561,8 @@ public final class SwarmRuntime: @unchecked Sendable {
                 // disk failed every piece in flight, one error line each).
                 self.logger.debug("cannot write a verified piece", metadata: ["piece": "\(piece.value)", "error": "\(error)"])
                 self.completion.fail(error)
+                // Readers waiting for it (or any piece) learn now, while their servers still answer.
+                self.failReaders()
             }
         }
     }
@@ -755,6 +757,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                 if self.tracker != nil { self.announce(event: .completed) }
             case .failure(let error):
                 self.completion.fail(error)
+                self.failReaders()
             }
         }
     }

@@ -112,11 +112,10 @@ import Testing
         #expect(plain.status != 0 && plain.stderr.contains("not sealed"), "\(plain.stderr)")
     }
 
-    /// A relay flips a bit in piece 3 and forges the torrent's hash to match. The node, which holds
-    /// the key, fails on that piece, exits non-zero, and never writes its plaintext.
-    @Test func aTamperedPieceWithAForgedHashIsRefused() throws {
+    /// The forgery of the two tests below: a relay copy of the sealed image with a bit flipped in
+    /// piece 3, a torrent whose hash for piece 3 is forged to match, and a seed of both.
+    func forgedSwarm() throws -> (published: Published, evil: BackgroundProcess, port: Int) {
         let published = try publish()
-        defer { published.folder.cleanUp() }
         let (seeder, port) = try seed(published)
         defer { seeder.stop() }
         let relay = try runProcess(vmswarmBinary, ["get", published.torrent, "--relay-only", "--output", published.file("relay"),
@@ -143,8 +142,46 @@ import Testing
         let evilPort = freePort()
         let evil = try BackgroundProcess(vmswarmBinary, ["seed", published.file("forged.torrent"), "--data", published.file("relay/disk.img.sealed"),
             "--port", "\(evilPort)"], logTo: published.file("evil.log"))
-        defer { evil.stop() }
         try #require(eventually(30) { evil.output.contains("seeding disk.img on port") }, "\(evil.output)")
+        return (published, evil, evilPort)
+    }
+
+    /// Served while it downloads, the forged image gives readers no byte of piece 3: the piece
+    /// never authenticates, so a read that needs it waits and then fails with the download.
+    @Test func aPieceThatDoesNotAuthenticateIsNeverServed() throws {
+        let (published, evil, evilPort) = try forgedSwarm()
+        defer { published.folder.cleanUp() }
+        defer { evil.stop() }
+        let port = freePort()
+        let url = "http://127.0.0.1:\(port)/disk.img"
+        let get = try BackgroundProcess(vmswarmBinary, ["get", published.file("forged.torrent"), "--key", published.file("disk.torrent.key"),
+            "--output", published.file("node"), "--peer", "127.0.0.1:\(evilPort)", "--port", "0", "--max-down", "4M",
+            "--serve", "http://127.0.0.1:\(port)"], logTo: published.file("get.log"))
+        defer { get.stop() }
+        try #require(eventually(20) { get.output.contains("serving disk.img read-only at \(url)") }, "\(get.output)")
+        // Piece 3's plaintext: 256 KiB pieces carry 256 KiB - 16 bytes of it (the GCM tag).
+        let chunk = 256 * 1024 - 16
+        let body = published.file("piece3.bin")
+        let read = try runProcess(try #require(which("curl")), ["-sS", "-o", body, "-w", "%{http_code}", "--max-time", "60",
+            "-r", "\(3 * chunk)-\(3 * chunk + 4095)", url])
+        // 503 when the download stops with the read waiting, or no answer if it stopped before.
+        #expect(read.stdout == "503" || read.stdout == "000", "\(read.stdout) \(read.stderr)")
+        let served = (try? Data(contentsOf: URL(fileURLWithPath: body))) ?? Data()
+        let original = try #require(FileHandle(forReadingAtPath: published.image))
+        try original.seek(toOffset: UInt64(3 * chunk))
+        let plaintext = original.readData(ofLength: 4096)
+        #expect(served.count < 64 || served.range(of: plaintext.prefix(64)) == nil, "plaintext of piece 3 was served")
+        #expect(get.wait(seconds: 60))
+        #expect(get.process.terminationStatus != 0)
+        #expect(get.output.contains("piece 3") && get.output.contains("refused"), "\(get.output.suffix(400))")
+    }
+
+    /// A relay flips a bit in piece 3 and forges the torrent's hash to match. The node, which holds
+    /// the key, fails on that piece, exits non-zero, and never writes its plaintext.
+    @Test func aTamperedPieceWithAForgedHashIsRefused() throws {
+        let (published, evil, evilPort) = try forgedSwarm()
+        defer { published.folder.cleanUp() }
+        defer { evil.stop() }
         let get = try runProcess(vmswarmBinary, ["get", published.file("forged.torrent"), "--key", published.file("disk.torrent.key"),
             "--output", published.file("node"), "--peer", "127.0.0.1:\(evilPort)", "--port", "0"])
         #expect(get.status != 0)

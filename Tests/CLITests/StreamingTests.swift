@@ -12,27 +12,36 @@ import Testing
         let sha: String
         let seeder: BackgroundProcess
         let seederPort: Int
+        /// The content key's arguments (`--key FILE`) when the image is sealed, else none.
+        let key: [String]
 
         init(megabytes: Int = 16, sealed: Bool = false) throws {
             folder = try TemporaryFolder()
             image = folder.file("image.img")
             try #require(try runProcess("/bin/sh", ["-c", "head -c \(megabytes << 20) /dev/urandom > '\(image)'"]).status == 0)
             torrent = folder.file("image.torrent")
-            let created = try runProcess(vmswarmBinary, ["create", image, "-o", torrent, "--piece-size", "256K"])
+            if sealed {
+                try #require(try runProcess(vmswarmBinary, ["keygen", folder.file("content"), "--kind", "content"]).status == 0)
+                key = ["--key", folder.file("content.key")]
+            } else {
+                key = []
+            }
+            let created = try runProcess(vmswarmBinary, ["create", image, "-o", torrent, "--piece-size", "256K"] + key)
             try #require(created.status == 0, "\(created.stderr)")
             sha = try sha256(image)
             seederPort = freePort()
-            seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(seederPort)"], logTo: folder.file("seed.log"))
+            seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(seederPort)"] + key, logTo: folder.file("seed.log"))
             try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
         }
 
         /// `get --serve` at a rate that keeps the download going for a few seconds.
-        func serve(port: Int, rate: String) throws -> BackgroundProcess {
+        func serve(port: Int, rate: String, url: String? = nil) throws -> BackgroundProcess {
+            let url = url ?? "nbd://127.0.0.1:\(port)"
             let get = try BackgroundProcess(vmswarmBinary, [
                 "get", torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(seederPort)", "--port", "0",
-                "--max-down", rate, "--serve", "nbd://127.0.0.1:\(port)",
-            ], logTo: folder.file("get.log"))
-            try #require(eventually(20) { get.output.contains("serving image.img read-only at nbd://127.0.0.1:\(port)") }, "\(get.output)")
+                "--max-down", rate, "--serve", url,
+            ] + key, logTo: folder.file("get.log"))
+            try #require(eventually(20) { get.output.contains("serving image.img read-only at \(url)") }, "\(get.output)")
             return get
         }
 
@@ -151,6 +160,23 @@ import Testing
         let streamed = try runProcess(curl, ["-sS", "-o", whole, "-w", "%{http_code}", url])
         #expect(streamed.stdout == "200", "\(streamed.stdout) \(streamed.stderr)")
         #expect(try sha256(whole) == swarm.sha)
+    }
+
+    /// A sealed image is served as its plaintext, each piece once it authenticated (the forged
+    /// case, where a piece never does, is in SealedSwarmTests): NBD and HTTP readers see the image.
+    @Test func aSealedImageIsServedAsItsPlaintext() throws {
+        let swarm = try Swarm(megabytes: 8, sealed: true)
+        defer { swarm.stop() }
+        let port = freePort()
+        let get = try swarm.serve(port: port, rate: "2M")
+        defer { get.stop() }
+        let url = "nbd://127.0.0.1:\(port)"
+        let size = try runProcess(try tool("nbdinfo"), ["--size", url])
+        #expect(size.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "\(8 << 20)", "\(size.stdout) \(size.stderr)")
+        let compare = try runProcess(try tool("qemu-img"), ["compare", "-f", "raw", "-F", "raw", url, swarm.image])
+        #expect(compare.status == 0, "\(compare.stdout) \(compare.stderr)")
+        #expect(eventually(30) { get.output.contains("complete:") }, "\(get.output.suffix(500))")
+        #expect(try sha256(swarm.folder.file("out/image.img")) == swarm.sha)
     }
 
     @Test func serveNeedsAnNBDOrHTTPURLAndTheImage() throws {
