@@ -149,13 +149,16 @@ public struct PiecePicker: Sendable {
     /// all their blocks are asked somewhere an idle peer (within `endGameCount`) is asked again, as in
     /// end-game, so a slow holder cannot keep a reader waiting.
     /// `preferred` pieces (a peer's suggestions) are started before any other new piece.
+    /// `ordered` pieces (a boot profile's order, see `SwarmEngine.setPieceOrder`) are started next,
+    /// in that order, within `maxAvailability` like rarest-first: a swarm of nodes with the same
+    /// profile still takes each piece from the seed about once.
     /// `recent` are the pieces the peer announced last, oldest first: among equally rare pieces the
     /// newest of them is taken, as the peer most likely still holds it in memory (a sealed image's
     /// peer would otherwise read it back from disk and seal it again).
     /// `alone`: the peer is on parole and gets only pieces it fetches alone (see `PieceProgress.owner`).
     public mutating func requests(for peer: Peer, peerPieces: Bitfield, count: Int, maxAvailability: Int = .max,
                                   endGameCount: Int = .max, urgent: [PieceIndex] = [], preferred: [PieceIndex] = [],
-                                  recent: [PieceIndex] = [], alone: Bool = false) -> [BlockRequest] {
+                                  ordered: [PieceIndex] = [], recent: [PieceIndex] = [], alone: Bool = false) -> [BlockRequest] {
         var picked: [BlockRequest] = []
         // 0. Pieces a reader waits for: their open blocks, then (end-game for them alone) blocks
         // asked elsewhere already. Parole holds here too: a piece another peer fetches alone is its
@@ -195,6 +198,13 @@ public struct PiecePicker: Sendable {
         // 2a. Pieces the peer suggested.
         for piece in preferred
         where picked.count < count && layout.contains(piece) && !have[piece] && inProgress[piece] == nil && peerPieces[piece] {
+            start(piece, owner: alone ? peer : nil)
+            picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
+        }
+        // 2b. The pieces of the profile's order.
+        for piece in ordered where picked.count < count && layout.contains(piece) && !have[piece] && inProgress[piece] == nil
+            && peerPieces[piece] && availability[piece.value] <= maxAvailability
+        {
             start(piece, owner: alone ? peer : nil)
             picked += take(from: piece, for: peer, limit: count - picked.count, duplicates: false)
         }

@@ -179,6 +179,12 @@ public struct SwarmEngine: Sendable {
     /// `maximumUrgentPieces`): requested before any other, from every peer that has them.
     private var urgent: [PieceIndex] = []
     public static let maximumUrgentPieces = 64
+    /// The order to start pieces in before rarest-first (a boot profile: what a VM reads first),
+    /// and how far into it the pieces are all held.
+    private var order: [PieceIndex] = []
+    private var orderHeld = 0
+    /// How many entries past the held prefix of `order` one peer's requests look at.
+    static let orderWindow = 256
     /// Pieces another source (the multicast booster) is about to deliver: not requested from peers.
     private var deferred: Bitfield?
     private var avoided: [UInt8]?
@@ -561,6 +567,23 @@ public struct SwarmEngine: Sendable {
     /// The pieces readers wait for, most urgent first.
     public var urgentPieces: [PieceIndex] { urgent }
 
+    /// Pieces to start in this order before any other new piece (after urgent ones and a peer's
+    /// suggestions): the order a VM read its image at boot, so nodes that boot from the image in
+    /// flight find what they read first already there. Pieces out of range and repeats are
+    /// dropped. Seeds are asked for them only as for rarest-first pieces (`maxAvailability`).
+    public mutating func setPieceOrder(_ pieces: [PieceIndex]) -> [Action] {
+        var seen = Set<PieceIndex>()
+        order = pieces.filter { info.layout.contains($0) && seen.insert($0).inserted }
+        orderHeld = 0
+        return fillRequests()
+    }
+
+    /// The next pieces of `order` not held yet (a window of it, so each call costs a bounded scan).
+    private mutating func orderedWindow() -> [PieceIndex] {
+        while orderHeld < order.count && have[order[orderHeld]] { orderHeld += 1 }
+        return order[orderHeld..<min(order.count, orderHeld + Self.orderWindow)].filter { !have[$0] }
+    }
+
     /// The runtime hashed an assembled piece.
     /// A failed piece is blamed on its sender when it had one, else recorded block by block, its
     /// senders on parole (`blame`); a verified one settles the failures recorded for it
@@ -822,8 +845,9 @@ public struct SwarmEngine: Sendable {
         if let declined = state.declined { holds.subtract(declined) }
         let urgentHere = urgent.filter { holds[$0] }
         for piece in urgentHere { pieces.insert(piece) }
+        let ordered = order.isEmpty ? [] : orderedWindow()
         return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,
-            endGameCount: endGameCount, urgent: urgentHere, preferred: suggestions, recent: state.recentHaves,
+            endGameCount: endGameCount, urgent: urgentHere, preferred: suggestions, ordered: ordered, recent: state.recentHaves,
             alone: onParole(state)).map { send(peer, .request($0)) }
     }
 

@@ -59,3 +59,40 @@ import Testing
         #expect(leecher.engine.urgentPieces.isEmpty)
     }
 }
+
+/// A boot profile's order (issue 20): pieces a VM reads first are started first, after urgent
+/// ones, without asking a seed for what another peer has.
+@Suite struct PieceOrderTests {
+    @Test func orderedPiecesAreStartedFirstInOrder() {
+        var leecher = ScriptedLeecher(pieceLength: 16 << 10, pieces: 400)
+        let order = [PieceIndex(300), PieceIndex(7), PieceIndex(300), PieceIndex(9999), PieceIndex(150)]
+        #expect(leecher.engine.setPieceOrder(order).isEmpty)
+        let asked = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)
+        // 16 KiB pieces are one block each: the first three requests are the profile's, in order.
+        #expect(asked.prefix(3).map(\.piece) == [PieceIndex(300), PieceIndex(7), PieceIndex(150)], "\(asked.prefix(4))")
+        // An urgent piece still goes first.
+        var other = ScriptedLeecher(pieceLength: 16 << 10, pieces: 400)
+        _ = other.engine.setPieceOrder(order)
+        _ = other.engine.setUrgentPieces([PieceIndex(42)])
+        let first = ScriptedLeecher.requests(in: other.connectSeeder(1), to: 1)
+        #expect(first.prefix(2).map(\.piece) == [PieceIndex(42), PieceIndex(300)])
+    }
+
+    /// Held pieces leave the window, so a long profile is followed to its end.
+    @Test func theOrderIsFollowedPastHeldPieces() {
+        var leecher = ScriptedLeecher(pieceLength: 16 << 10, pieces: 2000)
+        let order = (0..<600).map { PieceIndex(1999 - $0) }
+        _ = leecher.engine.setPieceOrder(order)
+        var asked = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)
+        var received: [PieceIndex] = []
+        while received.count < 600, let block = asked.first {
+            asked.removeFirst()
+            received.append(block.piece)
+            let actions = leecher.engine.received(.piece(block.piece, begin: block.begin, block: ByteBuffer(repeating: 0, count: block.length)), from: 1)
+            var more = actions
+            for case .verify(let piece, _) in actions { more += leecher.engine.pieceChecked(piece, valid: true) }
+            asked += ScriptedLeecher.requests(in: more, to: 1)
+        }
+        #expect(received == order)
+    }
+}
