@@ -19,6 +19,8 @@ public struct Metainfo: Sendable {
     public var createdBy: String?
     /// Seconds since 1970.
     public var creationDate: Int64?
+    /// The order a VM read the image at boot, a hint for fetching (`ReadProfile`).
+    public var bootProfile: ReadProfile?
 
     /// A torrent for freshly made `info`, encoded canonically, with `extraInfoFields` added to the
     /// `info` dictionary (see `TorrentInfo.encoded(adding:)`).
@@ -92,6 +94,7 @@ public struct Metainfo: Sendable {
         self.creationDate = try root["creation date"].map { node throws(MetainfoError) in
             try reader.integer(node, "creation date")
         }
+        self.bootProfile = try root[Self.bootProfileKey].map { node throws(MetainfoError) in try reader.readProfile(node) }
     }
 
     /// The whole .torrent file: outer fields canonically ordered around the untouched `info` bytes.
@@ -110,6 +113,7 @@ public struct Metainfo: Sendable {
         if let comment { add("comment", .string(comment)) }
         if let createdBy { add("created by", .string(createdBy)) }
         if let creationDate { add("creation date", .integer(creationDate)) }
+        if let bootProfile { add(Self.bootProfileKey, bootProfile.bencoded) }
         return Bencode.encodeDictionary(preencoded: entries)
     }
 

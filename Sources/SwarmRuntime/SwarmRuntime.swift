@@ -290,6 +290,23 @@ public final class SwarmRuntime: @unchecked Sendable {
         return offset..<(offset + Int64(length))
     }
 
+    /// Fetches the pieces under `profile`'s reads in the order they were read (reads past the end
+    /// of the image are dropped), after the pieces readers wait for. Returns the pieces ordered.
+    @discardableResult
+    public func prefetch(_ profile: ReadProfile) async throws -> Int {
+        let storedLength = store.storedLength
+        var order: [PieceIndex] = []
+        var seen = Set<Int>()
+        for read in profile.reads where read.lowerBound < storedLength {
+            for piece in store.pieces(holdingStored: read.lowerBound..<min(read.upperBound, storedLength)) where seen.insert(piece).inserted {
+                order.append(PieceIndex(piece))
+            }
+        }
+        let pieces = order
+        try await loop.submit { self.perform(self.engine.setPieceOrder(pieces)) }.get()
+        return pieces.count
+    }
+
     public enum ReadError: Error, CustomStringConvertible {
         case outOfRange(offset: Int64, length: Int)
         case stopped

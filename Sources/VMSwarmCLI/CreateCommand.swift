@@ -73,6 +73,10 @@ struct CreateCommand: ParsableCommand {
     @Option(help: "Sign the sealed torrent with this Ed25519 publisher key.")
     var sign: String?
 
+    @Option(name: .customLong("boot-profile"),
+        help: "Carry this read profile (from get --record-reads) in the torrent: vmswarm nodes fetch what it reads first, first.")
+    var bootProfile: String?
+
     var sealing: Bool { !sealFor.isEmpty || key != nil }
 
     func validate() throws {
@@ -114,10 +118,11 @@ struct CreateCommand: ParsableCommand {
             throw CLIError("\(target) exists; use --force to overwrite it")
         }
 
+        let profile = try bootProfile.map { try ReadProfileFile.read($0) }
         let progress = ProgressReporter(label: sealing ? "sealing" : "hashing", total: plan.totalLength, style: .choose(json: json))
         let started = Date()
-        let metainfo: Metainfo
-        let bytes: [UInt8]
+        var metainfo: Metainfo
+        var bytes: [UInt8]
         var keyWritten: String?
         if sealing {
             guard plan.source.files.count == 1, !plan.source.isDirectory else { throw CLIError("\(path): only a single image file can be sealed") }
@@ -135,6 +140,10 @@ struct CreateCommand: ParsableCommand {
         }
         progress.finish()
         let seconds = Date().timeIntervalSince(started)
+        if let profile {
+            bytes = try CLIError.wrap { try Metainfo.settingBootProfile(profile, inTorrent: bytes) }
+            metainfo.bootProfile = profile
+        }
 
         try CLIError.wrap("cannot write \(target)") { try Data(bytes).write(to: URL(fileURLWithPath: target), options: .atomic) }
         if let keyWritten { FileHandle.standardError.write(Data("content key written to \(keyWritten) (mode 0600): seed with --key \(keyWritten)\n".utf8)) }

@@ -288,8 +288,13 @@ struct GetCommand: AsyncParsableCommand {
         var options = peer.runtimeOptions()
         options.multicast = try booster.checked(for: metainfo)
         options.multicast?.contentKey = sealing?.contentKey.bytes
+        let profile = try serving.profile(carried: metainfo.bootProfile)
         let runtime = try await CLIError.wrapAsync("cannot start (listening on \(options.listenHost):\(options.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
+        }
+        if let profile, !have.isComplete {
+            let pieces = try await runtime.prefetch(profile)
+            FileHandle.standardError.write(Data("fetching first the \(pieces) pieces the boot profile reads (\(serving.prefetch ?? "the torrent's"))\n".utf8))
         }
         let servers: [ServeOptions.Running]
         do {

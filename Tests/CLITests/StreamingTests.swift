@@ -35,12 +35,12 @@ import Testing
         }
 
         /// `get --serve` at a rate that keeps the download going for a few seconds.
-        func serve(port: Int, rate: String, url: String? = nil) throws -> BackgroundProcess {
+        func serve(port: Int, rate: String, url: String? = nil, extra: [String] = []) throws -> BackgroundProcess {
             let url = url ?? "nbd://127.0.0.1:\(port)"
             let get = try BackgroundProcess(vmswarmBinary, [
                 "get", torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(seederPort)", "--port", "0",
                 "--max-down", rate, "--serve", url,
-            ] + key, logTo: folder.file("get.log"))
+            ] + key + extra, logTo: folder.file("get.log"))
             try #require(eventually(20) { get.output.contains("serving image.img read-only at \(url)") }, "\(get.output)")
             return get
         }
@@ -177,6 +177,52 @@ import Testing
         #expect(compare.status == 0, "\(compare.stdout) \(compare.stderr)")
         #expect(eventually(30) { get.output.contains("complete:") }, "\(get.output.suffix(500))")
         #expect(try sha256(swarm.folder.file("out/image.img")) == swarm.sha)
+    }
+
+    /// Boot profiles (VMTorrent): `--record-reads` writes the reads served, `create --boot-profile`
+    /// carries them in a torrent with the same info-hash, and a node getting that torrent fetches the
+    /// pieces under them first (at 512 KiB/s, a random order would take about 30 s for them).
+    @Test func aRecordedBootProfileIsFetchedFirstByTheNextNode() throws {
+        let swarm = try Swarm()
+        defer { swarm.stop() }
+        let port = freePort()
+        let profile = swarm.folder.file("boot.profile")
+        let recording = try swarm.serve(port: port, rate: "2M", extra: ["--record-reads", profile])
+        let reads = [((16 << 20) - 600_000, 4096), (5_000_000, 65536)]
+        for (offset, length) in reads {
+            let read = try runProcess(try tool("qemu-io"), ["-r", "-f", "raw", "-c", "read \(offset) \(length)", "nbd://127.0.0.1:\(port)"])
+            #expect(read.status == 0, "\(read.stderr)")
+        }
+        recording.stop()
+        let recorded = try String(contentsOfFile: profile, encoding: .utf8)
+        for (offset, length) in reads { #expect(recorded.contains("\(offset) \(length)\n"), "\(recorded)") }
+
+        let boot = swarm.folder.file("boot.torrent")
+        let created = try runProcess(vmswarmBinary, ["create", swarm.image, "-o", boot, "--piece-size", "256K", "--boot-profile", profile])
+        try #require(created.status == 0, "\(created.stderr)")
+        let hashes = try [swarm.torrent, boot].map { torrent in
+            try runProcess(vmswarmBinary, ["inspect", torrent]).stdout.split(separator: "\n").first { $0.contains("info-hash") }
+        }
+        #expect(hashes[0] != nil && hashes[0] == hashes[1], "\(hashes)")
+
+        let next = try BackgroundProcess(vmswarmBinary, [
+            "get", boot, "--output", swarm.folder.file("next"), "--peer", "127.0.0.1:\(swarm.seederPort)", "--port", "0", "--max-down", "512K",
+        ], logTo: swarm.folder.file("next.log"))
+        defer { next.stop() }
+        try #require(eventually(20) { next.output.contains("fetching first the 2 pieces the boot profile reads") }, "\(next.output)")
+        let original = try #require(FileHandle(forReadingAtPath: swarm.image))
+        let expected = try reads.map { offset, length in
+            try original.seek(toOffset: UInt64(offset))
+            return original.readData(ofLength: length)
+        }
+        let part = swarm.folder.file("next/image.img.part")
+        #expect(eventually(5) {
+            guard let handle = FileHandle(forReadingAtPath: part) else { return false }
+            return zip(reads, expected).allSatisfy { read, bytes in
+                (try? handle.seek(toOffset: UInt64(read.0))) != nil && handle.readData(ofLength: read.1) == bytes
+            }
+        }, "\(next.output.suffix(300))")
+        #expect(!next.output.contains("complete:"))
     }
 
     @Test func serveNeedsAnNBDOrHTTPURLAndTheImage() throws {
