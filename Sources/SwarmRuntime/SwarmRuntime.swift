@@ -126,6 +126,21 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var stopped = false
     /// Readers of the image in flight (`readImage`) waiting for pieces to verify.
     private var readers: [(pieces: ClosedRange<Int>, promise: EventLoopPromise<Void>)] = []
+    private var reads = ReadCounters()
+
+    /// Reads of the image in flight: how many found their data already here (a hit: the mUFS and
+    /// VMTorrent figure, what prefetching and the booster are for) and how many waited.
+    public struct ReadCounters: Equatable, Sendable {
+        public var reads = 0
+        public var hits = 0
+        public var bytes: Int64 = 0
+        /// Hits per read, or nil before the first read.
+        public var hitRate: Double? { reads > 0 ? Double(hits) / Double(reads) : nil }
+    }
+
+    public func readCounters() async -> ReadCounters {
+        (try? await loop.submit { self.reads }.get()) ?? ReadCounters()
+    }
     private let completion: EventLoopPromise<Void>
     private let started = NIODeadline.now()
     private var upload: TokenBucket?
@@ -265,7 +280,12 @@ public final class SwarmRuntime: @unchecked Sendable {
         }
         let pieces = store.pieces(holdingStored: range)
         try await loop.flatSubmit { () -> EventLoopFuture<Void> in
-            guard !pieces.allSatisfy({ self.engine.have[PieceIndex($0)] }) else { return self.loop.makeSucceededVoidFuture() }
+            self.reads.reads += 1
+            self.reads.bytes += Int64(length)
+            guard !pieces.allSatisfy({ self.engine.have[PieceIndex($0)] }) else {
+                self.reads.hits += 1
+                return self.loop.makeSucceededVoidFuture()
+            }
             guard !self.stopped else { return self.loop.makeFailedFuture(ReadError.stopped) }
             let promise = self.loop.makePromise(of: Void.self)
             self.readers.append((pieces, promise))

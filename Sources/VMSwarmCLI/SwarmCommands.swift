@@ -331,16 +331,23 @@ struct GetCommand: AsyncParsableCommand {
         }
         let status = await runtime.status()
         let fetched = status.downloaded
+        // Reads served while the image was in flight, and how many found their data here.
+        let reads = servers.isEmpty ? nil : await runtime.readCounters()
         if peer.json {
             let multicast = status.multicast.map {
                 #","multicast_pieces":\#(status.multicastPieces),"multicast_packets":\#($0.dataPackets),"multicast_duplicates":\#($0.duplicates),"nacks_sent":\#($0.nacksSent),"partials_dropped":\#($0.partialsDropped)"#
             } ?? ""
-            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)\#(multicast)}"#)
+            let served = reads.map { #","reads":\#($0.reads),"read_hits":\#($0.hits)"# } ?? ""
+            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)\#(multicast)\#(served)}"#)
         } else {
             let multicast = status.multicast.map { counters in
                 "; \(status.multicastPieces) of \(metainfo.info.pieceCount) pieces wholly or partly from the multicast booster, \(counters.nacksSent) NACKs sent"
             } ?? ""
-            print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(multicast))")
+            let served = reads.map { counters in
+                "; \(counters.reads) reads served while it downloaded, \(counters.hits) found their data here"
+                    + (counters.hitRate.map { " (\(Int(($0 * 100).rounded())) %)" } ?? "")
+            } ?? ""
+            print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(multicast)\(served))")
         }
         // Piped standard output is block-buffered, and with --serve or --seed-after get goes on
         // running: whoever reads the pipe learns of the completion now, not at exit.

@@ -88,7 +88,9 @@ import Testing
         #expect(try sha256(copy) == swarm.sha)
 
         // The download itself completes under its real name, and get keeps serving until stopped.
+        // Its last line counts the reads served meanwhile and those that found their data here.
         #expect(eventually(30) { get.output.contains("complete:") }, "\(get.output.suffix(500))")
+        #expect(get.output.contains("reads served while it downloaded"), "\(get.output.suffix(300))")
         #expect(try sha256(swarm.folder.file("out/image.img")) == swarm.sha)
         #expect(get.process.isRunning)
         let after = try runProcess(try tool("nbdinfo"), ["--size", url])
