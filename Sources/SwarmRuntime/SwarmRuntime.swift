@@ -127,6 +127,9 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// Readers of the image in flight (`readImage`) waiting for pieces to verify.
     private var readers: [(pieces: ClosedRange<Int>, promise: EventLoopPromise<Void>)] = []
     private var reads = ReadCounters()
+    /// Sequential readers' next bytes, fetched right after what readers wait for.
+    private var readAhead = ReadAhead()
+    private var aheadPieces: [PieceIndex] = []
 
     /// Reads of the image in flight: how many found their data already here (a hit: the mUFS and
     /// VMTorrent figure, what prefetching and the booster are for) and how many waited.
@@ -279,11 +282,18 @@ public final class SwarmRuntime: @unchecked Sendable {
             throw ReadError.outOfRange(offset: offset, length: length)
         }
         let pieces = store.pieces(holdingStored: range)
+        let store = self.store
         try await loop.flatSubmit { () -> EventLoopFuture<Void> in
             self.reads.reads += 1
             self.reads.bytes += Int64(length)
+            let ahead = self.readAhead.read(range, end: store.storedLength)
+            if let ahead {
+                let have = self.engine.have
+                self.aheadPieces = store.pieces(holdingStored: ahead).map(PieceIndex.init).filter { !have[$0] }
+            }
             guard !pieces.allSatisfy({ self.engine.have[PieceIndex($0)] }) else {
                 self.reads.hits += 1
+                if ahead != nil { self.prioritizeReaders() }
                 return self.loop.makeSucceededVoidFuture()
             }
             guard !self.stopped else { return self.loop.makeFailedFuture(ReadError.stopped) }
@@ -292,7 +302,6 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.prioritizeReaders()
             return promise.futureResult
         }.get()
-        let store = self.store
         return try await pool.runIfActive(eventLoop: loop) { () -> ByteBuffer in
             var buffer = ByteBufferAllocator().buffer(capacity: length)
             try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { target in
@@ -352,7 +361,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     }
 
     /// What readers wait for is fetched before anything else: the missing pieces of every waiting
-    /// read, oldest read first (the engine keeps the first 64).
+    /// read, oldest read first, then what a sequential reader reads next (the engine keeps the
+    /// first 64).
     private func prioritizeReaders() {
         let have = engine.have
         var pieces: [PieceIndex] = []
@@ -363,6 +373,8 @@ public final class SwarmRuntime: @unchecked Sendable {
             }
             if pieces.count >= SwarmEngine.maximumUrgentPieces { break }
         }
+        aheadPieces.removeAll { have[$0] }
+        pieces += aheadPieces.filter { !pieces.contains($0) }
         perform(engine.setUrgentPieces(pieces))
     }
 

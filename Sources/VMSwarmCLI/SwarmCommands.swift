@@ -357,6 +357,13 @@ struct GetCommand: AsyncParsableCommand {
             // Serving goes on (and so does seeding) until the user stops it.
             await followProgress(runtime, label: "serving", json: peer.json) { interrupted.isSet }
             for server in servers { await server.shutdown() }
+            let served = await runtime.readCounters()
+            if peer.json {
+                print(#"{"event":"served","reads":\#(served.reads),"read_hits":\#(served.hits),"bytes":\#(served.bytes)}"#)
+            } else {
+                print("served \(served.reads) reads (\(Format.bytes(served.bytes))), \(served.hits) found their data here")
+            }
+            fflush(nil)
         } else if policy != .none {
             let started = Date()
             let watch = SwarmDoneWatch()
