@@ -6,25 +6,30 @@
 /// Pure: ranges in, the range to fetch ahead out. Several streams (NBD clients, or one VM's
 /// interleaved reads) are told apart by where each last ended, a few of them at a time.
 struct ReadAhead: Sendable {
-    /// How far ahead of a sequential read to fetch: `factor` times the read, within these bounds.
+    /// A stream's first window is `factor` times its read (at least `minimum`); each read that
+    /// continues it doubles the window, up to `maximum`. Reads of data already here are instant, so
+    /// a window of one piece would only move the wait to the next piece: it has to outgrow the time
+    /// a piece takes to arrive.
     static let minimum: Int64 = 256 << 10
     static let maximum: Int64 = 4 << 20
     static let factor: Int64 = 4
     /// Streams followed at once; the least recent is forgotten first.
     static let streams = 8
 
-    private var ends: [Int64] = []
+    private var streams: [(end: Int64, window: Int64)] = []
 
     /// Notes a read; when it continues a stream, returns the bytes to fetch ahead of it (clipped to
     /// `end`, the image's length), else nil.
     mutating func read(_ range: Range<Int64>, end: Int64) -> Range<Int64>? {
-        defer {
-            ends.append(range.upperBound)
-            if ends.count > Self.streams { ends.removeFirst() }
+        var window: Int64 = 0
+        if let stream = streams.firstIndex(where: { $0.end == range.lowerBound }) {
+            let earlier = streams.remove(at: stream).window
+            window = earlier == 0 ? max(Self.minimum, Int64(range.count) * Self.factor) : min(Self.maximum, 2 * earlier)
+            window = min(Self.maximum, window)
         }
-        guard let stream = ends.firstIndex(of: range.lowerBound) else { return nil }
-        ends.remove(at: stream)
-        let window = min(Self.maximum, max(Self.minimum, Int64(range.count) * Self.factor))
+        streams.append((range.upperBound, window))
+        if streams.count > Self.streams { streams.removeFirst() }
+        guard window > 0 else { return nil }
         let ahead = range.upperBound..<min(end, range.upperBound + window)
         return ahead.isEmpty ? nil : ahead
     }

@@ -11,8 +11,12 @@ import Testing
         #expect(ahead.read(0..<65536, end: end) == nil, "a first read is not yet a stream")
         #expect(ahead.read(65536..<131_072, end: end) == 131_072..<(131_072 + ReadAhead.minimum))
         #expect(ahead.read(50 << 20..<(50 << 20) + 4096, end: end) == nil)
-        // Larger reads fetch further ahead, up to the maximum, and never past the image.
-        #expect(ahead.read(131_072..<(131_072 + (2 << 20)), end: end)?.count == Int(ReadAhead.maximum))
+        // The window doubles as the stream goes on, up to the maximum, and never passes the image.
+        #expect(ahead.read(131_072..<196_608, end: end)?.count == Int(2 * ReadAhead.minimum))
+        #expect(ahead.read(196_608..<262_144, end: end)?.count == Int(4 * ReadAhead.minimum))
+        var at: Int64 = 262_144
+        for _ in 0..<8 { _ = ahead.read(at..<(at + 65536), end: end); at += 65536 }
+        #expect(ahead.read(at..<(at + 65536), end: end)?.count == Int(ReadAhead.maximum))
         var near = ReadAhead()
         _ = near.read((end - 8192)..<(end - 4096), end: end)
         #expect(near.read((end - 4096)..<end, end: end) == nil)
