@@ -34,13 +34,16 @@ public struct ExtensionHandshake: Equatable, Sendable {
     /// Reads a peer's handshake. What a hostile peer controls is bounded: ids outside 0...255,
     /// overlong names and entries past `maxExtensions` are dropped, `p` outside 1...65535 and a
     /// `reqq` below 1 read as not sent, `reqq` is capped, and `v` is cut to `maxClientLength`
-    /// bytes without control characters (it ends up in logs). `metadata_size` is not read: vmswarm
+    /// bytes without control characters (it ends up in logs); names that are not UTF-8 are dropped. `metadata_size` is not read: vmswarm
     /// does not fetch metadata from peers (BEP 9), so no allocation follows from it.
     public init(payload: ByteBuffer) throws(PeerViolation) {
         let root = try decodeExtensionPayload(payload, "handshake")
         var ids: [String: UInt8] = [:]
         for entry in (root["m"]?.entries ?? []).prefix(Self.maxExtensions) where entry.key.count <= Self.maxNameLength {
-            if let id = entry.value.integer, (0...255).contains(id) { ids[entry.keyText] = UInt8(id) }
+            // A name that is not UTF-8 names no extension; decoded with U+FFFD for its bad bytes it
+            // would be a name the peer never sent (and could collide with one it did).
+            guard let name = String(validating: entry.key, as: UTF8.self) else { continue }
+            if let id = entry.value.integer, (0...255).contains(id) { ids[name] = UInt8(id) }
         }
         messageIDs = ids
         listenPort = root["p"]?.integer.flatMap { (1...65535).contains($0) ? UInt16($0) : nil }

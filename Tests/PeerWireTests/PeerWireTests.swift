@@ -287,6 +287,12 @@ let block0 = BlockRequest(piece: PieceIndex(0), begin: 0, length: 16384)
         let name = String(repeating: "n", count: ExtensionHandshake.maxNameLength + 1)
         let odd = try handshake("d1:md\(name.utf8.count):\(name)i3e4:ut_ai256e4:ut_bi-1e4:ut_ci7eee")
         #expect(odd.messageIDs == ["ut_c": 7])
+        // Found by the extensions fuzzer: a name with bytes that are not UTF-8 became one with
+        // U+FFFD in their place, longer than the cap and not the name sent. It names no extension.
+        var binary = Array("d1:md11:ut_metada".utf8) + [0xFF, 0xFF] + Array("i3e6:ut_pexi1eee".utf8)
+        #expect(try ExtensionHandshake(payload: ByteBuffer(bytes: binary)).messageIDs == ["ut_pex": 1])
+        binary = Array("d1:md2:".utf8) + [0xC3, 0x28] + Array("i3eee".utf8)
+        #expect(try ExtensionHandshake(payload: ByteBuffer(bytes: binary)).messageIDs.isEmpty)
         let many = (0..<200).map { "4:\(1000 + $0)i1e" }.joined()
         #expect(try handshake("d1:md\(many)ee").messageIDs.count == ExtensionHandshake.maxExtensions)
         // Not a dictionary, too deep, or over 64 KiB: a malformed extension message.
