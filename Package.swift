@@ -102,6 +102,7 @@ let package = Package(
             "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),

@@ -269,6 +269,8 @@ public struct SwarmEngine: Sendable {
     public var have: Bitfield { picker.have }
     public var isComplete: Bool { picker.isComplete }
     public var peerCount: Int { peers.count }
+    /// Identities banned so far (for status and metrics; read-only).
+    public var bannedCount: Int { banned.count }
     /// Connected peers that still lack pieces (leechers we could serve).
     public var peersMissingPieces: Int { peers.values.count { !$0.session.peerPieces.isComplete } }
     /// Whether a connected peer still lacks `piece`, and so may ask us for it.

@@ -90,6 +90,14 @@ public final class SwarmRuntime: @unchecked Sendable {
         public let refusals: [ConnectionRefusal: Int]
         /// Bytes of piece data held for sending (`Options.uploadBufferBytes` bounds it).
         public let uploadBufferBytes: Int
+        /// Pieces this run hashed: those that verified, and those that failed their hash (from
+        /// peers or the booster). Pieces found on disk at start are in `piecesHave`, not here.
+        public var piecesVerified = 0
+        public var hashFailures = 0
+        /// Bytes of the pieces that came whole from the booster and verified (`multicastPieces`).
+        public var multicastBytes: Int64 = 0
+        /// Peer identities (address and id) banned for sending bad data.
+        public var peersBanned = 0
     }
 
     public let metainfo: Metainfo
@@ -189,6 +197,10 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// Pieces being verified that came from the group, and how many verified so far.
     private var fromMulticast: Set<PieceIndex> = []
     private var multicastPieces = 0
+    private var multicastBytes: Int64 = 0
+    /// Hash results of this run, for status and metrics.
+    private var piecesVerified = 0
+    private var hashFailures = 0
     /// Until the booster is heard (at most this long), peers are not asked for what its first pass
     /// may bring; a sender may be waiting for more receivers to join.
     private static let multicastHoldBack: Double = 5
@@ -602,6 +614,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         }.whenComplete { result in
             switch result {
             case .success(let valid):
+                if valid { self.piecesVerified += 1 } else { self.hashFailures += 1 }
                 self.perform(self.engine.pieceChecked(piece, valid: valid))
                 self.multicastPieceChecked(piece, valid: valid)
                 if valid { self.wakeReaders() }
@@ -947,6 +960,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         if fromMulticast.remove(piece) != nil {
             if valid {
                 multicastPieces += 1
+                multicastBytes += Int64(info.layout.length(of: piece))
                 multicastReceiver!.pieceVerified(piece, now: now)
             } else {
                 multicastReceiver!.pieceFailed(piece, now: now)
@@ -1056,10 +1070,15 @@ public final class SwarmRuntime: @unchecked Sendable {
     private func currentStatus() -> Status {
         let have = engine.have
         let bytes = info.layout.pieces.reduce(Int64(0)) { $0 + (have[$1] ? Int64(info.layout.length(of: $1)) : 0) }
-        return Status(piecesHave: have.count, pieceCount: info.pieceCount, bytesHave: bytes, totalLength: info.totalLength,
+        var status = Status(piecesHave: have.count, pieceCount: info.pieceCount, bytesHave: bytes, totalLength: info.totalLength,
             downloaded: engine.downloaded, uploaded: engine.uploaded, wasted: engine.wasted, peers: channels.count,
             peersMissingPieces: engine.peersMissingPieces, trackerIncomplete: trackerIncomplete, complete: engine.isComplete,
             multicastPieces: multicastPieces, multicast: multicastReceiver?.counters, refusals: refusals, uploadBufferBytes: uploadBytes)
+        status.piecesVerified = piecesVerified
+        status.hashFailures = hashFailures
+        status.multicastBytes = multicastBytes
+        status.peersBanned = engine.bannedCount
+        return status
     }
 }
 

@@ -121,7 +121,6 @@ struct CreateCommand: ParsableCommand {
         let profile = try bootProfile.map { try ReadProfileFile.read($0) }
         let progress = ProgressReporter(label: sealing ? "sealing" : "hashing", total: plan.totalLength, style: .choose(json: json))
         let started = Date()
-        var metainfo: Metainfo
         var bytes: [UInt8]
         var keyWritten: String?
         if sealing {
@@ -133,28 +132,29 @@ struct CreateCommand: ParsableCommand {
             let made = try SealingCreation(sites: sealFor, keyFile: key, signingKey: sign).create(
                 image: path, name: name ?? plan.source.baseName, plainLength: plan.totalLength, options: settings, target: target,
                 progress: progress)
-            (bytes, metainfo, keyWritten) = (made.torrent, made.metainfo, made.keyWritten)
+            (bytes, keyWritten) = (made.torrent, made.keyWritten)
         } else {
-            metainfo = try CLIError.wrap { try creator.create(path) { progress.update(done: $0) } }
-            bytes = metainfo.encoded()
+            bytes = try CLIError.wrap { try creator.create(path) { progress.update(done: $0) } }.encoded()
         }
         progress.finish()
         let seconds = Date().timeIntervalSince(started)
         if let profile {
             bytes = try CLIError.wrap { try Metainfo.settingBootProfile(profile, inTorrent: bytes) }
-            metainfo.bootProfile = profile
         }
 
         try CLIError.wrap("cannot write \(target)") { try Data(bytes).write(to: URL(fileURLWithPath: target), options: .atomic) }
         if let keyWritten { FileHandle.standardError.write(Data("content key written to \(keyWritten) (mode 0600): seed with --key \(keyWritten)\n".utf8)) }
 
+        // The report is read back from the file just written, by the code `inspect` runs: a report
+        // built from `metainfo` would miss what a sealed torrent keeps outside the info dictionary
+        // (recipients, signature) and say "a shared key opens it" and "signed by: nobody".
+        let report = try TorrentReport.read(target)
         if json {
-            let report = TorrentReport(metainfo, file: target)
             print(try JSONLine.encode(CreatedEvent(event: "created", seconds: seconds, torrent: report)))
         } else {
             print("created \(target) in \(Format.duration(seconds)) "
                 + "(\(Format.rate(seconds > 0 ? Double(plan.totalLength) / seconds : 0)))")
-            print(TorrentReport(metainfo, file: target).summary)
+            print(report.summary)
         }
     }
 }

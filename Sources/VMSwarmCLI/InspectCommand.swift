@@ -22,11 +22,7 @@ struct InspectCommand: ParsableCommand {
     static let maxTorrentSize = 128 << 20
 
     func run() throws {
-        let bytes = try Self.readTorrent(torrent)
-        let metainfo = try CLIError.wrap("\(torrent)") {
-            try Metainfo(parsing: bytes, mode: strict ? .strict : .lenient)
-        }
-        let report = TorrentReport(metainfo, file: torrent, bytes: bytes)
+        let report = try TorrentReport.read(torrent, strict: strict)
         print(json ? try JSONLine.encode(report) : report.summary)
     }
 

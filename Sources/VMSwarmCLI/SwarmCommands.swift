@@ -40,9 +40,15 @@ struct PeerOptions: ParsableArguments {
     @Flag(help: "Print status as JSON lines on standard output.")
     var json = false
 
+    @Option(name: .customLong("metrics-listen"), help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
+    var metricsListen: String?
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT (got '\(listen)').") }
+        if let metricsListen, HostPort(metricsListen) == nil {
+            throw ValidationError("--metrics-listen must be HOST:PORT (got '\(metricsListen)').")
+        }
         for peer in peers where HostPort(peer) == nil { throw ValidationError("--peer must be HOST:PORT (got '\(peer)').") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
         for (flag, value) in [("--max-up", maxUp), ("--max-down", maxDown)] {
@@ -93,31 +99,56 @@ func loadTorrent(fileOrURL source: String) async throws(CLIError) -> (bytes: [UI
     return (bytes, try CLIError.wrap(source) { try Metainfo(parsing: bytes) })
 }
 
-/// Shows the swarm's progress until `until` returns true, or forever.
-func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, until: @escaping @Sendable () async -> Bool) async {
+/// Starts `--metrics-listen`'s endpoint, if asked: each scrape reads the runtime's status afresh
+/// and the rates the progress loop measures into `rates`.
+func startMetrics(_ runtime: SwarmRuntime, role: String, peer: PeerOptions, rates: RateBoard, logger: Logger) async throws(CLIError) -> MetricsServer? {
+    guard let address = peer.metricsListen.flatMap(HostPort.init) else { return nil }
+    let metainfo = runtime.metainfo
+    let server = try await CLIError.wrapAsync("cannot serve metrics on \(address.host):\(address.port)") {
+        try await MetricsServer.start(host: address.host, port: address.port, logger: logger) {
+            let (down, up) = rates.rates
+            return NodeMetrics(role: role, infoHash: metainfo.infoHash.hex, name: metainfo.info.name,
+                status: await runtime.status(), downloadRate: down, uploadRate: up)
+        }
+    }
+    if !peer.json { FileHandle.standardError.write(Data("metrics at http://\(address.host):\(server.port ?? address.port)/metrics\n".utf8)) }
+    return server
+}
+
+/// Shows the swarm's progress until `until` returns how it ended, or forever. The rate shown is
+/// measured now (`rates`, shared with the metrics endpoint): the download rate while downloading,
+/// the upload rate while seeding or serving.
+func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, rates: RateBoard = RateBoard(), uploading: Bool = true,
+                    until: @escaping @Sendable () async -> ProgressReporter.Ending?) async {
     let info = runtime.metainfo.info
     let progress = ProgressReporter(label: label, total: info.totalLength, style: .choose(json: json))
     var reached: Int64 = 0
+    var ending: ProgressReporter.Ending = .done
     while true {
         let status = await runtime.status()
         reached = status.bytesHave
+        let (down, up) = rates.record(downloaded: status.downloaded, uploaded: status.uploaded, at: ProcessInfo.processInfo.systemUptime)
         // Refused connections by reason, and the piece data held for sending (bounded by
         // `uploadBufferBytes`): what an operator looks at when a node is under attack.
         let refused = status.refusals.values.reduce(0, +)
         let refusals = Dictionary(uniqueKeysWithValues: status.refusals.map {
             ("refused_" + $0.key.rawValue.replacingOccurrences(of: " ", with: "_").replacingOccurrences(of: "-", with: "_"), Int64($0.value))
         })
-        progress.update(done: status.bytesHave,
+        progress.update(done: status.bytesHave, rate: uploading ? .up(up) : .down(down),
             note: "\(status.peers) peers, up \(Format.bytes(status.uploaded))"
                 + (refused > 0 ? ", \(refused) connections refused, \(Format.bytes(Int64(status.uploadBufferBytes))) held for sending" : ""),
             counters: ["peers": Int64(status.peers), "uploaded": status.uploaded, "downloaded": status.downloaded, "wasted": status.wasted,
+                       "down_bytes_per_s": Int64(down), "up_bytes_per_s": Int64(up),
                        "upload_buffer_bytes": Int64(status.uploadBufferBytes)]
                 .merging(refusals) { $1 }
                 .merging(status.multicast.map { ["multicast_packets": Int64($0.dataPackets), "multicast_pieces": Int64(status.multicastPieces)] } ?? [:]) { $1 })
-        if await until() { break }
+        if let end = await until() {
+            ending = end
+            break
+        }
         try? await Task.sleep(for: .milliseconds(250))
     }
-    progress.finish(done: reached)
+    progress.finish(done: reached, ending: ending)
 }
 
 struct SeedCommand: AsyncParsableCommand {
@@ -201,6 +232,15 @@ struct SeedCommand: AsyncParsableCommand {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
         if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
+        let rates = RateBoard()
+        let metrics: MetricsServer?
+        do {
+            metrics = try await startMetrics(runtime, role: "seed", peer: peer, rates: rates, logger: logger)
+        } catch {
+            await runtime.shutdown()
+            await embedded?.shutdown()
+            throw error
+        }
         var multicast: MulticastSenderRuntime?
         // A sealed image's booster packets are authenticated with a key derived from its content key.
         let keyBytes = contentKey?.bytes
@@ -214,7 +254,8 @@ struct SeedCommand: AsyncParsableCommand {
         let signals = SignalWatcher([SIGINT, SIGTERM])
         let stop = Stop()
         Task { for await _ in signals.stream { stop.set(); break } }
-        await followProgress(runtime, label: "seeding", json: peer.json) { stop.isSet }
+        await followProgress(runtime, label: "seeding", json: peer.json, rates: rates) { stop.isSet ? .stopped : nil }
+        await metrics?.shutdown()
         await multicast?.shutdown()
         await runtime.shutdown()
         await embedded?.shutdown()
@@ -296,10 +337,19 @@ struct GetCommand: AsyncParsableCommand {
             let pieces = try await runtime.prefetch(profile)
             FileHandle.standardError.write(Data("fetching first the \(pieces) pieces the boot profile reads (\(serving.prefetch ?? "the torrent's"))\n".utf8))
         }
+        let rates = RateBoard()
+        let metrics: MetricsServer?
+        do {
+            metrics = try await startMetrics(runtime, role: "get", peer: peer, rates: rates, logger: logger)
+        } catch {
+            await runtime.shutdown()
+            throw error
+        }
         let servers: [ServeOptions.Running]
         do {
             servers = try await serving.start(runtime, name: metainfo.info.name, size: store.storedLength, logger: logger)
         } catch {
+            await metrics?.shutdown()
             await runtime.shutdown()
             throw error
         }
@@ -318,14 +368,19 @@ struct GetCommand: AsyncParsableCommand {
         let signals = SignalWatcher([SIGINT, SIGTERM])
         let interrupted = Stop()
         Task { for await _ in signals.stream { interrupted.set(); break } }
-        await followProgress(runtime, label: "downloading", json: peer.json) { done.isSet || done.failure != nil || interrupted.isSet }
+        // Failure is checked first: a run that failed must not end on a line saying "done".
+        await followProgress(runtime, label: "downloading", json: peer.json, rates: rates, uploading: false) {
+            done.failure != nil ? .failed : done.isSet ? .done : interrupted.isSet ? .stopped : nil
+        }
         if let failure = done.failure {
             for server in servers { await server.shutdown() }
+            await metrics?.shutdown()
             await runtime.shutdown()
             throw CLIError(failure)
         }
         guard done.isSet else {
             for server in servers { await server.shutdown() }
+            await metrics?.shutdown()
             await runtime.shutdown()
             throw CLIError("interrupted; run the same command again to resume")
         }
@@ -355,7 +410,7 @@ struct GetCommand: AsyncParsableCommand {
         let policy = SeedAfter(seedAfter) ?? .none
         if !servers.isEmpty {
             // Serving goes on (and so does seeding) until the user stops it.
-            await followProgress(runtime, label: "serving", json: peer.json) { interrupted.isSet }
+            await followProgress(runtime, label: "serving", json: peer.json, rates: rates) { interrupted.isSet ? .stopped : nil }
             for server in servers { await server.shutdown() }
             let served = await runtime.readCounters()
             if peer.json {
@@ -367,13 +422,15 @@ struct GetCommand: AsyncParsableCommand {
         } else if policy != .none {
             let started = Date()
             let watch = SwarmDoneWatch()
-            await followProgress(runtime, label: "seeding", json: peer.json) {
+            await followProgress(runtime, label: "seeding", json: peer.json, rates: rates) {
                 let status = await runtime.status()
                 let swarmDone = status.peersMissingPieces == 0 && (status.trackerIncomplete ?? 0) == 0
-                return interrupted.isSet || policy.isSatisfied(seedingFor: -started.timeIntervalSinceNow, uploaded: status.uploaded,
-                    imageLength: metainfo.info.totalLength, swarmDoneFor: watch.update(swarmDone))
+                if interrupted.isSet { return .stopped }
+                return policy.isSatisfied(seedingFor: -started.timeIntervalSinceNow, uploaded: status.uploaded,
+                    imageLength: metainfo.info.totalLength, swarmDoneFor: watch.update(swarmDone)) ? .done : nil
             }
         }
+        await metrics?.shutdown()
         await runtime.shutdown()
     }
 }

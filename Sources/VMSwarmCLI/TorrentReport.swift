@@ -55,8 +55,20 @@ struct TorrentReport: Encodable {
         case creationDate = "creation_date"
     }
 
+    /// The report on a torrent file as it is on disk: `inspect` and `create` (on the file it just
+    /// wrote) both come here, so what `create` says is what the file holds. A sealed image's
+    /// recipients and signature live outside the info dictionary, so they are read from the file's
+    /// own bytes, never from a re-encoded `Metainfo` (which drops them).
+    static func read(_ path: String, strict: Bool = false) throws(CLIError) -> TorrentReport {
+        let bytes = try InspectCommand.readTorrent(path)
+        let metainfo = try CLIError.wrap("\(path)") {
+            try Metainfo(parsing: bytes, mode: strict ? .strict : .lenient)
+        }
+        return TorrentReport(metainfo, file: path, bytes: bytes)
+    }
+
     /// `bytes`: the whole torrent file, read for a sealed image's recipients and signature.
-    init(_ metainfo: Metainfo, file: String, bytes: [UInt8]? = nil) {
+    private init(_ metainfo: Metainfo, file: String, bytes: [UInt8]) {
         let info = metainfo.info
         self.file = file
         name = info.name
@@ -73,7 +85,7 @@ struct TorrentReport: Encodable {
         createdBy = metainfo.createdBy
         creationDate = metainfo.creationDate
         files = info.files.map { File(path: $0.path.joined(separator: "/"), length: $0.length, padding: $0.isPadding) }
-        sealed = (try? SealedTorrent(parsing: bytes ?? metainfo.encoded())).map { torrent in
+        sealed = (try? SealedTorrent(parsing: bytes)).map { torrent in
             Sealed(plainLength: torrent.parameters.plainLength, cipher: SealingParameters.cipher,
                 recipients: torrent.recipients.map { "x25519:" + HexCoding.encode($0.keyID) },
                 signedBy: torrent.signature.map { "\($0.publicKey)" })

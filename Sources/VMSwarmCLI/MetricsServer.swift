@@ -1,0 +1,115 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// `--metrics-listen`: an HTTP/1.1 endpoint answering `GET /metrics` with the node's metrics in
+/// the Prometheus text format 0.0.4, rendered at each scrape from a fresh snapshot (`snapshot`).
+/// The edge only: what the text says is `NodeMetrics.prometheusText`, tested on its own. One event
+/// loop of its own, so scrapes never wait behind the swarm's loop; requests carry no body worth
+/// reading, and NIO's HTTP parser bounds what a client can send in headers.
+final class MetricsServer: Sendable {
+    private let channel: any Channel
+    private let group: MultiThreadedEventLoopGroup
+
+    var port: Int? { channel.localAddress?.port }
+
+    private init(channel: any Channel, group: MultiThreadedEventLoopGroup) {
+        self.channel = channel
+        self.group = group
+    }
+
+    static func start(host: String, port: Int, logger: Logger,
+                      snapshot: @escaping @Sendable () async -> NodeMetrics) async throws -> MetricsServer {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do {
+            let channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        try channel.pipeline.syncOperations.addHandler(MetricsHandler(snapshot: snapshot, logger: logger))
+                    }
+                }
+                .bind(host: host, port: port).get()
+            return MetricsServer(channel: channel, group: group)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    func shutdown() async {
+        // Closing an already closed channel or group is no failure worth reporting at exit.
+        try? await channel.close()
+        try? await group.shutdownGracefully()
+    }
+}
+
+/// One connection: one request at a time (NIO's pipelining handler queues the next).
+final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let snapshot: @Sendable () async -> NodeMetrics
+    private let logger: Logger
+    private var context: ChannelHandlerContext?
+    private var request: HTTPRequestHead?
+
+    init(snapshot: @escaping @Sendable () async -> NodeMetrics, logger: Logger) {
+        self.snapshot = snapshot
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            request = head
+        case .body:
+            break  // a GET carries none; anything sent is dropped
+        case .end:
+            guard let head = request else { return }
+            request = nil
+            respond(to: head, context: context)
+        }
+    }
+
+    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard head.method == .GET || head.method == .HEAD else {
+            return send(.methodNotAllowed, body: "only GET and HEAD\n", extra: [("Allow", "GET, HEAD")], head: head, context: context)
+        }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
+        guard path == "/metrics" else {
+            return send(.notFound, body: "vmswarm: metrics are at /metrics\n", head: head, context: context)
+        }
+        let snapshot = self.snapshot
+        let loop = context.eventLoop
+        Task {
+            let text = await snapshot().prometheusText
+            loop.execute {
+                guard let context = self.context else { return }
+                self.send(.ok, body: text, contentType: "text/plain; version=0.0.4; charset=utf-8", head: head, context: context)
+            }
+        }
+    }
+
+    private func send(_ status: HTTPResponseStatus, body: String, contentType: String = "text/plain; charset=utf-8",
+                      extra: [(String, String)] = [], head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let keepAlive = head.isKeepAlive
+        let bytes = Array(body.utf8)
+        var headers = HTTPHeaders(extra)
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(bytes.count)")
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: bytes)))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
+            if !keepAlive { self.context?.close(promise: nil) }
+        }
+    }
+}
