@@ -104,7 +104,4 @@ public struct BencodeEntry: Sendable {
         self.keyOffset = keyOffset
         self.value = value
     }
-
-    /// The key as text, with invalid UTF-8 shown as replacement characters.
-    public var keyText: String { String(decoding: key, as: UTF8.self) }
 }
