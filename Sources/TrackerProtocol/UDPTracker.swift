@@ -412,7 +412,7 @@ public struct UDPConnectionIDs: Sendable {
         self.init(secret: (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &random) })
     }
 
-    /// The id for `address` (IP and port) at `now` (seconds on any clock the tracker keeps).
+    /// The id for `address` (its IP; the port is not part of it) at `now` (seconds on any clock the tracker keeps).
     public func id(for address: PeerAddress, now: Double) -> UInt64 {
         id(for: address, epoch: Self.epoch(now))
     }
@@ -430,9 +430,10 @@ public struct UDPConnectionIDs: Sendable {
     }
 
     func id(for address: PeerAddress, epoch: UInt64) -> UInt64 {
-        // A fixed-length message: the address as 16 bytes (IPv4-mapped for IPv4), port, epoch.
+        // A fixed-length message: the address as 16 bytes (IPv4-mapped for IPv4), then the epoch.
+        // Not the port: a client may send each exchange from a new socket (vmswarm does, and a NAT
+        // may move it), and what the id proves is that the host receives at that address.
         var message = address.isIPv4 ? [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF] + address.ip : address.ip
-        message += [UInt8(address.port >> 8), UInt8(address.port & 0xFF)]
         message += (0..<8).reversed().map { UInt8(truncatingIfNeeded: epoch >> (UInt64($0) * 8)) }
         return hmac(message).prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
     }

@@ -221,8 +221,8 @@ final class RawUDP: @unchecked Sendable {
         // The HTTP front sees the peer announced over UDP: one tracker, two fronts.
         let stats = RawTCP.get(port: http.port, "/stats?format=json")
         #expect(stats.contains("\"seeders\":1"), "\(stats)")
-        // Another socket (another port: another client) cannot use that id.
-        let forger = RawUDP()
+        // Another host (another loopback address) cannot use that id.
+        let forger = RawUDP(source: "127.0.0.2")
         #expect(try forger.exchange(.announce(connectionID: id, transactionID: 14, announce), port: udp.port)
             == .error(transactionID: 14, message: "unknown or expired connection id"))
         // Nothing too short to carry a transaction id is answered.
@@ -252,8 +252,9 @@ final class RawUDP: @unchecked Sendable {
         #expect(response.complete == 1)
         #expect(response.incomplete == 1)
         #expect(response.peers.map(\.address) == [PeerAddress(host: "127.0.0.1", port: 7001)!])
-        // A second announce reuses the connection id (no connect): still answered.
+        // A second announce reuses the connection id from another socket (no connect, no error).
         _ = try await client.announce(leecher)
+        #expect(!String(decoding: http.service.metrics.registry.emitToBuffer(), as: UTF8.self).contains("udp_errors"))
         let scrape = try await client.scrape([torrentA])
         #expect(scrape.files[torrentA] == ScrapeStats(complete: 1, downloaded: 0, incomplete: 1))
         let metrics = RawTCP.get(port: http.port, "/metrics")
