@@ -9,6 +9,16 @@ import TrackerProtocol
 
 @testable import Tracker
 
+/// Runs blocking socket code on a thread of its own: on a 2-core machine Swift's cooperative pool
+/// has two threads, and a test blocking one in recvfrom delays every other test's continuations.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) -> Task<T, Never> {
+    Task {
+        await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: body()) }.start()
+        }
+    }
+}
+
 /// A blocking UDP socket on loopback, to send exactly the datagrams a client (or a forger) would.
 final class RawUDP: @unchecked Sendable {
     let fd: Int32
@@ -270,7 +280,7 @@ final class RawUDP: @unchecked Sendable {
         timing.firstRetransmit = .milliseconds(200)
         let client = UDPTrackerClient(group: MultiThreadedEventLoopGroup.singleton, timing: timing)
         let started = Date()
-        let seen = Task.detached {
+        let seen = onThread {
             var count = 0
             let until = Date().addingTimeInterval(1.5)
             while Date() < until { if silent.receive() != nil { count += 1 } }
@@ -295,7 +305,7 @@ final class RawUDP: @unchecked Sendable {
         var timing = UDPTrackerClient.Timing()
         timing.timeout = .seconds(3)
         let client = UDPTrackerClient(group: MultiThreadedEventLoopGroup.singleton, timing: timing)
-        let tracker = Task.detached { () -> Bool in
+        let tracker = onThread { () -> Bool in
             // Read the connect from the raw socket, learn the client's port from recvfrom.
             var buffer = [UInt8](repeating: 0, count: 2048)
             var from = sockaddr_in()
