@@ -21,6 +21,7 @@
         FuzzTarget(name: "engine", summary: "a SwarmEngine for a small torrent driven by peers, messages, ticks and hashes", run: fuzzEngine),
         FuzzTarget(name: "tracker-request", summary: "TrackerService request routing (announce, scrape, stats) without sockets", run: fuzzTrackerRequest),
         FuzzTarget(name: "tracker-answer", summary: "announce and scrape answer decoding (the client side)", run: fuzzTrackerAnswer),
+        FuzzTarget(name: "udp-tracker", summary: "BEP 15 requests through a UDPTrackerResponder, and answers on the client side", run: fuzzUDPTracker),
         FuzzTarget(name: "multicast-packet", summary: "booster packet decoding and validation, with re-encoding", run: fuzzMulticastPacket),
         FuzzTarget(name: "multicast", summary: "a MulticastSender and MulticastReceiver on a lossy group, with a forger", run: fuzzMulticast),
         FuzzTarget(name: "nbd", summary: "an NBD server session fed a client's bytes, whole and split, answering reads", run: fuzzNBD),

@@ -83,9 +83,27 @@ public final class TrackerService: Sendable {
     }
 
     private func announce(query: Substring, remote: PeerAddress?) -> TrackerHTTPResponse {
+        let request: AnnounceRequest
         do throws(TrackerRequestError) {
-            let request = try AnnounceRequest(query: query)
-            guard let remote else { throw .malformedQuery("no peer address") }
+            request = try AnnounceRequest(query: query)
+        } catch {
+            return refuse(error)
+        }
+        guard let remote else { return refuse(.malformedQuery("no peer address")) }
+        switch serveAnnounce(request, from: remote) {
+        case .success(let response):
+            return TrackerHTTPResponse(status: 200, contentType: "text/plain",
+                body: response.encoded(compact: request.compact, includePeerIDs: !request.noPeerID))
+        case .failure(let error):
+            return TrackerHTTPResponse(status: 200, contentType: "text/plain", body: failureResponse(error.failureReason))
+        }
+    }
+
+    /// Serves a decoded announce from `remote` (the address the request came from, never one it
+    /// claims): the one path of both fronts, HTTP and UDP, so both share the allowlist, the limits,
+    /// the per-address caps and the metrics. A refusal is counted here.
+    public func serveAnnounce(_ request: AnnounceRequest, from remote: PeerAddress) -> Result<AnnounceResponse, TrackerRequestError> {
+        do throws(TrackerRequestError) {
             let now = clock()
             let (response, outcome, notices) = try locked.withLock { locked throws(TrackerRequestError) in
                 locked.window.record(now: now)
@@ -106,29 +124,42 @@ public final class TrackerService: Sendable {
             case .stored, .removed: break
             case .notOwner, .sourceLimit, .torrentFull: metrics.notStored(outcome.rawValue)
             }
-            return TrackerHTTPResponse(status: 200, contentType: "text/plain",
-                body: response.encoded(compact: request.compact, includePeerIDs: !request.noPeerID))
+            return .success(response)
         } catch {
-            return refuse(error)
+            count(error)
+            return .failure(error)
         }
     }
 
     private func scrape(query: Substring) -> TrackerHTTPResponse {
         do throws(TrackerRequestError) {
             let request = try ScrapeRequest(query: query)
-            let response = locked.withLock { $0.state.scrape(request) }
-            metrics.scrapes.increment()
-            return TrackerHTTPResponse(status: 200, contentType: "text/plain", body: response.encoded())
+            return TrackerHTTPResponse(status: 200, contentType: "text/plain", body: serveScrape(request).encoded())
         } catch {
             return refuse(error)
         }
     }
 
+    /// Serves a decoded scrape (either front) and counts it.
+    public func serveScrape(_ request: ScrapeRequest) -> ScrapeResponse {
+        let response = locked.withLock { $0.state.scrape(request) }
+        metrics.scrapes.increment()
+        return response
+    }
+
+    /// The clock the tracker runs on (seconds), for the UDP front's connection-id epochs.
+    public var now: Double { clock() }
+
     /// Refusals are HTTP 200 with a `failure reason`: that is what BitTorrent clients show to users.
     private func refuse(_ error: TrackerRequestError) -> TrackerHTTPResponse {
+        count(error)
+        return TrackerHTTPResponse(status: 200, contentType: "text/plain", body: failureResponse(error.failureReason))
+    }
+
+    /// Counts (and logs at debug) a refused request, whichever front it came by.
+    public func count(_ error: TrackerRequestError) {
         metrics.rejected(error.metricLabel)
         logger.debug("refused request", metadata: ["reason": "\(error.failureReason)"])
-        return TrackerHTTPResponse(status: 200, contentType: "text/plain", body: failureResponse(error.failureReason))
     }
 
     private func log(_ notice: TrackerNotice) {
@@ -312,6 +343,12 @@ public final class TrackerMetrics: Sendable {
     /// `source_limit`, `torrent_full`).
     func notStored(_ reason: String) {
         CoreMetrics.Counter(label: "vmswarm_tracker_peers_not_stored_total", dimensions: [("reason", reason)], factory: factory).increment()
+    }
+
+    /// A UDP datagram refused before it reached the tracker (BEP 15 framing, forged or expired
+    /// connection id), by reason.
+    public func udpError(_ reason: String) {
+        CoreMetrics.Counter(label: "vmswarm_tracker_udp_errors_total", dimensions: [("reason", reason)], factory: factory).increment()
     }
 
     /// An HTTP-level error (bad method, unknown path, unparsable request, slow client, too many connections).

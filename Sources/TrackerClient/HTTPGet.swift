@@ -17,7 +17,7 @@ public enum HTTPGetError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .invalidURL(let url): "not a valid URL: \(url)"
         case .unsupportedScheme(let scheme):
-            scheme == "udp" ? "UDP trackers (BEP 15) are not supported yet" : "unsupported URL scheme '\(scheme)' (http only)"
+            "unsupported URL scheme '\(scheme)' (http, or udp through TrackerClient)"
         case .connectionFailed(let why): "cannot connect: \(why)"
         case .timedOut: "timed out"
         case .status(let code): "HTTP status \(code)"

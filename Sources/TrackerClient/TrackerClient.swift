@@ -20,6 +20,7 @@ public struct TrackerClientError: Error, Sendable, CustomStringConvertible {
 public final class TrackerClient: Sendable {
     private let tiers: Mutex<TrackerTiers>
     private let http: HTTPGet
+    private let udp: UDPTrackerClient
     private let logger: Logger
 
     public init(tiers: [[String]], group: any EventLoopGroup, logger: Logger, timeout: TimeAmount = .seconds(15)) {
@@ -27,6 +28,9 @@ public final class TrackerClient: Sendable {
         var http = HTTPGet(group: group)
         http.timeout = timeout
         self.http = http
+        var timing = UDPTrackerClient.Timing()
+        timing.timeout = timeout
+        udp = UDPTrackerClient(group: group, timing: timing)
         self.logger = logger
     }
 
@@ -60,10 +64,14 @@ public final class TrackerClient: Sendable {
                 }
                 http.timeout = min(http.timeout, left)
             }
-            let url = tracker + (tracker.contains("?") ? "&" : "?") + request.query
             do {
-                let body = try await http.fetch(url)
-                let response = try decode(body)
+                let response: AnnounceResponse
+                if Self.isUDP(tracker) {
+                    response = try await udp.announce(request, to: tracker, timeout: http.timeout)
+                } else {
+                    let url = tracker + (tracker.contains("?") ? "&" : "?") + request.query
+                    response = try decode(try await http.fetch(url))
+                }
                 tiers.withLock { $0.succeeded(tracker) }
                 if let warning = response.warning {
                     logger.warning("tracker warning", metadata: ["tracker": "\(tracker)", "warning": "\(warning)"])
@@ -85,6 +93,14 @@ public final class TrackerClient: Sendable {
     public func scrape(_ hashes: [InfoHash]) async throws(TrackerClientError) -> ScrapeResponse {
         var failures: [(tracker: String, reason: String)] = []
         for tracker in tiers.withLock({ $0.order }) {
+            if Self.isUDP(tracker) {
+                do {
+                    return try await udp.scrape(Array(hashes.prefix(UDPTracker.maxScrapeHashes)), at: tracker)
+                } catch {
+                    failures.append((tracker, "\(error)"))
+                }
+                continue
+            }
             guard let base = Self.scrapeURL(forAnnounce: tracker) else {
                 failures.append((tracker, "does not support scrape (its path does not end in 'announce')"))
                 continue
@@ -98,6 +114,9 @@ public final class TrackerClient: Sendable {
         }
         throw TrackerClientError(failures: failures)
     }
+
+    /// BEP 15 trackers: announced to over UDP, the others over HTTP.
+    static func isUDP(_ url: String) -> Bool { url.lowercased().hasPrefix("udp://") }
 
     /// BEP 48's convention: the last path component `announce…` becomes `scrape…`; nil when absent.
     public static func scrapeURL(forAnnounce url: String) -> String? {

@@ -7,16 +7,21 @@ import Tracker
 struct TrackerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tracker",
-        abstract: "Run an HTTP BitTorrent tracker (BEP 3/23/7/48) for a site.",
+        abstract: "Run a BitTorrent tracker for a site: HTTP (BEP 3/23/7/48), and UDP (BEP 15) with --udp-listen.",
         discussion: """
             Serves /announce and /scrape to any BitTorrent client, /stats (an HTML page; ?format=json for \
             JSON) and /metrics (Prometheus). Open by default: any torrent is tracked. With --allow, only \
             the torrents listed (a file of hex info-hashes, one per line, or a folder of .torrent files); \
-            send SIGHUP to reload the list without losing the peers. SIGINT or SIGTERM stops it.
+            send SIGHUP to reload the list without losing the peers. SIGINT or SIGTERM stops it. With \
+            --udp-listen it also answers BEP 15 (udp://HOST:PORT/announce) from the same peer tables, \
+            limits and metrics.
             """)
 
     @Option(help: "Address and port to listen on.")
     var listen: String = "0.0.0.0:6969"
+
+    @Option(name: .customLong("udp-listen"), help: "Also serve the UDP tracker protocol (BEP 15) on this address and port.")
+    var udpListen: String?
 
     @Option(help: "Serve only these torrents: a file of hex info-hashes or a folder of .torrent files.")
     var allow: String?
@@ -53,6 +58,9 @@ struct TrackerCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard HostPort(listen) != nil else { throw ValidationError("--listen must be HOST:PORT, such as 0.0.0.0:6969 or [::]:6969.") }
+        if let udpListen, HostPort(udpListen) == nil {
+            throw ValidationError("--udp-listen must be HOST:PORT, such as 0.0.0.0:6969 or [::]:6969.")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
         guard interval >= 10, minInterval >= 1, minInterval <= interval else {
             throw ValidationError("--interval must be at least 10 s and --min-interval from 1 s to the interval.")
@@ -82,6 +90,17 @@ struct TrackerCommand: AsyncParsableCommand {
             try await TrackerServer.start(
                 host: address.host, port: address.port, configuration: configuration, limits: limits, logger: logger)
         }
+        var udpServer: UDPTrackerServer?
+        if let udpListen, let udpAddress = HostPort(udpListen) {
+            do {
+                udpServer = try await CLIError.wrapAsync("cannot listen on UDP \(udpListen)") {
+                    try await UDPTrackerServer.start(host: udpAddress.host, port: udpAddress.port, service: server.service, logger: logger)
+                }
+            } catch {
+                await server.shutdown()
+                throw error
+            }
+        }
         if let allow {
             logger.info("allowlist mode", metadata: ["torrents": "\(configuration.allowlist?.count ?? 0)", "source": "\(allow)"])
         }
@@ -103,6 +122,7 @@ struct TrackerCommand: AsyncParsableCommand {
             logger.info("shutting down", metadata: ["signal": "\(signal == SIGINT ? "SIGINT" : "SIGTERM")"])
             break
         }
+        await udpServer?.shutdown()
         await server.shutdown()
     }
 }
