@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // Pure bencode codec: bytes in, values (with byte spans) out, and back.
@@ -98,8 +99,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The only place that parses flags and prints to a terminal.
+        // A node's configuration file (YAML): settings with where they were written, the options
+        // each stands for in each command, and the command lines that come of them.
+        .target(name: "NodeConfiguration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "VMSwarmCLI", dependencies: [
-            "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
+            "NodeConfiguration", "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -137,6 +141,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "HTTPRangesTests", dependencies: ["HTTPRanges"]),
+        .testTarget(name: "NodeConfigurationTests", dependencies: ["NodeConfiguration"]),
         .testTarget(name: "NBDTests", dependencies: [
             "NBD", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
@@ -151,7 +156,7 @@ let package = Package(
         ]),
         // Runs the built `vmswarm` binary and real BitTorrent tools; kept apart so unit tests stay fast.
         .testTarget(name: "CLITests", dependencies: [
-            "vmswarm", "VMSwarmCLI", "Metainfo", "Bencode", "Tracker", "TestSupport",
+            "vmswarm", "VMSwarmCLI", "NodeConfiguration", "Metainfo", "Bencode", "Tracker", "TestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -77,6 +77,8 @@ struct CreateCommand: ParsableCommand {
         help: "Carry this read profile (from get --record-reads) in the torrent: vmswarm nodes fetch what it reads first, first.")
     var bootProfile: String?
 
+    @OptionGroup var settings: ConfigOption
+
     var sealing: Bool { !sealFor.isEmpty || key != nil }
 
     func validate() throws {

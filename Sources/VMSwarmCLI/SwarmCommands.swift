@@ -182,6 +182,8 @@ struct SeedCommand: AsyncParsableCommand {
 
     @OptionGroup var peer: PeerOptions
 
+    @OptionGroup var settings: ConfigOption
+
     @OptionGroup(title: "Sealed images (with a key --data is the plain image; without, the sealed one)")
     var keys: KeyOptions
 
@@ -294,6 +296,8 @@ struct GetCommand: AsyncParsableCommand {
     var seedAfter: String = "none"
 
     @OptionGroup var peer: PeerOptions
+
+    @OptionGroup var settings: ConfigOption
 
     @OptionGroup(title: "Sealed images") var keys: KeyOptions
 

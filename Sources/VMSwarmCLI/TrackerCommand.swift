@@ -56,6 +56,8 @@ struct TrackerCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
+    @OptionGroup var settings: ConfigOption
+
     func validate() throws {
         guard HostPort(listen) != nil else { throw ValidationError("--listen must be HOST:PORT, such as 0.0.0.0:6969 or [::]:6969.") }
         if let udpListen, HostPort(udpListen) == nil {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 
 /// The `vmswarm` command: a BitTorrent-compatible node for moving VM images to many machines.
 public struct VMSwarm: AsyncParsableCommand {
@@ -13,7 +14,7 @@ public struct VMSwarm: AsyncParsableCommand {
             read them and compute the same info-hash.
             """,
         version: version,
-        subcommands: [CreateCommand.self, InspectCommand.self, SeedCommand.self, GetCommand.self, TrackerCommand.self, KeygenCommand.self, DemoCommand.self]
+        subcommands: [CreateCommand.self, InspectCommand.self, SeedCommand.self, GetCommand.self, TrackerCommand.self, KeygenCommand.self, ConfigCommand.self, DemoCommand.self]
     )
 
     public init() {}
@@ -22,11 +23,15 @@ public struct VMSwarm: AsyncParsableCommand {
 extension VMSwarm {
     /// Runs the command line. (Called through a generic so that AsyncParsableCommand's entry point
     /// is chosen over ParsableCommand's synchronous one.)
+    /// The settings file, if there is one, comes in front of the command's own arguments.
     public static func runFromCommandLine() async {
-        await runAsync(VMSwarm.self)
+        switch NodeConfig.apply(to: Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment) {
+        case .success(let arguments): await runAsync(VMSwarm.self, arguments)
+        case .failure(let error): VMSwarm.exit(withError: error)
+        }
     }
 
-    private static func runAsync<Command: AsyncParsableCommand>(_ command: Command.Type) async {
-        await command.main(nil)
+    private static func runAsync<Command: AsyncParsableCommand>(_ command: Command.Type, _ arguments: [String]) async {
+        await command.main(arguments)
     }
 }

@@ -1,0 +1,133 @@
+/// The settings a node's configuration file may hold, and the command-line option each one stands
+/// for in each command. A setting is only ever a default for an option: the command's own parser
+/// checks its value (one path of validation for flags and file alike), and an option given on the
+/// command line wins.
+public struct ConfigKey: Sendable, Equatable {
+    /// How a setting is written.
+    public enum Kind: Sendable, Equatable {
+        /// One value: `limits.up: 50M`.
+        case value
+        /// A value or a list of them: `trackers: [http://a/announce, http://b/announce]`. Each
+        /// becomes one repetition of the option; given on the command line, the option replaces the
+        /// whole list.
+        case list
+        /// `true` or `false`: true adds the option (a flag), false leaves it out.
+        case flag
+    }
+
+    /// Whether values are paths. Relative ones are taken from the file's folder, as a file
+    /// installed in /etc/vmswarm/ naming `site.key` means /etc/vmswarm/site.key.
+    public enum Paths: Sendable, Equatable {
+        case none
+        /// Paths that must exist (key files, an allowlist): `config check` says when one does not.
+        case existing
+        /// A folder that may be made later (the cache).
+        case any
+    }
+
+    /// An option of one command that this setting stands for.
+    public struct Target: Sendable, Equatable {
+        public let command: String
+        /// The long form, `--max-up`.
+        public let option: String
+        /// Other spellings that count as giving the option on the command line (`-t`).
+        public let aliases: [String]
+
+        public init(_ command: String, _ option: String, aliases: [String] = []) {
+            self.command = command
+            self.option = option
+            self.aliases = aliases
+        }
+    }
+
+    /// Dotted name: `limits.up` is `up:` inside `limits:`.
+    public let name: String
+    public let kind: Kind
+    public let paths: Paths
+    public let help: String
+    public let targets: [Target]
+
+    public init(_ name: String, _ kind: Kind, paths: Paths = .none, _ help: String, _ targets: [Target]) {
+        self.name = name
+        self.kind = kind
+        self.paths = paths
+        self.help = help
+        self.targets = targets
+    }
+
+    public func target(for command: String) -> Target? { targets.first { $0.command == command } }
+}
+
+public enum ConfigSchema {
+    /// The commands a file can configure.
+    public static let commands = ["create", "seed", "get", "tracker"]
+
+    private static func nodes(_ option: String) -> [ConfigKey.Target] { [.init("seed", option), .init("get", option)] }
+
+    public static let keys: [ConfigKey] = [
+        ConfigKey("trackers", .list, "announce URLs `create` writes into new torrents (one tier each)",
+            [.init("create", "--tracker", aliases: ["-t"])]),
+        ConfigKey("web-seeds", .list, "HTTP URLs `create` writes as web seeds (BEP 19)", [.init("create", "--web-seed")]),
+        ConfigKey("cache", .value, paths: .any, "folder `get` downloads into", [.init("get", "--output", aliases: ["-o"])]),
+        ConfigKey("listen", .value, "address and port for incoming peers (HOST:PORT)", nodes("--listen")),
+        ConfigKey("bind", .value, "local address for peer connections on multi-homed hosts", nodes("--bind")),
+        ConfigKey("peers", .list, "peers to connect to besides the tracker's (HOST:PORT)", nodes("--peer")),
+        ConfigKey("metrics", .value, "serve Prometheus metrics at http://HOST:PORT/metrics", nodes("--metrics-listen")),
+        ConfigKey("log-level", .value, "trace, debug, info, notice, warning, error or critical",
+            nodes("--log-level") + [.init("tracker", "--log-level")]),
+        ConfigKey("limits.up", .value, "upload limit in bytes per second, such as 50M", nodes("--max-up")),
+        ConfigKey("limits.down", .value, "download limit in bytes per second, such as 50M", nodes("--max-down")),
+        ConfigKey("limits.peers", .value, "most peer connections at once", nodes("--max-peers")),
+        ConfigKey("keys.identity", .value, paths: .existing, "this node's or site's X25519 key, to open sealed images wrapped for it", nodes("--identity")),
+        ConfigKey("keys.content", .value, paths: .existing, "a sealed image's content key file", nodes("--key")),
+        ConfigKey("keys.trust", .list, paths: .existing, "publisher keys (.pub) a sealed torrent must be signed by", nodes("--trust")),
+        ConfigKey("booster.group", .value, "multicast booster group, GROUP:PORT", nodes("--multicast")),
+        ConfigKey("booster.interface", .value, "network interface for the booster", nodes("--interface")),
+        ConfigKey("booster.rate", .value, "booster sending rate, IP and UDP included, such as 95mbit", [.init("seed", "--rate")]),
+        ConfigKey("booster.ttl", .value, "multicast TTL", [.init("seed", "--ttl")]),
+        ConfigKey("booster.carousel", .flag, "keep cycling through the pieces for late joiners", [.init("seed", "--carousel")]),
+        ConfigKey("booster.min-receivers", .value, "receivers to wait for before the first pass", [.init("seed", "--min-receivers")]),
+        ConfigKey("get.seed-after", .value, "how long `get` seeds after it completes", [.init("get", "--seed-after")]),
+        ConfigKey("get.serve", .list, "serve images while they download (nbd://HOST:PORT or http://HOST:PORT)", [.init("get", "--serve")]),
+        ConfigKey("create.piece-size", .value, "piece size of new torrents: auto, or a power of two such as 4M", [.init("create", "--piece-size")]),
+        ConfigKey("create.private", .flag, "mark new torrents private (BEP 27)", [.init("create", "--private")]),
+        ConfigKey("tracker.listen", .value, "the tracker's HTTP address and port", [.init("tracker", "--listen")]),
+        ConfigKey("tracker.udp-listen", .value, "also serve BEP 15 on this address and port", [.init("tracker", "--udp-listen")]),
+        ConfigKey("tracker.allow", .value, paths: .existing, "serve only these torrents: a file of hex info-hashes or a folder of .torrent files",
+            [.init("tracker", "--allow")]),
+        ConfigKey("tracker.interval", .value, "seconds between announces clients are told", [.init("tracker", "--interval")]),
+        ConfigKey("tracker.min-interval", .value, "seconds a client waits at least between announces", [.init("tracker", "--min-interval")]),
+        ConfigKey("tracker.max-torrents", .value, "most torrents tracked at once", [.init("tracker", "--max-torrents")]),
+        ConfigKey("tracker.max-peers", .value, "most peers stored per torrent", [.init("tracker", "--max-peers")]),
+        ConfigKey("tracker.max-peers-per-ip", .value, "most peers per torrent from one IPv4 address or IPv6 /64",
+            [.init("tracker", "--max-peers-per-ip")]),
+        ConfigKey("tracker.cap-loopback", .flag, "apply the per-address cap to loopback too", [.init("tracker", "--cap-loopback")]),
+        ConfigKey("tracker.threads", .value, "the tracker's event-loop threads", [.init("tracker", "--threads")]),
+    ]
+
+    public static func key(named name: String) -> ConfigKey? { keys.first { $0.name == name } }
+
+    /// Section names (`limits`, `tracker`, …): what may hold settings inside it.
+    static let sections = Set(keys.compactMap { $0.name.split(separator: ".").count == 2 ? String($0.name.split(separator: ".")[0]) : nil })
+
+    /// The known name nearest to `name` (a typo's likely meaning), if one is close.
+    public static func suggestion(for name: String) -> String? {
+        let candidates = keys.map(\.name) + sections.sorted()
+        let scored = candidates.map { ($0, editDistance(Array(name), Array($0))) }.min { $0.1 < $1.1 }
+        guard let (best, distance) = scored, distance <= max(2, name.count / 4) else { return nil }
+        return best
+    }
+
+    private static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+        guard !a.isEmpty else { return b.count }
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1]
+            for (j, y) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}

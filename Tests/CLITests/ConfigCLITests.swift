@@ -1,0 +1,120 @@
+import Foundation
+import NodeConfiguration
+import TestSupport
+import Testing
+
+@testable import VMSwarmCLI
+
+/// A node configured by file (issue 21, point 1): settings are defaults for options, the command
+/// line wins, and `vmswarm config check` says what is wrong and where.
+@Suite struct ConfigCLITests {
+    func inspect(_ torrent: String) throws -> [String: Any] {
+        let result = try runProcess(vmswarmBinary, ["inspect", "--json", torrent])
+        try #require(result.status == 0, "\(result.stderr)")
+        return try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+    }
+
+    @Test func aFileConfiguresCreateAndTheCommandLineWins() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        try Data(repeating: 7, count: 3 << 20).write(to: URL(fileURLWithPath: folder.file("disk.img")))
+        try """
+            trackers: [http://a.site:6969/announce, udp://b.site:6969/announce]
+            create:
+              piece-size: 1M
+              private: true
+            """.write(toFile: folder.file("node.yaml"), atomically: true, encoding: .utf8)
+
+        let configured = try runProcess(vmswarmBinary, ["create", folder.file("disk.img"), "--config", folder.file("node.yaml"), "-o", folder.file("a.torrent")])
+        try #require(configured.status == 0, "\(configured.stderr)")
+        let a = try inspect(folder.file("a.torrent"))
+        #expect(a["tracker_tiers"] as? [[String]] == [["http://a.site:6969/announce"], ["udp://b.site:6969/announce"]], "\(a)")
+        #expect(a["piece_length"] as? Int == 1 << 20, "\(a)")
+        #expect(a["private"] as? Bool == true, "\(a)")
+
+        let overridden = try runProcess(vmswarmBinary, [
+            "create", folder.file("disk.img"), "--config", folder.file("node.yaml"), "-o", folder.file("b.torrent"),
+            "-t", "http://c.site/announce", "--piece-size", "256K",
+        ])
+        try #require(overridden.status == 0, "\(overridden.stderr)")
+        let b = try inspect(folder.file("b.torrent"))
+        #expect(b["tracker_tiers"] as? [[String]] == [["http://c.site/announce"]], "\(b)")
+        #expect(b["piece_length"] as? Int == 256 << 10, "\(b)")
+
+        let ignored = try runProcess(vmswarmBinary, ["create", folder.file("disk.img"), "--config", "none", "-o", folder.file("c.torrent")])
+        try #require(ignored.status == 0, "\(ignored.stderr)")
+        #expect(try inspect(folder.file("c.torrent"))["tracker_tiers"] as? [[String]] ?? [] == [])
+    }
+
+    @Test func configCheckSaysWhatIsWrongAndWhere() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let bad = folder.file("bad.yaml")
+        try """
+            limits:
+              up: 5X
+            keys:
+              identity: site.key
+            tracker:
+              interval: five
+            booster:
+              group: 10.0.0.1:7000
+            lisen: 0.0.0.0:6881
+            """.write(toFile: bad, atomically: true, encoding: .utf8)
+        let checked = try runProcess(vmswarmBinary, ["config", "check", bad])
+        #expect(checked.status == 1)
+        let lines = checked.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("\(bad):9:1: lisen: is not a setting vmswarm knows (did you mean 'listen'?)"), "\(lines)")
+        #expect(lines.contains("\(bad):2:3: limits.up: --max-up must be a rate such as 800K or 50M (got '5X'). (seed, get)"), "\(lines)")
+        #expect(lines.contains("\(bad):4:3: keys.identity: \(folder.path)/site.key does not exist or cannot be read (seed, get)"), "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("\(bad):6:3: tracker.interval: ") && $0.contains("five") && $0.hasSuffix("(tracker)") }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("\(bad):8:3: booster.group: --multicast must be an IPv4 multicast") }, "\(lines)")
+        #expect(lines.last == "\(bad): 5 problems")
+
+        // The command a broken file configures does not start: it says where the file is wrong.
+        let started = try runProcess(vmswarmBinary, ["tracker", "--config", bad, "--listen", "127.0.0.1:0"])
+        #expect(started.status != 0)
+        #expect(started.stderr.contains("\(bad):6:3: tracker.interval:"), "\(started.stderr)")
+
+        let good = folder.file("good.yaml")
+        try "log-level: info\nlimits:\n  up: 50M\ntracker:\n  interval: 900\n".write(toFile: good, atomically: true, encoding: .utf8)
+        let fine = try runProcess(vmswarmBinary, ["config", "check", good])
+        #expect(fine.status == 0, "\(fine.stdout)")
+        #expect(fine.stdout.contains("\(good): ok, 3 settings"), "\(fine.stdout)")
+        #expect(fine.stdout.contains("vmswarm get --log-level info --max-up 50M …"), "\(fine.stdout)")
+        #expect(fine.stdout.contains("vmswarm tracker --log-level info --interval 900 …"), "\(fine.stdout)")
+    }
+
+    /// The table of settings and the commands' options cannot drift apart: a file setting every key
+    /// to a good value is accepted by every command's own parser.
+    @Test func everySettingIsAnOptionItsCommandsAccept() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        for name in ["site.key", "content.key", "publisher.pub", "allow"] { FileManager.default.createFile(atPath: folder.file(name), contents: Data()) }
+        let good: [String: String] = [
+            "trackers": "[http://t/announce]", "web-seeds": "[http://w/disk.img]", "cache": "images", "listen": "0.0.0.0:6881",
+            "bind": "10.0.0.2", "peers": "[10.0.0.3:6881]", "metrics": "127.0.0.1:9300", "log-level": "info",
+            "limits.up": "50M", "limits.down": "80M", "limits.peers": "100", "keys.identity": "site.key", "keys.content": "content.key",
+            "keys.trust": "[publisher.pub]", "booster.group": "239.255.42.1:7000", "booster.interface": "eth0", "booster.rate": "95mbit",
+            "booster.ttl": "1", "booster.carousel": "true", "booster.min-receivers": "4", "get.seed-after": "10m",
+            "get.serve": "[nbd://127.0.0.1:10809]", "create.piece-size": "4M", "create.private": "true", "tracker.listen": "0.0.0.0:6969",
+            "tracker.udp-listen": "0.0.0.0:6969", "tracker.allow": "allow", "tracker.interval": "900", "tracker.min-interval": "60",
+            "tracker.max-torrents": "1000", "tracker.max-peers": "5000", "tracker.max-peers-per-ip": "16", "tracker.cap-loopback": "true",
+            "tracker.threads": "2",
+        ]
+        #expect(Set(good.keys) == Set(ConfigSchema.keys.map(\.name)), "every setting needs a good value here")
+        var text = ""
+        for section in [nil, "limits", "keys", "booster", "get", "create", "tracker"] as [String?] {
+            let prefix = section.map { $0 + "." } ?? ""
+            let entries = good.filter { section == nil ? !$0.key.contains(".") : $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }
+            if let section { text += "\(section):\n" }
+            for (key, value) in entries { text += (section == nil ? "" : "  ") + "\(key.dropFirst(prefix.count)): \(value)\n" }
+        }
+        let file = ConfigFile(path: folder.file("node.yaml"), text: text)
+        #expect(file.problems.isEmpty, "\(file.problems)")
+        #expect(file.settings.count == ConfigSchema.keys.count)
+        for command in ConfigSchema.commands {
+            #expect(NodeConfig.problems(in: file, for: command).isEmpty, "\(command): \(NodeConfig.problems(in: file, for: command))")
+        }
+    }
+}
