@@ -107,6 +107,11 @@ private func be(_ value: UInt64, _ width: Int) -> [UInt8] {
         #expect(bytes6.count == 20 + 18)
         #expect(try decodeResponse(bytes6, ipv6: true).get()
             == .announce(transactionID: 5, interval: 1800, leechers: 3, seeders: 4, peers: v6))
+        // An IPv4-mapped entry of an IPv6 answer (::ffff:10.0.0.9) is the IPv4 peer it names (a
+        // fuzz finding: the harness expected only IPv6 peers from an IPv6 answer).
+        let mapped = be(1, 4) + be(5, 4) + be(1800, 4) + be(0, 4) + be(1, 4) + [UInt8](repeating: 0, count: 10) + [0xFF, 0xFF, 10, 0, 0, 9] + be(6881, 2)
+        #expect(try decodeResponse(mapped, ipv6: true).get()
+            == .announce(transactionID: 5, interval: 1800, leechers: 0, seeders: 1, peers: [PeerAddress(host: "10.0.0.9", port: 6881)!]))
         for message in [
             UDPTrackerResponse.connect(transactionID: 1, connectionID: .max),
             .scrape(transactionID: 2, [ScrapeStats(complete: 1, downloaded: 2, incomplete: 3), ScrapeStats(complete: 0, downloaded: 0, incomplete: 0)]),
