@@ -259,18 +259,34 @@ public final class SwarmRuntime: @unchecked Sendable {
             }
             for peer in options.peers { runtime.connect(host: peer.host, port: peer.port) }
             runtime.timer = runtime.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in runtime.tick() }
-            if runtime.upload != nil || runtime.download != nil {
-                runtime.pacer = runtime.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
-                    runtime.releaseHeld()
-                    if runtime.upload != nil { runtime.pumpAll() }
-                }
-            }
+            if runtime.upload != nil || runtime.download != nil { runtime.startPacer() }
         }.get()
         if let multicast = options.multicast, !have.isComplete {
             try await runtime.startMulticast(multicast, have: have)
         }
         logger.info("swarm node listening", metadata: ["port": "\(channel.localAddress?.port ?? 0)", "info_hash": "\(metainfo.infoHash.hex)"])
         return runtime
+    }
+
+    /// Every 20 ms, what the rate limits allow goes out. Started with the first limit.
+    private func startPacer() {
+        guard pacer == nil else { return }
+        pacer = loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
+            self.releaseHeld()
+            if self.upload != nil { self.pumpAll() }
+        }
+    }
+
+    /// Changes the rate limits while the swarm runs (`seed` and `get` on SIGHUP; nil: none).
+    /// Requests held back by a limit that is lifted go out at once.
+    public func setRateLimits(up: Double?, down: Double?) async {
+        try? await loop.submit {
+            self.upload = up.map { TokenBucket(bytesPerSecond: $0) }
+            self.download = down.map { TokenBucket(bytesPerSecond: $0) }
+            if up != nil || down != nil { self.startPacer() }
+            self.releaseHeld()
+            self.pumpAll()
+        }.get()
     }
 
     /// Completes when every piece is verified and the data carries its final name.
@@ -591,7 +607,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         var touched = Set<Int>()
         func drain(_ held: inout [(Int, PeerMessage)], _ bucket: inout TokenBucket?, size: (PeerMessage) -> Int) {
             var sent = 0
-            while sent < held.count, bucket?.take(size(held[sent].1), now: now) == true {
+            // Without a limit (lifted since these were held) everything goes.
+            while sent < held.count, bucket == nil || bucket?.take(size(held[sent].1), now: now) == true {
                 if write(held[sent].1, to: held[sent].0) { touched.insert(held[sent].0) }
                 sent += 1
             }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import NodeConfiguration
+import Synchronization
+import SwarmRuntime
 
 /// `--config FILE` on the commands a file configures. The file is read before the command line is
 /// parsed (`NodeConfig.apply`); this option only shows in `--help` and accepts the argument.
@@ -130,6 +132,38 @@ enum NodeConfig {
         guard problems.isEmpty else {
             return .failure(CLIError(problems.map(\.description).joined(separator: "\n") + "\n(vmswarm config check \(path) lists them all; --config none reads no file)"))
         }
+        loaded.withLock { $0 = Loaded(path: path, command: command, given: given) }
         return .success([command] + file.arguments(for: command, given: given) + given)
+    }
+
+    /// The settings file the running command read, and the command's own arguments: what SIGHUP
+    /// reads again.
+    struct Loaded: Sendable {
+        let path: String
+        let command: String
+        let given: [String]
+    }
+    static let loaded = Mutex<Loaded?>(nil)
+
+    /// SIGHUP on `seed` or `get`: the settings file is read again and its rate limits applied (the
+    /// command line's `--max-up` and `--max-down` still win). Other settings need a restart. A file
+    /// that has become wrong changes nothing, and says why.
+    static func reload(_ runtime: SwarmRuntime) async {
+        func say(_ line: String) { FileHandle.standardError.write(Data("SIGHUP: \(line)\n".utf8)) }
+        guard let loaded = loaded.withLock({ $0 }) else { return say("no settings file was read, nothing to reload") }
+        let peer: PeerOptions
+        do {
+            let file = try read(loaded.path)
+            let problems = file.problems + problems(in: file, for: loaded.command)
+            guard problems.isEmpty else { throw CLIError(problems.map(\.description).joined(separator: "; ")) }
+            let arguments = file.arguments(for: loaded.command, given: loaded.given) + loaded.given
+            peer = try CLIError.wrap { loaded.command == "seed" ? try SeedCommand.parse(arguments).peer : try GetCommand.parse(arguments).peer }
+        } catch {
+            return say("\(error); the settings in use stay")
+        }
+        let options = peer.runtimeOptions()
+        await runtime.setRateLimits(up: options.maxUp, down: options.maxDown)
+        let rate = { (limit: Double?) in limit.map { Format.bytes(Int64($0)) + "/s" } ?? "none" }
+        say("rate limits from \(loaded.path): up \(rate(options.maxUp)), down \(rate(options.maxDown)); other settings apply at the next start")
     }
 }

@@ -159,7 +159,7 @@ struct SeedCommand: AsyncParsableCommand {
             vmswarm seed FILE.torrent --data PATH   serves PATH (checked against the torrent first).
             vmswarm seed IMAGE                      makes IMAGE.torrent, starts a tracker inside this \
             process, prints the torrent's path and serves the image: one command starts a swarm.
-            Runs until SIGINT or SIGTERM.
+            Runs until SIGINT or SIGTERM; SIGHUP applies the settings file's rate limits anew.
             """)
 
     @Argument(help: "A .torrent file, or an image to make a torrent of.")
@@ -253,9 +253,9 @@ struct SeedCommand: AsyncParsableCommand {
             sender.finished.whenSuccess { counters in Self.report(counters, imageLength: metainfo.info.totalLength, json: json) }
             multicast = sender
         }
-        let signals = SignalWatcher([SIGINT, SIGTERM])
+        let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
         let stop = Stop()
-        Task { for await _ in signals.stream { stop.set(); break } }
+        Task { for await signal in signals.stream { if signal == SIGHUP { await NodeConfig.reload(runtime) } else { stop.set(); break } } }
         await followProgress(runtime, label: "seeding", json: peer.json, rates: rates) { stop.isSet ? .stopped : nil }
         await metrics?.shutdown()
         await multicast?.shutdown()
@@ -369,9 +369,9 @@ struct GetCommand: AsyncParsableCommand {
                 done.fail("\(error)")
             }
         }
-        let signals = SignalWatcher([SIGINT, SIGTERM])
+        let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
         let interrupted = Stop()
-        Task { for await _ in signals.stream { interrupted.set(); break } }
+        Task { for await signal in signals.stream { if signal == SIGHUP { await NodeConfig.reload(runtime) } else { interrupted.set(); break } } }
         // Failure is checked first: a run that failed must not end on a line saying "done".
         await followProgress(runtime, label: "downloading", json: peer.json, rates: rates, uploading: false) {
             done.failure != nil ? .failed : done.isSet ? .done : interrupted.isSet ? .stopped : nil

@@ -85,6 +85,40 @@ import Testing
         #expect(fine.stdout.contains("vmswarm tracker --log-level info --interval 900 …"), "\(fine.stdout)")
     }
 
+    /// SIGHUP applies the file's rate limits anew (issue 21, point 2): a seeder limited to 64 KiB/s,
+    /// which would take 8 minutes over this 32 MiB image, has its limit lifted by a changed file and
+    /// the download completes in seconds.
+    @Test func sighupAppliesTheFilesRateLimitsAnew() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, torrent, sha) = try SwarmInteropTests().makeImage(folder)
+        let settings = folder.file("node.yaml")
+        try "limits:\n  up: 64K\n".write(toFile: settings, atomically: true, encoding: .utf8)
+        let seedPort = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(seedPort)", "--config", settings],
+            logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        let leecher = try BackgroundProcess(vmswarmBinary, [
+            "get", torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(seedPort)", "--port", "\(freePort())", "--config", "none",
+        ], logTo: folder.file("get.log"))
+        defer { leecher.stop() }
+        Thread.sleep(forTimeInterval: 3)
+        #expect(!leecher.wait(seconds: 0.1), "the limited download cannot be over yet")
+
+        // A file that became wrong changes nothing and says so.
+        try "limits:\n  up: lots\n".write(toFile: settings, atomically: true, encoding: .utf8)
+        kill(seeder.process.processIdentifier, SIGHUP)
+        #expect(eventually(10) { seeder.output.contains("SIGHUP: \(settings):2:3: limits.up: --max-up must be a rate") }, "\(seeder.output)")
+        #expect(!leecher.wait(seconds: 2))
+
+        try "log-level: warning\n".write(toFile: settings, atomically: true, encoding: .utf8)
+        kill(seeder.process.processIdentifier, SIGHUP)
+        #expect(eventually(10) { seeder.output.contains("SIGHUP: rate limits from \(settings): up none, down none") }, "\(seeder.output)")
+        #expect(leecher.wait(seconds: 60) && leecher.process.terminationStatus == 0, "\(leecher.output.suffix(400))")
+        #expect(try sha256(folder.file("out/image.img")) == sha)
+    }
+
     /// The table of settings and the commands' options cannot drift apart: a file setting every key
     /// to a good value is accepted by every command's own parser.
     @Test func everySettingIsAnOptionItsCommandsAccept() throws {
