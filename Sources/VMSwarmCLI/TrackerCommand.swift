@@ -164,7 +164,8 @@ final class SignalWatcher {
     }
 }
 
-/// swift-log to standard error, once per process.
+/// swift-log to standard error, once per process: journal entries under systemd, else lines with
+/// time and level.
 func makeLogger(label: String, level: String) -> Logger {
     LoggingBootstrap.once
     var logger = Logger(label: label)
@@ -173,5 +174,11 @@ func makeLogger(label: String, level: String) -> Logger {
 }
 
 enum LoggingBootstrap {
-    static let once: Void = { LoggingSystem.bootstrap(StreamLogHandler.standardError) }()
+    static let once: Void = {
+        if JournalLogHandler.standardErrorIsJournal() {
+            LoggingSystem.bootstrap { JournalLogHandler(label: $0) }
+        } else {
+            LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        }
+    }()
 }
