@@ -63,6 +63,8 @@ public final class TrackerService: Sendable {
             return scrape(query: query)
         case "/stats":
             return query.contains("format=json") ? statsJSON() : statsHTML()
+        case _ where path.hasPrefix("/stats/"):
+            return rollout(String(path.dropFirst("/stats/".count)), json: query.contains("format=json"))
         case "/metrics":
             refreshGauges()
             var body = metrics.registry.emitToBuffer()
@@ -254,10 +256,34 @@ public final class TrackerService: Sendable {
         return TrackerHTTPResponse(status: 200, contentType: "application/json", body: Array(body))
     }
 
+    /// The rollout of one image (`/stats/INFOHASH`). The view is computed under the lock: it walks
+    /// the peers of one torrent only (at most `maxPeersPerTorrent`).
+    public func rolloutView(_ hash: InfoHash) -> RolloutView? {
+        let now = clock()
+        return locked.withLock { $0.state.rollout(of: hash, now: now) }
+    }
+
+    private func rollout(_ hex: String, json: Bool) -> TrackerHTTPResponse {
+        guard let hash = InfoHash(hex: hex) else {
+            metrics.httpError(404)
+            return TrackerHTTPResponse(status: 404, contentType: "text/plain", body: Array("not an info-hash: \(hex.prefix(100))\n".utf8))
+        }
+        guard let view = rolloutView(hash) else {
+            metrics.httpError(404)
+            return TrackerHTTPResponse(status: 404, contentType: "text/plain", body: Array("no peers for \(hash.hex) here\n".utf8))
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            return TrackerHTTPResponse(status: 200, contentType: "application/json", body: Array((try? encoder.encode(view)) ?? Data("{}".utf8)))
+        }
+        return TrackerHTTPResponse(status: 200, contentType: "text/html; charset=utf-8", body: Array(RolloutPage.html(view).utf8))
+    }
+
     private func statsHTML() -> TrackerHTTPResponse {
         let s = snapshot()
         let rows = s.largest.map {
-            "<tr><td><code>\($0.infoHash)</code></td><td>\($0.seeders)</td><td>\($0.leechers)</td><td>\($0.completed)</td></tr>"
+            "<tr><td><a href=\"/stats/\($0.infoHash)\"><code>\($0.infoHash)</code></a></td><td>\($0.seeders)</td><td>\($0.leechers)</td><td>\($0.completed)</td></tr>"
         }.joined(separator: "\n")
         let html = """
             <!doctype html>

@@ -58,7 +58,7 @@ public enum AnnounceOutcome: String, Equatable, Sendable {
 /// behaviour (selection, expiry, limits) is tested without sockets or sleeping.
 public struct TrackerState: Sendable {
     public private(set) var configuration: TrackerConfiguration
-    private var swarms: [InfoHash: Swarm] = [:]
+    private(set) var swarms: [InfoHash: Swarm] = [:]
     private var random: SeededRandom
     public private(set) var notices: [TrackerNotice] = []
     /// What the latest announce did.
@@ -110,7 +110,9 @@ public struct TrackerState: Sendable {
             }
             swarms[request.infoHash] = Swarm()
         }
-        let entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now, owner: owner)
+        let known = swarms[request.infoHash].flatMap { $0.seeders.entry(key) ?? $0.leechers.entry(key) }
+        let progress = PeerProgress(left: request.left, downloaded: request.downloaded, at: now, previous: known?.progress)
+        let entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now, owner: owner, progress: progress)
         // numwant: absent or negative (clients send -1) means the default; more than the cap, the cap.
         let requested = request.numWant.flatMap { $0 < 0 ? nil : $0 } ?? configuration.defaultNumWant
         let wanted = min(requested, configuration.maxNumWant)
@@ -313,6 +315,8 @@ struct PeerEntry: Sendable {
     var address: PeerAddress
     var lastSeen: Double
     var owner: Owner
+    /// What its announces said of how far it is (the rollout view).
+    var progress: PeerProgress
 }
 
 /// Peers in an array for O(1) random picks, with an index for O(1) lookup and swap-removal.
