@@ -59,7 +59,7 @@ let package = Package(
         ]),
         // Drives the engine over sockets on one SwiftNIO event loop; hashing and disk on a thread pool.
         .target(name: "SwarmRuntime", dependencies: [
-            "Swarm", "PeerWire", "Storage", "Metainfo", "TrackerProtocol", "TrackerClient", "Multicast",
+            "Swarm", "PeerWire", "Storage", "Metainfo", "TrackerProtocol", "TrackerClient", "Multicast", "LocalDiscovery",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -99,6 +99,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The only place that parses flags and prints to a terminal.
+        // BEP 14 Local Service Discovery messages (pure): announces of a torrent to the LAN group.
+        .target(name: "LocalDiscovery", dependencies: ["Metainfo"]),
         // A node's configuration file (YAML): settings with where they were written, the options
         // each stands for in each command, and the command lines that come of them.
         .target(name: "NodeConfiguration", dependencies: [.product(name: "Yams", package: "Yams")]),
@@ -142,6 +144,7 @@ let package = Package(
         ]),
         .testTarget(name: "HTTPRangesTests", dependencies: ["HTTPRanges"]),
         .testTarget(name: "NodeConfigurationTests", dependencies: ["NodeConfiguration"]),
+        .testTarget(name: "LocalDiscoveryTests", dependencies: ["LocalDiscovery", "Metainfo"]),
         .testTarget(name: "NBDTests", dependencies: [
             "NBD", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

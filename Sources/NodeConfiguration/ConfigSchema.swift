@@ -73,6 +73,7 @@ public enum ConfigSchema {
         ConfigKey("bind", .value, "local address for peer connections on multi-homed hosts", nodes("--bind")),
         ConfigKey("peers", .list, "peers to connect to besides the tracker's (HOST:PORT)", nodes("--peer")),
         ConfigKey("metrics", .value, "serve Prometheus metrics at http://HOST:PORT/metrics", nodes("--metrics-listen")),
+        ConfigKey("lan-discovery", .flag, "find peers on the LAN without a tracker (BEP 14; never for private torrents)", nodes("--lan-discovery")),
         ConfigKey("log-level", .value, "trace, debug, info, notice, warning, error or critical",
             nodes("--log-level") + [.init("tracker", "--log-level")]),
         ConfigKey("limits.up", .value, "upload limit in bytes per second, such as 50M", nodes("--max-up")),

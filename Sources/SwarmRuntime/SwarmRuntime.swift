@@ -45,6 +45,18 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var handshakeTimeout: Double = 10
         /// Outgoing connections being set up at once; further dials wait for a later announce.
         public var maxDialing = 16
+        /// Local Service Discovery (BEP 14): announce the torrent to the LAN and connect to peers
+        /// that announce it. Never for private torrents (BEP 27: their peers come from trackers).
+        public var lanDiscovery: LANDiscovery?
+
+        public struct LANDiscovery: Sendable {
+            /// The device to announce and listen on (nil: the route to the group decides).
+            public var interface: String?
+            /// BEP 14 asks for announces no more often than once a minute; libtorrent makes one
+            /// every 5 minutes.
+            public var interval: TimeAmount = .minutes(5)
+            public init(interface: String? = nil) { self.interface = interface }
+        }
 
         public init() {}
     }
@@ -189,6 +201,7 @@ public final class SwarmRuntime: @unchecked Sendable {
     // The multicast booster's receiving side (nil without --multicast).
     private var multicastReceiver: MulticastReceiver?
     private var multicastLink: MulticastLink?
+    private var discovery: LocalPeerDiscovery?
     private var multicastTimer: RepeatedTask?
     private var multicastTicks = 0
     private var multicastSender: SocketAddress?
@@ -263,6 +276,14 @@ public final class SwarmRuntime: @unchecked Sendable {
         }.get()
         if let multicast = options.multicast, !have.isComplete {
             try await runtime.startMulticast(multicast, have: have)
+        }
+        if options.lanDiscovery != nil, metainfo.info.isPrivate {
+            logger.warning("LAN discovery is off: the torrent is private (BEP 27), its peers come from its trackers")
+        }
+        if let lan = options.lanDiscovery, !metainfo.info.isPrivate, let port = channel.localAddress?.port {
+            let discovery = try await LocalPeerDiscovery.start(infoHash: metainfo.infoHash, port: UInt16(clamping: port), interface: lan.interface,
+                interval: lan.interval, on: runtime.group) { [weak runtime] peer in runtime?.connect(host: peer.host, port: Int(peer.port)) }
+            try await runtime.loop.submit { runtime.discovery = discovery }.get()
         }
         logger.info("swarm node listening", metadata: ["port": "\(channel.localAddress?.port ?? 0)", "info_hash": "\(metainfo.infoHash.hex)"])
         return runtime
@@ -421,6 +442,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.pacer?.cancel()
             self.multicastTimer?.cancel()
             self.multicastLink?.close()
+            self.discovery?.close()
             self.channels.values.forEach { $0.close(promise: nil) }
             self.listener?.close(promise: nil)
             return self.tracker == nil ? nil : self.announceRequest(event: .stopped)

@@ -43,6 +43,10 @@ struct PeerOptions: ParsableArguments {
     @Option(name: .customLong("metrics-listen"), help: "Serve Prometheus metrics at http://HOST:PORT/metrics.")
     var metricsListen: String?
 
+    @Flag(name: .customLong("lan-discovery"),
+        help: "Find peers on the LAN without a tracker (BEP 14 Local Service Discovery, as libtorrent and Transmission do; not for private torrents).")
+    var lanDiscovery = false
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT (got '\(listen)').") }
@@ -58,8 +62,10 @@ struct PeerOptions: ParsableArguments {
         }
     }
 
-    func runtimeOptions() -> SwarmRuntime.Options {
+    /// `interface`: the booster's, which LAN discovery uses too.
+    func runtimeOptions(interface: String? = nil) -> SwarmRuntime.Options {
         var options = SwarmRuntime.Options()
+        options.lanDiscovery = lanDiscovery ? .init(interface: interface) : nil
         let listening = listen.flatMap(HostPort.init)
         options.port = listening?.port ?? port
         options.listenHost = listening?.host ?? bind ?? "0.0.0.0"
@@ -229,7 +235,7 @@ struct SeedCommand: AsyncParsableCommand {
                 throw CLIError("\(dataPath) is not this torrent's data: \(have.count) of \(metainfo.info.pieceCount) pieces match")
             }
         }
-        let options = peer.runtimeOptions()
+        let options = peer.runtimeOptions(interface: booster.interface)
         let runtime = try await CLIError.wrapAsync("cannot listen on \(options.listenHost):\(options.port)") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
@@ -330,7 +336,7 @@ struct GetCommand: AsyncParsableCommand {
         if store.isFinished && !have.isComplete {
             throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
         }
-        var options = peer.runtimeOptions()
+        var options = peer.runtimeOptions(interface: booster.interface)
         options.multicast = try booster.checked(for: metainfo)
         options.multicast?.contentKey = sealing?.contentKey.bytes
         let profile = try serving.profile(carried: metainfo.bootProfile)

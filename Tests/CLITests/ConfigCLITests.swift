@@ -127,7 +127,7 @@ import Testing
         for name in ["site.key", "content.key", "publisher.pub", "allow"] { FileManager.default.createFile(atPath: folder.file(name), contents: Data()) }
         let good: [String: String] = [
             "trackers": "[http://t/announce]", "web-seeds": "[http://w/disk.img]", "cache": "images", "listen": "0.0.0.0:6881",
-            "bind": "10.0.0.2", "peers": "[10.0.0.3:6881]", "metrics": "127.0.0.1:9300", "log-level": "info",
+            "bind": "10.0.0.2", "peers": "[10.0.0.3:6881]", "metrics": "127.0.0.1:9300", "log-level": "info", "lan-discovery": "true",
             "limits.up": "50M", "limits.down": "80M", "limits.peers": "100", "keys.identity": "site.key", "keys.content": "content.key",
             "keys.trust": "[publisher.pub]", "booster.group": "239.255.42.1:7000", "booster.interface": "eth0", "booster.rate": "95mbit",
             "booster.ttl": "1", "booster.carousel": "true", "booster.min-receivers": "4", "get.seed-after": "10m",
