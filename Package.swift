@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Pure bencode codec: bytes in, values (with byte spans) out, and back.
@@ -70,6 +71,7 @@ let package = Package(
         // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
         .target(name: "Tracker", dependencies: [
             "TrackerProtocol", "Metainfo", "Bencode",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -112,6 +114,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
         // glibc's mallopt, to keep piece-sized buffers in the heap (see Sources/vmswarm/main.swift).
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),

@@ -46,13 +46,17 @@ public struct ConfigKey: Sendable, Equatable {
     public let paths: Paths
     public let help: String
     public let targets: [Target]
+    /// Settings whose options only go together with this one's (a certificate and its key): a
+    /// setting is checked with these beside it.
+    public let companions: [String]
 
-    public init(_ name: String, _ kind: Kind, paths: Paths = .none, _ help: String, _ targets: [Target]) {
+    public init(_ name: String, _ kind: Kind, paths: Paths = .none, _ help: String, _ targets: [Target], companions: [String] = []) {
         self.name = name
         self.kind = kind
         self.paths = paths
         self.help = help
         self.targets = targets
+        self.companions = companions
     }
 
     public func target(for command: String) -> Target? { targets.first { $0.command == command } }
@@ -96,6 +100,10 @@ public enum ConfigSchema {
         ConfigKey("tracker.udp-listen", .value, "also serve BEP 15 on this address and port", [.init("tracker", "--udp-listen")]),
         ConfigKey("tracker.allow", .value, paths: .existing, "serve only these torrents: a file of hex info-hashes or a folder of .torrent files",
             [.init("tracker", "--allow")]),
+        ConfigKey("tracker.tls-cert", .value, paths: .existing, "serve HTTPS with this certificate chain (PEM)", [.init("tracker", "--tls-cert")],
+            companions: ["tracker.tls-key"]),
+        ConfigKey("tracker.tls-key", .value, paths: .existing, "the private key (PEM) of tracker.tls-cert", [.init("tracker", "--tls-key")],
+            companions: ["tracker.tls-cert"]),
         ConfigKey("tracker.interval", .value, "seconds between announces clients are told", [.init("tracker", "--interval")]),
         ConfigKey("tracker.min-interval", .value, "seconds a client waits at least between announces", [.init("tracker", "--min-interval")]),
         ConfigKey("tracker.max-torrents", .value, "most torrents tracked at once", [.init("tracker", "--max-torrents")]),

@@ -3,6 +3,7 @@ import Metainfo
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 import TrackerProtocol
 
@@ -35,9 +36,10 @@ public final class TrackerServer: Sendable {
     public var port: Int { localAddress.port ?? 0 }
 
     /// Binds and starts serving. With no `group`, the server runs its own event loops (one per core).
+    /// With `tls`, every connection is HTTPS (TLS first, then the same HTTP pipeline).
     public static func start(
         host: String, port: Int, configuration: TrackerConfiguration, limits: Limits = Limits(),
-        logger: Logger, group: (any EventLoopGroup)? = nil
+        logger: Logger, group: (any EventLoopGroup)? = nil, tls: NIOSSLContext? = nil
     ) async throws -> TrackerServer {
         let service = TrackerService(configuration: configuration, logger: logger)
         let loops = group ?? MultiThreadedEventLoopGroup(numberOfThreads: max(1, limits.threads))
@@ -60,6 +62,7 @@ public final class TrackerServer: Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                             withPipeliningAssistance: false, withErrorHandling: false)
                         try channel.pipeline.syncOperations.addHandler(

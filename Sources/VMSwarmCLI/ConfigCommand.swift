@@ -89,8 +89,11 @@ enum NodeConfig {
         guard let parse = parsers[command] else { return [] }
         var problems = file.missingPaths(for: command) { FileManager.default.isReadableFile(atPath: $0) }
         for setting in file.settings(for: command) {
-            let arguments = file.arguments(of: setting, for: command)
+            var arguments = file.arguments(of: setting, for: command)
             guard !arguments.isEmpty else { continue }
+            for companion in file.settings where setting.key.companions.contains(companion.key.name) {
+                arguments += file.arguments(of: companion, for: command)
+            }
             if let message = parse(arguments) {
                 problems.append(ConfigProblem(file: file.path, location: setting.location, key: setting.key.name, message: message))
             }

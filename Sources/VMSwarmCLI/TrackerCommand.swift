@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import NIOSSL
 import Tracker
 
 struct TrackerCommand: AsyncParsableCommand {
@@ -22,6 +23,12 @@ struct TrackerCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("udp-listen"), help: "Also serve the UDP tracker protocol (BEP 15) on this address and port.")
     var udpListen: String?
+
+    @Option(name: .customLong("tls-cert"), help: ArgumentHelp("Serve HTTPS with this certificate chain (PEM); needs --tls-key.", valueName: "FILE"))
+    var tlsCert: String?
+
+    @Option(name: .customLong("tls-key"), help: ArgumentHelp("The private key (PEM) of --tls-cert.", valueName: "FILE"))
+    var tlsKey: String?
 
     @Option(help: "Serve only these torrents: a file of hex info-hashes or a folder of .torrent files.")
     var allow: String?
@@ -58,12 +65,23 @@ struct TrackerCommand: AsyncParsableCommand {
 
     @OptionGroup var settings: ConfigOption
 
+    /// The TLS context of `--tls-cert` and `--tls-key`, or nil for plain HTTP.
+    func tlsContext() throws(CLIError) -> NIOSSLContext? {
+        guard let tlsCert, let tlsKey else { return nil }
+        let chain = try CLIError.wrap("cannot read the certificate chain \(tlsCert)") { try NIOSSLCertificate.fromPEMFile(tlsCert) }
+        guard !chain.isEmpty else { throw CLIError("\(tlsCert) holds no PEM certificate") }
+        let key = try CLIError.wrap("cannot read the private key \(tlsKey)") { try NIOSSLPrivateKey(file: tlsKey, format: .pem) }
+        let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
+        return try CLIError.wrap("\(tlsCert) and \(tlsKey) do not make a TLS server") { try NIOSSLContext(configuration: configuration) }
+    }
+
     func validate() throws {
         guard HostPort(listen) != nil else { throw ValidationError("--listen must be HOST:PORT, such as 0.0.0.0:6969 or [::]:6969.") }
         if let udpListen, HostPort(udpListen) == nil {
             throw ValidationError("--udp-listen must be HOST:PORT, such as 0.0.0.0:6969 or [::]:6969.")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together.") }
         guard interval >= 10, minInterval >= 1, minInterval <= interval else {
             throw ValidationError("--interval must be at least 10 s and --min-interval from 1 s to the interval.")
         }
@@ -88,9 +106,10 @@ struct TrackerCommand: AsyncParsableCommand {
         guard let address = HostPort(listen) else { throw CLIError("--listen must be HOST:PORT") }
         var limits = TrackerServer.Limits()
         limits.threads = threads
+        let tls = try tlsContext()
         let server = try await CLIError.wrapAsync("cannot listen on \(listen)") {
             try await TrackerServer.start(
-                host: address.host, port: address.port, configuration: configuration, limits: limits, logger: logger)
+                host: address.host, port: address.port, configuration: configuration, limits: limits, logger: logger, tls: tls)
         }
         var udpServer: UDPTrackerServer?
         if let udpListen, let udpAddress = HostPort(udpListen) {

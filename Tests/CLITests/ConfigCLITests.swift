@@ -124,7 +124,7 @@ import Testing
     @Test func everySettingIsAnOptionItsCommandsAccept() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
-        for name in ["site.key", "content.key", "publisher.pub", "allow"] { FileManager.default.createFile(atPath: folder.file(name), contents: Data()) }
+        for name in ["site.key", "content.key", "publisher.pub", "allow", "leaf.pem", "leaf.key"] { FileManager.default.createFile(atPath: folder.file(name), contents: Data()) }
         let good: [String: String] = [
             "trackers": "[http://t/announce]", "web-seeds": "[http://w/disk.img]", "cache": "images", "listen": "0.0.0.0:6881",
             "bind": "10.0.0.2", "peers": "[10.0.0.3:6881]", "metrics": "127.0.0.1:9300", "log-level": "info", "lan-discovery": "true",
@@ -132,7 +132,7 @@ import Testing
             "keys.trust": "[publisher.pub]", "booster.group": "239.255.42.1:7000", "booster.interface": "eth0", "booster.rate": "95mbit",
             "booster.ttl": "1", "booster.carousel": "true", "booster.min-receivers": "4", "get.seed-after": "10m",
             "get.serve": "[nbd://127.0.0.1:10809]", "create.piece-size": "4M", "create.private": "true", "tracker.listen": "0.0.0.0:6969",
-            "tracker.udp-listen": "0.0.0.0:6969", "tracker.allow": "allow", "tracker.interval": "900", "tracker.min-interval": "60",
+            "tracker.udp-listen": "0.0.0.0:6969", "tracker.allow": "allow", "tracker.tls-cert": "leaf.pem", "tracker.tls-key": "leaf.key", "tracker.interval": "900", "tracker.min-interval": "60",
             "tracker.max-torrents": "1000", "tracker.max-peers": "5000", "tracker.max-peers-per-ip": "16", "tracker.cap-loopback": "true",
             "tracker.threads": "2",
         ]
