@@ -70,7 +70,7 @@ let package = Package(
         .target(name: "TrackerProtocol", dependencies: ["Bencode", "Metainfo"]),
         // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
         .target(name: "Tracker", dependencies: [
-            "TrackerProtocol", "Metainfo", "Bencode",
+            "TrackerProtocol", "Metainfo", "Bencode", "Units",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -101,13 +101,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The only place that parses flags and prints to a terminal.
+        // Sizes, rates and durations as people read and write them (binary units), for the CLI and pages.
+        .target(name: "Units"),
         // BEP 14 Local Service Discovery messages (pure): announces of a torrent to the LAN group.
         .target(name: "LocalDiscovery", dependencies: ["Metainfo"]),
         // A node's configuration file (YAML): settings with where they were written, the options
         // each stands for in each command, and the command lines that come of them.
         .target(name: "NodeConfiguration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "VMSwarmCLI", dependencies: [
-            "NodeConfiguration", "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
+            "NodeConfiguration", "Units", "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import Foundation
+import Units
 
 /// The page of one image's rollout (`/stats/INFOHASH`), rendered from a `RolloutView`: the figures an
 /// admin watches while nodes fetch an image, and the nodes that hold it up.
@@ -47,22 +48,9 @@ enum RolloutPage {
             """
     }
 
-    static func bytes(_ count: Int64) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-        var value = Double(max(0, count))
-        var unit = 0
-        while value >= 1024 && unit < units.count - 1 {
-            value /= 1024
-            unit += 1
-        }
-        return unit == 0 ? "\(Int(value)) B" : String(format: "%.1f %@", value, units[unit])
-    }
+    static func bytes(_ count: Int64) -> String { Format.bytes(max(0, count)) }
 
-    static func duration(_ seconds: Double) -> String {
-        guard seconds.isFinite, seconds < 1e9 else { return "∞" }
-        let s = Int(seconds.rounded(.up))
-        return s >= 3600 ? "\(s / 3600) h \(s % 3600 / 60) min" : s >= 60 ? "\(s / 60) min \(s % 60) s" : "\(s) s"
-    }
+    static func duration(_ seconds: Double) -> String { seconds < 1e9 ? Format.duration(seconds) : "∞" }
 
     static func escape(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;").replacingOccurrences(of: ">", with: "&gt;")

@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import NodeConfiguration
-import Synchronization
 import SwarmRuntime
+import Synchronization
+import Units
 
 /// `--config FILE` on the commands a file configures. The file is read before the command line is
 /// parsed (`NodeConfig.apply`); this option only shows in `--help` and accepts the argument.

@@ -3,6 +3,7 @@ import Foundation
 import Metainfo
 import Sealing
 import TorrentCreation
+import Units
 
 struct CreateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -7,6 +7,7 @@ import Storage
 import SwarmRuntime
 import TorrentCreation
 import Tracker
+import Units
 
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

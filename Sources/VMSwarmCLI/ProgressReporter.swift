@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Units
 
 /// Shows the progress of long work: a redrawn bar on a terminal, a plain line every few seconds
 /// when the output is piped, or JSON lines for schedulers. Safe to update from any thread; it

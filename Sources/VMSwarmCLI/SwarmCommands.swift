@@ -7,9 +7,10 @@ import NIOPosix
 import Sealing
 import Storage
 import SwarmRuntime
-import TrackerClient
 import TorrentCreation
 import Tracker
+import TrackerClient
+import Units
 
 /// Flags `seed` and `get` share.
 struct PeerOptions: ParsableArguments {

@@ -1,6 +1,7 @@
 import Foundation
 import Metainfo
 import Sealing
+import Units
 
 /// What `inspect` (and `create`) tell about a torrent, as text for people and JSON for programs.
 struct TorrentReport: Encodable {

@@ -39,7 +39,7 @@ import Testing
         #expect(dom.stdout.contains(#"<div class="card" id="in-progress"><b>3</b>in progress</div>"#))
         #expect(dom.stdout.contains(#"<b>stalled</b>until the last node"#), "a stalled node holds the rollout up")
         #expect(dom.stdout.contains("127.0.0.1:6884"), "the stalled node is listed first")
-        #expect(dom.stdout.contains("image 256.0 MiB"))
+        #expect(dom.stdout.contains("image 256.00 MiB"))
 
         let screenshot = folder.file("rollout.png")
         let shot = try runProcess(chromium, flags + ["--screenshot=\(screenshot)", "--window-size=1200,800", "--hide-scrollbars", page])

@@ -67,9 +67,9 @@ import TrackerProtocol
         let html = RolloutPage.html(view)
         #expect(html.contains(#"<div class="card" id="done"><b>3</b>nodes done</div>"#))
         #expect(html.contains(#"<b>87.5 %</b>"#))
-        #expect(html.contains(#"<b>8.0 MiB/s</b>together"#))
-        #expect(html.contains(#"<b>1 min 4 s</b>until the last node"#))
+        #expect(html.contains(#"<b>8.00 MiB/s</b>together"#))
+        #expect(html.contains(#"<b>1:04</b>until the last node"#))
         #expect(html.contains("[fd00::&lt;1&gt;]:6881"))
-        #expect(html.contains("image 1.0 GiB"))
+        #expect(html.contains("image 1.00 GiB"))
     }
 }

@@ -1,8 +1,8 @@
 import Foundation
 
 /// Human-readable sizes, rates and durations, binary units as the rest of the tool uses.
-enum Format {
-    static func bytes(_ count: Int64) -> String {
+public enum Format {
+    public static func bytes(_ count: Int64) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
         var value = Double(count)
         var unit = 0
@@ -13,11 +13,11 @@ enum Format {
         return unit == 0 ? "\(count) B" : String(format: "%.2f %@", value, units[unit])
     }
 
-    static func rate(_ bytesPerSecond: Double) -> String {
+    public static func rate(_ bytesPerSecond: Double) -> String {
         bytes(Int64(bytesPerSecond.isFinite ? bytesPerSecond : 0)) + "/s"
     }
 
-    static func duration(_ seconds: Double) -> String {
+    public static func duration(_ seconds: Double) -> String {
         guard seconds.isFinite && seconds >= 0 else { return "--:--" }
         let total = Int(seconds.rounded())
         let (hours, minutes, secs) = (total / 3600, total / 60 % 60, total % 60)
@@ -26,7 +26,7 @@ enum Format {
     }
 
     /// Parses `auto`-free sizes such as `262144`, `256K`, `256KiB`, `4M`, `1G` (binary multiples).
-    static func parseSize(_ text: String) -> Int? {
+    public static func parseSize(_ text: String) -> Int? {
         let lowered = text.lowercased().replacingOccurrences(of: "ib", with: "").replacingOccurrences(of: "b", with: "")
         let multipliers: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
         if let last = lowered.last, let multiplier = multipliers[last] {
@@ -38,7 +38,7 @@ enum Format {
 
     /// Parses a link rate in bits per second, as tc writes it: `95mbit`, `1gbit`, `500kbit` (decimal
     /// multiples), or a plain number of bits per second.
-    static func parseBitRate(_ text: String) -> Int? {
+    public static func parseBitRate(_ text: String) -> Int? {
         let lowered = text.lowercased()
         let multipliers: [(String, Double)] = [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3), ("bit", 1)]
         for (suffix, multiplier) in multipliers where lowered.hasSuffix(suffix) {
