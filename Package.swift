@@ -89,18 +89,25 @@ let package = Package(
         ]),
         // A read-only NBD server: the pure protocol session and a thin SwiftNIO front over a data source.
         .target(name: "NBD", dependencies: [
+            "ServerSocket",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // GET and HEAD of one resource with byte ranges (RFC 9110): a pure Range parser and a SwiftNIO front.
         .target(name: "HTTPRanges", dependencies: [
+            "ServerSocket",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The only place that parses flags and prints to a terminal.
+        // A TCP listening socket on an event loop of its own: the edge of metrics, NBD and HTTP serving.
+        .target(name: "ServerSocket", dependencies: [
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
         // Sizes, rates and durations as people read and write them (binary units), for the CLI and pages.
         .target(name: "Units"),
         // BEP 14 Local Service Discovery messages (pure): announces of a torrent to the LAN group.
@@ -109,7 +116,7 @@ let package = Package(
         // each stands for in each command, and the command lines that come of them.
         .target(name: "NodeConfiguration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "VMSwarmCLI", dependencies: [
-            "NodeConfiguration", "Units", "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
+            "NodeConfiguration", "Units", "ServerSocket", "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import ServerSocket
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -16,41 +17,22 @@ public protocol HTTPRangeSource: Sendable {
 /// next one read only once the socket took the last, so a slow or stalled client holds one chunk.
 public final class HTTPRangeServer: Sendable {
     public static let chunkLength = 1 << 20
-    private let channel: any Channel
-    private let group: MultiThreadedEventLoopGroup
+    private let listener: TCPListener
 
-    public var port: Int? { channel.localAddress?.port }
+    public var port: Int? { listener.port }
 
-    private init(channel: any Channel, group: MultiThreadedEventLoopGroup) {
-        self.channel = channel
-        self.group = group
-    }
+    private init(listener: TCPListener) { self.listener = listener }
 
     public static func start(host: String, port: Int, name: String, size: Int64, source: any HTTPRangeSource,
                              logger: Logger) async throws -> HTTPRangeServer {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let resource = Resource(name: name, size: size, source: source)
-        do {
-            let channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(HTTPRangeHandler(resource: resource, logger: logger))
-                    }
-                }
-                .bind(host: host, port: port).get()
-            return HTTPRangeServer(channel: channel, group: group)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        return HTTPRangeServer(listener: try await TCPListener.start(host: host, port: port) { channel in
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(HTTPRangeHandler(resource: resource, logger: logger))
+        })
     }
 
-    public func shutdown() async {
-        try? await channel.close()
-        try? await group.shutdownGracefully()
-    }
+    public func shutdown() async { await listener.shutdown() }
 
     struct Resource: Sendable {
         let name: String

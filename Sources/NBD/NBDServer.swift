@@ -1,3 +1,4 @@
+import ServerSocket
 import Logging
 import NIOCore
 import NIOPosix
@@ -20,42 +21,24 @@ extension NBDDataSource {
 /// gets a session; reads run concurrently and are answered as their data comes (NBD allows any
 /// order), and the socket is read only while the session takes more requests.
 public final class NBDServer: Sendable {
-    private let channel: any Channel
-    private let group: MultiThreadedEventLoopGroup
+    private let listener: TCPListener
 
-    public var port: Int? { channel.localAddress?.port }
+    public var port: Int? { listener.port }
 
-    private init(channel: any Channel, group: MultiThreadedEventLoopGroup) {
-        self.channel = channel
-        self.group = group
-    }
+    private init(listener: TCPListener) { self.listener = listener }
 
     public static func start(host: String, port: Int, export: NBDServerSession.Export, source: any NBDDataSource,
                              logger: Logger) async throws -> NBDServer {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        do {
-            let channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.autoRead, value: false)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            NBDConnectionHandler(session: NBDServerSession(export: export), source: source, logger: logger))
-                    }
-                }
-                .bind(host: host, port: port).get()
-            return NBDServer(channel: channel, group: group)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
+        let listener = try await TCPListener.start(host: host, port: port) {
+            $0.childChannelOption(.autoRead, value: false).childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        } initializer: { channel in
+            try channel.pipeline.syncOperations.addHandler(
+                NBDConnectionHandler(session: NBDServerSession(export: export), source: source, logger: logger))
         }
+        return NBDServer(listener: listener)
     }
 
-    public func shutdown() async {
-        try? await channel.close()
-        try? await group.shutdownGracefully()
-    }
+    public func shutdown() async { await listener.shutdown() }
 }
 
 /// One client connection. Lives on its channel's event loop; reads of the source run as tasks and

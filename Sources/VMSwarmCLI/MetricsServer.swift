@@ -1,3 +1,4 @@
+import ServerSocket
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -9,41 +10,21 @@ import NIOPosix
 /// loop of its own, so scrapes never wait behind the swarm's loop; requests carry no body worth
 /// reading, and NIO's HTTP parser bounds what a client can send in headers.
 final class MetricsServer: Sendable {
-    private let channel: any Channel
-    private let group: MultiThreadedEventLoopGroup
+    private let listener: TCPListener
 
-    var port: Int? { channel.localAddress?.port }
+    var port: Int? { listener.port }
 
-    private init(channel: any Channel, group: MultiThreadedEventLoopGroup) {
-        self.channel = channel
-        self.group = group
-    }
+    private init(listener: TCPListener) { self.listener = listener }
 
     static func start(host: String, port: Int, logger: Logger,
                       snapshot: @escaping @Sendable () async -> NodeMetrics) async throws -> MetricsServer {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        do {
-            let channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                        try channel.pipeline.syncOperations.addHandler(MetricsHandler(snapshot: snapshot, logger: logger))
-                    }
-                }
-                .bind(host: host, port: port).get()
-            return MetricsServer(channel: channel, group: group)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        MetricsServer(listener: try await TCPListener.start(host: host, port: port) { channel in
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(MetricsHandler(snapshot: snapshot, logger: logger))
+        })
     }
 
-    func shutdown() async {
-        // Closing an already closed channel or group is no failure worth reporting at exit.
-        try? await channel.close()
-        try? await group.shutdownGracefully()
-    }
+    func shutdown() async { await listener.shutdown() }
 }
 
 /// One connection: one request at a time (NIO's pipelining handler queues the next).
