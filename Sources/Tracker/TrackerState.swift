@@ -133,7 +133,7 @@ public struct TrackerState: Sendable {
         return AnnounceResponse(
             interval: configuration.interval, minInterval: configuration.minInterval,
             complete: swarm.seeders.count, incomplete: swarm.leechers.count,
-            peers: swarm.select(count: wanted, for: key, requesterIsSeeder: request.isSeeder, random: &random))
+            peers: swarm.select(count: wanted, for: key, at: address, requesterIsSeeder: request.isSeeder, random: &random))
     }
 
     /// Changes one torrent's swarm in place (if it exists) and keeps the totals true.
@@ -436,9 +436,14 @@ struct Swarm: Sendable {
     }
 
     /// Seeders first for a leecher (they have everything), then leechers; a seeder gets leechers only.
-    func select(count: Int, for requester: PeerKey, requesterIsSeeder: Bool, random: inout SeededRandom) -> [AnnouncedPeer] {
+    /// Each address once, and never the requester's own: a client that restarted with a new peer
+    /// id leaves its old entry at the same address until it expires, and a compact answer cannot
+    /// tell the two apart (a fuzz finding: the same peer twice in one answer, or a client's own
+    /// address handed back to it).
+    func select(count: Int, for requester: PeerKey, at address: PeerAddress, requesterIsSeeder: Bool, random: inout SeededRandom) -> [AnnouncedPeer] {
         var picked = requesterIsSeeder ? [] : seeders.sample(count, excluding: requester, random: &random)
         picked += leechers.sample(count - picked.count, excluding: requester, random: &random)
-        return picked.map { AnnouncedPeer(address: $0.address, peerID: $0.peerID) }
+        var seen: Set<PeerAddress> = [address]
+        return picked.filter { seen.insert($0.address).inserted }.map { AnnouncedPeer(address: $0.address, peerID: $0.peerID) }
     }
 }

@@ -20,6 +20,20 @@ func announce(_ n: Int, _ hash: InfoHash = torrentA, left: Int64? = 100, event: 
 @Suite struct TrackerStateTests {
     var state = TrackerState(configuration: TrackerConfiguration(), seed: 1)
 
+    /// A client that restarts with a new peer id leaves its old entry at the same address until it
+    /// expires: an answer names that address once, and never to the client itself (fuzz finding).
+    @Test mutating func anAddressIsAnsweredOnceAndNeverToItself() throws {
+        var before = announce(1, event: .started)
+        before.port = 7000
+        _ = try state.announce(before, from: address(1), now: 0)
+        var restarted = announce(99, event: .started)
+        restarted.port = 7000
+        let own = try state.announce(restarted, from: address(1), now: 1)
+        #expect(own.peers.isEmpty, "its own address under its old id: \(own.peers)")
+        let other = try state.announce(announce(2, event: .started), from: address(2), now: 2)
+        #expect(other.peers.map(\.address) == [PeerAddress(ip: address(1).ip, port: 7000)!])
+    }
+
     @Test mutating func peersLearnOfEachOtherButNeverOfThemselves() throws {
         let first = try state.announce(announce(1, event: .started), from: address(1), now: 0)
         #expect(first.peers.isEmpty)
