@@ -33,10 +33,12 @@ struct NodeMetrics: Sendable, Equatable {
     var role: String
     var infoHash: String
     var name: String
-    /// Piece data received this run, by source (web seed and cache are not built yet). Peer bytes
-    /// count every block received; `wastedBytes` is the part thrown away.
+    /// Piece data received this run, by source (the cache is not built yet). Peer bytes count
+    /// every block received; `wastedBytes` is the part thrown away. Web seed and booster bytes
+    /// count whole pieces that verified.
     var downloadedPeerBytes: Int64 = 0
     var downloadedMulticastBytes: Int64 = 0
+    var downloadedWebSeedBytes: Int64 = 0
     var uploadedBytes: Int64 = 0
     var wastedBytes: Int64 = 0
     var piecesVerified = 0
@@ -65,6 +67,7 @@ struct NodeMetrics: Sendable, Equatable {
         // difference. Booster pieces never pass through the engine's block counter.
         downloadedPeerBytes = status.downloaded
         downloadedMulticastBytes = status.multicastBytes
+        downloadedWebSeedBytes = status.webSeedBytes
         uploadedBytes = status.uploaded
         wastedBytes = status.wasted
         piecesVerified = status.piecesVerified
@@ -99,7 +102,8 @@ struct NodeMetrics: Sendable, Equatable {
         family("vmswarm_node_info", "gauge", "The torrent this node serves or fetches, and its role; always 1.",
             [([("info_hash", infoHash), ("name", name), ("role", role)], "1")])
         family("vmswarm_downloaded_bytes_total", "counter", "Piece data received by this run, by source.",
-            [([("source", "peer")], "\(downloadedPeerBytes)"), ([("source", "multicast")], "\(downloadedMulticastBytes)")])
+            [([("source", "peer")], "\(downloadedPeerBytes)"), ([("source", "multicast")], "\(downloadedMulticastBytes)"),
+             ([("source", "web_seed")], "\(downloadedWebSeedBytes)")])
         family("vmswarm_uploaded_bytes_total", "counter", "Piece data sent to peers by this run.", one(uploadedBytes))
         family("vmswarm_wasted_bytes_total", "counter", "Received bytes thrown away: failed hashes and late duplicates.", one(wastedBytes))
         family("vmswarm_pieces_verified_total", "counter", "Pieces that passed their hash in this run.", one(piecesVerified))
