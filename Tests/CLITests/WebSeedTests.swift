@@ -241,12 +241,17 @@ import Testing
 
         // vmswarm fetches from the web seed alone (no peer has anything yet), then seeds on.
         let node = try start(vmswarmBinary, ["get", torrent, "-o", folder.file("node"), "--listen", "\(host):6881", "--json",
-            "--web-seed", "http://\(host):8080/vm.img", "--seed-after", "forever"], log: "node.log")
+            "--web-seed", "http://\(host):8080/vm.img", "--seed-after", "forever", "--metrics-listen", "\(host):9109"], log: "node.log")
         try #require(eventually(60) { node.output.contains(#""event":"complete""#) }, "vmswarm did not complete: \(node.output.suffix(1500))")
         let done = try #require(Self.completion(node.output), "\(node.output.suffix(800))")
         #expect(Self.int(done["web_seed_bytes"]) == 3 << 20)
         #expect(Self.int(done["downloaded"]) == 0)
         #expect(try sha256(folder.file("node/vm.img")) == expected)
+        // The node's metrics count the web seed as a source of its own.
+        let (wrapper, wrapped) = namespace.command("/usr/bin/curl", ["-s", "http://\(host):9109/metrics"])
+        let metrics = try runProcess(wrapper, wrapped).stdout
+        #expect(metrics.contains(#"vmswarm_downloaded_bytes_total{source="web_seed"} 3145728"#), "\(metrics.prefix(1500))")
+        #expect(metrics.contains(#"vmswarm_downloaded_bytes_total{source="peer"} 0"#))
         let originRequests = origin.process.output.split(separator: "\n").count
 
         let aria2Dir = folder.file("aria2")
