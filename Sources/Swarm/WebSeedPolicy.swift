@@ -105,7 +105,9 @@ public struct WebSeedPolicy: Sendable {
     /// Pieces to start fetching now, each from one seed with room and not backed off. `have` and
     /// `availability` (connected peers holding each piece) are the engine's; `busy` holds pieces
     /// the engine is fetching, verifying, or leaves to another source (the multicast booster).
-    public mutating func next(now: Double, have: Bitfield, availability: [Int], busy: Bitfield) -> [Assignment] {
+    /// `urgent` pieces (what readers of the image in flight wait for, most urgent first) go
+    /// before all others, on the same terms.
+    public mutating func next(now: Double, have: Bitfield, availability: [Int], busy: Bitfield, urgent: [PieceIndex] = []) -> [Assignment] {
         var room: [Int] = []
         for (index, seed) in seeds.enumerated() where seed.dropped == nil && now >= seed.retryAt {
             // A seed that failed gets one fetch at a time until one succeeds again.
@@ -129,8 +131,9 @@ public struct WebSeedPolicy: Sendable {
                 held.append((holders, piece))
             }
         }
-        var candidates = unheld
-        if candidates.count < room.count {
+        let wanted = urgent.filter { layout.contains($0) && !have[$0] && !busy[$0] && !claimed[$0] }
+        var candidates = wanted + unheld.filter { !wanted.contains($0) }
+        if candidates.count < room.count + wanted.count {
             candidates += held.sorted { ($0.holders, $0.piece) < ($1.holders, $1.piece) }.map(\.piece)
         }
         var assignments: [Assignment] = []

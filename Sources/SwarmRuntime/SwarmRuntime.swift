@@ -403,6 +403,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         aheadPieces.removeAll { have[$0] }
         pieces += aheadPieces.filter { !pieces.contains($0) }
         perform(engine.setUrgentPieces(pieces))
+        // A web seed takes what readers wait for first (at once, not at the next tick).
+        webSeed?.pump(now: now)
     }
 
     private func failReaders() {
@@ -1018,7 +1020,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                 var busy = self.engine.picker.startedPieces
                 for piece in self.engine.verifyingPieces { busy.insert(piece) }
                 self.multicastDeferred?.forEachPiece { busy.insert($0) }
-                return (self.engine.have, self.engine.picker.availability, busy)
+                return (self.engine.have, self.engine.picker.availability, busy, self.engine.urgentPieces)
             },
             deliver: { [unowned self] piece, bytes in
                 guard let actions = self.engine.pieceArrived(piece, data: bytes) else { return false }

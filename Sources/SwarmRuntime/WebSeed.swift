@@ -81,8 +81,8 @@ final class WebSeedFetcher: @unchecked Sendable {
     /// What the fetcher needs of the runtime, on its loop.
     struct Hooks {
         /// The engine's view: pieces held, holders per piece, pieces it is fetching or verifying or
-        /// leaves to another source.
-        let state: () -> (have: Bitfield, availability: [Int], busy: Bitfield)
+        /// leaves to another source, and pieces readers wait for.
+        let state: () -> (have: Bitfield, availability: [Int], busy: Bitfield, urgent: [PieceIndex])
         /// A fetched piece for the engine; false if it would not take it (held or being verified).
         let deliver: (PieceIndex, [UInt8]) -> Bool
         /// The pieces the fetcher claims changed: the engine must not ask peers for them.
@@ -148,9 +148,9 @@ final class WebSeedFetcher: @unchecked Sendable {
     func pump(now: Double) {
         loop.preconditionInEventLoop()
         guard !stopped, policy.usableSeeds > 0 else { return }
-        let (have, availability, busy) = hooks.state()
+        let (have, availability, busy, urgent) = hooks.state()
         guard !have.isComplete else { return }
-        var assignments = policy.next(now: now, have: have, availability: availability, busy: busy)
+        var assignments = policy.next(now: now, have: have, availability: availability, busy: busy, urgent: urgent)
         guard !assignments.isEmpty else { return }
         if limited {
             // The allowance peers left in the bucket (their requests drain it first) pays for whole

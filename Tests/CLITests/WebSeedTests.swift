@@ -182,6 +182,39 @@ import Testing
         #expect(elapsed >= 2.5, "1 MiB at 256 KiB/s took \(elapsed) s")
     }
 
+    /// A reader of the image in flight (`--serve`) gets what it asks for from the web seed
+    /// first: at 256 KiB/s the 4 MiB image takes some 15 s, and a read near its end is answered
+    /// long before that, with the right bytes.
+    @Test func aReaderOfTheImageInFlightIsServedFromTheWebSeedFirst() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        try FileManager.default.createDirectory(atPath: folder.file("data"), withIntermediateDirectories: true)
+        let image = folder.file("data/image.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(4 << 20) /dev/urandom > '\(image)'"]).status == 0)
+        let (webPort, server) = try Self.server(folder.file("data"), folder: folder)
+        defer { server.stop() }
+        let torrent = folder.file("image.torrent")
+        let made = try runProcess(vmswarmBinary, ["create", image, "--piece-size", "64K", "--web-seed", "http://127.0.0.1:\(webPort)/image.img", "-o", torrent])
+        try #require(made.status == 0, "\(made.stderr)")
+        let port = freePort()
+        let get = try BackgroundProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out"), "--port", "0", "--max-down", "256K",
+            "--serve", "http://127.0.0.1:\(port)"], logTo: folder.file("get.log"))
+        defer { get.stop() }
+        let url = "http://127.0.0.1:\(port)/image.img"
+        try #require(eventually(20) { get.output.contains("serving image.img read-only at \(url)") }, "\(get.output)")
+        let offset = (4 << 20) - 100_000
+        let part = folder.file("part.bin")
+        let started = Date()
+        let ranged = try runProcess("/usr/bin/curl", ["-sS", "-o", part, "-w", "%{http_code}", "-r", "\(offset)-\(offset + 65535)", url])
+        let waited = -started.timeIntervalSinceNow
+        #expect(ranged.stdout == "206", "\(ranged.stdout) \(ranged.stderr)")
+        #expect(waited < 6, "the read waited \(waited) s")
+        #expect(!get.output.contains("complete:"), "the download ended before the read")
+        let handle = try #require(FileHandle(forReadingAtPath: image))
+        try handle.seek(toOffset: UInt64(offset))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: part)) == handle.readData(ofLength: 65536))
+    }
+
     @Test func unusableWebSeedFlagsAreRefusedWithTheReason() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }

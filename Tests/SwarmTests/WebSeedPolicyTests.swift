@@ -45,6 +45,18 @@ import Testing
         #expect(fallback.next(now: 0, have: Self.bits([]), availability: availability, busy: Self.bits([4])).map(\.piece.value) == [5, 6])
     }
 
+    /// What readers of the image in flight wait for goes first, most urgent first, unless held,
+    /// busy in the engine or claimed already.
+    @Test func piecesReadersWaitForComeFirst() {
+        var policy = WebSeedPolicy(seeds: ["http://a/x", "http://b/x"], layout: Self.layout)
+        let none = [Int](repeating: 0, count: 8)
+        let assignments = policy.next(now: 0, have: Self.bits([6]), availability: none, busy: Self.bits([5]),
+            urgent: [PieceIndex(6), PieceIndex(7), PieceIndex(5), PieceIndex(3), PieceIndex(99)])
+        #expect(assignments.map(\.piece.value) == [7, 3, 0, 1])
+        let more = policy.next(now: 0, have: Self.bits([6]), availability: none, busy: Self.bits([5]), urgent: [PieceIndex(7)])
+        #expect(more.isEmpty, "7 is claimed already and both seeds are full")
+    }
+
     @Test func aFailingSeedBacksOffDoublingAndRecovers() {
         var configuration = WebSeedPolicy.Configuration()
         configuration.firstBackoff = 2
