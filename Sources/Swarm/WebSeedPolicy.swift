@@ -101,6 +101,9 @@ public struct WebSeedPolicy: Sendable {
 
     /// Seeds that may still be used (not dropped).
     public var usableSeeds: Int { seeds.count { $0.dropped == nil } }
+    /// Failed fetches and pieces that failed their hash, over all seeds (for status and metrics).
+    public private(set) var fetchFailures = 0
+    public var hashFailures: Int { seeds.reduce(0) { $0 + $1.hashFailures } }
 
     /// Pieces to start fetching now, each from one seed with room and not backed off. `have` and
     /// `availability` (connected peers holding each piece) are the engine's; `busy` holds pieces
@@ -161,6 +164,7 @@ public struct WebSeedPolicy: Sendable {
     public mutating func failed(_ piece: PieceIndex, from seed: Int, _ failure: Failure, now: Double) -> Event? {
         release(piece)
         guard seeds.indices.contains(seed) else { return nil }
+        fetchFailures += 1
         seeds[seed].fetching.remove(piece)
         guard seeds[seed].dropped == nil else { return nil }
         seeds[seed].failuresInARow += 1

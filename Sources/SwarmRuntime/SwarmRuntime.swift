@@ -108,6 +108,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var webSeedBytes: Int64 = 0
         public var webSeedsUsable = 0
         public var webSeedsConfigured = 0
+        /// Failed web seed fetches (status, range, length, transport) and web seed pieces that
+        /// failed their hash.
+        public var webSeedFetchFailures = 0
+        public var webSeedHashFailures = 0
     }
 
     public let metainfo: Metainfo
@@ -1168,6 +1172,8 @@ public final class SwarmRuntime: @unchecked Sendable {
             status.webSeedBytes = webSeed.bytes
             status.webSeedsUsable = webSeed.policy.usableSeeds
             status.webSeedsConfigured = webSeed.policy.seeds.count
+            status.webSeedFetchFailures = webSeed.policy.fetchFailures
+            status.webSeedHashFailures = webSeed.policy.hashFailures
         }
         return status
     }

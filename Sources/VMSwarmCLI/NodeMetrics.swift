@@ -39,6 +39,9 @@ struct NodeMetrics: Sendable, Equatable {
     var downloadedPeerBytes: Int64 = 0
     var downloadedMulticastBytes: Int64 = 0
     var downloadedWebSeedBytes: Int64 = 0
+    /// Web seeds in use (not dropped) and failures of theirs by kind (`fetch`, `hash`).
+    var webSeedsUsable = 0
+    var webSeedFailures: [String: Int] = [:]
     var uploadedBytes: Int64 = 0
     var wastedBytes: Int64 = 0
     var piecesVerified = 0
@@ -68,6 +71,10 @@ struct NodeMetrics: Sendable, Equatable {
         downloadedPeerBytes = status.downloaded
         downloadedMulticastBytes = status.multicastBytes
         downloadedWebSeedBytes = status.webSeedBytes
+        webSeedsUsable = status.webSeedsUsable
+        if status.webSeedsConfigured > 0 {
+            webSeedFailures = ["fetch": status.webSeedFetchFailures, "hash": status.webSeedHashFailures]
+        }
         uploadedBytes = status.uploaded
         wastedBytes = status.wasted
         piecesVerified = status.piecesVerified
@@ -116,6 +123,9 @@ struct NodeMetrics: Sendable, Equatable {
         family("vmswarm_peers_banned", "gauge", "Peer identities (address and id) banned for bad data.", one(peersBanned))
         family("vmswarm_connections_refused_total", "counter", "Connections refused or closed by the node, by reason.",
             refusals.sorted { $0.key < $1.key }.map { ([("reason", $0.key)], "\($0.value)") })
+        family("vmswarm_web_seeds_usable", "gauge", "Web seeds in use (not dropped after hash failures).", one(webSeedsUsable))
+        family("vmswarm_web_seed_failures_total", "counter", "Failed web seed fetches and web seed pieces that failed their hash, by kind.",
+            webSeedFailures.sorted { $0.key < $1.key }.map { ([("kind", $0.key)], "\($0.value)") })
         family("vmswarm_download_rate_bytes_per_second", "gauge", "Download rate over the last 5 seconds.", rate(downloadRate))
         family("vmswarm_upload_rate_bytes_per_second", "gauge", "Upload rate over the last 5 seconds.", rate(uploadRate))
         return out

@@ -78,6 +78,7 @@ import Testing
         let capped = policy.next(now: 13, have: empty, availability: none, busy: empty)
         #expect(policy.failed(capped[0].piece, from: 0, .transport("timed out"), now: 13)
             == .backedOff(seed: 0, seconds: 10, failure: .transport("timed out")))
+        #expect(policy.fetchFailures == 4 && policy.hashFailures == 0)
         let again = policy.next(now: 23, have: empty, availability: none, busy: empty)
         policy.fetched(again[0].piece, from: 0)
         #expect(policy.checked(again[0].piece, valid: true) == nil)
@@ -105,7 +106,7 @@ import Testing
         }
         #expect(dropped == [.dropped(seed: 0, reason: "3 pieces from it failed their hash")])
         #expect(policy.seeds[0].dropped != nil && policy.seeds[0].hashFailures >= 3)
-        #expect(policy.usableSeeds == 1)
+        #expect(policy.usableSeeds == 1 && policy.hashFailures == policy.seeds[0].hashFailures && policy.fetchFailures == 0)
         #expect(policy.next(now: 100, have: empty, availability: none, busy: empty).allSatisfy { $0.seed == 1 })
     }
 
