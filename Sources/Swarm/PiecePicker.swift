@@ -295,6 +295,9 @@ public struct PiecePicker: Sendable {
 
     public var isComplete: Bool { have.isComplete }
 
+    /// Pieces with blocks asked of peers or assembling (a web seed leaves them to the peers).
+    public var startedPieces: Bitfield { started }
+
     /// Every block we lack is requested from at least one peer.
     public var isEndGame: Bool {
         let missing = layout.pieceCount - have.count

@@ -269,6 +269,8 @@ public struct SwarmEngine: Sendable {
     public var have: Bitfield { picker.have }
     public var isComplete: Bool { picker.isComplete }
     public var peerCount: Int { peers.count }
+    /// Pieces being hashed now (another source's bytes for them would be turned away).
+    public var verifyingPieces: Set<PieceIndex> { verifying }
     /// Identities banned so far (for status and metrics; read-only).
     public var bannedCount: Int { banned.count }
     /// Connected peers that still lack pieces (leechers we could serve).

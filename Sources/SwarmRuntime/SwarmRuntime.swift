@@ -57,6 +57,10 @@ public final class SwarmRuntime: @unchecked Sendable {
             public var interval: TimeAmount = .minutes(5)
             public init(interface: String? = nil) { self.interface = interface }
         }
+        /// Web seeds (BEP 19) to fetch pieces from when peers do not have them (WebSeed.swift);
+        /// URLs that are not usable are logged and skipped.
+        public var webSeeds: [String] = []
+        public var webSeedPolicy = WebSeedPolicy.Configuration()
 
         public init() {}
     }
@@ -110,6 +114,16 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var multicastBytes: Int64 = 0
         /// Peer identities (address and id) banned for sending bad data.
         public var peersBanned = 0
+        /// Pieces from web seeds that verified and their bytes; web seeds still in use (not
+        /// dropped after hash failures) of those configured.
+        public var webSeedPieces = 0
+        public var webSeedBytes: Int64 = 0
+        public var webSeedsUsable = 0
+        public var webSeedsConfigured = 0
+        /// Failed web seed fetches (status, range, length, transport) and web seed pieces that
+        /// failed their hash.
+        public var webSeedFetchFailures = 0
+        public var webSeedHashFailures = 0
     }
 
     public let metainfo: Metainfo
@@ -214,6 +228,10 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// Hash results of this run, for status and metrics.
     private var piecesVerified = 0
     private var hashFailures = 0
+    /// Web seeds (nil without any), and the pieces the booster wants deferred: the engine defers
+    /// both (`updateDeferred`).
+    private var webSeed: WebSeedFetcher?
+    private var multicastDeferred: Bitfield?
     /// Until the booster is heard (at most this long), peers are not asked for what its first pass
     /// may bring; a sender may be waiting for more receivers to join.
     private static let multicastHoldBack: Double = 5
@@ -271,6 +289,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                 runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger)
             }
             for peer in options.peers { runtime.connect(host: peer.host, port: peer.port) }
+            if !have.isComplete { runtime.startWebSeeds() }
             runtime.timer = runtime.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in runtime.tick() }
             if runtime.upload != nil || runtime.download != nil { runtime.startPacer() }
         }.get()
@@ -425,6 +444,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         aheadPieces.removeAll { have[$0] }
         pieces += aheadPieces.filter { !pieces.contains($0) }
         perform(engine.setUrgentPieces(pieces))
+        // A web seed takes what readers wait for first (at once, not at the next tick).
+        webSeed?.pump(now: now)
     }
 
     private func failReaders() {
@@ -443,6 +464,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.multicastTimer?.cancel()
             self.multicastLink?.close()
             self.discovery?.close()
+            self.webSeed?.stop()
             self.channels.values.forEach { $0.close(promise: nil) }
             self.listener?.close(promise: nil)
             return self.tracker == nil ? nil : self.announceRequest(event: .stopped)
@@ -656,6 +678,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                 if valid { self.piecesVerified += 1 } else { self.hashFailures += 1 }
                 self.perform(self.engine.pieceChecked(piece, valid: valid))
                 self.multicastPieceChecked(piece, valid: valid)
+                self.webSeed?.pieceChecked(piece, valid: valid, now: self.now)
                 if valid { self.wakeReaders() }
             case .failure(let error):
                 // Debug only: the failure ends the download and its caller reports it once (a full
@@ -882,7 +905,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.multicastReceiver = MulticastReceiver(session: session, layout: self.info.layout,
                 have: have, configuration: configuration, authentication: options.authentication(for: session),
                 seed: UInt64.random(in: .min ... .max))
-            self.perform(self.engine.deferPieces(self.missingPieces()))
+            self.deferForMulticast(self.missingPieces())
             self.multicastTimer = self.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
                 self.multicastTick()
             }
@@ -926,7 +949,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         guard multicastTicks % 10 == 0, let receiver = multicastReceiver else { return }
         guard receiver.cursor != nil else {
             // No sender heard yet: peers wait a moment for the first pass, then get on without it.
-            perform(engine.deferPieces(now < Self.multicastHoldBack ? missingPieces() : nil))
+            deferForMulticast(now < Self.multicastHoldBack ? missingPieces() : nil)
             return
         }
         guard receiver.senderActive(now: now) else {
@@ -948,7 +971,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         where !engine.have[piece] && (receiver.shouldLeaveToMulticast(piece, now: now) || receiver.holdsPart(of: piece)) {
             deferred.insert(piece)
         }
-        perform(engine.deferPieces(deferred.isEmpty ? nil : deferred))
+        deferForMulticast(deferred.isEmpty ? nil : deferred)
     }
 
     /// The booster is done or gone: peers are asked for everything, partly heard pieces only for
@@ -963,7 +986,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             }
         }
         multicastReceiver = receiver
-        perform(engine.deferPieces(nil))
+        deferForMulticast(nil)
         perform(engine.avoidPeers(at: nil))
     }
 
@@ -1014,6 +1037,71 @@ public final class SwarmRuntime: @unchecked Sendable {
         }
     }
 
+    // MARK: Web seeds
+
+    /// Web seeds used at most: a torrent's url-list is anyone's list, and each seed costs a
+    /// request target per file and a share of the fetching.
+    public static let maxWebSeeds = 16
+
+    /// The web seeds that parse for this torrent (the first `maxWebSeeds`); the others are
+    /// logged once and left out.
+    private func startWebSeeds() {
+        var maps: [WebSeedMap] = []
+        if options.webSeeds.count > Self.maxWebSeeds {
+            logger.warning("web seeds beyond the first \(Self.maxWebSeeds) are left out", metadata: ["given": "\(options.webSeeds.count)"])
+        }
+        for url in options.webSeeds.prefix(Self.maxWebSeeds) {
+            do throws(WebSeedError) {
+                maps.append(try WebSeedMap(url: url, info: info))
+            } catch {
+                logger.warning("web seed skipped", metadata: ["reason": "\(error)"])
+            }
+        }
+        guard !maps.isEmpty else { return }
+        let hooks = WebSeedFetcher.Hooks(
+            state: { [unowned self] in
+                var busy = self.engine.picker.startedPieces
+                for piece in self.engine.verifyingPieces { busy.insert(piece) }
+                self.multicastDeferred?.forEachPiece { busy.insert($0) }
+                return (self.engine.have, self.engine.picker.availability, busy, self.engine.urgentPieces)
+            },
+            deliver: { [unowned self] piece, bytes in
+                guard let actions = self.engine.pieceArrived(piece, data: bytes) else { return false }
+                self.perform(actions)
+                return true
+            },
+            claimsChanged: { [unowned self] in self.updateDeferred() },
+            allowance: { [unowned self] wanted in
+                guard self.download != nil else { return wanted }
+                // In blocks, as requests take it, so a piece longer than the bucket still gets there.
+                var got = 0
+                let now = self.now
+                while got < wanted, self.download!.take(min(PieceLayout.blockLength, wanted - got), now: now) {
+                    got += min(PieceLayout.blockLength, wanted - got)
+                }
+                return got
+            },
+            now: { [unowned self] in self.now })
+        webSeed = WebSeedFetcher(maps: maps, layout: info.layout, group: group, loop: loop, limited: download != nil,
+            configuration: options.webSeedPolicy, logger: logger, hooks: hooks)
+        logger.info("using web seeds", metadata: ["urls": "\(maps.map(\.url.text))"])
+    }
+
+    private func deferForMulticast(_ pieces: Bitfield?) {
+        multicastDeferred = pieces
+        updateDeferred()
+    }
+
+    /// Peers are not asked for what the booster is about to bring nor for what a web seed fetches.
+    private func updateDeferred() {
+        guard var deferred = multicastDeferred ?? webSeed.map({ _ in Bitfield(pieceCount: info.pieceCount) }) else {
+            perform(engine.deferPieces(nil))
+            return
+        }
+        webSeed?.claimed.forEachPiece { deferred.insert($0) }
+        perform(engine.deferPieces(deferred.isEmpty ? nil : deferred))
+    }
+
     // MARK: Peers and trackers
 
     private func connect(host: String, port: Int) {
@@ -1045,6 +1133,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             entry.channel.close(promise: nil)
         }
         perform(engine.tick(now: now))
+        webSeed?.pump(now: now)
         // Pieces whose blocks left since the last pump go back to the cache (or away), and peers
         // that waited for upload buffers get another try.
         for handle in outboxes.keys.sorted() {
@@ -1117,6 +1206,14 @@ public final class SwarmRuntime: @unchecked Sendable {
         status.hashFailures = hashFailures
         status.multicastBytes = multicastBytes
         status.peersBanned = engine.bannedCount
+        if let webSeed {
+            status.webSeedPieces = webSeed.pieces
+            status.webSeedBytes = webSeed.bytes
+            status.webSeedsUsable = webSeed.policy.usableSeeds
+            status.webSeedsConfigured = webSeed.policy.seeds.count
+            status.webSeedFetchFailures = webSeed.policy.fetchFailures
+            status.webSeedHashFailures = webSeed.policy.hashFailures
+        }
         return status
     }
 }

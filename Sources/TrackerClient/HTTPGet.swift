@@ -49,19 +49,44 @@ public struct HTTPGet: Sendable {
         if let query = url.query { target += "?" + query }
         let hostHeader = url.port.map { "\(host):\($0)" } ?? host
         let connectHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        let response = try await get(host: connectHost, port: port, hostHeader: hostHeader, target: target)
+        guard response.status == 200 else { throw .status(response.status) }
+        return response.body
+    }
 
+    /// An answer of any status, with its headers (a web seed's Range request wants 206 and
+    /// `Content-Range`).
+    public struct Response: Sendable {
+        public let status: Int
+        public let headers: [(name: String, value: String)]
+        public let body: [UInt8]
+
+        /// The first header of that name (case-insensitive).
+        public func header(_ name: String) -> String? {
+            headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+        }
+    }
+
+    /// `GET target` from `host:port`, with `extraHeaders`. `target` is sent as given (already
+    /// percent-encoded); `maxBody` overrides `maxBodySize`. With `status`, an answer of another
+    /// status fails with `.status` as soon as its head arrives, before any of its body is read (a
+    /// web seed that ignores Range answers 200 with the whole file); without, any status is
+    /// returned. Used by `fetch` and by the web-seed fetcher, which checks ranges itself.
+    public func get(host connectHost: String, port: Int, hostHeader: String, target: String,
+                    extraHeaders: [(String, String)] = [], maxBody: Int? = nil, status required: Int? = nil) async throws(HTTPGetError) -> Response {
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: hostHeader)
         headers.add(name: "User-Agent", value: userAgent)
         headers.add(name: "Accept-Encoding", value: "identity")
         headers.add(name: "Connection", value: "close")
+        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: target, headers: headers)
 
         // The request is written by the channel itself the moment it connects, and the deadline is
         // armed there too: nothing waits for this task to be scheduled again in between (a busy
         // cooperative pool once delayed that past the tracker's own request deadline).
-        let promise = group.next().makePromise(of: [UInt8].self)
-        let maxBody = maxBodySize
+        let promise = group.next().makePromise(of: Response.self)
+        let maxBody = maxBody ?? maxBodySize
         let timeout = self.timeout
         let deadline = NIODeadline.now() + timeout
         let channel: any Channel
@@ -72,7 +97,7 @@ public struct HTTPGet: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(
-                            ResponseCollector(promise: promise, maxBody: maxBody, request: head, deadline: deadline))
+                            ResponseCollector(promise: promise, maxBody: maxBody, request: head, deadline: deadline, requiredStatus: required))
                     }
                 }
                 .connect(host: connectHost, port: port).get()
@@ -82,9 +107,9 @@ public struct HTTPGet: Sendable {
             throw .connectionFailed("\(connectHost):\(port): \(error)")
         }
         do {
-            let body = try await promise.futureResult.get()
+            let response = try await promise.futureResult.get()
             channel.close(promise: nil)
-            return body
+            return response
         } catch let error as HTTPGetError {
             channel.close(promise: nil)
             throw error
@@ -100,16 +125,19 @@ private final class ResponseCollector: ChannelInboundHandler {
 
     typealias OutboundOut = HTTPClientRequestPart
 
-    private let promise: EventLoopPromise<[UInt8]>
+    private let promise: EventLoopPromise<HTTPGet.Response>
     private let maxBody: Int
     private let request: HTTPRequestHead
     private let deadline: NIODeadline
+    private let requiredStatus: Int?
     private var status = 0
+    private var headers: [(name: String, value: String)] = []
     private var body: [UInt8] = []
     private var timer: Scheduled<Void>?
 
-    init(promise: EventLoopPromise<[UInt8]>, maxBody: Int, request: HTTPRequestHead, deadline: NIODeadline) {
+    init(promise: EventLoopPromise<HTTPGet.Response>, maxBody: Int, request: HTTPRequestHead, deadline: NIODeadline, requiredStatus: Int? = nil) {
         self.promise = promise
+        self.requiredStatus = requiredStatus
         self.maxBody = maxBody
         self.request = request
         self.deadline = deadline
@@ -131,6 +159,11 @@ private final class ResponseCollector: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             status = Int(head.status.code)
+            headers = head.headers.map { ($0.name, $0.value) }
+            if let requiredStatus, status != requiredStatus {
+                promise.fail(HTTPGetError.status(status))
+                context.close(promise: nil)
+            }
         case .body(var buffer):
             guard body.count + buffer.readableBytes <= maxBody else {
                 promise.fail(HTTPGetError.bodyTooLarge(limit: maxBody))
@@ -139,7 +172,7 @@ private final class ResponseCollector: ChannelInboundHandler {
             }
             body += buffer.readBytes(length: buffer.readableBytes) ?? []
         case .end:
-            if status == 200 { promise.succeed(body) } else { promise.fail(HTTPGetError.status(status)) }
+            promise.succeed(HTTPGet.Response(status: status, headers: headers, body: body))
         }
     }
 

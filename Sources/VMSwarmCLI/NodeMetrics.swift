@@ -33,10 +33,15 @@ struct NodeMetrics: Sendable, Equatable {
     var role: String
     var infoHash: String
     var name: String
-    /// Piece data received this run, by source (web seed and cache are not built yet). Peer bytes
-    /// count every block received; `wastedBytes` is the part thrown away.
+    /// Piece data received this run, by source (the cache is not built yet). Peer bytes count
+    /// every block received; `wastedBytes` is the part thrown away. Web seed and booster bytes
+    /// count whole pieces that verified.
     var downloadedPeerBytes: Int64 = 0
     var downloadedMulticastBytes: Int64 = 0
+    var downloadedWebSeedBytes: Int64 = 0
+    /// Web seeds in use (not dropped) and failures of theirs by kind (`fetch`, `hash`).
+    var webSeedsUsable = 0
+    var webSeedFailures: [String: Int] = [:]
     var uploadedBytes: Int64 = 0
     var wastedBytes: Int64 = 0
     var piecesVerified = 0
@@ -65,6 +70,11 @@ struct NodeMetrics: Sendable, Equatable {
         // difference. Booster pieces never pass through the engine's block counter.
         downloadedPeerBytes = status.downloaded
         downloadedMulticastBytes = status.multicastBytes
+        downloadedWebSeedBytes = status.webSeedBytes
+        webSeedsUsable = status.webSeedsUsable
+        if status.webSeedsConfigured > 0 {
+            webSeedFailures = ["fetch": status.webSeedFetchFailures, "hash": status.webSeedHashFailures]
+        }
         uploadedBytes = status.uploaded
         wastedBytes = status.wasted
         piecesVerified = status.piecesVerified
@@ -99,7 +109,8 @@ struct NodeMetrics: Sendable, Equatable {
         family("vmswarm_node_info", "gauge", "The torrent this node serves or fetches, and its role; always 1.",
             [([("info_hash", infoHash), ("name", name), ("role", role)], "1")])
         family("vmswarm_downloaded_bytes_total", "counter", "Piece data received by this run, by source.",
-            [([("source", "peer")], "\(downloadedPeerBytes)"), ([("source", "multicast")], "\(downloadedMulticastBytes)")])
+            [([("source", "peer")], "\(downloadedPeerBytes)"), ([("source", "multicast")], "\(downloadedMulticastBytes)"),
+             ([("source", "web_seed")], "\(downloadedWebSeedBytes)")])
         family("vmswarm_uploaded_bytes_total", "counter", "Piece data sent to peers by this run.", one(uploadedBytes))
         family("vmswarm_wasted_bytes_total", "counter", "Received bytes thrown away: failed hashes and late duplicates.", one(wastedBytes))
         family("vmswarm_pieces_verified_total", "counter", "Pieces that passed their hash in this run.", one(piecesVerified))
@@ -112,6 +123,9 @@ struct NodeMetrics: Sendable, Equatable {
         family("vmswarm_peers_banned", "gauge", "Peer identities (address and id) banned for bad data.", one(peersBanned))
         family("vmswarm_connections_refused_total", "counter", "Connections refused or closed by the node, by reason.",
             refusals.sorted { $0.key < $1.key }.map { ([("reason", $0.key)], "\($0.value)") })
+        family("vmswarm_web_seeds_usable", "gauge", "Web seeds in use (not dropped after hash failures).", one(webSeedsUsable))
+        family("vmswarm_web_seed_failures_total", "counter", "Failed web seed fetches and web seed pieces that failed their hash, by kind.",
+            webSeedFailures.sorted { $0.key < $1.key }.map { ([("kind", $0.key)], "\($0.value)") })
         family("vmswarm_download_rate_bytes_per_second", "gauge", "Download rate over the last 5 seconds.", rate(downloadRate))
         family("vmswarm_upload_rate_bytes_per_second", "gauge", "Upload rate over the last 5 seconds.", rate(uploadRate))
         return out

@@ -134,7 +134,7 @@ func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, rates: R
     while true {
         let status = await runtime.status()
         reached = status.bytesHave
-        let (down, up) = rates.record(downloaded: status.downloaded, uploaded: status.uploaded, at: ProcessInfo.processInfo.systemUptime)
+        let (down, up) = rates.record(downloaded: status.downloaded + status.webSeedBytes, uploaded: status.uploaded, at: ProcessInfo.processInfo.systemUptime)
         // Refused connections by reason, and the piece data held for sending (bounded by
         // `uploadBufferBytes`): what an operator looks at when a node is under attack.
         let refused = status.refusals.values.reduce(0, +)
@@ -148,7 +148,8 @@ func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, rates: R
                        "down_bytes_per_s": Int64(down), "up_bytes_per_s": Int64(up),
                        "upload_buffer_bytes": Int64(status.uploadBufferBytes)]
                 .merging(refusals) { $1 }
-                .merging(status.multicast.map { ["multicast_packets": Int64($0.dataPackets), "multicast_pieces": Int64(status.multicastPieces)] } ?? [:]) { $1 })
+                .merging(status.multicast.map { ["multicast_packets": Int64($0.dataPackets), "multicast_pieces": Int64(status.multicastPieces)] } ?? [:]) { $1 }
+                .merging(status.webSeedsConfigured > 0 ? ["web_seed_bytes": status.webSeedBytes, "web_seed_pieces": Int64(status.webSeedPieces)] : [:]) { $1 })
         if let end = await until() {
             ending = end
             break
@@ -315,7 +316,17 @@ struct GetCommand: AsyncParsableCommand {
 
     @OptionGroup(title: "Serving the image while it downloads") var serving: ServeOptions
 
+    @Option(name: .customLong("web-seed"), help: "Also fetch pieces from this http:// web seed (BEP 19), besides the torrent's. Repeatable.")
+    var webSeeds: [String] = []
+
+    @Flag(name: .customLong("no-web-seeds"), help: "Fetch nothing from web seeds, not even the torrent's.")
+    var noWebSeeds = false
+
     func validate() throws {
+        if noWebSeeds && !webSeeds.isEmpty { throw ValidationError("--web-seed and --no-web-seeds contradict each other.") }
+        for url in webSeeds {
+            do throws(WebSeedError) { _ = try WebSeedURL(url) } catch { throw ValidationError("--web-seed: \(error)") }
+        }
         if !serving.serve.isEmpty && relayOnly {
             throw ValidationError("--serve needs the image itself; with --relay-only this node keeps only the ciphertext.")
         }
@@ -340,6 +351,12 @@ struct GetCommand: AsyncParsableCommand {
         var options = peer.runtimeOptions(interface: booster.interface)
         options.multicast = try booster.checked(for: metainfo)
         options.multicast?.contentKey = sealing?.contentKey.bytes
+        // The torrent's web seeds, then those given here; a given one that cannot serve this
+        // torrent is an error, a torrent's is skipped with a warning (the runtime logs it).
+        for url in webSeeds {
+            do throws(WebSeedError) { _ = try WebSeedMap(url: url, info: metainfo.info) } catch { throw CLIError("--web-seed: \(error)") }
+        }
+        options.webSeeds = noWebSeeds ? [] : metainfo.webSeeds + webSeeds.filter { !metainfo.webSeeds.contains($0) }
         let profile = try serving.profile(carried: metainfo.bootProfile)
         let runtime = try await CLIError.wrapAsync("cannot start (listening on \(options.listenHost):\(options.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
@@ -404,7 +421,8 @@ struct GetCommand: AsyncParsableCommand {
                 #","multicast_pieces":\#(status.multicastPieces),"multicast_packets":\#($0.dataPackets),"multicast_duplicates":\#($0.duplicates),"nacks_sent":\#($0.nacksSent),"partials_dropped":\#($0.partialsDropped)"#
             } ?? ""
             let served = reads.map { #","reads":\#($0.reads),"read_hits":\#($0.hits)"# } ?? ""
-            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)\#(multicast)\#(served)}"#)
+            let webSeeded = status.webSeedsConfigured > 0 ? #","web_seed_bytes":\#(status.webSeedBytes),"web_seed_pieces":\#(status.webSeedPieces)"# : ""
+            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)\#(webSeeded)\#(multicast)\#(served)}"#)
         } else {
             let multicast = status.multicast.map { counters in
                 "; \(status.multicastPieces) of \(metainfo.info.pieceCount) pieces wholly or partly from the multicast booster, \(counters.nacksSent) NACKs sent"
@@ -413,7 +431,8 @@ struct GetCommand: AsyncParsableCommand {
                 "; \(counters.reads) reads served while it downloaded, \(counters.hits) found their data here"
                     + (counters.hitRate.map { " (\(Int(($0 * 100).rounded())) %)" } ?? "")
             } ?? ""
-            print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(multicast)\(served))")
+            let webSeeded = status.webSeedsConfigured > 0 ? ", \(status.webSeedBytes) from web seeds (\(status.webSeedPieces) pieces)" : ""
+            print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(webSeeded)\(multicast)\(served))")
         }
         // Piped standard output is block-buffered, and with --serve or --seed-after get goes on
         // running: whoever reads the pipe learns of the completion now, not at exit.

@@ -9,6 +9,9 @@ import Testing
         var metrics = NodeMetrics(role: "get", infoHash: "0123456789abcdef0123456789abcdef01234567", name: "disk \"a\"\\b\nc.img")
         metrics.downloadedPeerBytes = 1_048_576
         metrics.downloadedMulticastBytes = 262_144
+        metrics.downloadedWebSeedBytes = 524_288
+        metrics.webSeedsUsable = 1
+        metrics.webSeedFailures = ["fetch": 3, "hash": 2]
         metrics.uploadedBytes = 42
         metrics.wastedBytes = 16_384
         metrics.piecesVerified = 4
@@ -54,6 +57,10 @@ import Testing
         }
         #expect(values[#"vmswarm_downloaded_bytes_total{source="peer"}"#] == "1048576")
         #expect(values[#"vmswarm_downloaded_bytes_total{source="multicast"}"#] == "262144")
+        #expect(values[#"vmswarm_downloaded_bytes_total{source="web_seed"}"#] == "524288")
+        #expect(values["vmswarm_web_seeds_usable"] == "1")
+        #expect(values[#"vmswarm_web_seed_failures_total{kind="fetch"}"#] == "3")
+        #expect(values[#"vmswarm_web_seed_failures_total{kind="hash"}"#] == "2")
         #expect(values["vmswarm_uploaded_bytes_total"] == "42")
         #expect(values["vmswarm_wasted_bytes_total"] == "16384")
         #expect(values["vmswarm_pieces_verified_total"] == "4")
@@ -70,7 +77,7 @@ import Testing
         #expect(text.contains(#"vmswarm_node_info{info_hash="0123456789abcdef0123456789abcdef01234567",name="disk \"a\"\\b\nc.img",role="get"} 1"#),
             "\(text)")
         // No source that is not built yet.
-        #expect(!text.contains("web") && !text.contains("cache"))
+        #expect(!text.contains("cache"))
     }
 
     @Test func rateMeterMeasuresNowAndDecaysToZeroWhenIdle() {
