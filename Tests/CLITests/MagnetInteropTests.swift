@@ -105,6 +105,36 @@ import Testing
         #expect(try sha256(out + "/image.img") == sha)
     }
 
+    /// A sealed image's recipients and signature are outside the info dictionary, so a magnet link
+    /// cannot carry them: the vmswarm seeder serves the dictionary, and get refuses it clearly.
+    @Test func aSealedImagesMagnetIsRefused() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let image = folder.file("disk.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(1 << 20) /dev/urandom > '\(image)'"]).status == 0)
+        for (name, kind) in [("site", "site"), ("publisher", "publisher")] {
+            try #require(try runProcess(vmswarmBinary, ["keygen", folder.file(name), "--kind", kind]).status == 0)
+        }
+        let torrent = folder.file("disk.torrent")
+        let created = try runProcess(vmswarmBinary, [
+            "create", image, "-o", torrent, "--piece-size", "64K", "--seal-for", folder.file("site.pub"), "--sign", folder.file("publisher.key"),
+        ])
+        try #require(created.status == 0, "\(created.stderr)")
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, [
+            "seed", torrent, "--data", image, "--key", folder.file("disk.torrent.key"), "--port", "\(port)",
+        ], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(30) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
+        let magnet = try Metainfo(parsing: Data(contentsOf: URL(fileURLWithPath: torrent))).magnetURI
+        let get = try runProcess(vmswarmBinary, [
+            "get", magnet + "&x.pe=127.0.0.1:\(port)", "--output", folder.file("out"), "--port", "0", "--key", folder.file("site.key"),
+        ])
+        #expect(get.status == 1)
+        #expect(get.stderr.contains("is a sealed image: its recipients and signature are not in the info dictionary"), "\(get.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folder.file("out/disk.img.part")))
+    }
+
     @Test func aBadMagnetIsOneClearLine() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
