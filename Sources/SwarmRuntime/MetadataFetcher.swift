@@ -78,6 +78,13 @@ public final class MetadataFetcher: @unchecked Sendable {
         // connection per IP (Transmission) refuses the new one while it still counts the old, so the
         // closes must be done, and given a moment to reach the peer, before the runtime starts.
         try? await EventLoopFuture.andAllComplete(fetcher.closing, on: fetcher.loop).get()
+        // This phase's entry in the trackers (its own peer id, maybe a placeholder port) goes now,
+        // not at its expiry; the download announces itself.
+        if let tracker = fetcher.tracker, fetcher.announced {
+            var stopped = fetcher.announceRequest
+            stopped.event = .stopped
+            _ = try? await tracker.announce(stopped, within: .milliseconds(1500))
+        }
         if case .success = outcome { try? await Task.sleep(for: .seconds(1)) }
         return try outcome.get()
     }
@@ -112,11 +119,9 @@ public final class MetadataFetcher: @unchecked Sendable {
     private func announce() {
         guard let tracker else { return }
         announcing = true
-        var request = AnnounceRequest(infoHash: magnet.infoHash, peerID: peerID, port: options.announcePort)
+        announced = true
+        var request = announceRequest
         request.event = .started
-        // The size is not known yet; any positive `left` says "a leecher", which is all that matters.
-        request.left = 1
-        request.numWant = 50
         let loop = self.loop
         Task {
             let answer: AnnounceResponse?
@@ -132,6 +137,17 @@ public final class MetadataFetcher: @unchecked Sendable {
                 for peer in answer?.peers ?? [] { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
             }
         }
+    }
+
+    private var announced = false
+    private var announceRequest: AnnounceRequest {
+        // Trackers refuse port 0, and the download's port is not known before it listens (--port 0):
+        // BitTorrent's default stands in, and the entry is removed when the phase ends.
+        var request = AnnounceRequest(infoHash: magnet.infoHash, peerID: peerID, port: options.announcePort == 0 ? 6881 : options.announcePort)
+        // The size is not known yet; any positive `left` says "a leecher", which is all that matters.
+        request.left = 1
+        request.numWant = 50
+        return request
     }
 
     private func connect(host: String, port: Int) {

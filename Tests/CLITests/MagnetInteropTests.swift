@@ -72,6 +72,33 @@ import Testing
         #expect(try sha256(folder.file("lt/image.img")) == sha)
     }
 
+    /// A link with only a tracker (`tr`): get announces to it, learns the vmswarm seeder and fetches
+    /// the dictionary and the image from it.
+    @Test func vmswarmGetsAMagnetThroughItsTracker() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let trackerPort = freePort()
+        let tracker = try BackgroundProcess(vmswarmBinary, ["tracker", "--listen", "127.0.0.1:\(trackerPort)", "--interval", "10", "--min-interval", "1"],
+            logTo: folder.file("tracker.log"))
+        defer { tracker.stop() }
+        let image = folder.file("image.img")
+        try #require(try runProcess("/bin/sh", ["-c", "head -c \(2 << 20) /dev/urandom > '\(image)'"]).status == 0)
+        let torrent = folder.file("image.torrent")
+        let created = try runProcess(vmswarmBinary, ["create", image, "-o", torrent, "--piece-size", "64K", "-t", "http://127.0.0.1:\(trackerPort)/announce"])
+        try #require(created.status == 0, "\(created.stderr)")
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(port)"], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        let magnet = try Metainfo(parsing: Data(contentsOf: URL(fileURLWithPath: torrent))).magnetURI
+        #expect(magnet.contains("&tr=") && !magnet.contains("x.pe"))
+        let get = try BackgroundProcess(vmswarmBinary, ["get", magnet, "--output", folder.file("out"), "--port", "0"], logTo: folder.file("get.log"))
+        defer { get.stop() }
+        try #require(get.wait(seconds: 60), "get did not finish: \(get.output.suffix(800))")
+        #expect(get.process.terminationStatus == 0, "\(get.output.suffix(800))")
+        #expect(try sha256(folder.file("out/image.img")) == (try sha256(image)))
+    }
+
     /// In a network namespace with a 10.x address, because Transmission refuses loopback peers.
     @Test func vmswarmGetsAMagnetFromTransmission() throws {
         let namespace = try TestNamespace(address: "10.77.9.1")
