@@ -24,6 +24,7 @@
         FuzzTarget(name: "udp-tracker", summary: "BEP 15 requests through a UDPTrackerResponder, and answers on the client side", run: fuzzUDPTracker),
         FuzzTarget(name: "multicast-packet", summary: "booster packet decoding and validation, with re-encoding", run: fuzzMulticastPacket),
         FuzzTarget(name: "multicast", summary: "a MulticastSender and MulticastReceiver on a lossy group, with a forger", run: fuzzMulticast),
+        FuzzTarget(name: "metadata", summary: "magnet links, ut_metadata messages, and a BEP 9 fetch fed hostile peers", run: fuzzMetadata),
         FuzzTarget(name: "nbd", summary: "an NBD server session fed a client's bytes, whole and split, answering reads", run: fuzzNBD),
     ]
 

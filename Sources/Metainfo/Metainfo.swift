@@ -123,12 +123,26 @@ public struct Metainfo: Sendable {
         return announceTiers.joined().filter { seen.insert($0).inserted }
     }
 
-    /// A BEP 9 magnet link: info-hash, display name and trackers.
-    public var magnetURI: String {
-        var uri = "magnet:?xt=urn:btih:\(infoHash.hex)&dn=\(PercentEncoding.encode(info.name))"
-        for tracker in trackers { uri += "&tr=\(PercentEncoding.encode(tracker))" }
-        for seed in webSeeds { uri += "&ws=\(PercentEncoding.encode(seed))" }
-        return uri
+    /// A BEP 9 magnet link: info-hash, display name, trackers and web seeds.
+    public var magnetLink: MagnetLink {
+        MagnetLink(infoHash: infoHash, name: info.name, trackers: trackers, webSeeds: webSeeds)
+    }
+
+    public var magnetURI: String { magnetLink.uri }
+
+    /// The torrent a magnet link's fetched info dictionary makes: the `info` bytes as the peers
+    /// sent them (their SHA-1 is the link's hash, checked here), with the link's trackers (one
+    /// tier each, tried in order) and web seeds around them.
+    public init(infoBytes: [UInt8], from magnet: MagnetLink) throws(MetainfoError) {
+        guard InfoHash(hashingInfo: infoBytes) == magnet.infoHash else {
+            throw .invalidValue(field: "info", problem: "does not hash to the magnet link's \(magnet.infoHash.hex)", offset: 0)
+        }
+        // Wrapped as a one-key torrent so the ordinary parser (limits, paths, layout) reads it.
+        let torrent = Array("d4:info".utf8) + infoBytes + [UInt8(ascii: "e")]
+        var parsed = try Metainfo(parsing: torrent)
+        parsed.announceTiers = magnet.trackers.map { [$0] }
+        parsed.webSeeds = magnet.webSeeds
+        self = parsed
     }
 }
 

@@ -10,16 +10,31 @@ public struct ExtensionHandshake: Equatable, Sendable {
     public var client: String?
     /// How many outstanding requests the peer will queue.
     public var requestQueue: Int?
+    /// BEP 9: the size of the info dictionary the peer can send (nil: it has none to offer, or
+    /// announced a size outside 1...`MetadataPiece.maxMetadataSize`).
+    public var metadataSize: Int?
 
-    /// The extensions vmswarm speaks, and the ids it receives them under.
+    /// The extensions vmswarm speaks, and the ids it receives them under. `ut_metadata` is
+    /// named only by a node that holds the info dictionary (`withMetadata`) or fetches it.
     public static let ours = ExtensionHandshake(messageIDs: ["ut_pex": 1], client: "vmswarm 0.1")
     public static let pexID: UInt8 = 1
+    public static let metadataID: UInt8 = 2
 
-    public init(messageIDs: [String: UInt8], listenPort: UInt16? = nil, client: String? = nil, requestQueue: Int? = nil) {
+    /// Ours, offering an info dictionary of `size` bytes over ut_metadata (BEP 9).
+    public static func withMetadata(size: Int) -> ExtensionHandshake {
+        var handshake = ours
+        handshake.messageIDs["ut_metadata"] = metadataID
+        handshake.metadataSize = size
+        return handshake
+    }
+
+    public init(messageIDs: [String: UInt8], listenPort: UInt16? = nil, client: String? = nil, requestQueue: Int? = nil,
+                metadataSize: Int? = nil) {
         self.messageIDs = messageIDs
         self.listenPort = listenPort
         self.client = client
         self.requestQueue = requestQueue
+        self.metadataSize = metadataSize
     }
 
     /// The most extensions read from one handshake, and the longest name kept; real clients name
@@ -34,8 +49,8 @@ public struct ExtensionHandshake: Equatable, Sendable {
     /// Reads a peer's handshake. What a hostile peer controls is bounded: ids outside 0...255,
     /// overlong names and entries past `maxExtensions` are dropped, `p` outside 1...65535 and a
     /// `reqq` below 1 read as not sent, `reqq` is capped, and `v` is cut to `maxClientLength`
-    /// bytes without control characters (it ends up in logs); names that are not UTF-8 are dropped. `metadata_size` is not read: vmswarm
-    /// does not fetch metadata from peers (BEP 9), so no allocation follows from it.
+    /// bytes without control characters (it ends up in logs); names that are not UTF-8 are dropped.
+    /// `metadata_size` outside 1...8 MiB reads as not sent: a fetcher allocates what it says.
     public init(payload: ByteBuffer) throws(PeerViolation) {
         let root = try decodeExtensionPayload(payload, "handshake")
         var ids: [String: UInt8] = [:]
@@ -52,6 +67,9 @@ public struct ExtensionHandshake: Equatable, Sendable {
             return String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }))
         }
         requestQueue = root["reqq"]?.integer.flatMap { $0 >= 1 ? Int(min($0, Int64(Self.maxRequestQueue))) : nil }
+        metadataSize = root["metadata_size"]?.integer.flatMap {
+            (1...Int64(MetadataPiece.maxMetadataSize)).contains($0) ? Int($0) : nil
+        }
     }
 
     public func encoded() -> [UInt8] {
@@ -61,6 +79,7 @@ public struct ExtensionHandshake: Equatable, Sendable {
         if let listenPort { dictionary[Array("p".utf8)] = .integer(Int64(listenPort)) }
         if let client { dictionary[Array("v".utf8)] = .string(client) }
         if let requestQueue { dictionary[Array("reqq".utf8)] = .integer(Int64(requestQueue)) }
+        if let metadataSize { dictionary[Array("metadata_size".utf8)] = .integer(Int64(metadataSize)) }
         return BencodeValue.dictionary(dictionary).encoded()
     }
 }

@@ -123,6 +123,8 @@ public struct SwarmEngine: Sendable {
         /// The peer once held an upload slot without using it (it stopped reading, or asked for
         /// nothing): free slots go to peers that have not, and this one waits for a choking round.
         var wastedSlot = false
+        /// ut_metadata requests answered (`MetadataServer.maxAnswersPerPeer` bounds them).
+        var metadataAnswers = 0
 
         init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, queueDepth: Int,
              lastReceived: Double, lastSent: Double, lastBlock: Double, lastPeerExchange: Double) {
@@ -143,6 +145,9 @@ public struct SwarmEngine: Sendable {
     public let configuration: Configuration
     /// Our listening port, told to peers in the extension handshake so they can pass it on.
     public var listenPort: UInt16?
+    /// The info dictionary as the .torrent holds it, served to peers over ut_metadata (BEP 9);
+    /// nil: not offered.
+    public var metadata: MetadataServer?
     private let ourHandshake: Handshake
     public private(set) var picker: PiecePicker
     private var peers: [Peer: PeerState] = [:]
@@ -308,7 +313,7 @@ public struct SwarmEngine: Sendable {
             actions.append(send(peer, .bitfield(have.bytes)))
         }
         if theirs.supportsExtensions && ourHandshake.supportsExtensions {
-            var ours = ExtensionHandshake.ours
+            var ours = metadata.map { ExtensionHandshake.withMetadata(size: $0.metadata.count) } ?? ExtensionHandshake.ours
             ours.listenPort = listenPort
             ours.requestQueue = PeerSession.maxPeerRequests
             actions.append(send(peer, .extended(id: 0, payload: ByteBuffer(bytes: ours.encoded()))))
@@ -330,6 +335,9 @@ public struct SwarmEngine: Sendable {
 
     public mutating func received(_ message: PeerMessage, from peer: Peer) -> [Action] {
         guard let state = peers[peer] else { return [] }
+        if case .extended(ExtensionHandshake.metadataID, let payload) = message, let metadata {
+            return answerMetadata(payload, from: peer, state: state, server: metadata)
+        }
         let events: [PeerSession.Event]
         do {
             events = try state.session.receive(message)
@@ -407,6 +415,23 @@ public struct SwarmEngine: Sendable {
             }
         }
         return actions
+    }
+
+    /// A ut_metadata message to the id we named: requests are answered from the dictionary
+    /// (rejected beyond the peer's share), a malformed message drops the peer like any other.
+    private mutating func answerMetadata(_ payload: ByteBuffer, from peer: Peer, state: PeerState, server: MetadataServer) -> [Action] {
+        state.lastReceived = clock
+        let message: MetadataMessage
+        do {
+            message = try MetadataMessage(payload: payload)
+        } catch {
+            return [.disconnect(peer, reason: error.description)] + peerDisconnected(peer)
+        }
+        guard let answer = server.answer(message, answered: state.metadataAnswers),
+            let id = state.session.peerExtensions?.messageIDs["ut_metadata"], id != 0
+        else { return [] }
+        state.metadataAnswers += 1
+        return [send(peer, .extended(id: id, payload: answer.encoded()))]
     }
 
     /// The runtime read a requested block; it is sent if the peer still wants it.

@@ -283,6 +283,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         try await runtime.loop.submit {
             runtime.listener = channel
             runtime.engine.listenPort = channel.localAddress?.port.map { UInt16(clamping: $0) }
+            runtime.engine.metadata = MetadataServer(metadata: metainfo.infoBytes)  // BEP 9: serve the info dictionary
             // A complete .part (killed between its last piece and the rename) still needs the rename.
             if have.isComplete { if runtime.store.isFinished { runtime.completion.succeed(()) } else { runtime.finish() } }
             if options.useTrackers && !metainfo.announceTiers.isEmpty {

@@ -294,7 +294,7 @@ struct GetCommand: AsyncParsableCommand {
             missing pieces are fetched. Exit status 0 only with the complete, verified image.
             """)
 
-    @Argument(help: "The .torrent file, or an http:// URL of one.")
+    @Argument(help: "The .torrent file, an http:// URL of one, or a magnet link ('magnet:?xt=urn:btih:…').")
     var torrent: String
 
     @Option(name: [.short, .customLong("output")], help: "Folder to download into.")
@@ -337,7 +337,12 @@ struct GetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.get", level: peer.logLevel)
-        let (bytes, metainfo) = try await loadTorrent(fileOrURL: torrent)
+        let magnet = MagnetLink.looksLikeMagnet(torrent) ? try CLIError.wrap { try MagnetLink(parsing: torrent) } : nil
+        let (bytes, metainfo) = if let magnet {
+            try await fetchMagnet(magnet, into: output, peer: peer, logger: logger)
+        } else {
+            try await loadTorrent(fileOrURL: torrent)
+        }
         let sealing = relayOnly ? nil : try keys.sealing(torrentBytes: bytes, metainfo: metainfo, keyRequired: true)
         let sealer = sealing?.sealer
         let storedName = relayOnly && SealedTorrent.isSealed(metainfo) ? metainfo.info.name + ".sealed" : nil
@@ -349,6 +354,7 @@ struct GetCommand: AsyncParsableCommand {
             throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
         }
         var options = peer.runtimeOptions(interface: booster.interface)
+        options.peers += magnet?.peers.map { ($0.host, Int($0.port)) } ?? []
         options.multicast = try booster.checked(for: metainfo)
         options.multicast?.contentKey = sealing?.contentKey.bytes
         // The torrent's web seeds, then those given here; a given one that cannot serve this
