@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 /// Why an HTTP request to a tracker failed.
 public enum HTTPGetError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -84,8 +85,12 @@ public struct HTTPGet: Sendable {
 
         // The request is written by the channel itself the moment it connects, and the deadline is
         // armed there too: nothing waits for this task to be scheduled again in between (a busy
-        // cooperative pool once delayed that past the tracker's own request deadline).
-        let promise = group.next().makePromise(of: Response.self)
+        // cooperative pool once delayed that past the tracker's own request deadline). The promise
+        // belongs to the channel's loop and is completed there, whatever happens: by the answer, the
+        // deadline, or the handler's removal when a failed connect or a stopping loop closes the
+        // channel. (Failing it from here after a failed connect raced a loop shutting down, and a
+        // promise never completed traps in debug builds.)
+        let answer = AnswerSlot()
         let maxBody = maxBody ?? maxBodySize
         let timeout = self.timeout
         let deadline = NIODeadline.now() + timeout
@@ -95,6 +100,8 @@ public struct HTTPGet: Sendable {
                 .connectTimeout(timeout)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        let promise = channel.eventLoop.makePromise(of: Response.self)
+                        answer.future.withLock { $0 = promise.futureResult }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(
                             ResponseCollector(promise: promise, maxBody: maxBody, request: head, deadline: deadline, requiredStatus: required))
@@ -102,12 +109,15 @@ public struct HTTPGet: Sendable {
                 }
                 .connect(host: connectHost, port: port).get()
         } catch {
-            promise.fail(HTTPGetError.connectionFailed("\(error)"))
             if case ChannelError.connectTimeout = error { throw .timedOut }
             throw .connectionFailed("\(connectHost):\(port): \(error)")
         }
+        guard let future = answer.future.withLock({ $0 }) else {
+            channel.close(promise: nil)
+            throw .connectionFailed("\(connectHost):\(port): the connection was set up without its handler")
+        }
         do {
-            let response = try await promise.futureResult.get()
+            let response = try await future.get()
             channel.close(promise: nil)
             return response
         } catch let error as HTTPGetError {
@@ -118,6 +128,11 @@ public struct HTTPGet: Sendable {
             throw .connectionFailed("\(error)")
         }
     }
+}
+
+/// Where the channel's initializer, on its loop, leaves the answer's future for the caller.
+private final class AnswerSlot: Sendable {
+    let future = Mutex<EventLoopFuture<HTTPGet.Response>?>(nil)
 }
 
 private final class ResponseCollector: ChannelInboundHandler {
@@ -180,6 +195,13 @@ private final class ResponseCollector: ChannelInboundHandler {
         timer?.cancel()
         promise.fail(HTTPGetError.closedEarly)  // no effect when already completed
         context.fireChannelInactive()
+    }
+
+    /// A channel closed before it was ever active (a failed connect, a loop shutting down) removes
+    /// its handlers without `channelInactive`: the promise is completed here then.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        promise.fail(HTTPGetError.closedEarly)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
