@@ -82,6 +82,7 @@ let package = Package(
         // The announce/scrape client the swarm uses: BEP 12 tiers, back-off, a small HTTP GET.
         .target(name: "TrackerClient", dependencies: [
             "TrackerProtocol", "Metainfo",
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -3,8 +3,9 @@
 at /PATH (percent-decoded), answers `Range: bytes=FIRST-LAST` with 206 and Content-Range, and
 can misbehave on purpose. python3 -m http.server does not do Range, hence this.
 
-Usage: webseed-server.py ROOT HOST PORT [MODE]   (PORT 0: any free port; the port is printed
-as "listening PORT" on the first line). Every request is logged to stdout as "GET PATH RANGE".
+Usage: webseed-server.py ROOT HOST PORT [MODE [CERT KEY]]   (PORT 0: any free port; the port is
+printed as "listening PORT" on the first line). Every request is logged to stdout as
+"GET PATH RANGE". With CERT and KEY (PEM files) it serves HTTPS.
 
 MODE, for hostile tests:
   ok            (default) as above
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 root, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 mode = sys.argv[4] if len(sys.argv) > 4 else "ok"
+tls = sys.argv[5:7] if len(sys.argv) > 6 else None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -63,5 +65,10 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer((host, port), Handler)
+if tls:
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls[0], tls[1])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 print("listening %d" % server.server_address[1], flush=True)
 server.serve_forever()

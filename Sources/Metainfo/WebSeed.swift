@@ -6,14 +6,14 @@
 /// Why a web seed URL was refused.
 public enum WebSeedError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidURL(String, problem: String)
-    /// Only http:// for now; https:// is refused with this rather than tried in the clear.
+    /// Neither http:// nor https://.
     case unsupportedScheme(String, scheme: String)
 
     public var description: String {
         switch self {
         case .invalidURL(let url, let problem): "web seed '\(Self.shown(url))' is not a usable URL: \(problem)"
         case .unsupportedScheme(let url, let scheme):
-            "web seed '\(Self.shown(url))': \(scheme):// is not supported yet (http:// only)"
+            "web seed '\(Self.shown(url))': \(scheme):// is not supported (http:// or https://)"
         }
     }
 
@@ -24,13 +24,15 @@ public enum WebSeedError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A web seed's address, parsed and checked: `http://HOST[:PORT]/PATH[?QUERY]`.
+/// A web seed's address, parsed and checked: `http[s]://HOST[:PORT]/PATH[?QUERY]`.
 public struct WebSeedURL: Hashable, Sendable, CustomStringConvertible {
     /// The URL as given.
     public let text: String
     /// The host as written (an IPv6 literal keeps its brackets, as the Host header wants it).
     public let host: String
     public let port: Int
+    /// https://: the exchange is TLS.
+    public let isTLS: Bool
     /// The path, starting with `/`, as written (already percent-encoded by whoever wrote it).
     public let path: String
     /// The query without its `?`, if any (an object store's signed URL carries one).
@@ -51,7 +53,7 @@ public struct WebSeedURL: Hashable, Sendable, CustomStringConvertible {
         guard let colon = text.utf8.firstIndex(of: UInt8(ascii: ":")) else { throw .invalidURL(text, problem: "no scheme") }
         let scheme = text[..<colon].lowercased()
         guard text[colon...].hasPrefix("://") else { throw .invalidURL(text, problem: "no '//' after the scheme") }
-        guard scheme == "http" else {
+        guard scheme == "http" || scheme == "https" else {
             if scheme.isEmpty || !scheme.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "+" || $0 == "-" || $0 == "." }) {
                 throw .invalidURL(text, problem: "no scheme")
             }
@@ -63,7 +65,8 @@ public struct WebSeedURL: Hashable, Sendable, CustomStringConvertible {
         let authority = rest[..<authorityEnd]
         guard !authority.contains("@") else { throw .invalidURL(text, problem: "user names and passwords are not supported") }
         var host = Substring(authority)
-        var port = 80
+        let isTLS = scheme == "https"
+        var port = isTLS ? 443 : 80
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { throw .invalidURL(text, problem: "an IPv6 address without ']'") }
             host = authority[...close]
@@ -91,6 +94,7 @@ public struct WebSeedURL: Hashable, Sendable, CustomStringConvertible {
         self.text = text
         self.host = String(host)
         self.port = port
+        self.isTLS = isTLS
         self.path = target.isEmpty ? "/" : String(target)
         self.isFolder = target.hasSuffix("/")
         self.query = query.map(String.init)
@@ -99,8 +103,8 @@ public struct WebSeedURL: Hashable, Sendable, CustomStringConvertible {
     /// The host to connect to: an IPv6 literal without its brackets.
     public var connectHost: String { host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host }
 
-    /// `Host:` as HTTP/1.1 wants it: the port only when it is not 80.
-    public var hostHeader: String { port == 80 ? host : "\(host):\(port)" }
+    /// `Host:` as HTTP/1.1 wants it: the port only when it is not the scheme's own.
+    public var hostHeader: String { port == (isTLS ? 443 : 80) ? host : "\(host):\(port)" }
 
     public var description: String { text }
 }

@@ -86,6 +86,8 @@ public enum ConfigSchema {
         ConfigKey("keys.identity", .value, paths: .existing, "this node's or site's X25519 key, to open sealed images wrapped for it", nodes("--identity")),
         ConfigKey("keys.content", .value, paths: .existing, "a sealed image's content key file", nodes("--key")),
         ConfigKey("keys.trust", .list, paths: .existing, "publisher keys (.pub) a sealed torrent must be signed by", nodes("--trust")),
+        ConfigKey("keys.ca-files", .list, paths: .existing, "private CA certificates (PEM) trusted for https:// trackers, torrent URLs and web seeds",
+            nodes("--ca-file")),
         ConfigKey("booster.group", .value, "multicast booster group, GROUP:PORT", nodes("--multicast")),
         ConfigKey("booster.interface", .value, "network interface for the booster", nodes("--interface")),
         ConfigKey("booster.rate", .value, "booster sending rate, IP and UDP included, such as 95mbit", [.init("seed", "--rate")]),

@@ -26,6 +26,8 @@ public final class MetadataFetcher: @unchecked Sendable {
         public var timeout: Double = 90
         /// Peers connected at once.
         public var maxPeers = 30
+        /// Whom https:// trackers must prove themselves to (nil: the system's trust store).
+        public var trust: HTTPTrust?
         public init() {}
     }
 
@@ -93,7 +95,7 @@ public final class MetadataFetcher: @unchecked Sendable {
 
     private func start() {
         if !options.trackers.isEmpty {
-            tracker = TrackerClient(tiers: options.trackers.map { [$0] }, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            tracker = TrackerClient(tiers: options.trackers.map { [$0] }, group: MultiThreadedEventLoopGroup.singleton, logger: logger, trust: options.trust)
         }
         guard tracker != nil || !options.peers.isEmpty else {
             finish(.failure(MetadataFetchError(description: "the magnet link names no tracker (tr) and no peer (x.pe), and no --peer was given")))

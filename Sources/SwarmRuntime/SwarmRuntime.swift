@@ -61,6 +61,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         /// URLs that are not usable are logged and skipped.
         public var webSeeds: [String] = []
         public var webSeedPolicy = WebSeedPolicy.Configuration()
+        /// Whom https:// trackers and web seeds must prove themselves to (nil: the system's store).
+        public var trust: HTTPTrust?
 
         public init() {}
     }
@@ -287,7 +289,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             // A complete .part (killed between its last piece and the rename) still needs the rename.
             if have.isComplete { if runtime.store.isFinished { runtime.completion.succeed(()) } else { runtime.finish() } }
             if options.useTrackers && !metainfo.announceTiers.isEmpty {
-                runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger)
+                runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger, trust: options.trust)
             }
             for peer in options.peers { runtime.connect(host: peer.host, port: peer.port) }
             if !have.isComplete { runtime.startWebSeeds() }
@@ -1084,7 +1086,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             },
             now: { [unowned self] in self.now })
         webSeed = WebSeedFetcher(maps: maps, layout: info.layout, group: group, loop: loop, limited: download != nil,
-            configuration: options.webSeedPolicy, logger: logger, hooks: hooks)
+            configuration: options.webSeedPolicy, trust: options.trust, logger: logger, hooks: hooks)
         logger.info("using web seeds", metadata: ["urls": "\(maps.map(\.url.text))"])
     }
 

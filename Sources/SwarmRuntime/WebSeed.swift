@@ -112,9 +112,10 @@ final class WebSeedFetcher: @unchecked Sendable {
     private(set) var received: Int64 = 0
 
     init(maps: [WebSeedMap], layout: PieceLayout, group: any EventLoopGroup, loop: any EventLoop, limited: Bool,
-         configuration: WebSeedPolicy.Configuration = .init(), logger: Logger, hooks: Hooks) {
+         configuration: WebSeedPolicy.Configuration = .init(), trust: HTTPTrust? = nil, logger: Logger, hooks: Hooks) {
         self.loop = loop
         var client = HTTPGet(group: group)
+        client.trust = trust
         // A piece's request, connect included: 16 MiB pieces at 1 MiB/s fit.
         client.timeout = .seconds(30)
         self.client = client
@@ -190,7 +191,7 @@ final class WebSeedFetcher: @unchecked Sendable {
                 do throws(HTTPGetError) {
                     let response = try await client.get(host: map.url.connectHost, port: map.url.port, hostHeader: map.url.hostHeader,
                         target: request.target, extraHeaders: [("Range", request.rangeHeader)], maxBody: request.length,
-                        status: whole ? nil : 206)
+                        status: whole ? nil : 206, tls: map.url.isTLS)
                     if let problem = WebSeedResponse.check(status: response.status, contentRange: response.header("Content-Range"),
                         bodyLength: response.body.count, for: request)
                     {

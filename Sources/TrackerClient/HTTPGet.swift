@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Why an HTTP request to a tracker failed.
@@ -13,29 +14,35 @@ public enum HTTPGetError: Error, Equatable, Sendable, CustomStringConvertible {
     case status(Int)
     case bodyTooLarge(limit: Int)
     case closedEarly
+    /// The TLS handshake failed: an untrusted or mismatched certificate, or a server not speaking TLS.
+    case tls(String)
 
     public var description: String {
         switch self {
         case .invalidURL(let url): "not a valid URL: \(url)"
         case .unsupportedScheme(let scheme):
-            "unsupported URL scheme '\(scheme)' (http, or udp through TrackerClient)"
+            "unsupported URL scheme '\(scheme)' (http, https, or udp through TrackerClient)"
         case .connectionFailed(let why): "cannot connect: \(why)"
         case .timedOut: "timed out"
         case .status(let code): "HTTP status \(code)"
         case .bodyTooLarge(let limit): "answer larger than \(limit) bytes"
         case .closedEarly: "connection closed before the answer was complete"
+        case .tls(let why): "TLS: \(why)"
         }
     }
 }
 
 /// A minimal HTTP/1.1 GET on SwiftNIO: enough for tracker announces and scrapes, with a deadline and
-/// a cap on the answer's size so a hostile tracker cannot stall or flood the client.
+/// a cap on the answer's size so a hostile tracker cannot stall or flood the client. https:// is
+/// TLS (swift-nio-ssl) with the certificate checked against `trust`, by host name or IP address.
 public struct HTTPGet: Sendable {
     /// The whole exchange, connect included, ends within this: a tracker that accepts and never
     /// answers, or never accepts, costs at most this much (not a connect timeout plus an answer one).
     public var timeout: TimeAmount = .seconds(15)
     public var maxBodySize = 4 << 20
     public var userAgent = "vmswarm/0.1"
+    /// Whom https:// servers must prove themselves to; nil: the system's trust store.
+    public var trust: HTTPTrust?
     let group: any EventLoopGroup
 
     public init(group: any EventLoopGroup) { self.group = group }
@@ -44,13 +51,14 @@ public struct HTTPGet: Sendable {
         guard let url = URL(string: urlString), let scheme = url.scheme?.lowercased(), let host = url.host else {
             throw .invalidURL(urlString)
         }
-        guard scheme == "http" else { throw .unsupportedScheme(scheme) }
-        let port = url.port ?? 80
+        guard scheme == "http" || scheme == "https" else { throw .unsupportedScheme(scheme) }
+        let tls = scheme == "https"
+        let port = url.port ?? (tls ? 443 : 80)
         var target = url.path.isEmpty ? "/" : url.path
         if let query = url.query { target += "?" + query }
         let hostHeader = url.port.map { "\(host):\($0)" } ?? host
         let connectHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let response = try await get(host: connectHost, port: port, hostHeader: hostHeader, target: target)
+        let response = try await get(host: connectHost, port: port, hostHeader: hostHeader, target: target, tls: tls)
         guard response.status == 200 else { throw .status(response.status) }
         return response.body
     }
@@ -72,9 +80,19 @@ public struct HTTPGet: Sendable {
     /// percent-encoded); `maxBody` overrides `maxBodySize`. With `status`, an answer of another
     /// status fails with `.status` as soon as its head arrives, before any of its body is read (a
     /// web seed that ignores Range answers 200 with the whole file); without, any status is
-    /// returned. Used by `fetch` and by the web-seed fetcher, which checks ranges itself.
+    /// returned. With `tls`, the exchange is HTTPS. Used by `fetch` and by the web-seed fetcher,
+    /// which checks ranges itself.
     public func get(host connectHost: String, port: Int, hostHeader: String, target: String,
-                    extraHeaders: [(String, String)] = [], maxBody: Int? = nil, status required: Int? = nil) async throws(HTTPGetError) -> Response {
+                    extraHeaders: [(String, String)] = [], maxBody: Int? = nil, status required: Int? = nil,
+                    tls: Bool = false) async throws(HTTPGetError) -> Response {
+        // The certificate names the server: by host name (also sent as SNI), or for an address
+        // literal, by the address connected to.
+        let secure: (context: NIOSSLContext, hostname: String?)? = if tls {
+            (try (trust.map { .success($0) } ?? HTTPTrust.system).get().context,
+             (try? SocketAddress(ipAddress: connectHost, port: 0)) == nil ? connectHost : nil)
+        } else {
+            nil
+        }
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: hostHeader)
         headers.add(name: "User-Agent", value: userAgent)
@@ -102,6 +120,10 @@ public struct HTTPGet: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let promise = channel.eventLoop.makePromise(of: Response.self)
                         answer.future.withLock { $0 = promise.futureResult }
+                        if let secure {
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: secure.context, serverHostname: secure.hostname))
+                        }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(
                             ResponseCollector(promise: promise, maxBody: maxBody, request: head, deadline: deadline, requiredStatus: required))
@@ -204,8 +226,20 @@ private final class ResponseCollector: ChannelInboundHandler {
         promise.fail(HTTPGetError.closedEarly)
     }
 
+    /// TLS failures in words an operator acts on; BoringSSL's own text follows.
+    static func describe(_ error: any Error) -> HTTPGetError {
+        let text = "\(error)"
+        if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            return .tls("the server's certificate is not trusted (signed by a private CA? give it with --ca-file): \(text)")
+        }
+        if let extra = error as? NIOSSLExtraError, extra == .failedToValidateHostname {
+            return .tls("the server's certificate does not name the host connected to: \(text)")
+        }
+        return error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError ? .tls(text) : .connectionFailed(text)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        promise.fail(HTTPGetError.connectionFailed("\(error)"))
+        promise.fail(Self.describe(error))
         context.close(promise: nil)
     }
 }

@@ -23,10 +23,12 @@ public final class TrackerClient: Sendable {
     private let udp: UDPTrackerClient
     private let logger: Logger
 
-    public init(tiers: [[String]], group: any EventLoopGroup, logger: Logger, timeout: TimeAmount = .seconds(15)) {
+    /// `trust`: whom https:// trackers must prove themselves to (nil: the system's trust store).
+    public init(tiers: [[String]], group: any EventLoopGroup, logger: Logger, timeout: TimeAmount = .seconds(15), trust: HTTPTrust? = nil) {
         self.tiers = Mutex(TrackerTiers(tiers))
         var http = HTTPGet(group: group)
         http.timeout = timeout
+        http.trust = trust
         self.http = http
         var timing = UDPTrackerClient.Timing()
         timing.timeout = timeout

@@ -14,6 +14,7 @@ func fetchMagnet(_ magnet: MagnetLink, into output: String, peer: PeerOptions, l
     options.trackers = magnet.trackers
     options.peers = magnet.peers.map { ($0.host, Int($0.port)) } + peer.runtimeOptions().peers
     options.bindAddress = peer.bind
+    options.trust = try peer.httpTrust()
     options.announcePort = UInt16(clamping: peer.listen.flatMap(HostPort.init)?.port ?? peer.port)
     if !peer.json {
         let name = magnet.name.map { " (\($0))" } ?? ""

@@ -48,6 +48,10 @@ struct PeerOptions: ParsableArguments {
         help: "Find peers on the LAN without a tracker (BEP 14 Local Service Discovery, as libtorrent and Transmission do; not for private torrents).")
     var lanDiscovery = false
 
+    @Option(name: .customLong("ca-file"),
+        help: ArgumentHelp("Also trust the CA certificates in this PEM file for https:// trackers, torrent URLs and web seeds (beside the system's store). Repeatable.", valueName: "file"))
+    var caFiles: [String] = []
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT (got '\(listen)').") }
@@ -61,6 +65,12 @@ struct PeerOptions: ParsableArguments {
                 throw ValidationError("\(flag) must be a rate such as 800K or 50M (got '\(value)').")
             }
         }
+    }
+
+    /// Whom https:// servers must prove themselves to: nil (the system's store) without --ca-file.
+    func httpTrust() throws(CLIError) -> HTTPTrust? {
+        guard !caFiles.isEmpty else { return nil }
+        do throws(HTTPGetError) { return try HTTPTrust(caFiles: caFiles) } catch { throw CLIError("--ca-file: \(error)") }
     }
 
     /// `interface`: the booster's, which LAN discovery uses too.
@@ -89,11 +99,13 @@ func checkData(_ store: PieceStore, json: Bool) -> Bitfield {
 }
 
 /// A torrent's bytes (sealed torrents keep recipients and signature outside what `Metainfo` holds)
-/// and its metainfo, from a file or an http:// URL (fetched with the tracker client's HTTP GET).
-func loadTorrent(fileOrURL source: String) async throws(CLIError) -> (bytes: [UInt8], metainfo: Metainfo) {
+/// and its metainfo, from a file or an http:// or https:// URL (fetched with the tracker client's
+/// HTTP GET; `trust` for https, nil: the system's store).
+func loadTorrent(fileOrURL source: String, trust: HTTPTrust? = nil) async throws(CLIError) -> (bytes: [UInt8], metainfo: Metainfo) {
     let bytes: [UInt8]
-    if source.lowercased().hasPrefix("http://") {
+    if source.lowercased().hasPrefix("http://") || source.lowercased().hasPrefix("https://") {
         var http = HTTPGet(group: MultiThreadedEventLoopGroup.singleton)
+        http.trust = trust
         http.maxBodySize = InspectCommand.maxTorrentSize
         do {
             bytes = try await http.fetch(source)
@@ -207,7 +219,7 @@ struct SeedCommand: AsyncParsableCommand {
         var sealer: PieceSealer?
         var contentKey: ContentKey?
         if source.hasSuffix(".torrent") {
-            let torrent = try await loadTorrent(fileOrURL: source)
+            let torrent = try await loadTorrent(fileOrURL: source, trust: try peer.httpTrust())
             metainfo = torrent.metainfo
             (sealer, contentKey) = try keys.sealing(torrentBytes: torrent.bytes, metainfo: metainfo, keyRequired: false).map { ($0.sealer, $0.contentKey) } ?? (nil, nil)
             dataPath = data ?? metainfo.info.name
@@ -237,7 +249,8 @@ struct SeedCommand: AsyncParsableCommand {
                 throw CLIError("\(dataPath) is not this torrent's data: \(have.count) of \(metainfo.info.pieceCount) pieces match")
             }
         }
-        let options = peer.runtimeOptions(interface: booster.interface)
+        var options = peer.runtimeOptions(interface: booster.interface)
+        options.trust = try peer.httpTrust()
         let runtime = try await CLIError.wrapAsync("cannot listen on \(options.listenHost):\(options.port)") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
@@ -341,7 +354,7 @@ struct GetCommand: AsyncParsableCommand {
         let (bytes, metainfo) = if let magnet {
             try await fetchMagnet(magnet, into: output, peer: peer, logger: logger)
         } else {
-            try await loadTorrent(fileOrURL: torrent)
+            try await loadTorrent(fileOrURL: torrent, trust: try peer.httpTrust())
         }
         let sealing = relayOnly ? nil : try keys.sealing(torrentBytes: bytes, metainfo: metainfo, keyRequired: true)
         let sealer = sealing?.sealer
@@ -354,6 +367,7 @@ struct GetCommand: AsyncParsableCommand {
             throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
         }
         var options = peer.runtimeOptions(interface: booster.interface)
+        options.trust = try peer.httpTrust()
         options.peers += magnet?.peers.map { ($0.host, Int($0.port)) } ?? []
         options.multicast = try booster.checked(for: metainfo)
         options.multicast?.contentKey = sealing?.contentKey.bytes

@@ -124,12 +124,12 @@ import Testing
     @Test func everySettingIsAnOptionItsCommandsAccept() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
-        for name in ["site.key", "content.key", "publisher.pub", "allow", "leaf.pem", "leaf.key"] { FileManager.default.createFile(atPath: folder.file(name), contents: Data()) }
+        for name in ["site.key", "content.key", "publisher.pub", "allow", "leaf.pem", "leaf.key", "site-ca.pem"] { FileManager.default.createFile(atPath: folder.file(name), contents: Data()) }
         let good: [String: String] = [
             "trackers": "[http://t/announce]", "web-seeds": "[http://w/disk.img]", "cache": "images", "listen": "0.0.0.0:6881",
             "bind": "10.0.0.2", "peers": "[10.0.0.3:6881]", "metrics": "127.0.0.1:9300", "log-level": "info", "lan-discovery": "true",
             "limits.up": "50M", "limits.down": "80M", "limits.peers": "100", "keys.identity": "site.key", "keys.content": "content.key",
-            "keys.trust": "[publisher.pub]", "booster.group": "239.255.42.1:7000", "booster.interface": "eth0", "booster.rate": "95mbit",
+            "keys.trust": "[publisher.pub]", "keys.ca-files": "[site-ca.pem]", "booster.group": "239.255.42.1:7000", "booster.interface": "eth0", "booster.rate": "95mbit",
             "booster.ttl": "1", "booster.carousel": "true", "booster.min-receivers": "4", "get.seed-after": "10m",
             "get.serve": "[nbd://127.0.0.1:10809]", "create.piece-size": "4M", "create.private": "true", "tracker.listen": "0.0.0.0:6969",
             "tracker.udp-listen": "0.0.0.0:6969", "tracker.allow": "allow", "tracker.tls-cert": "leaf.pem", "tracker.tls-key": "leaf.key", "tracker.interval": "900", "tracker.min-interval": "60",

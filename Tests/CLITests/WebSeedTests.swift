@@ -8,10 +8,10 @@ import Testing
     static let repository = fixturesURL.deletingLastPathComponent().path
     static let payloads = fixturesURL.appendingPathComponent("payloads").path
 
-    /// A web seed server serving `root` on `host`, in `mode`; its port and the process.
+    /// A web seed server serving `root` on `host`, in `mode` (HTTPS with `tls`); its port and the process.
     static func server(_ root: String, mode: String = "ok", host: String = "127.0.0.1", folder: TemporaryFolder,
-                       namespace: TestNamespace? = nil, port: Int = 0) throws -> (port: Int, process: BackgroundProcess) {
-        let arguments = [repository + "/tools/webseed-server.py", root, host, "\(port)", mode]
+                       namespace: TestNamespace? = nil, port: Int = 0, tls: (cert: String, key: String)? = nil) throws -> (port: Int, process: BackgroundProcess) {
+        let arguments = [repository + "/tools/webseed-server.py", root, host, "\(port)", mode] + (tls.map { [$0.cert, $0.key] } ?? [])
         let (executable, wrapped) = namespace?.command("/usr/bin/python3", arguments) ?? ("/usr/bin/python3", arguments)
         let process = try BackgroundProcess(executable, wrapped, logTo: folder.file("webseed-\(mode)-\(UInt32.random(in: 0...UInt32.max)).log"))
         var found: Int?
@@ -221,9 +221,9 @@ import Testing
         let torrent = folder.file("vm-small.torrent")
         let made = try runProcess(vmswarmBinary, ["create", Self.payloads + "/vm-small.img", "-o", torrent])
         try #require(made.status == 0, "\(made.stderr)")
-        let https = try runProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out"), "--web-seed", "https://origin/vm-small.img"])
-        #expect(https.status != 0)
-        #expect(https.stderr.contains("https:// is not supported yet (http:// only)"), "\(https.stderr)")
+        let ftp = try runProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out"), "--web-seed", "ftp://origin/vm-small.img"])
+        #expect(ftp.status != 0)
+        #expect(ftp.stderr.contains("ftp:// is not supported (http:// or https://)"), "\(ftp.stderr)")
         let spaced = try runProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out"), "--web-seed", "http://origin/a b"])
         #expect(spaced.status != 0)
         #expect(spaced.stderr.contains("percent-encode them"), "\(spaced.stderr)")

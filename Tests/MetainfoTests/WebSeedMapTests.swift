@@ -90,14 +90,17 @@ import Testing
     }
 
     /// A URL is anyone's text: what would split the request line, point elsewhere than a host, or
-    /// need TLS is refused with what is wrong, never sent.
+    /// need another protocol is refused with what is wrong, never sent. https:// is TLS on 443.
     @Test func hostileAndUnsupportedURLsAreRefused() {
         func problem(_ url: String) -> WebSeedError? {
             do { _ = try WebSeedURL(url); return nil } catch { return error }
         }
-        #expect(problem("https://origin/image") == .unsupportedScheme("https://origin/image", scheme: "https"))
-        #expect(problem("https://origin/image")!.description.contains("https:// is not supported yet"))
+        let secure = try? WebSeedURL("https://origin/image")
+        #expect(secure?.isTLS == true && secure?.port == 443 && secure?.hostHeader == "origin")
+        #expect((try? WebSeedURL("https://origin:8443/image"))?.hostHeader == "origin:8443")
+        #expect((try? WebSeedURL("http://origin/image"))?.isTLS == false)
         #expect(problem("ftp://origin/image") == .unsupportedScheme("ftp://origin/image", scheme: "ftp"))
+        #expect(problem("ftp://origin/image")!.description.contains("ftp:// is not supported (http:// or https://)"))
         for bad in ["http://h/a b", "http://h/a\r\nX-Injected: 1", "http://h/\u{7f}", "http://h/ü", "http:/h/x", "http://", "http://:80/x",
                     "http://h:0/x", "http://h:65536/x", "http://h:8o/x", "http://u:p@h/x", "http://[::1/x", "//h/x", "h/x", "",
                     "http://h/" + String(repeating: "a", count: 5000)]
