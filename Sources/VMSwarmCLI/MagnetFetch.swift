@@ -3,18 +3,19 @@ import Logging
 import Metainfo
 import Sealing
 import SwarmRuntime
+import TrackerClient
 
 /// `get magnet:?…`: the info dictionary is fetched from peers (BEP 9) before anything else, and
 /// the download then goes on exactly as with the .torrent it makes.
 ///
 /// The .torrent is written beside the download (NAME.torrent in the output folder, unless a file of
 /// that name is there) so the node can `seed` it later without the link.
-func fetchMagnet(_ magnet: MagnetLink, into output: String, peer: PeerOptions, logger: Logger) async throws(CLIError) -> (bytes: [UInt8], metainfo: Metainfo) {
+func fetchMagnet(_ magnet: MagnetLink, into output: String, peer: PeerOptions, trust: HTTPTrust?, logger: Logger) async throws(CLIError) -> (bytes: [UInt8], metainfo: Metainfo) {
     var options = MetadataFetcher.Options()
     options.trackers = magnet.trackers
     options.peers = magnet.peers.map { ($0.host, Int($0.port)) } + peer.runtimeOptions().peers
     options.bindAddress = peer.bind
-    options.trust = try peer.httpTrust()
+    options.trust = trust
     options.announcePort = UInt16(clamping: peer.listen.flatMap(HostPort.init)?.port ?? peer.port)
     if !peer.json {
         let name = magnet.name.map { " (\($0))" } ?? ""

@@ -68,6 +68,7 @@ struct PeerOptions: ParsableArguments {
     }
 
     /// Whom https:// servers must prove themselves to: nil (the system's store) without --ca-file.
+    /// Made once per command (it reads the PEM files) and handed to everything that fetches.
     func httpTrust() throws(CLIError) -> HTTPTrust? {
         guard !caFiles.isEmpty else { return nil }
         do throws(HTTPGetError) { return try HTTPTrust(caFiles: caFiles) } catch { throw CLIError("--ca-file: \(error)") }
@@ -213,13 +214,14 @@ struct SeedCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.seed", level: peer.logLevel)
+        let trust = try peer.httpTrust()
         var embedded: TrackerServer?
         let metainfo: Metainfo
         let dataPath: String
         var sealer: PieceSealer?
         var contentKey: ContentKey?
         if source.hasSuffix(".torrent") {
-            let torrent = try await loadTorrent(fileOrURL: source, trust: try peer.httpTrust())
+            let torrent = try await loadTorrent(fileOrURL: source, trust: trust)
             metainfo = torrent.metainfo
             (sealer, contentKey) = try keys.sealing(torrentBytes: torrent.bytes, metainfo: metainfo, keyRequired: false).map { ($0.sealer, $0.contentKey) } ?? (nil, nil)
             dataPath = data ?? metainfo.info.name
@@ -250,7 +252,7 @@ struct SeedCommand: AsyncParsableCommand {
             }
         }
         var options = peer.runtimeOptions(interface: booster.interface)
-        options.trust = try peer.httpTrust()
+        options.trust = trust
         let runtime = try await CLIError.wrapAsync("cannot listen on \(options.listenHost):\(options.port)") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
         }
@@ -350,11 +352,12 @@ struct GetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = makeLogger(label: "vmswarm.get", level: peer.logLevel)
+        let trust = try peer.httpTrust()
         let magnet = MagnetLink.looksLikeMagnet(torrent) ? try CLIError.wrap { try MagnetLink(parsing: torrent) } : nil
         let (bytes, metainfo) = if let magnet {
-            try await fetchMagnet(magnet, into: output, peer: peer, logger: logger)
+            try await fetchMagnet(magnet, into: output, peer: peer, trust: trust, logger: logger)
         } else {
-            try await loadTorrent(fileOrURL: torrent, trust: try peer.httpTrust())
+            try await loadTorrent(fileOrURL: torrent, trust: trust)
         }
         let sealing = relayOnly ? nil : try keys.sealing(torrentBytes: bytes, metainfo: metainfo, keyRequired: true)
         let sealer = sealing?.sealer
@@ -367,7 +370,7 @@ struct GetCommand: AsyncParsableCommand {
             throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
         }
         var options = peer.runtimeOptions(interface: booster.interface)
-        options.trust = try peer.httpTrust()
+        options.trust = trust
         options.peers += magnet?.peers.map { ($0.host, Int($0.port)) } ?? []
         options.multicast = try booster.checked(for: metainfo)
         options.multicast?.contentKey = sealing?.contentKey.bytes
