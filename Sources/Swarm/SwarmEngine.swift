@@ -58,6 +58,10 @@ public struct SwarmEngine: Sendable {
         /// Seconds an unchoked peer may go without asking for anything (counted from its unchoke)
         /// before its slot counts as free for another interested peer.
         public var idleSlotTimeout: Double = 3
+        /// Whom the node dials, admits, asks and serves, and whether it exchanges peers: the
+        /// swarm's topology as this node sees it (`SwarmPolicy`). Replaced while running with
+        /// `setPolicy`.
+        public var policy: any SwarmPolicy = MeshPolicy()
 
         public init() {}
     }
@@ -87,6 +91,8 @@ public struct SwarmEngine: Sendable {
         /// us its IP with the port from its extension handshake. Passed on by peer exchange.
         var listenAddress: PeerAddress?
         let remoteIP: [UInt8]?
+        /// We dialled it.
+        let outgoing: Bool
         /// Bytes in each direction since the last choking round (tit-for-tat ranks on these).
         var bytesFromPeer = 0
         var bytesToPeer = 0
@@ -126,9 +132,10 @@ public struct SwarmEngine: Sendable {
         /// ut_metadata requests answered (`MetadataServer.maxAnswersPerPeer` bounds them).
         var metadataAnswers = 0
 
-        init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, queueDepth: Int,
+        init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, outgoing: Bool, queueDepth: Int,
              lastReceived: Double, lastSent: Double, lastBlock: Double, lastPeerExchange: Double) {
             self.id = id
+            self.outgoing = outgoing
             key = BanKey(ip: remoteIP ?? [], id: id)
             self.session = session
             self.listenAddress = listenAddress
@@ -139,10 +146,15 @@ public struct SwarmEngine: Sendable {
             self.lastBlock = lastBlock
             self.lastPeerExchange = lastPeerExchange
         }
+
+        /// What the policy is shown of this peer.
+        var facts: PeerFacts {
+            PeerFacts(id: id, ip: remoteIP, listenAddress: listenAddress, outgoing: outgoing, isSeed: session.peerPieces.isComplete)
+        }
     }
 
     public let info: TorrentInfo
-    public let configuration: Configuration
+    public private(set) var configuration: Configuration
     /// Our listening port, told to peers in the extension handshake so they can pass it on.
     public var listenPort: UInt16?
     /// The info dictionary as the .torrent holds it, served to peers over ut_metadata (BEP 9);
@@ -287,6 +299,14 @@ public struct SwarmEngine: Sendable {
     /// Without an address only an id banned without one (an in-memory peer) is refused.
     public func accepts(_ id: PeerID, ip: [UInt8]? = nil) -> Bool { !banned.contains(BanKey(ip: ip ?? [], id: id)) }
 
+    /// Whether the policy keeps a connection with a peer whose handshake just arrived.
+    public func admits(_ id: PeerID, ip: [UInt8]? = nil, outgoing: Bool) -> Bool {
+        configuration.policy.admits(PeerFacts(id: id, ip: ip, outgoing: outgoing))
+    }
+
+    /// Whether the policy dials this address (from a tracker, a static list or LAN discovery).
+    public func dials(_ address: PeerAddress) -> Bool { configuration.policy.dials(address) }
+
     /// Whether the peer with this id and address is on parole: it sent part of a piece that failed
     /// its hash alongside others, and fetches whole pieces alone until one verifies.
     public func isOnParole(_ id: PeerID, ip: [UInt8]? = nil) -> Bool { suspects[BanKey(ip: ip ?? [], id: id)]?.paroled == true }
@@ -300,9 +320,12 @@ public struct SwarmEngine: Sendable {
     /// dialled it (`outgoing`) that is also where it listens.
     public mutating func peerConnected(_ peer: Peer, handshake theirs: Handshake, address: PeerAddress? = nil, outgoing: Bool = true) -> [Action] {
         guard accepts(theirs.peerID, ip: address?.ip) else { return [.disconnect(peer, reason: "banned")] }
+        guard admits(theirs.peerID, ip: address?.ip, outgoing: outgoing) else {
+            return [.disconnect(peer, reason: Self.outsideTopology)]
+        }
         let session = PeerSession(layout: info.layout, ourHandshake: ourHandshake, theirHandshake: theirs)
         peers[peer] = PeerState(id: theirs.peerID, session: session, listenAddress: outgoing ? address : nil,
-            remoteIP: address?.ip, queueDepth: configuration.requestQueueDepth, lastReceived: clock, lastSent: clock,
+            remoteIP: address?.ip, outgoing: outgoing, queueDepth: configuration.requestQueueDepth, lastReceived: clock, lastSent: clock,
             lastBlock: clock, lastPeerExchange: clock - configuration.peerExchangeInterval + configuration.firstPeerExchange)
         var actions: [Action] = []
         if session.fast && have.isComplete {
@@ -319,6 +342,40 @@ public struct SwarmEngine: Sendable {
             actions.append(send(peer, .extended(id: 0, payload: ByteBuffer(bytes: ours.encoded()))))
         }
         return actions
+    }
+
+    static let outsideTopology = "not a neighbour in this node's topology"
+
+    /// Replaces the policy (a tree repaired around a node that died, a new parent): peers it no
+    /// longer admits are disconnected, those it no longer asks have their requests cancelled and
+    /// handed back to the picker, those it no longer serves are choked; then the new neighbours are
+    /// asked and served. Every verified piece stays, so a node moved in a tree goes on from where
+    /// it was.
+    public mutating func setPolicy(_ policy: any SwarmPolicy) -> [Action] {
+        configuration.policy = policy
+        var actions: [Action] = []
+        for peer in peers.keys.sorted() {
+            guard let state = peers[peer] else { continue }
+            let facts = state.facts
+            guard policy.admits(facts) else {
+                actions.append(.disconnect(peer, reason: Self.outsideTopology))
+                actions += peerDisconnected(peer)
+                continue
+            }
+            if !policy.asks(facts) {
+                for block in state.session.outstanding.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) }) {
+                    actions.append(send(peer, .cancel(block)))
+                    picker.released(block, by: peer)
+                }
+                picker.disown(peer)
+            }
+            actions += updateInterest(peer)
+            if !policy.serves(facts) && !state.session.amChoking {
+                if optimistic == peer { optimistic = nil }
+                actions += choke(peer)
+            }
+        }
+        return actions + fillFreeSlots() + fillRequests()
     }
 
     public mutating func peerDisconnected(_ peer: Peer) -> [Action] {
@@ -394,7 +451,7 @@ public struct SwarmEngine: Sendable {
                 // A free upload slot is given at once rather than at the next choking round. A peer
                 // that does not read what we send is not using its slot and is not counted.
                 let unchoked = peers.values.count(where: usesSlot)
-                if wants, state.session.amChoking, unchoked < configuration.maxUnchoked {
+                if wants, state.session.amChoking, unchoked < configuration.maxUnchoked, configuration.policy.serves(state.facts) {
                     actions.append(send(peer, .unchoke))
                 }
             case .extensionHandshake(let handshake):
@@ -403,8 +460,9 @@ public struct SwarmEngine: Sendable {
                 }
                 actions += fillRequests(for: peer)
             case .peerExchange(let exchange):
+                guard configuration.policy.exchangesPeers else { break }
                 let known = Set(peers.values.compactMap(\.listenAddress))
-                let fresh = exchange.added.filter { !known.contains($0) }
+                let fresh = exchange.added.filter { !known.contains($0) && configuration.policy.dials($0) }
                 if !isComplete && !fresh.isEmpty { actions.append(.connect(fresh)) }
             case .choked, .cancelled, .allowedFast, .dhtPort:
                 break
@@ -482,10 +540,13 @@ public struct SwarmEngine: Sendable {
         return actions
     }
 
-    /// Choked interested peers that read and never wasted a slot, in handle order.
+    /// Choked interested peers that read, never wasted a slot and that the policy serves, in
+    /// handle order.
     private func slotCandidates() -> [Peer] {
-        peers.filter { $0.value.session.amChoking && $0.value.session.peerInterested && $0.value.writeBlockedSince == nil && !$0.value.wastedSlot }
-            .map(\.key).sorted()
+        peers.filter {
+            $0.value.session.amChoking && $0.value.session.peerInterested && $0.value.writeBlockedSince == nil && !$0.value.wastedSlot
+                && configuration.policy.serves($0.value.facts)
+        }.map(\.key).sorted()
     }
 
     /// Whether the peer still waits for this block (it did not cancel it and was not choked since).
@@ -695,7 +756,7 @@ public struct SwarmEngine: Sendable {
     /// One more interested peer is unchoked optimistically, so newcomers get a first piece.
     private mutating func chokingRound() -> [Action] {
         let now = clock
-        let interested = peers.filter { $0.value.session.peerInterested }.map(\.key)
+        let interested = peers.filter { $0.value.session.peerInterested && configuration.policy.serves($0.value.facts) }.map(\.key)
         // Peers that do not read what we send rank last, then those that held a slot and used
         // it not: least-served-first would otherwise hand the slots of a seed to exactly those
         // peers, since they are the ones served least.
@@ -765,7 +826,8 @@ public struct SwarmEngine: Sendable {
         return actions
     }
 
-    /// As a seed, with the fast extension: a request for a piece already sent to another peer is
+    /// As a seed, with the fast extension, where the peers we serve trade with one another (the
+    /// policy's `receiversTrade`): a request for a piece already sent to another peer is
     /// rejected, and a piece nobody has had from us yet is suggested instead, while there is one the
     /// peer lacks. Two leechers that picked the same piece then get one copy of it from the seed
     /// and trade it, rather than the seed sending it twice. Only while we are the only seed among
@@ -773,7 +835,7 @@ public struct SwarmEngine: Sendable {
     /// declined a straggler's last pieces would leave it waiting `declineMemory` seconds (seen
     /// one to four on loopback: 3 s tails). Nil: serve the request.
     private mutating func offerFreshPiece(instead request: BlockRequest, to peer: Peer) -> [Action]? {
-        guard have.isComplete, let state = peers[peer], state.session.fast,
+        guard have.isComplete, configuration.policy.receiversTrade, let state = peers[peer], state.session.fast,
             !peers.values.contains(where: { $0.session.peerPieces.isComplete })
         else { return nil }
         guard let first = servedTo[request.piece] else {
@@ -799,7 +861,9 @@ public struct SwarmEngine: Sendable {
 
     /// BEP 11: tells the peer which listening peers we joined and lost since the last message.
     private mutating func exchangePeers(with peer: Peer) -> [Action] {
-        guard let state = peers[peer], let id = state.session.peerExtensions?.messageIDs["ut_pex"], id != 0 else { return [] }
+        guard configuration.policy.exchangesPeers, let state = peers[peer],
+            let id = state.session.peerExtensions?.messageIDs["ut_pex"], id != 0
+        else { return [] }
         peers[peer]?.lastPeerExchange = clock
         let current = Set(peers.filter { $0.key != peer }.compactMap(\.value.listenAddress))
         let told = state.toldPeers ?? []
@@ -831,7 +895,7 @@ public struct SwarmEngine: Sendable {
 
     private mutating func updateInterest(_ peer: Peer) -> [Action] {
         guard let state = peers[peer] else { return [] }
-        let wanted = state.session.peerPieces.hasPieces(notIn: have)
+        let wanted = state.session.peerPieces.hasPieces(notIn: have) && configuration.policy.asks(state.facts)
         guard wanted != state.session.amInterested else { return [] }
         return [send(peer, wanted ? .interested : .notInterested)]
     }
@@ -843,7 +907,7 @@ public struct SwarmEngine: Sendable {
     private mutating func fillRequests(for peer: Peer) -> [Action] {
         guard let state = peers[peer], !state.session.peerChoking, state.session.amInterested,
             verifyingBytes < max(configuration.maximumVerifyingBytes, 2 * info.pieceLength),
-            avoided == nil || state.remoteIP != avoided
+            avoided == nil || state.remoteIP != avoided, configuration.policy.asks(state.facts)
         else { return [] }
         var depth = state.queueDepth
         // While seeds are fewer than the other peers, their upload is the swarm's scarce link: a
@@ -853,8 +917,14 @@ public struct SwarmEngine: Sendable {
         // fetch the same one from the seed. Once most peers are seeds (the end of a swarm, or
         // receivers the booster filled) they serve whatever we lack.
         var maxAvailability = Int.max
-        let seeds = state.session.peerPieces.isComplete ? peers.values.count { $0.session.peerPieces.isComplete } : 0
-        if seeds > 0 && 2 * seeds <= peers.count {
+        var seeds = 0, asked = 0
+        if state.session.peerPieces.isComplete {
+            for other in peers.values where configuration.policy.asks(other.facts) {
+                asked += 1
+                if other.session.peerPieces.isComplete { seeds += 1 }
+            }
+        }
+        if seeds > 0 && 2 * seeds <= asked {
             depth = min(depth, max(configuration.minimumQueueDepth, info.layout.blockCount(of: PieceIndex(0))))
             if peers.values.contains(where: { !$0.session.peerPieces.isComplete && !$0.session.outstanding.isEmpty }) {
                 maxAvailability = seeds

@@ -84,6 +84,9 @@ public final class SwarmRuntime: @unchecked Sendable {
         case duplicate = "duplicate peer"
         /// That id from that address sent data that failed a hash.
         case banned = "banned"
+        /// The swarm's policy does not make it our neighbour (a tree node that is neither parent
+        /// nor child, where strangers are refused).
+        case topology = "not a neighbour"
     }
 
     /// A snapshot for progress lines.
@@ -534,6 +537,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         guard handshake.peerID != ourHandshake.peerID, !peerKeys.values.contains(where: { $0.ip == ip && $0.id == handshake.peerID })
         else { return refuse(.duplicate, channel) }
         guard engine.accepts(handshake.peerID, ip: address?.ip) else { return refuse(.banned, channel) }
+        guard engine.admits(handshake.peerID, ip: address?.ip, outgoing: outgoing) else { return refuse(.topology, channel) }
         guard channels.count < options.maxPeers else { return refuse(.peerLimit, channel) }
         let handle = nextHandle
         nextHandle += 1
@@ -1109,6 +1113,8 @@ public final class SwarmRuntime: @unchecked Sendable {
 
     private func connect(host: String, port: Int) {
         let key = "\(host):\(port)"
+        // The policy decides whom to dial; a host given by name (a static --peer) is dialled as given.
+        if let address = PeerAddress(host: host, port: UInt16(clamping: port)), !engine.dials(address) { return }
         guard !stopped, channels.count + connecting.count < options.maxPeers, connecting.count < options.maxDialing,
             connecting.insert(key).inserted
         else { return }

@@ -21,6 +21,8 @@ struct SimulatedSwarm {
         var lieEvery: Int?
         var sentPieces: Set<[Int]> = []
         var completed = false
+        /// Killed (`kill`): out of the swarm, and not waited for.
+        var dead = false
         var disconnects: [(peer: Int, reason: String)] = []
     }
 
@@ -29,6 +31,10 @@ struct SimulatedSwarm {
     var links: Set<[Int]> = []
     var queue: [(to: Int, from: Int, message: PeerMessage)] = []
     var now: Double = 0
+    /// Block bytes sent, by [from, to].
+    var sent: [[Int]: Int] = [:]
+    /// Peer exchange (BEP 11) messages sent.
+    var peerExchanges = 0
 
     init(pieceLength: Int, length: Int, seeders: Int, leechers: Int, liars: Int = 0, lieEvery: Int? = nil, seederSlots: Int = 8,
          seed: UInt64 = 1) {
@@ -63,14 +69,34 @@ struct SimulatedSwarm {
 
     mutating func connectAll() {
         for a in nodes.indices {
-            for b in nodes.indices where a < b {
-                links.insert([a, b])
-                let handshakeA = Handshake(infoHash: InfoHash(bytes: [UInt8](repeating: 1, count: 20))!, peerID: PeerID(bytes: Array(String(format: "-SIM000-%012d", a).utf8))!)
-                let handshakeB = Handshake(infoHash: InfoHash(bytes: [UInt8](repeating: 1, count: 20))!, peerID: PeerID(bytes: Array(String(format: "-SIM000-%012d", b).utf8))!)
-                perform(nodes[a].engine.peerConnected(b, handshake: handshakeB), at: a)
-                perform(nodes[b].engine.peerConnected(a, handshake: handshakeA), at: b)
-            }
+            for b in nodes.indices where a < b { connect(a, b) }
         }
+    }
+
+    /// `a` dials `b`. Either may refuse the other (then the link is gone and the other never
+    /// learns of it, as when a runtime closes the connection at the handshake).
+    mutating func connect(_ a: Int, _ b: Int) {
+        let (low, high) = (min(a, b), max(a, b))
+        links.insert([low, high])
+        let hash = InfoHash(bytes: [UInt8](repeating: 1, count: 20))!
+        perform(nodes[a].engine.peerConnected(b, handshake: Handshake(infoHash: hash, peerID: Self.id(b))), at: a)
+        guard links.contains([low, high]) else { return }
+        perform(nodes[b].engine.peerConnected(a, handshake: Handshake(infoHash: hash, peerID: Self.id(a)), outgoing: false), at: b)
+    }
+
+    /// The node stops dead: its links are cut, its peers see it disconnect, nothing it sent is delivered.
+    mutating func kill(_ node: Int) {
+        nodes[node].dead = true
+        for link in links where link.contains(node) {
+            links.remove(link)
+            let other = link[0] == node ? link[1] : link[0]
+            perform(nodes[other].engine.peerDisconnected(node), at: other)
+        }
+    }
+
+    /// Gives the node a new policy, as a runtime would when its place in the swarm changes.
+    mutating func setPolicy(_ policy: any SwarmPolicy, at node: Int) {
+        perform(nodes[node].engine.setPolicy(policy), at: node)
     }
 
     mutating func perform(_ actions: [SwarmEngine.Action], at node: Int) {
@@ -78,6 +104,8 @@ struct SimulatedSwarm {
             switch action {
             case .send(let peer, let message):
                 guard links.contains([min(node, peer), max(node, peer)]) else { continue }
+                if case .piece(_, _, let block) = message { sent[[node, peer], default: 0] += block.readableBytes }
+                if case .extended(let id, _) = message, id != 0 { peerExchanges += 1 }
                 var buffer = ByteBuffer()
                 PeerWireEncoder.write(message, to: &buffer)
                 let decoded = try! PeerWireDecoder().next(from: &buffer)!
@@ -126,14 +154,16 @@ struct SimulatedSwarm {
 
     /// Delivers messages, running a choking round every simulated 10 s, until every honest node
     /// holds the whole image or `maxSteps` deliveries pass.
-    mutating func run(maxSteps: Int = 2_000_000) -> Bool {
+    /// `until`: stop (and return true) as soon as this holds instead.
+    mutating func run(maxSteps: Int = 2_000_000, until: ((SimulatedSwarm) -> Bool)? = nil) -> Bool {
         var steps = 0
-        for node in nodes.indices { perform(nodes[node].engine.tick(now: now), at: node) }
+        for node in nodes.indices where !nodes[node].dead { perform(nodes[node].engine.tick(now: now), at: node) }
         while steps < maxSteps {
-            if nodes.allSatisfy({ $0.completed || $0.lies }) { return true }
+            if let until, until(self) { return true }
+            if until == nil, nodes.allSatisfy({ $0.completed || $0.lies || $0.dead }) { return true }
             if queue.isEmpty || steps % 500 == 499 {
                 now += 10
-                for node in nodes.indices { perform(nodes[node].engine.tick(now: now), at: node) }
+                for node in nodes.indices where !nodes[node].dead { perform(nodes[node].engine.tick(now: now), at: node) }
                 if queue.isEmpty { steps += 500; continue }
             }
             let (to, from, message) = queue.removeFirst()
