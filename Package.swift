@@ -67,10 +67,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Tracker HTTP protocol as pure types: announce/scrape queries and answers, both directions.
+        // Pure: where each node sits in a swarm's distribution tree (chains, k-ary trees, repair).
+        .target(name: "Topology"),
         .target(name: "TrackerProtocol", dependencies: ["Bencode", "Metainfo"]),
         // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
         .target(name: "Tracker", dependencies: [
-            "TrackerProtocol", "Metainfo", "Bencode", "Units",
+            "TrackerProtocol", "Metainfo", "Bencode", "Units", "Topology",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -156,6 +158,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .testTarget(name: "HTTPRangesTests", dependencies: ["HTTPRanges"]),
+        .testTarget(name: "TopologyTests", dependencies: ["Topology"]),
         .testTarget(name: "NodeConfigurationTests", dependencies: ["NodeConfiguration"]),
         .testTarget(name: "LocalDiscoveryTests", dependencies: ["LocalDiscovery", "Metainfo"]),
         .testTarget(name: "NBDTests", dependencies: [

@@ -1,4 +1,5 @@
 import Metainfo
+import Topology
 import TrackerProtocol
 
 /// Limits and timings of a tracker.
@@ -24,6 +25,9 @@ public struct TrackerConfiguration: Sendable {
     public var acceptIPParameter = false
     /// nil: any torrent is tracked (open mode). Otherwise only these.
     public var allowlist: Set<InfoHash>?
+    /// Children per node in a tree-mode swarm (docs/tree.md): 1 makes chains, which move an image
+    /// fastest between nodes of equal upload rate.
+    public var treeFanOut = 1
 
     public init() {}
 
@@ -129,11 +133,19 @@ public struct TrackerState: Sendable {
             notices.append(.sourceLimitReached(request.infoHash, source: source.host, limits.source ?? 0))
         case .stored, .removed, .notOwner: break
         }
+        // A tree-mode node is given its parents only, in `peers` (for any client) and in `tree`.
+        let fanOut = configuration.treeFanOut
+        let parents: [AnnouncedPeer]? = request.tree && outcome == .stored
+            ? change(request.infoHash) {
+                $0.place(key, complete: request.isSeeder, lostParent: request.lostParent.map(PeerKey.init), fanOut: fanOut)
+            } : nil
         let swarm = swarms[request.infoHash, default: Swarm()]
-        return AnnounceResponse(
+        var response = AnnounceResponse(
             interval: configuration.interval, minInterval: configuration.minInterval,
             complete: swarm.seeders.count, incomplete: swarm.leechers.count,
-            peers: swarm.select(count: wanted, for: key, at: address, requesterIsSeeder: request.isSeeder, random: &random))
+            peers: parents ?? swarm.select(count: wanted, for: key, at: address, requesterIsSeeder: request.isSeeder, random: &random))
+        response.treeParents = parents
+        return response
     }
 
     /// Changes one torrent's swarm in place (if it exists) and keeps the totals true.
@@ -388,6 +400,8 @@ struct Swarm: Sendable {
     var completed = 0
     /// Peers stored per source (address or IPv6 /64), for the per-source cap.
     private(set) var perSource: [SourceGroup: Int] = [:]
+    /// Where the tree-mode peers sit (nil until one announces with `topology=tree`).
+    private(set) var tree: DistributionTree<PeerKey>?
 
     var isEmpty: Bool { seeders.count == 0 && leechers.count == 0 }
 
@@ -421,7 +435,23 @@ struct Swarm: Sendable {
         guard owner.mayChange(known.owner) else { return .notOwner }
         if seeders.remove(key) == nil { leechers.remove(key) }
         forget(known)
+        tree?.remove(key)
         return .removed
+    }
+
+    /// Places a stored tree-mode peer (a known one keeps its place) and returns its parents. The
+    /// parent it reports lost leaves the tree, if it is that peer's parent (a peer cannot move
+    /// others' parents); so does a parent this table no longer holds.
+    mutating func place(_ key: PeerKey, complete: Bool, lostParent: PeerKey?, fanOut: Int) -> [AnnouncedPeer] {
+        var tree = self.tree ?? DistributionTree(fanOut: fanOut)
+        defer { self.tree = tree }
+        if let lostParent, tree.parent(of: key) == lostParent { tree.remove(lostParent) }
+        tree.join(key, complete: complete)
+        while let parent = tree.parent(of: key) {
+            if let entry = seeders.entry(parent) ?? leechers.entry(parent) { return [AnnouncedPeer(address: entry.address, peerID: entry.peerID)] }
+            tree.remove(parent)
+        }
+        return []
     }
 
     private mutating func forget(_ entry: PeerEntry) {
@@ -431,7 +461,10 @@ struct Swarm: Sendable {
 
     mutating func removeStale(before cutoff: Double) -> Int {
         let stale = seeders.removeStale(before: cutoff) + leechers.removeStale(before: cutoff)
-        stale.forEach { forget($0) }
+        stale.forEach {
+            forget($0)
+            tree?.remove($0.key)
+        }
         return stale.count
     }
 

@@ -28,6 +28,12 @@ public struct AnnounceRequest: Sendable, Equatable {
     /// Kept only when it is UTF-8 of at most `maximumKeyLength` bytes; anything else is ignored.
     public var key: String?
     public static let maximumKeyLength = 64
+    /// vmswarm's tree mode (docs/tree.md): `topology=tree` asks a vmswarm tracker for a place in the
+    /// torrent's distribution tree; other trackers ignore it and answer as always.
+    public var tree = false
+    /// With `tree`: the parent this node lost (`lost=` its peer id, encoded like `peer_id`), so the
+    /// tracker moves it and its siblings under another node at once.
+    public var lostParent: PeerID?
 
     public init(infoHash: InfoHash, peerID: PeerID, port: UInt16) {
         self.infoHash = infoHash
@@ -88,6 +94,11 @@ public struct AnnounceRequest: Sendable, Equatable {
                 // Ignored rather than cut or repaired: a cut key, or one with U+FFFD in place of a
                 // byte, would not be the key the client sent.
                 if value.count <= Self.maximumKeyLength { request.key = String(validating: value, as: UTF8.self) }
+            case "topology":
+                request.tree = value == Array("tree".utf8)
+            case "lost":
+                guard let id = PeerID(bytes: value) else { throw .invalidParameter("lost", "must be 20 bytes, got \(value.count)") }
+                request.lostParent = id
             default:
                 break
             }
@@ -105,6 +116,8 @@ public struct AnnounceRequest: Sendable, Equatable {
         self.noPeerID = request.noPeerID
         self.ip = request.ip
         self.key = request.key
+        self.tree = request.tree
+        self.lostParent = request.lostParent
     }
 
     private struct Fields {
@@ -117,6 +130,8 @@ public struct AnnounceRequest: Sendable, Equatable {
         var noPeerID = false
         var ip: String?
         var key: String?
+        var tree = false
+        var lostParent: PeerID?
     }
 
     private static func integer(_ value: [UInt8]) -> Int64? {
@@ -138,6 +153,8 @@ public struct AnnounceRequest: Sendable, Equatable {
         if noPeerID { parts.append("no_peer_id=1") }
         if let ip { parts.append("ip=\(PercentEncoding.encode(ip))") }
         if let key { parts.append("key=\(PercentEncoding.encode(key))") }
+        if tree { parts.append("topology=tree") }
+        if let lostParent { parts.append("lost=\(PercentEncoding.encode(lostParent.bytes))") }
         return parts.joined(separator: "&")
     }
 }
@@ -164,6 +181,12 @@ public struct AnnounceResponse: Sendable, Equatable {
     public var incomplete: Int?
     public var peers: [AnnouncedPeer]
     public var warning: String?
+    /// vmswarm's tree mode: the node's parents in the distribution tree, with their peer ids (a
+    /// `tree` dictionary beside `peers`, which then holds the same parents for any client). Nil:
+    /// not placed (a tracker without tree mode, or a request without `topology=tree`). Empty: a root.
+    public var treeParents: [AnnouncedPeer]?
+    /// At most this many parents are read.
+    public static let maxTreeParents = 8
 
     public init(interval: Int, minInterval: Int? = nil, complete: Int? = nil, incomplete: Int? = nil,
         peers: [AnnouncedPeer] = [], warning: String? = nil) {
@@ -184,6 +207,7 @@ public struct AnnounceResponse: Sendable, Equatable {
         if let complete { dictionary[Array("complete".utf8)] = .integer(Int64(complete)) }
         if let incomplete { dictionary[Array("incomplete".utf8)] = .integer(Int64(incomplete)) }
         if let warning { dictionary[Array("warning message".utf8)] = .string(warning) }
+        if let tree = encodedTree { dictionary[Array("tree".utf8)] = tree }
         if compact {
             dictionary[Array("peers".utf8)] = .bytes(peers.filter(\.address.isIPv4).flatMap(\.address.compact))
             let v6 = peers.filter { !$0.address.isIPv4 }
@@ -228,9 +252,23 @@ public struct AnnounceResponse: Sendable, Equatable {
         key("peers"); bytes(peers.filter(\.address.isIPv4).flatMap(\.address.compact))
         let v6 = peers.filter { !$0.address.isIPv4 }
         if !v6.isEmpty { key("peers6"); bytes(v6.flatMap(\.address.compact)) }
+        if let tree = encodedTree { key("tree"); out += tree.encoded() }
         if let warning { key("warning message"); bytes(Array(warning.utf8)) }
         out.append(UInt8(ascii: "e"))
         return out
+    }
+
+    /// `tree`: `{"parents": [{"ip", "port", "peer id"}, ...]}`.
+    private var encodedTree: BencodeValue? {
+        treeParents.map { parents in
+            .dictionary([Array("parents".utf8): .list(parents.map { parent in
+                var entry: [[UInt8]: BencodeValue] = [
+                    Array("ip".utf8): .string(parent.address.host), Array("port".utf8): .integer(Int64(parent.address.port)),
+                ]
+                if let id = parent.peerID { entry[Array("peer id".utf8)] = .bytes(id.bytes) }
+                return .dictionary(entry)
+            })])
+        }
     }
 
     /// The most peers a client accepts from one answer; beyond that the answer is hostile.
@@ -263,6 +301,11 @@ public struct AnnounceResponse: Sendable, Equatable {
         response.warning = root["warning message"]?.bytes.map(displayText)
         response.peers = try peerLists(v4: root["peers"], v6: root["peers6"]).get()
         response.peers = Array(response.peers.prefix(maxPeers))
+        if let tree = root["tree"] {
+            guard case .list(let parents)? = tree["parents"]?.content else { throw .malformed("'tree' has no 'parents' list") }
+            // A parent is known by its id (the child asks only it): one without an id is useless.
+            response.treeParents = parents.prefix(maxTreeParents).compactMap(dictionaryPeer).filter { $0.peerID != nil }
+        }
         return response
     }
 
