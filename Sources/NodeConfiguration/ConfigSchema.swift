@@ -77,6 +77,7 @@ public enum ConfigSchema {
         ConfigKey("bind", .value, "local address for peer connections on multi-homed hosts", nodes("--bind")),
         ConfigKey("peers", .list, "peers to connect to besides the tracker's (HOST:PORT)", nodes("--peer")),
         ConfigKey("metrics", .value, "serve Prometheus metrics at http://HOST:PORT/metrics", nodes("--metrics-listen")),
+        ConfigKey("method", .value, "how pieces travel: mesh or tree (docs/tree.md)", nodes("--method")),
         ConfigKey("lan-discovery", .flag, "find peers on the LAN without a tracker (BEP 14; never for private torrents)", nodes("--lan-discovery")),
         ConfigKey("log-level", .value, "trace, debug, info, notice, warning, error or critical",
             nodes("--log-level") + [.init("tracker", "--log-level")]),
@@ -113,6 +114,7 @@ public enum ConfigSchema {
         ConfigKey("tracker.max-peers-per-ip", .value, "most peers per torrent from one IPv4 address or IPv6 /64",
             [.init("tracker", "--max-peers-per-ip")]),
         ConfigKey("tracker.cap-loopback", .flag, "apply the per-address cap to loopback too", [.init("tracker", "--cap-loopback")]),
+        ConfigKey("tracker.tree-fan-out", .value, "children per node in tree-mode swarms", [.init("tracker", "--tree-fan-out")]),
         ConfigKey("tracker.threads", .value, "the tracker's event-loop threads", [.init("tracker", "--threads")]),
     ]
 

@@ -63,6 +63,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var webSeedPolicy = WebSeedPolicy.Configuration()
         /// Whom https:// trackers and web seeds must prove themselves to (nil: the system's store).
         public var trust: HTTPTrust?
+        /// Tree mode (docs/tree.md): the tracker places the node in the torrent's distribution tree;
+        /// it fetches only from its parents and serves whoever connects. A tracker that does not
+        /// place nodes (not vmswarm's) leaves the node in the mesh, with a warning.
+        public var tree = false
 
         public init() {}
     }
@@ -162,6 +166,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// From the tracker's latest answer: leechers in the swarm, and the least time between announces.
     private var trackerIncomplete: Int?
     private var trackerMinInterval: Double = 30
+    /// Tree mode's parents and reports (nil: the mesh).
+    private var treeMembership: TreeMembership?
     private var stopped = false
     /// Readers of the image in flight (`readImage`) waiting for pieces to verify.
     private var readers: [(pieces: ClosedRange<Int>, promise: EventLoopPromise<Void>)] = []
@@ -293,6 +299,15 @@ public final class SwarmRuntime: @unchecked Sendable {
             if have.isComplete { if runtime.store.isFinished { runtime.completion.succeed(()) } else { runtime.finish() } }
             if options.useTrackers && !metainfo.announceTiers.isEmpty {
                 runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger, trust: options.trust)
+            }
+            if options.tree {
+                if runtime.tracker != nil {
+                    let membership = TreeMembership()
+                    runtime.treeMembership = membership
+                    runtime.perform(runtime.engine.setPolicy(membership.policy))  // no parent until the tracker names one
+                } else {
+                    logger.warning("tree mode needs the torrent's tracker to place this node; fetching from the mesh")
+                }
             }
             for peer in options.peers { runtime.connect(host: peer.host, port: peer.port) }
             if !have.isComplete { runtime.startWebSeeds() }
@@ -561,7 +576,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard channels.removeValue(forKey: handle) != nil else { return }
         heldRequests.removeAll { $0.0 == handle }
-        peerKeys[handle] = nil
+        if let id = peerKeys.removeValue(forKey: handle)?.id, treeMembership?.disconnected(id, complete: engine.isComplete) == true {
+            logger.info("tree parent lost; asking the tracker for another", metadata: ["parent": "\(id)"])
+            announceNow()
+        }
         starved.remove(handle)
         // The closed channel dropped its queued blocks: the pieces they kept alive may go.
         outboxes.removeValue(forKey: handle)?.releaseAll { releaseSlice(of: $0) }
@@ -1158,10 +1176,17 @@ public final class SwarmRuntime: @unchecked Sendable {
         if engine.isComplete, let incomplete = trackerIncomplete, incomplete > 0 {
             nextAnnounce = min(nextAnnounce, lastAnnounce + trackerMinInterval)
         }
+        if treeMembership?.checkStranded(connected: Set(peerKeys.values.map(\.id)), complete: engine.isComplete, now: now) == true {
+            logger.info("no tree parent reachable; asking the tracker for another")
+            announceNow()
+        }
         if tracker != nil && now >= nextAnnounce && !announcing {
             announce(event: nextAnnounce == 0 ? .started : .none)
         }
     }
+
+    /// The next tick announces (a regular one: `nextAnnounce` 0 would mean `started`).
+    private func announceNow() { nextAnnounce = min(nextAnnounce, max(now, .leastNonzeroMagnitude)) }
 
     private func announceRequest(event: AnnounceEvent) -> AnnounceRequest {
         var request = AnnounceRequest(infoHash: metainfo.infoHash, peerID: ourHandshake.peerID, port: UInt16(clamping: listeningPort ?? 0))
@@ -1171,6 +1196,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         let missing = info.pieceCount - engine.have.count
         request.left = engine.isComplete ? 0 : min(info.totalLength, Int64(missing) * Int64(info.pieceLength))
         request.numWant = 80
+        treeMembership?.prepare(&request)
         return request
     }
 
@@ -1195,6 +1221,16 @@ public final class SwarmRuntime: @unchecked Sendable {
                     self.nextAnnounce = now + RetryPolicy().delay(afterInterval: answer.response.interval, minInterval: answer.response.minInterval)
                     self.trackerIncomplete = answer.response.incomplete
                     self.trackerMinInterval = Double(max(answer.response.minInterval ?? 30, 5))
+                    if self.treeMembership != nil {
+                        if let policy = self.treeMembership?.answered(answer.response.treeParents, reported: request.lostParent, now: now) {
+                            self.perform(self.engine.setPolicy(policy))
+                            if self.treeMembership?.lost != nil { self.announceNow() }  // lost again meanwhile
+                        } else {
+                            self.logger.warning("the tracker does not place tree nodes; fetching from the mesh", metadata: ["tracker": "\(answer.tracker)"])
+                            self.treeMembership = nil
+                            self.perform(self.engine.setPolicy(MeshPolicy()))
+                        }
+                    }
                     for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
                 case .failure(let error):
                     self.logger.warning("announce failed", metadata: ["error": "\(error)"])

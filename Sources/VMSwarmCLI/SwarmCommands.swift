@@ -12,6 +12,11 @@ import Tracker
 import TrackerClient
 import Units
 
+/// How a node's pieces travel (`--method`).
+enum DistributionMethod: String, ExpressibleByArgument, CaseIterable {
+    case mesh, tree
+}
+
 /// Flags `seed` and `get` share.
 struct PeerOptions: ParsableArguments {
     @Option(help: "TCP port for incoming peers (0: any free port).")
@@ -47,6 +52,10 @@ struct PeerOptions: ParsableArguments {
     @Flag(name: .customLong("lan-discovery"),
         help: "Find peers on the LAN without a tracker (BEP 14 Local Service Discovery, as libtorrent and Transmission do; not for private torrents).")
     var lanDiscovery = false
+
+    @Option(help: ArgumentHelp("How pieces travel: mesh (a BitTorrent swarm) or tree (vmswarm's tracker places this node in a distribution tree; it fetches only from its parent, forwards each piece the moment it verifies and serves whoever connects). See docs/tree.md.",
+        valueName: "mesh|tree"))
+    var method: DistributionMethod = .mesh
 
     @Option(name: .customLong("ca-file"),
         help: ArgumentHelp("Also trust the CA certificates in this PEM file for https:// trackers, torrent URLs and web seeds (beside the system's store). Repeatable.", valueName: "file"))
@@ -84,6 +93,7 @@ struct PeerOptions: ParsableArguments {
         options.bindAddress = bind
         options.peers = peers.compactMap(HostPort.init).map { ($0.host, $0.port) }
         options.maxPeers = maxPeers
+        options.tree = method == .tree
         options.hashThreads = ProcessInfo.processInfo.activeProcessorCount
         options.maxUp = maxUp.flatMap(Format.parseSize).map(Double.init)
         options.maxDown = maxDown.flatMap(Format.parseSize).map(Double.init)

@@ -57,6 +57,11 @@ struct TrackerCommand: AsyncParsableCommand {
         help: "Honour the announce 'ip' parameter (off: clients are seen at their connection's address).")
     var acceptIPParameter = false
 
+    @Option(name: .customLong("tree-fan-out"),
+        help: ArgumentHelp("Children per node in tree-mode swarms (`--method tree` on seed and get; docs/tree.md).",
+            discussion: "1 (chains) is fastest when nodes upload at equal rates; 2 is the paper's binary tree."))
+    var treeFanOut: Int = 1
+
     @Option(help: "Event-loop threads (default: one per core).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -87,6 +92,7 @@ struct TrackerCommand: AsyncParsableCommand {
         }
         guard maxTorrents >= 1, maxPeers >= 1 else { throw ValidationError("limits must be at least 1.") }
         guard maxPeersPerIP >= 0 else { throw ValidationError("--max-peers-per-ip must be 0 (no cap) or more.") }
+        guard (1...64).contains(treeFanOut) else { throw ValidationError("--tree-fan-out must be from 1 to 64.") }
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be from 1 to 256.") }
     }
 
@@ -100,6 +106,7 @@ struct TrackerCommand: AsyncParsableCommand {
         configuration.maxPeersPerSource = maxPeersPerIP == 0 ? nil : maxPeersPerIP
         configuration.capLoopback = capLoopback
         configuration.acceptIPParameter = acceptIPParameter
+        configuration.treeFanOut = treeFanOut
         if let allow {
             configuration.allowlist = try CLIError.wrap { try Allowlist.load(allow) }
         }

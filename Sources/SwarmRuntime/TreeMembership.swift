@@ -1,0 +1,62 @@
+import Metainfo
+import Swarm
+import TrackerProtocol
+
+/// A tree-mode node's side of docs/tree.md, without I/O: what it tells the tracker, the policy the
+/// tracker's answer makes, and when it must ask again (its parent went away, or never answered).
+struct TreeMembership {
+    /// The parents of the latest answer, by id, and where they listen.
+    private(set) var parents: [PeerID: PeerAddress] = [:]
+    /// A parent lost since, to report in the next announce (which is then due at once).
+    private(set) var lost: PeerID?
+    /// Since when no parent has been connected while we have some (nil: one is, or we have none).
+    private var strandedSince: Double?
+    /// Seconds a node waits for a connection to a parent it was given before reporting it lost.
+    static let dialPatience: Double = 10
+
+    /// Marks an announce as tree mode and reports the lost parent.
+    func prepare(_ request: inout AnnounceRequest) {
+        request.tree = true
+        request.lostParent = lost
+    }
+
+    /// The tracker's answer to a request that reported `reported`. Nil: the tracker does not place
+    /// tree nodes (any tracker but vmswarm's), and the node had better use the mesh.
+    mutating func answered(_ answer: [AnnouncedPeer]?, reported: PeerID?, now: Double) -> TreePolicy? {
+        guard let answer else { return nil }
+        if lost == reported { lost = nil }
+        parents = [:]
+        for parent in answer {
+            if let id = parent.peerID, parents[id] == nil { parents[id] = parent.address }
+        }
+        strandedSince = parents.isEmpty ? nil : now
+        return policy
+    }
+
+    /// Parents asked, everyone else served (a libtorrent peer that found the swarm is served too).
+    var policy: TreePolicy { TreePolicy(parents: parents.mapValues { Optional($0) }, strangers: .serve) }
+
+    /// A peer went away. True when it was a parent: the next announce reports it, and is due now.
+    mutating func disconnected(_ id: PeerID, complete: Bool) -> Bool {
+        guard parents[id] != nil, !complete else { return false }
+        lost = id
+        return true
+    }
+
+    /// Called every tick with the ids of the connected peers: true when the node has had parents
+    /// and none connected for `dialPatience` seconds (a parent that died before the tracker knew),
+    /// and the next announce is to report one of them lost.
+    mutating func checkStranded(connected: Set<PeerID>, complete: Bool, now: Double) -> Bool {
+        guard !parents.isEmpty, !complete, lost == nil else { return false }
+        if parents.keys.contains(where: connected.contains) {
+            strandedSince = nil
+            return false
+        }
+        let since = strandedSince ?? now
+        strandedSince = since
+        guard now - since >= Self.dialPatience else { return false }
+        lost = parents.keys.min { $0.bytes.lexicographicallyPrecedes($1.bytes) }
+        strandedSince = nil
+        return true
+    }
+}
