@@ -406,14 +406,17 @@ public struct SwarmEngine: Sendable {
         var actions: [Action] = []
         for event in events {
             switch event {
+            // A piece the peer just gained is asked for at once when there is room: a node that
+            // has caught up with its only source (a tree's parent, the front of a swarm) would
+            // otherwise wait for the next tick, and in a chain that second added up at every hop.
             case .hasPieces(let pieces):
                 picker.peerAdded(pieces)
-                actions += updateInterest(peer)
+                actions += updateInterest(peer) + fillRequests(for: peer)
             case .has(let piece):
                 picker.peerGained(piece)
                 state.recentHaves.append(piece)
                 if state.recentHaves.count > PeerState.recentHaveCount { state.recentHaves.removeFirst() }
-                actions += updateInterest(peer)
+                actions += updateInterest(peer) + fillRequests(for: peer)
             case .unchoked:
                 actions += fillRequests(for: peer)
             case .requestsDropped(let blocks):
@@ -547,6 +550,14 @@ public struct SwarmEngine: Sendable {
             $0.value.session.amChoking && $0.value.session.peerInterested && $0.value.writeBlockedSince == nil && !$0.value.wastedSlot
                 && configuration.policy.serves($0.value.facts)
         }.map(\.key).sorted()
+    }
+
+    /// Since when we have waited for a block from this peer: the time its last block arrived (or
+    /// our requests to it started) while requests are outstanding; nil when we ask it nothing.
+    /// A peer that holds what we asked for and sends nothing for long has stalled.
+    public func waitingSince(_ peer: Peer) -> Double? {
+        guard let state = peers[peer], !state.session.outstanding.isEmpty else { return nil }
+        return state.lastBlock
     }
 
     /// Whether the peer still waits for this block (it did not cancel it and was not choked since).

@@ -1176,8 +1176,11 @@ public final class SwarmRuntime: @unchecked Sendable {
         if engine.isComplete, let incomplete = trackerIncomplete, incomplete > 0 {
             nextAnnounce = min(nextAnnounce, lastAnnounce + trackerMinInterval)
         }
-        if treeMembership?.checkStranded(connected: Set(peerKeys.values.map(\.id)), complete: engine.isComplete, now: now) == true {
-            logger.info("no tree parent reachable; asking the tracker for another")
+        let usable = treeMembership == nil ? [] : Set(peerKeys.compactMap { handle, key in
+            engine.waitingSince(handle).map { now - $0 < TreeMembership.stallTimeout } ?? true ? key.id : nil
+        })
+        if treeMembership?.checkStranded(usable: usable, complete: engine.isComplete, now: now) == true {
+            logger.info("no tree parent reachable or sending; asking the tracker for another")
             announceNow()
         }
         if tracker != nil && now >= nextAnnounce && !announcing {

@@ -11,8 +11,12 @@ struct TreeMembership {
     private(set) var lost: PeerID?
     /// Since when no parent has been connected while we have some (nil: one is, or we have none).
     private var strandedSince: Double?
-    /// Seconds a node waits for a connection to a parent it was given before reporting it lost.
-    static let dialPatience: Double = 10
+    /// Seconds a node goes without a usable parent (none connected, or every one stalled) before
+    /// reporting one lost: on a LAN a dial takes milliseconds.
+    static let patience: Double = 6
+    /// Seconds a parent may sit on our requests without sending a block before it counts as
+    /// stalled (stopped, or a link that died without TCP noticing yet).
+    static let stallTimeout: Double = 4
 
     /// Marks an announce as tree mode and reports the lost parent.
     func prepare(_ request: inout AnnounceRequest) {
@@ -43,18 +47,19 @@ struct TreeMembership {
         return true
     }
 
-    /// Called every tick with the ids of the connected peers: true when the node has had parents
-    /// and none connected for `dialPatience` seconds (a parent that died before the tracker knew),
-    /// and the next announce is to report one of them lost.
-    mutating func checkStranded(connected: Set<PeerID>, complete: Bool, now: Double) -> Bool {
+    /// Called every tick with the ids of the peers connected and not stalled (`stallTimeout`):
+    /// true when the node has had parents and none usable for `patience` seconds (a parent that
+    /// died before the tracker knew, or one that stopped sending), and the next announce is to
+    /// report one of them lost.
+    mutating func checkStranded(usable: Set<PeerID>, complete: Bool, now: Double) -> Bool {
         guard !parents.isEmpty, !complete, lost == nil else { return false }
-        if parents.keys.contains(where: connected.contains) {
+        if parents.keys.contains(where: usable.contains) {
             strandedSince = nil
             return false
         }
         let since = strandedSince ?? now
         strandedSince = since
-        guard now - since >= Self.dialPatience else { return false }
+        guard now - since >= Self.patience else { return false }
         lost = parents.keys.min { $0.bytes.lexicographicallyPrecedes($1.bytes) }
         strandedSince = nil
         return true

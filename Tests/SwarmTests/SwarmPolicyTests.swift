@@ -147,6 +147,24 @@ import Testing
         #expect(!stop.contains { if case .send(_, .request) = $0 { true } else { false } })
     }
 
+    @Test func aPieceAParentJustGainedIsAskedForAtOnce() {
+        // A child that caught up with its parent asks for the parent's next piece when the `have`
+        // arrives, not at the next tick: in a chain that wait added a second per hop (testbed).
+        var swarm = SimulatedSwarm(pieceLength: 32768, length: 32768 * 8, seeders: 1, leechers: 2)
+        swarm.setPolicy(TreePolicy(parents: [SimulatedSwarm.id(1): nil], strangers: .refuse), at: 2)
+        swarm.connect(2, 1)
+        // Node 1 holds nothing yet: node 2 is connected, not interested, asking nothing.
+        let settled = swarm.run(until: { $0.queue.isEmpty })
+        #expect(settled)
+        let actions = swarm.nodes[2].engine.received(.have(PieceIndex(3)), from: 1)
+        #expect(actions.contains(.send(1, .interested)))
+        swarm.perform(actions, at: 2)
+        let unchoked = swarm.run(until: { $0.queue.isEmpty })
+        #expect(unchoked)
+        let next = swarm.nodes[2].engine.received(.have(PieceIndex(5)), from: 1)
+        #expect(next.contains { if case .send(1, .request(let block)) = $0 { block.piece == PieceIndex(5) } else { false } }, "\(next)")
+    }
+
     @Test func aTreeNodeNeitherExchangesNorDialsWhatPeersTellOf() throws {
         let hash = InfoHash(bytes: [UInt8](repeating: 1, count: 20))!
         let info = try TorrentInfo(name: "x", files: [FileEntry(path: ["x"], length: 32768)], isMultiFile: false,
