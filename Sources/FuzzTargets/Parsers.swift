@@ -207,6 +207,7 @@
                 }
                 fuzzCheck(again.interval == answer.interval && again.peers.count == answer.peers.count,
                     "announce answer changed by re-encoding (compact \(compact))")
+                fuzzCheck(again.treeParents == answer.treeParents, "tree parents changed by re-encoding (compact \(compact))")
             }
         }
         if let scrape = try? ScrapeResponse(decoding: input) {

@@ -29,9 +29,11 @@
             let method = control & 0x40 != 0 ? "POST" : (control & 0x20 != 0 ? "HEAD" : "GET")
             fuzzTime.withLock { $0 += Double(control & 0x0F) * 4 }
             if control & 0x10 != 0 { service.expire() }
+            var treeRequest: AnnounceRequest?
             if let mark = uri.firstIndex(of: "?"), let request = try? AnnounceRequest(query: uri[uri.index(after: mark)...]) {
                 // What a client writes, the tracker reads back the same.
                 fuzzCheck((try? AnnounceRequest(query: request.query)) == request, "announce query does not survive re-encoding")
+                if request.tree && request.event != .stopped { treeRequest = request }
             }
             let response = service.respond(method: method, uri: uri, remote: remotes[Int(control >> 2) & 3])
             fuzzCheck([200, 404, 405].contains(response.status), "status \(response.status) for \(uri.debugDescription)")
@@ -41,6 +43,11 @@
                     let answer = try AnnounceResponse(decoding: response.body)
                     fuzzCheck(answer.peers.count <= configuration.maxNumWant, "\(answer.peers.count) peers in one answer")
                     fuzzCheck(Set(answer.peers).count == answer.peers.count, "a peer twice in one answer")
+                    // A tree node is given at most one parent (fan-out is per child slot), never itself.
+                    if let treeRequest, uri.hasPrefix("/announce?"), let parents = answer.treeParents {
+                        fuzzCheck(parents.count <= 1 && !parents.contains { $0.peerID == treeRequest.peerID },
+                            "tree answer \(parents) for \(treeRequest.peerID)")
+                    }
                 } catch {
                     guard case .failure = error else {
                         fuzzCheck(false, "the tracker's announce answer does not decode: \(error)")

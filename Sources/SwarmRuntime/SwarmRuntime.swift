@@ -259,7 +259,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
         pool = NIOThreadPool(numberOfThreads: max(1, options.hashThreads))
-        engine = SwarmEngine(info: metainfo.info, have: have, handshake: ourHandshake, seed: UInt64.random(in: .min ... .max))
+        var configuration = SwarmEngine.Configuration()
+        if options.tree { configuration.requestQueueSeconds = TreeMembership.requestQueueSeconds }
+        engine = SwarmEngine(info: metainfo.info, have: have, handshake: ourHandshake, configuration: configuration,
+            seed: UInt64.random(in: .min ... .max))
         completion = loop.makePromise()
         upload = options.maxUp.map { TokenBucket(bytesPerSecond: $0) }
         download = options.maxDown.map { TokenBucket(bytesPerSecond: $0) }

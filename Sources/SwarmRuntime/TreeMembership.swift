@@ -11,6 +11,12 @@ struct TreeMembership {
     private(set) var lost: PeerID?
     /// Since when no parent has been connected while we have some (nil: one is, or we have none).
     private var strandedSince: Double?
+    /// A tree node keeps this many seconds of its parent's rate requested (the mesh keeps one):
+    /// what it has asked for and not received sits in the parent's send buffer, and every piece
+    /// it forwards waits behind that at every hop. A tenth of a second still covers the
+    /// bandwidth-delay product of any path with a round trip under 100 ms.
+    static let requestQueueSeconds = 0.1
+
     /// Seconds a node goes without a usable parent (none connected, or every one stalled) before
     /// reporting one lost: on a LAN a dial takes milliseconds.
     static let patience: Double = 6
