@@ -363,10 +363,7 @@ public struct SwarmEngine: Sendable {
                 continue
             }
             if !policy.asks(facts) {
-                for block in state.session.outstanding.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) }) {
-                    actions.append(send(peer, .cancel(block)))
-                    picker.released(block, by: peer)
-                }
+                actions += cancelOutstanding(peer)
                 picker.disown(peer)
             }
             actions += updateInterest(peer)
@@ -656,11 +653,7 @@ public struct SwarmEngine: Sendable {
         let urgentSet = Set(wanted)
         for peer in peers.keys.sorted() {
             guard let state = peers[peer], added.contains(where: { state.session.peerPieces[$0] }) else { continue }
-            for block in state.session.outstanding.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) })
-            where !urgentSet.contains(block.piece) {
-                actions.append(send(peer, .cancel(block)))
-                picker.released(block, by: peer)
-            }
+            actions += cancelOutstanding(peer) { !urgentSet.contains($0.piece) }
         }
         return actions + fillRequests()
     }
@@ -820,15 +813,23 @@ public struct SwarmEngine: Sendable {
         state.queueDepth = max(configuration.minimumQueueDepth, min(ceiling, wanted))
     }
 
-    /// The peer has sat on our requests: they go back to the picker for other peers, and the peer
-    /// gets one request at a time until blocks flow again.
-    private mutating func releaseStalledRequests(_ peer: Peer) -> [Action] {
-        guard let state = peers[peer] else { return [] }
+    /// Cancels what we asked of the peer (the blocks `which` selects, all by default), in block
+    /// order, and hands those blocks back to the picker for other peers.
+    private mutating func cancelOutstanding(_ peer: Peer, where which: (BlockRequest) -> Bool = { _ in true }) -> [Action] {
+        guard let outstanding = peers[peer]?.session.outstanding else { return [] }
         var actions: [Action] = []
-        for block in state.session.outstanding.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) }) {
+        for block in outstanding.sorted(by: { ($0.piece, $0.begin) < ($1.piece, $1.begin) }) where which(block) {
             actions.append(send(peer, .cancel(block)))
             picker.released(block, by: peer)
         }
+        return actions
+    }
+
+    /// The peer has sat on our requests: they go back to the picker for other peers, and the peer
+    /// gets one request at a time until blocks flow again.
+    private mutating func releaseStalledRequests(_ peer: Peer) -> [Action] {
+        guard peers[peer] != nil else { return [] }
+        let actions = cancelOutstanding(peer)
         // A peer on parole that stalls does not keep its pieces from the others.
         picker.disown(peer)
         peers[peer]?.queueDepth = 1
