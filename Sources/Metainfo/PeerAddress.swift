@@ -40,6 +40,18 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { isIPv4 ? "\(host):\(port)" : "[\(host)]:\(port)" }
 
+    /// The subnet of `prefix` bits that holds this address, named like `10.77.2.0/24`: the rack a
+    /// node is counted in when it names none. The prefix is clamped to the address's width.
+    public static func subnetName(_ ip: [UInt8], prefix: Int) -> String {
+        let bits = max(0, min(prefix, ip.count * 8))
+        let masked = ip.enumerated().map { index, byte -> UInt8 in
+            let kept = bits - index * 8
+            return kept >= 8 ? byte : kept <= 0 ? 0 : byte & ~(0xFF >> kept)
+        }
+        let network = PeerAddress(ip: masked, port: 0).map(\.host) ?? ""
+        return "\(network)/\(bits)"
+    }
+
     /// The compact form: address bytes then the port, big-endian.
     public var compact: [UInt8] { ip + [UInt8(port >> 8), UInt8(port & 0xFF)] }
 

@@ -28,8 +28,18 @@ public struct TrackerConfiguration: Sendable {
     /// Children per node in a tree-mode swarm (docs/tree.md): 1 makes chains, which move an image
     /// fastest between nodes of equal upload rate.
     public var treeFanOut = 1
+    /// Racks (docs/racks.md): a node that names no rack (`rack=`) is counted in the rack of its
+    /// IPv4 address's subnet of this many bits (IPv6: its /64). 0 puts every such node in one rack.
+    public var rackPrefix = 24
 
     public init() {}
+
+    /// The rack a node is counted in: the one it named, else its subnet.
+    func rack(named name: String?, address: PeerAddress) -> String {
+        if let name { return name }
+        if !address.isIPv4 { return PeerAddress.subnetName(address.ip, prefix: 64) }
+        return rackPrefix == 0 ? "" : PeerAddress.subnetName(address.ip, prefix: rackPrefix)
+    }
 
     var effectivePeerTimeout: Double { peerTimeout ?? Double(interval * 2 + 120) }
 }
@@ -116,7 +126,8 @@ public struct TrackerState: Sendable {
         }
         let known = swarms[request.infoHash].flatMap { $0.seeders.entry(key) ?? $0.leechers.entry(key) }
         let progress = PeerProgress(left: request.left, downloaded: request.downloaded, at: now, previous: known?.progress)
-        let entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now, owner: owner, progress: progress)
+        let rack = configuration.rack(named: request.rack, address: address)
+        let entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now, owner: owner, progress: progress, rack: rack)
         // numwant: absent or negative (clients send -1) means the default; more than the cap, the cap.
         let requested = request.numWant.flatMap { $0 < 0 ? nil : $0 } ?? configuration.defaultNumWant
         let wanted = min(requested, configuration.maxNumWant)
@@ -137,14 +148,15 @@ public struct TrackerState: Sendable {
         let fanOut = configuration.treeFanOut
         let parents: [AnnouncedPeer]? = request.tree && outcome == .stored
             ? change(request.infoHash) {
-                $0.place(key, complete: request.isSeeder, lostParent: request.lostParent.map(PeerKey.init), fanOut: fanOut)
+                $0.place(key, rack: rack, complete: request.isSeeder, lostParent: request.lostParent.map(PeerKey.init), fanOut: fanOut)
             } : nil
         let swarm = swarms[request.infoHash, default: Swarm()]
         var response = AnnounceResponse(
             interval: configuration.interval, minInterval: configuration.minInterval,
             complete: swarm.seeders.count, incomplete: swarm.leechers.count,
-            peers: parents ?? swarm.select(count: wanted, for: key, at: address, requesterIsSeeder: request.isSeeder, random: &random))
+            peers: parents ?? swarm.select(count: wanted, for: key, at: address, rack: rack, requesterIsSeeder: request.isSeeder, random: &random))
         response.treeParents = parents
+        if swarm.racks.count > 1 { response.rack = rack }
         return response
     }
 
@@ -329,6 +341,41 @@ struct PeerEntry: Sendable {
     var owner: Owner
     /// What its announces said of how far it is (the rollout view).
     var progress: PeerProgress
+    /// The rack it is counted in (`TrackerConfiguration.rack(named:address:)`).
+    var rack: String = ""
+}
+
+/// Who is in which rack, for answers that cross racks' uplinks as little as they can: each rack's
+/// seeders and leechers, and its gateway, the one member that is given peers in other racks (the
+/// first to come, until it leaves). Everyone else in a rack is given peers of the rack only, so
+/// the rack fetches the image from outside about once, through its gateway.
+struct RackIndex: Sendable {
+    private(set) var seeders: [String: PeerTable] = [:]
+    private(set) var leechers: [String: PeerTable] = [:]
+    private(set) var gateways: [String: PeerKey] = [:]
+
+    var count: Int { gateways.count }
+
+    mutating func upsert(_ entry: PeerEntry, seeding: Bool) {
+        if seeding {
+            leechers[entry.rack]?.remove(entry.key)
+            seeders[entry.rack, default: PeerTable()].upsert(entry)
+        } else {
+            seeders[entry.rack]?.remove(entry.key)
+            leechers[entry.rack, default: PeerTable()].upsert(entry)
+        }
+        if gateways[entry.rack] == nil { gateways[entry.rack] = entry.key }
+    }
+
+    mutating func remove(_ entry: PeerEntry) {
+        let rack = entry.rack
+        seeders[rack]?.remove(entry.key)
+        leechers[rack]?.remove(entry.key)
+        if seeders[rack]?.count == 0 { seeders[rack] = nil }
+        if leechers[rack]?.count == 0 { leechers[rack] = nil }
+        guard gateways[rack] == entry.key else { return }
+        gateways[rack] = (seeders[rack]?.entries.first ?? leechers[rack]?.entries.first)?.key
+    }
 }
 
 /// Peers in an array for O(1) random picks, with an index for O(1) lookup and swap-removal.
@@ -401,7 +448,8 @@ struct Swarm: Sendable {
     /// Peers stored per source (address or IPv6 /64), for the per-source cap.
     private(set) var perSource: [SourceGroup: Int] = [:]
     /// Where the tree-mode peers sit (nil until one announces with `topology=tree`).
-    private(set) var tree: DistributionTree<PeerKey>?
+    private(set) var tree: RackedTree<PeerKey, String>?
+    private(set) var racks = RackIndex()
 
     var isEmpty: Bool { seeders.count == 0 && leechers.count == 0 }
 
@@ -413,6 +461,7 @@ struct Swarm: Sendable {
             // An entry made without a key keeps the one its owner sends later, and keeps its key
             // when a later announce omits it.
             if entry.owner.key == nil, known.owner.key != nil { entry.owner = known.owner }
+            if known.rack != entry.rack { racks.remove(known) }
         } else {
             if seeders.count + leechers.count >= limits.torrent { return .torrentFull }
             if let cap = limits.source, perSource[entry.owner.group, default: 0] >= cap { return .sourceLimit }
@@ -426,6 +475,7 @@ struct Swarm: Sendable {
             seeders.remove(entry.key)
             leechers.upsert(entry)
         }
+        racks.upsert(entry, seeding: seeding)
         return .stored
     }
 
@@ -442,11 +492,11 @@ struct Swarm: Sendable {
     /// Places a stored tree-mode peer (a known one keeps its place) and returns its parents. The
     /// parent it reports lost leaves the tree, if it is that peer's parent (a peer cannot move
     /// others' parents); so does a parent this table no longer holds.
-    mutating func place(_ key: PeerKey, complete: Bool, lostParent: PeerKey?, fanOut: Int) -> [AnnouncedPeer] {
-        var tree = self.tree ?? DistributionTree(fanOut: fanOut)
+    mutating func place(_ key: PeerKey, rack: String, complete: Bool, lostParent: PeerKey?, fanOut: Int) -> [AnnouncedPeer] {
+        var tree = self.tree ?? RackedTree(fanOut: fanOut)
         defer { self.tree = tree }
         if let lostParent, tree.parent(of: key) == lostParent { tree.remove(lostParent) }
-        tree.join(key, complete: complete)
+        tree.join(key, rack: rack, complete: complete)
         while let parent = tree.parent(of: key) {
             if let entry = seeders.entry(parent) ?? leechers.entry(parent) { return [AnnouncedPeer(address: entry.address, peerID: entry.peerID)] }
             tree.remove(parent)
@@ -457,6 +507,7 @@ struct Swarm: Sendable {
     private mutating func forget(_ entry: PeerEntry) {
         let group = entry.owner.group
         if let count = perSource[group], count > 1 { perSource[group] = count - 1 } else { perSource[group] = nil }
+        racks.remove(entry)
     }
 
     mutating func removeStale(before cutoff: Double) -> Int {
@@ -473,10 +524,29 @@ struct Swarm: Sendable {
     /// id leaves its old entry at the same address until it expires, and a compact answer cannot
     /// tell the two apart (a fuzz finding: the same peer twice in one answer, or a client's own
     /// address handed back to it).
-    func select(count: Int, for requester: PeerKey, at address: PeerAddress, requesterIsSeeder: Bool, random: inout SeededRandom) -> [AnnouncedPeer] {
-        var picked = requesterIsSeeder ? [] : seeders.sample(count, excluding: requester, random: &random)
-        picked += leechers.sample(count - picked.count, excluding: requester, random: &random)
+    ///
+    /// In a swarm that spans racks, peers of the requester's rack, and for the rack's gateway (or
+    /// a seeder) also the other racks' gateways and seeders, up to half the answer (`RackIndex`).
+    func select(count: Int, for requester: PeerKey, at address: PeerAddress, rack: String, requesterIsSeeder: Bool,
+        random: inout SeededRandom) -> [AnnouncedPeer] {
+        var picked: [PeerEntry]
+        if racks.count > 1 {
+            picked = []
+            if requesterIsSeeder || racks.gateways[rack] == requester {
+                let gateways = racks.gateways.filter { $0.key != rack }.values.compactMap { leechers.entry($0) ?? seeders.entry($0) }
+                let elsewhere = requesterIsSeeder ? [] : seeders.sample(count, excluding: requester, random: &random).filter { $0.rack != rack }
+                picked = Array((gateways.shuffled(using: &random) + elsewhere).prefix(max(1, count / 2)))
+            } else if let gateway = racks.gateways[rack].flatMap({ seeders.entry($0) ?? leechers.entry($0) }) {
+                picked = [gateway]
+            }
+            if !requesterIsSeeder { picked += racks.seeders[rack]?.sample(count, excluding: requester, random: &random) ?? [] }
+            picked += racks.leechers[rack]?.sample(count, excluding: requester, random: &random) ?? []
+        } else {
+            picked = requesterIsSeeder ? [] : seeders.sample(count, excluding: requester, random: &random)
+            picked += leechers.sample(count - picked.count, excluding: requester, random: &random)
+        }
         var seen: Set<PeerAddress> = [address]
-        return picked.filter { seen.insert($0.address).inserted }.map { AnnouncedPeer(address: $0.address, peerID: $0.peerID) }
+        let unique = picked.filter { $0.key != requester && seen.insert($0.address).inserted }
+        return unique.prefix(count).map { AnnouncedPeer(address: $0.address, peerID: $0.peerID) }
     }
 }

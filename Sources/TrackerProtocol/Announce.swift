@@ -34,6 +34,19 @@ public struct AnnounceRequest: Sendable, Equatable {
     /// With `tree`: the parent this node lost (`lost=` its peer id, encoded like `peer_id`), so the
     /// tracker moves it and its siblings under another node at once.
     public var lostParent: PeerID?
+    /// vmswarm's racks (docs/racks.md): the rack or site the node says it is in (`rack=`). A
+    /// vmswarm tracker groups nodes by it (by subnet when absent) so that peer lists and trees
+    /// cross a rack's uplink as little as they can.
+    public var rack: String?
+    /// A rack name is at most this many bytes of printable ASCII (letters, digits, `-_.:/`).
+    public static let maximumRackLength = 64
+
+    /// Whether `name` can be a rack: what `rack=` accepts and what the CLI checks before sending.
+    public static func isValidRack(_ name: some StringProtocol) -> Bool {
+        !name.isEmpty && name.utf8.count <= maximumRackLength && name.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7A) || "-_.:/".utf8.contains(byte)
+        }
+    }
 
     public init(infoHash: InfoHash, peerID: PeerID, port: UInt16) {
         self.infoHash = infoHash
@@ -99,6 +112,11 @@ public struct AnnounceRequest: Sendable, Equatable {
             case "lost":
                 guard let id = PeerID(bytes: value) else { throw .invalidParameter("lost", "must be 20 bytes, got \(value.count)") }
                 request.lostParent = id
+            case "rack":
+                guard let name = String(validating: value, as: UTF8.self), Self.isValidRack(name) else {
+                    throw .invalidParameter("rack", "must be 1 to \(Self.maximumRackLength) letters, digits or -_.:/")
+                }
+                request.rack = name
             default:
                 break
             }
@@ -118,6 +136,7 @@ public struct AnnounceRequest: Sendable, Equatable {
         self.key = request.key
         self.tree = request.tree
         self.lostParent = request.lostParent
+        self.rack = request.rack
     }
 
     private struct Fields {
@@ -132,6 +151,7 @@ public struct AnnounceRequest: Sendable, Equatable {
         var key: String?
         var tree = false
         var lostParent: PeerID?
+        var rack: String?
     }
 
     private static func integer(_ value: [UInt8]) -> Int64? {
@@ -155,6 +175,7 @@ public struct AnnounceRequest: Sendable, Equatable {
         if let key { parts.append("key=\(PercentEncoding.encode(key))") }
         if tree { parts.append("topology=tree") }
         if let lostParent { parts.append("lost=\(PercentEncoding.encode(lostParent.bytes))") }
+        if let rack { parts.append("rack=\(PercentEncoding.encode(rack))") }
         return parts.joined(separator: "&")
     }
 }
@@ -187,6 +208,10 @@ public struct AnnounceResponse: Sendable, Equatable {
     public var treeParents: [AnnouncedPeer]?
     /// At most this many parents are read.
     public static let maxTreeParents = 8
+    /// vmswarm's racks: the rack the tracker counts this node in, sent when the swarm spans more
+    /// than one. The peers in the answer are then chosen by rack (docs/racks.md), and a node that
+    /// exchanged peers (PEX) would undo that, so it stops.
+    public var rack: String?
 
     public init(interval: Int, minInterval: Int? = nil, complete: Int? = nil, incomplete: Int? = nil,
         peers: [AnnouncedPeer] = [], warning: String? = nil) {
@@ -208,6 +233,7 @@ public struct AnnounceResponse: Sendable, Equatable {
         if let incomplete { dictionary[Array("incomplete".utf8)] = .integer(Int64(incomplete)) }
         if let warning { dictionary[Array("warning message".utf8)] = .string(warning) }
         if let tree = encodedTree { dictionary[Array("tree".utf8)] = tree }
+        if let rack { dictionary[Array("rack".utf8)] = .string(rack) }
         if compact {
             dictionary[Array("peers".utf8)] = .bytes(peers.filter(\.address.isIPv4).flatMap(\.address.compact))
             let v6 = peers.filter { !$0.address.isIPv4 }
@@ -252,6 +278,7 @@ public struct AnnounceResponse: Sendable, Equatable {
         key("peers"); bytes(peers.filter(\.address.isIPv4).flatMap(\.address.compact))
         let v6 = peers.filter { !$0.address.isIPv4 }
         if !v6.isEmpty { key("peers6"); bytes(v6.flatMap(\.address.compact)) }
+        if let rack { key("rack"); bytes(Array(rack.utf8)) }
         if let tree = encodedTree { key("tree"); out += tree.encoded() }
         if let warning { key("warning message"); bytes(Array(warning.utf8)) }
         out.append(UInt8(ascii: "e"))
@@ -305,6 +332,10 @@ public struct AnnounceResponse: Sendable, Equatable {
             guard case .list(let parents)? = tree["parents"]?.content else { throw .malformed("'tree' has no 'parents' list") }
             // A parent is known by its id (the child asks only it): one without an id is useless.
             response.treeParents = parents.prefix(maxTreeParents).compactMap(dictionaryPeer).filter { $0.peerID != nil }
+        }
+        // A rack name that is not one is ignored: the answer's peers are still good.
+        if let name = root["rack"]?.bytes.flatMap({ String(validating: $0, as: UTF8.self) }), AnnounceRequest.isValidRack(name) {
+            response.rack = name
         }
         return response
     }
