@@ -119,7 +119,7 @@ let package = Package(
         // each stands for in each command, and the command lines that come of them.
         .target(name: "NodeConfiguration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "VMSwarmCLI", dependencies: [
-            "NodeConfiguration", "Units", "ServerSocket", "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
+            "NodeConfiguration", "Units", "ServerSocket", "Bencode", "Metainfo", "Storage", "TorrentCreation", "Sealing", "Multicast", "Tracker", "TrackerProtocol", "TrackerClient", "SwarmRuntime", "NBD", "HTTPRanges",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -78,6 +78,7 @@ public enum ConfigSchema {
         ConfigKey("peers", .list, "peers to connect to besides the tracker's (HOST:PORT)", nodes("--peer")),
         ConfigKey("metrics", .value, "serve Prometheus metrics at http://HOST:PORT/metrics", nodes("--metrics-listen")),
         ConfigKey("method", .value, "how pieces travel: mesh or tree (docs/tree.md)", nodes("--method")),
+        ConfigKey("rack", .value, "the rack or site this node is in, for rack-aware peer lists and trees (docs/racks.md)", nodes("--rack")),
         ConfigKey("lan-discovery", .flag, "find peers on the LAN without a tracker (BEP 14; never for private torrents)", nodes("--lan-discovery")),
         ConfigKey("log-level", .value, "trace, debug, info, notice, warning, error or critical",
             nodes("--log-level") + [.init("tracker", "--log-level")]),
@@ -115,6 +116,8 @@ public enum ConfigSchema {
             [.init("tracker", "--max-peers-per-ip")]),
         ConfigKey("tracker.cap-loopback", .flag, "apply the per-address cap to loopback too", [.init("tracker", "--cap-loopback")]),
         ConfigKey("tracker.tree-fan-out", .value, "children per node in tree-mode swarms", [.init("tracker", "--tree-fan-out")]),
+        ConfigKey("tracker.rack-prefix", .value, "IPv4 subnet bits that make a rack for nodes that name none (0: one rack)",
+            [.init("tracker", "--rack-prefix")]),
         ConfigKey("tracker.threads", .value, "the tracker's event-loop threads", [.init("tracker", "--threads")]),
     ]
 

@@ -50,13 +50,16 @@ public protocol SwarmPolicy: Sendable {
 
 /// The BitTorrent mesh: everyone admitted, asked and served (within the unchoke slots), peers
 /// exchanged. The engine's default.
+///
+/// `exchangesPeers` false: a mesh whose peers were chosen for it (a tracker that gives each rack
+/// one gateway to the others, docs/racks.md), which peer exchange would undo.
 public struct MeshPolicy: SwarmPolicy {
-    public init() {}
+    public let exchangesPeers: Bool
+    public init(exchangesPeers: Bool = true) { self.exchangesPeers = exchangesPeers }
     public func dials(_ address: PeerAddress) -> Bool { true }
     public func admits(_ peer: PeerFacts) -> Bool { true }
     public func asks(_ peer: PeerFacts) -> Bool { true }
     public func serves(_ peer: PeerFacts) -> Bool { true }
-    public var exchangesPeers: Bool { true }
     public var receiversTrade: Bool { true }
 }
 

@@ -67,6 +67,9 @@ public final class SwarmRuntime: @unchecked Sendable {
         /// it fetches only from its parents and serves whoever connects. A tracker that does not
         /// place nodes (not vmswarm's) leaves the node in the mesh, with a warning.
         public var tree = false
+        /// The rack or site this node says it is in (`rack=`, docs/racks.md); nil: the tracker
+        /// counts it by its subnet.
+        public var rack: String?
 
         public init() {}
     }
@@ -1202,6 +1205,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         let missing = info.pieceCount - engine.have.count
         request.left = engine.isComplete ? 0 : min(info.totalLength, Int64(missing) * Int64(info.pieceLength))
         request.numWant = 80
+        request.rack = options.rack
         treeMembership?.prepare(&request)
         return request
     }
@@ -1236,6 +1240,10 @@ public final class SwarmRuntime: @unchecked Sendable {
                             self.treeMembership = nil
                             self.perform(self.engine.setPolicy(MeshPolicy()))
                         }
+                    }
+                    if let rack = answer.response.rack, self.treeMembership == nil, self.engine.configuration.policy.exchangesPeers {
+                        self.logger.info("the tracker chooses peers by rack; peer exchange is off", metadata: ["rack": "\(rack)"])
+                        self.perform(self.engine.setPolicy(MeshPolicy(exchangesPeers: false)))
                     }
                     for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
                 case .failure(let error):

@@ -10,6 +10,7 @@ import SwarmRuntime
 import TorrentCreation
 import Tracker
 import TrackerClient
+import TrackerProtocol
 import Units
 
 /// How a node's pieces travel (`--method`).
@@ -57,6 +58,10 @@ struct PeerOptions: ParsableArguments {
         valueName: "mesh|tree"))
     var method: DistributionMethod = .mesh
 
+    @Option(help: ArgumentHelp("The rack or site this node is in, for vmswarm's tracker: peers and trees then cross a rack's uplink about once (docs/racks.md). Default: the tracker counts the node by its subnet.",
+        valueName: "name"))
+    var rack: String?
+
     @Option(name: .customLong("ca-file"),
         help: ArgumentHelp("Also trust the CA certificates in this PEM file for https:// trackers, torrent URLs and web seeds (beside the system's store). Repeatable.", valueName: "file"))
     var caFiles: [String] = []
@@ -66,6 +71,9 @@ struct PeerOptions: ParsableArguments {
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT (got '\(listen)').") }
         if let metricsListen, HostPort(metricsListen) == nil {
             throw ValidationError("--metrics-listen must be HOST:PORT (got '\(metricsListen)').")
+        }
+        if let rack, !AnnounceRequest.isValidRack(rack) {
+            throw ValidationError("--rack must be 1 to \(AnnounceRequest.maximumRackLength) letters, digits or -_.:/ (got '\(rack)').")
         }
         for peer in peers where HostPort(peer) == nil { throw ValidationError("--peer must be HOST:PORT (got '\(peer)').") }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
@@ -94,6 +102,7 @@ struct PeerOptions: ParsableArguments {
         options.peers = peers.compactMap(HostPort.init).map { ($0.host, $0.port) }
         options.maxPeers = maxPeers
         options.tree = method == .tree
+        options.rack = rack
         options.hashThreads = ProcessInfo.processInfo.activeProcessorCount
         options.maxUp = maxUp.flatMap(Format.parseSize).map(Double.init)
         options.maxDown = maxDown.flatMap(Format.parseSize).map(Double.init)
