@@ -14,8 +14,9 @@ public struct SwarmEngine: Sendable {
         public var maxUnchoked = 8
         /// Blocks kept requested from a peer until its rate is known: 64 × 16 KiB = 1 MiB in flight.
         public var requestQueueDepth = 64
-        /// Then the queue holds what the peer delivers in this many seconds (its rate times this),
-        /// which covers the bandwidth-delay product of any path with a shorter round trip.
+        /// Then the queue holds what the peer delivers in this many seconds (its rate times this)
+        /// beyond the path's round trip, when the transport reports one (`peerRoundTrip`): the
+        /// round trip's worth keeps the pipe full, the rest lets the rate grow.
         public var requestQueueSeconds: Double = 1
         /// Bounds of the adaptive queue. A peer's own limit (`reqq` in its extension handshake)
         /// lowers the upper one; peers that state none get `requestQueueDepth` at most.
@@ -101,6 +102,8 @@ public struct SwarmEngine: Sendable {
         /// Download rate from the peer (bytes/s, smoothed) and the request queue it earns.
         var bytesSinceTick = 0
         var rate: Double?
+        /// The connection's smoothed round trip (seconds), as the transport last reported it.
+        var roundTrip: Double?
         var queueDepth: Int
         var lastReceived: Double
         var lastSent: Double
@@ -798,7 +801,15 @@ public struct SwarmEngine: Sendable {
         return actions
     }
 
-    /// Sizes the peer's request queue to its rate: `requestQueueSeconds` of its data in flight.
+    /// The transport measured the connection's round trip (TCP's smoothed RTT, which includes
+    /// the queues the data waits in on the way): the request queue covers it.
+    public mutating func peerRoundTrip(_ peer: Peer, seconds: Double) {
+        guard seconds.isFinite, seconds >= 0 else { return }
+        peers[peer]?.roundTrip = min(seconds, 5)
+    }
+
+    /// Sizes the peer's request queue to its rate: `requestQueueSeconds` plus the round trip of
+    /// its data in flight.
     /// Until its first block the peer keeps the configured depth; a peer we asked nothing of keeps
     /// its queue, as its rate then says nothing about what it could send.
     private mutating func measureRate(_ peer: Peer, over elapsed: Double) {
@@ -809,7 +820,8 @@ public struct SwarmEngine: Sendable {
         let rate = state.rate.map { 0.6 * $0 + 0.4 * sample } ?? sample
         state.rate = rate
         let ceiling = min(configuration.maximumQueueDepth, state.session.peerExtensions?.requestQueue ?? configuration.requestQueueDepth)
-        let wanted = Int((rate * configuration.requestQueueSeconds / Double(PieceLayout.blockLength)).rounded(.up))
+        let seconds = configuration.requestQueueSeconds + (state.roundTrip ?? 0)
+        let wanted = Int((rate * seconds / Double(PieceLayout.blockLength)).rounded(.up))
         state.queueDepth = max(configuration.minimumQueueDepth, min(ceiling, wanted))
     }
 

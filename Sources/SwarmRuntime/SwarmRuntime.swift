@@ -1165,6 +1165,13 @@ public final class SwarmRuntime: @unchecked Sendable {
             refuse(.handshakeTimeout, entry.channel) as Void?
             entry.channel.close(promise: nil)
         }
+        // TCP's round trip to each peer sizes its request queue (`peerRoundTrip`); on this loop
+        // the answer is immediate.
+        for (handle, channel) in channels {
+            (channel as? any SocketOptionProvider)?.getTCPInfo().whenSuccess { info in
+                self.engine.peerRoundTrip(handle, seconds: Double(info.tcpi_rtt) / 1e6)
+            }
+        }
         perform(engine.tick(now: now))
         webSeed?.pump(now: now)
         // Pieces whose blocks left since the last pump go back to the cache (or away), and peers

@@ -14,7 +14,8 @@ struct TreeMembership {
     /// A tree node keeps this many seconds of its parent's rate requested (the mesh keeps one):
     /// what it has asked for and not received sits in the parent's send buffer, and every piece
     /// it forwards waits behind that at every hop. A tenth of a second still covers the
-    /// bandwidth-delay product of any path with a round trip under 100 ms.
+    /// bandwidth-delay product of any path with a round trip under 100 ms, and the engine adds the
+    /// connection's measured round trip on top.
     static let requestQueueSeconds = 0.1
 
     /// Seconds a node goes without a usable parent (none connected, or every one stalled) before

@@ -12,6 +12,8 @@ import Testing
         let sha: String
         let size: Int
         var running: [BackgroundProcess] = []
+        /// `--method` of every node.
+        var method = "tree"
 
         init(size: Int) throws {
             folder = try TemporaryFolder()
@@ -34,7 +36,7 @@ import Testing
         /// The seed, a tree root.
         mutating func seed(_ extra: [String] = []) throws -> BackgroundProcess {
             let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", folder.file("image.img"), "--port", "\(freePort())",
-                "--method", "tree", "--config", "none", "--json"] + extra, logTo: folder.file("seed.log"))
+                "--method", method, "--config", "none", "--json", "--log-level", "info"] + extra, logTo: folder.file("seed.log"))
             running.append(seeder)
             try #require(eventually(20) { seeder.output.contains("\"event\"") }, "\(seeder.output)")
             Thread.sleep(forTimeInterval: 1)  // announced: the next node joins below it
@@ -44,7 +46,7 @@ import Testing
         /// A tree node that stays to serve its children once complete.
         mutating func get(_ name: String, _ extra: [String] = []) throws -> BackgroundProcess {
             let node = try BackgroundProcess(vmswarmBinary, ["get", torrent, "--output", folder.file(name), "--port", "\(freePort())",
-                "--method", "tree", "--seed-after", "forever", "--config", "none", "--json", "--log-level", "info"] + extra,
+                "--method", method, "--seed-after", "forever", "--config", "none", "--json", "--log-level", "info"] + extra,
                 logTo: folder.file("\(name).log"))
             running.append(node)
             Thread.sleep(forTimeInterval: 1)  // announced: the tracker places nodes in the order they join

@@ -79,6 +79,27 @@ struct ScriptedLeecher {
         #expect(slow.deliver(1, of: Array(pending.dropFirst(58)), from: 1).asked.count == 1)
     }
 
+    /// A tree node keeps a tenth of a second requested; across a path whose round trip is longer
+    /// (a rack's queued uplink), the queue must cover the round trip too, or the rate it measures
+    /// is capped by its own queue and never grows to the link's.
+    @Test func theQueueCoversTheMeasuredRoundTrip() {
+        var configuration = SwarmEngine.Configuration()
+        configuration.requestQueueSeconds = 0.1
+        var leecher = ScriptedLeecher(configuration: configuration)
+        var pending = leecher.deliver(100, of: ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1), from: 1).pending
+        // 100 blocks a second: a tenth of a second is 10 blocks.
+        pending += ScriptedLeecher.requests(in: leecher.engine.tick(now: 1), to: 1)
+        #expect(leecher.deliver(pending.count - 10, of: pending, from: 1).asked.isEmpty)
+
+        var far = ScriptedLeecher(configuration: configuration)
+        pending = far.deliver(100, of: ScriptedLeecher.requests(in: far.connectSeeder(1), to: 1), from: 1).pending
+        far.engine.peerRoundTrip(1, seconds: 0.2)
+        pending += ScriptedLeecher.requests(in: far.engine.tick(now: 1), to: 1)
+        // 0.1 s + the 0.2 s round trip: 30 blocks in flight (31 after rounding up).
+        #expect(far.deliver(pending.count - 31, of: pending, from: 1).asked.isEmpty)
+        #expect(far.deliver(2, of: Array(pending.suffix(31)), from: 1).asked.count >= 1)
+    }
+
     @Test func aPeerWithoutAStatedLimitKeepsTheDefaultDepth() {
         var leecher = ScriptedLeecher()
         let first = ScriptedLeecher.requests(in: leecher.connectSeeder(1, extensions: ExtensionHandshake(messageIDs: [:])), to: 1)
