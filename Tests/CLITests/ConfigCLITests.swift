@@ -134,7 +134,7 @@ import Testing
             "get.serve": "[nbd://127.0.0.1:10809]", "create.piece-size": "4M", "create.private": "true", "tracker.listen": "0.0.0.0:6969",
             "tracker.udp-listen": "0.0.0.0:6969", "tracker.allow": "allow", "tracker.tls-cert": "leaf.pem", "tracker.tls-key": "leaf.key", "tracker.interval": "900", "tracker.min-interval": "60",
             "tracker.max-torrents": "1000", "tracker.max-peers": "5000", "tracker.max-peers-per-ip": "16", "tracker.cap-loopback": "true",
-            "tracker.threads": "2", "method": "tree", "tracker.tree-fan-out": "2",
+            "tracker.threads": "2", "method": "tree", "tracker.tree-fan-out": "2", "rack": "r7", "tracker.rack-prefix": "20",
         ]
         #expect(Set(good.keys) == Set(ConfigSchema.keys.map(\.name)), "every setting needs a good value here")
         var text = ""
