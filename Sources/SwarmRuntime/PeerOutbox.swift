@@ -25,18 +25,44 @@ final class PeerOutbox {
     /// Set while the runtime serves this peer, so a writability change inside a write does not
     /// serve it again re-entrantly.
     var pumping = false
-    /// Bytes the channel had let go of at the last tick, ticks in a row it let go of none while
-    /// holding some, and whether the engine was last told the peer does not read.
-    var goneAtTick = 0
-    var stalledTicks = 0
+    /// Bytes the channel had let go of at the last sample, since when it has let go of none while
+    /// holding some (nil: it holds none, or it let some go), and whether the engine was last told
+    /// the peer does not read.
+    private var goneAtSample = 0
+    private var sampledAt: Double?
+    private var holdingSince: Double?
     var reportedBlocked = false
 
-    /// Once a tick: whether the peer took nothing of what the channel held since the last tick.
-    func tick(buffered: Int) {
+    /// Seconds a channel may hold bytes and let none of them go before its peer counts as not
+    /// reading: short for a peer that has not yet taken `provenBytes` (a peer that never reads is
+    /// found before it holds an upload slot long, so trying fifty of them costs seconds, not a
+    /// minute), longer for one that has (a reader that pauses keeps its slot). Any peer that reads
+    /// at more than a few KB/s lets some bytes go within the short time.
+    static let firstStallSeconds = 0.5
+    static let stallSeconds = 2.0
+    /// More than a peer that reads nothing can make the kernel accept (its socket buffers).
+    static let provenBytes = 8 << 20
+
+    /// A few times a second, the bytes the channel still buffers: whether the peer took anything.
+    func sample(buffered: Int, now: Double) {
         let gone = written - buffered
-        stalledTicks = buffered > 0 && gone == goneAtTick ? stalledTicks + 1 : 0
-        goneAtTick = gone
+        if buffered == 0 || gone != goneAtSample {
+            holdingSince = nil
+        } else if holdingSince == nil {
+            holdingSince = sampledAt ?? now  // nothing has left since the last sample
+        }
+        goneAtSample = gone
+        sampledAt = now
     }
+
+    /// The peer left what the channel holds untouched too long: it does not read.
+    func stalled(now: Double) -> Bool {
+        guard let holdingSince else { return false }
+        return now - holdingSince >= (goneAtSample < Self.provenBytes ? Self.firstStallSeconds : Self.stallSeconds)
+    }
+
+    /// The channel let bytes go (it became writable again): the peer reads.
+    func progressed() { holdingSince = nil }
 
     var waitingCount: Int { waiting.count }
     var next: BlockRequest? { waiting.first }

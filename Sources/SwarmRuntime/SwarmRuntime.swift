@@ -162,6 +162,9 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var nextHandle = 1
     private var listener: (any Channel)?
     private var timer: RepeatedTask?
+    /// Samples every peer's channel a few times a second, so a peer that does not read is found
+    /// before it holds an upload slot for long (`PeerOutbox.stalled`).
+    private var stallTimer: RepeatedTask?
     private var tracker: TrackerClient?
     private var nextAnnounce: Double = 0
     private var lastAnnounce: Double = 0
@@ -318,6 +321,9 @@ public final class SwarmRuntime: @unchecked Sendable {
             for peer in options.peers { runtime.connect(host: peer.host, port: peer.port) }
             if !have.isComplete { runtime.startWebSeeds() }
             runtime.timer = runtime.loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in runtime.tick() }
+            runtime.stallTimer = runtime.loop.scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) { _ in
+                runtime.sampleOutboxes()
+            }
             if runtime.upload != nil || runtime.download != nil { runtime.startPacer() }
         }.get()
         if let multicast = options.multicast, !have.isComplete {
@@ -487,6 +493,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.stopped = true
             self.failReaders()
             self.timer?.cancel()
+            self.stallTimer?.cancel()
             self.pacer?.cancel()
             self.multicastTimer?.cancel()
             self.multicastLink?.close()
@@ -599,24 +606,37 @@ public final class SwarmRuntime: @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard channels[handle] != nil, writable, let outbox = outboxes[handle] else { return }
         // Bytes left the channel: the peer reads.
-        outbox.stalledTicks = 0
+        outbox.progressed()
         updateBlocked(handle)
         pump(handle)
     }
 
     /// Tells the engine whether the peer reads what we send: it does not once the channel held
-    /// bytes and the peer took none of them for `stallTicks` ticks. Not the channel's writability
-    /// itself: a peer that reads, only slower than we send, crosses the high water mark many times
-    /// a second, and would lose its upload slot each time.
+    /// bytes and the peer took none of them for a while (`PeerOutbox.stalled`). Not the channel's
+    /// writability itself: a peer that reads, only slower than we send, crosses the high water
+    /// mark many times a second, and would lose its upload slot each time.
     private func updateBlocked(_ handle: Int) {
         guard let outbox = outboxes[handle] else { return }
-        let blocked = outbox.stalledTicks >= Self.stallTicks
+        let blocked = outbox.stalled(now: now)
         guard blocked != outbox.reportedBlocked else { return }
         outbox.reportedBlocked = blocked
         perform(engine.peerWriteBlocked(handle, blocked))
     }
 
-    private static let stallTicks = 2
+    /// Lets go of the pieces whose blocks left each peer's channel and samples what the channels
+    /// still hold, telling the engine of peers that stopped (or started again) reading.
+    private func sampleOutboxes() {
+        guard !stopped else { return }
+        let now = self.now
+        for handle in outboxes.keys.sorted() {
+            guard let outbox = outboxes[handle], let channel = channels[handle] else { continue }
+            drainSlices(outbox, channel)
+            if let buffered = try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes) {
+                outbox.sample(buffered: buffered, now: now)
+            }  // else closing: `peerDisconnected` follows
+            updateBlocked(handle)
+        }
+    }
 
     func protocolError(_ description: String, peer handle: Int?) {
         logger.info("dropping peer", metadata: ["reason": "\(description)"])
@@ -1176,14 +1196,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         webSeed?.pump(now: now)
         // Pieces whose blocks left since the last pump go back to the cache (or away), and peers
         // that waited for upload buffers get another try.
-        for handle in outboxes.keys.sorted() {
-            guard let outbox = outboxes[handle], let channel = channels[handle] else { continue }
-            drainSlices(outbox, channel)
-            if let buffered = try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes) {
-                outbox.tick(buffered: buffered)
-            }  // else closing: `peerDisconnected` follows
-            updateBlocked(handle)
-        }
+        sampleOutboxes()
         pumpStarved()
         // A seed waiting for the swarm to finish (`--seed-after done`) asks again as soon as allowed.
         if engine.isComplete, let incomplete = trackerIncomplete, incomplete > 0 {

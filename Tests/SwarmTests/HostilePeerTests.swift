@@ -168,6 +168,39 @@ import Testing
         #expect(outbox.next == nil)
     }
 
+    /// A peer that reads nothing is found within a second, before it holds an upload slot long
+    /// (50 such identities used to keep a seed's slots from an honest newcomer for 18 s); one that
+    /// has read megabytes gets longer before a pause costs it its slot, and any that takes a few
+    /// bytes in the meantime is not stalled.
+    @Test func aPeerThatNeverReadsIsFoundWithinASecond() {
+        let fresh = PeerOutbox()
+        fresh.wrote(300_000)
+        fresh.sample(buffered: 200_000, now: 0)  // the kernel took the first 100 KB
+        #expect(!fresh.stalled(now: 0))
+        fresh.sample(buffered: 200_000, now: 0.25)
+        #expect(!fresh.stalled(now: 0.25))
+        fresh.sample(buffered: 200_000, now: 0.5)
+        #expect(fresh.stalled(now: 0.5), "nothing taken for half a second")
+
+        let slow = PeerOutbox()  // reads 16 KB every 0.4 s: about 40 KB/s
+        slow.wrote(300_000)
+        for step in 0..<20 {
+            slow.sample(buffered: 300_000 - (step / 2 + 1) * 16_384, now: Double(step) * 0.2)
+            #expect(!slow.stalled(now: Double(step) * 0.2 + 0.2))
+        }
+
+        let proven = PeerOutbox()
+        proven.wrote(PeerOutbox.provenBytes + 300_000)
+        proven.sample(buffered: 300_000, now: 0)
+        proven.sample(buffered: 300_000, now: 1)
+        #expect(!proven.stalled(now: 1.5), "a reader of megabytes may pause")
+        #expect(proven.stalled(now: 2), "two seconds without taking a byte")
+        proven.progressed()
+        #expect(!proven.stalled(now: 3), "writable again: it read")
+        proven.sample(buffered: 0, now: 4)
+        #expect(!proven.stalled(now: 10), "nothing held, nothing to read")
+    }
+
     /// A read of the image in flight (NBD, HTTP ranges) is checked before its end is computed: an
     /// offset near Int64.max trapped on `offset + length` before the bounds check.
     @Test func aReadOutsideTheImageIsRefusedWithoutOverflow() {
