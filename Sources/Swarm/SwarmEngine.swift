@@ -808,8 +808,8 @@ public struct SwarmEngine: Sendable {
         peers[peer]?.roundTrip = min(seconds, 5)
     }
 
-    /// Sizes the peer's request queue to its rate: `requestQueueSeconds` plus the round trip of
-    /// its data in flight.
+    /// Sizes the peer's request queue to its rate: the policy's `requestQueueSeconds` (or the
+    /// configuration's) plus the round trip of its data in flight.
     /// Until its first block the peer keeps the configured depth; a peer we asked nothing of keeps
     /// its queue, as its rate then says nothing about what it could send.
     private mutating func measureRate(_ peer: Peer, over elapsed: Double) {
@@ -820,7 +820,7 @@ public struct SwarmEngine: Sendable {
         let rate = state.rate.map { 0.6 * $0 + 0.4 * sample } ?? sample
         state.rate = rate
         let ceiling = min(configuration.maximumQueueDepth, state.session.peerExtensions?.requestQueue ?? configuration.requestQueueDepth)
-        let seconds = configuration.requestQueueSeconds + (state.roundTrip ?? 0)
+        let seconds = (configuration.policy.requestQueueSeconds ?? configuration.requestQueueSeconds) + (state.roundTrip ?? 0)
         let wanted = Int((rate * seconds / Double(PieceLayout.blockLength)).rounded(.up))
         state.queueDepth = max(configuration.minimumQueueDepth, min(ceiling, wanted))
     }

@@ -46,6 +46,14 @@ public protocol SwarmPolicy: Sendable {
     /// Whether the peers we serve trade with one another. A lone seed then sends each piece once
     /// and declines a piece already on its way to another peer, since they can get it from there.
     var receiversTrade: Bool { get }
+    /// Seconds of a peer's rate kept requested from it, beyond the round trip (nil: the engine's
+    /// `requestQueueSeconds`). What a node has asked for and not received waits in its source's
+    /// send buffer, ahead of everything that source sends later.
+    var requestQueueSeconds: Double? { get }
+}
+
+extension SwarmPolicy {
+    public var requestQueueSeconds: Double? { nil }
 }
 
 /// The BitTorrent mesh: everyone admitted, asked and served (within the unchoke slots), peers
@@ -76,11 +84,16 @@ public struct TreePolicy: SwarmPolicy {
     public var parents: [PeerID: PeerAddress?]
     public var children: [PeerID: PeerAddress?]
     public var strangers: Strangers
+    /// A tree node's source is its parent, and every piece the parent forwards waits behind what
+    /// was asked of it, at every hop: a chain keeps its queues short (nil: the engine's default).
+    public var requestQueueSeconds: Double?
 
-    public init(parents: [PeerID: PeerAddress?] = [:], children: [PeerID: PeerAddress?] = [:], strangers: Strangers = .serve) {
+    public init(parents: [PeerID: PeerAddress?] = [:], children: [PeerID: PeerAddress?] = [:], strangers: Strangers = .serve,
+                requestQueueSeconds: Double? = nil) {
         self.parents = parents
         self.children = children
         self.strangers = strangers
+        self.requestQueueSeconds = requestQueueSeconds
     }
 
     /// Parents are dialled by the child; children dial their parent.

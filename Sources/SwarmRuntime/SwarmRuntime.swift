@@ -265,8 +265,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
         pool = NIOThreadPool(numberOfThreads: max(1, options.hashThreads))
-        var configuration = SwarmEngine.Configuration()
-        if options.tree { configuration.requestQueueSeconds = TreeMembership.requestQueueSeconds }
+        let configuration = SwarmEngine.Configuration()
         engine = SwarmEngine(info: metainfo.info, have: have, handshake: ourHandshake, configuration: configuration,
             seed: UInt64.random(in: .min ... .max))
         completion = loop.makePromise()

@@ -45,7 +45,9 @@ struct TreeMembership {
     }
 
     /// Parents asked, everyone else served (a libtorrent peer that found the swarm is served too).
-    var policy: TreePolicy { TreePolicy(parents: parents.mapValues { Optional($0) }, strangers: .serve) }
+    var policy: TreePolicy {
+        TreePolicy(parents: parents.mapValues { Optional($0) }, strangers: .serve, requestQueueSeconds: Self.requestQueueSeconds)
+    }
 
     /// A peer went away. True when it was a parent: the next announce reports it, and is due now.
     mutating func disconnected(_ id: PeerID, complete: Bool) -> Bool {

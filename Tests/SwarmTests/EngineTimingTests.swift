@@ -79,12 +79,24 @@ struct ScriptedLeecher {
         #expect(slow.deliver(1, of: Array(pending.dropFirst(58)), from: 1).asked.count == 1)
     }
 
-    /// A tree node keeps a tenth of a second requested; across a path whose round trip is longer
-    /// (a rack's queued uplink), the queue must cover the round trip too, or the rate it measures
-    /// is capped by its own queue and never grows to the link's.
-    @Test func theQueueCoversTheMeasuredRoundTrip() {
+    /// A mesh whose policy keeps short queues, as a tree node's does.
+    struct ShortQueues: SwarmPolicy {
+        func dials(_ address: PeerAddress) -> Bool { true }
+        func admits(_ peer: PeerFacts) -> Bool { true }
+        func asks(_ peer: PeerFacts) -> Bool { true }
+        func serves(_ peer: PeerFacts) -> Bool { true }
+        var exchangesPeers: Bool { true }
+        var receiversTrade: Bool { true }
+        var requestQueueSeconds: Double? { 0.1 }
+    }
+
+    /// A tree node keeps a tenth of a second requested (its policy says so, or the configuration);
+    /// across a path whose round trip is longer (a rack's queued uplink), the queue must cover the
+    /// round trip too, or the rate it measures is capped by its own queue and never grows to the
+    /// link's.
+    @Test(arguments: ["configuration", "policy"]) func theQueueCoversTheMeasuredRoundTrip(from source: String) {
         var configuration = SwarmEngine.Configuration()
-        configuration.requestQueueSeconds = 0.1
+        if source == "policy" { configuration.policy = ShortQueues() } else { configuration.requestQueueSeconds = 0.1 }
         var leecher = ScriptedLeecher(configuration: configuration)
         var pending = leecher.deliver(100, of: ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1), from: 1).pending
         // 100 blocks a second: a tenth of a second is 10 blocks.
