@@ -77,7 +77,7 @@ public enum ConfigSchema {
         ConfigKey("bind", .value, "local address for peer connections on multi-homed hosts", nodes("--bind")),
         ConfigKey("peers", .list, "peers to connect to besides the tracker's (HOST:PORT)", nodes("--peer")),
         ConfigKey("metrics", .value, "serve Prometheus metrics at http://HOST:PORT/metrics", nodes("--metrics-listen")),
-        ConfigKey("method", .value, "how pieces travel: mesh or tree (docs/tree.md)", nodes("--method")),
+        ConfigKey("method", .value, "how pieces travel: mesh, tree, multicast or auto (docs/tree.md)", nodes("--method")),
         ConfigKey("rack", .value, "the rack or site this node is in, for rack-aware peer lists and trees (docs/racks.md)", nodes("--rack")),
         ConfigKey("lan-discovery", .flag, "find peers on the LAN without a tracker (BEP 14; never for private torrents)", nodes("--lan-discovery")),
         ConfigKey("log-level", .value, "trace, debug, info, notice, warning, error or critical",

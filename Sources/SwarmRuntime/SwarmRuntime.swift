@@ -63,10 +63,14 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var webSeedPolicy = WebSeedPolicy.Configuration()
         /// Whom https:// trackers and web seeds must prove themselves to (nil: the system's store).
         public var trust: HTTPTrust?
-        /// Tree mode (docs/tree.md): the tracker places the node in the torrent's distribution tree;
-        /// it fetches only from its parents and serves whoever connects. A tracker that does not
-        /// place nodes (not vmswarm's) leaves the node in the mesh, with a warning.
-        public var tree = false
+        /// How pieces travel. `tree` (docs/tree.md): the tracker places the node in the torrent's
+        /// distribution tree; it fetches only from its parents and serves whoever connects. A
+        /// tracker that does not place nodes (not vmswarm's) leaves the node in the mesh, with a
+        /// warning. `auto`: the node chooses from what it measures in its first seconds
+        /// (`AutoMethod`); a complete node takes its place as a tree root for the nodes that
+        /// choose the tree. `multicast` is the mesh here: the booster runs beside whatever method
+        /// when `multicast` has a group.
+        public var method: DistributionMethod = .mesh
         /// The rack or site this node says it is in (`rack=`, docs/racks.md); nil: the tracker
         /// counts it by its subnet.
         public var rack: String?
@@ -126,6 +130,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var multicastBytes: Int64 = 0
         /// Peer identities (address and id) banned for sending bad data.
         public var peersBanned = 0
+        /// What `--method auto` chose and why (nil: another method, or not chosen yet).
+        public var autoChoice: AutoMethod.Choice?
         /// Pieces from web seeds that verified and their bytes; web seeds still in use (not
         /// dropped after hash failures) of those configured.
         public var webSeedPieces = 0
@@ -174,6 +180,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var trackerMinInterval: Double = 30
     /// Tree mode's parents and reports (nil: the mesh).
     private var treeMembership: TreeMembership?
+    /// `--method auto`'s measurements and choice (nil: another method, or a complete node).
+    private var autoMethod: AutoMethod?
     private var stopped = false
     /// Readers of the image in flight (`readImage`) waiting for pieces to verify.
     private var readers: [(pieces: ClosedRange<Int>, promise: EventLoopPromise<Void>)] = []
@@ -308,7 +316,8 @@ public final class SwarmRuntime: @unchecked Sendable {
             if options.useTrackers && !metainfo.announceTiers.isEmpty {
                 runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger, trust: options.trust)
             }
-            if options.tree {
+            switch options.method {
+            case .tree:
                 if runtime.tracker != nil {
                     let membership = TreeMembership()
                     runtime.treeMembership = membership
@@ -316,6 +325,16 @@ public final class SwarmRuntime: @unchecked Sendable {
                 } else {
                     logger.warning("tree mode needs the torrent's tracker to place this node; fetching from the mesh")
                 }
+            case .auto:
+                // It announces as a tree node, to learn whether its tracker places trees, and
+                // fetches from the mesh until it has chosen (`decideMethod`).
+                if runtime.tracker != nil { runtime.treeMembership = TreeMembership() }
+                if !have.isComplete {
+                    runtime.autoMethod = AutoMethod(listensToGroup: options.multicast != nil, hasTracker: runtime.tracker != nil,
+                        pieceCount: metainfo.info.pieceCount)
+                }
+            case .mesh, .multicast:
+                break
             }
             for peer in options.peers { runtime.connect(host: peer.host, port: peer.port) }
             if !have.isComplete { runtime.startWebSeeds() }
@@ -1204,12 +1223,29 @@ public final class SwarmRuntime: @unchecked Sendable {
         let usable = treeMembership == nil ? [] : Set(peerKeys.compactMap { handle, key in
             engine.waitingSince(handle).map { now - $0 < TreeMembership.stallTimeout } ?? true ? key.id : nil
         })
+        decideMethod()
         if treeMembership?.checkStranded(usable: usable, complete: engine.isComplete, now: now) == true {
             logger.info("no tree parent reachable or sending; asking the tracker for another")
             announceNow()
         }
         if tracker != nil && now >= nextAnnounce && !announcing {
             announce(event: nextAnnounce == 0 ? .started : .none)
+        }
+    }
+
+    /// `--method auto`: once the tracker's first answer and the booster's probe are in, follow
+    /// the method they choose. The tree: the parents of the latest answer. The mesh (or the
+    /// booster beside it): leave the tree and ask the tracker for peers as a mesh node.
+    private func decideMethod() {
+        guard var auto = autoMethod, auto.choice == nil else { return }
+        defer { autoMethod = auto }
+        guard let choice = auto.decide(now: now, senderHeard: multicastReceiver?.senderInstance != nil) else { return }
+        logger.notice("method auto chose \(choice.method.rawValue)", metadata: ["reason": "\(choice.reason)"])
+        if choice.method == .tree, let membership = treeMembership {
+            perform(engine.setPolicy(membership.policy))
+        } else if treeMembership != nil {
+            treeMembership = nil
+            announceNow()
         }
     }
 
@@ -1251,11 +1287,18 @@ public final class SwarmRuntime: @unchecked Sendable {
                     self.trackerIncomplete = answer.response.incomplete
                     self.trackerMinInterval = Double(max(answer.response.minInterval ?? 30, 5))
                     if self.treeMembership != nil {
-                        if let policy = self.treeMembership?.answered(answer.response.treeParents, reported: request.lostParent, now: now) {
+                        let policy = self.treeMembership?.answered(answer.response.treeParents, reported: request.lostParent, now: now)
+                        if let auto = self.autoMethod, auto.choice == nil {
+                            // Still choosing: the answer is one of the facts (`decideMethod`, below).
+                            self.autoMethod?.answered(AutoMethod.TrackerFacts(placesTrees: policy != nil,
+                                spansRacks: answer.response.rack != nil, leechers: answer.response.incomplete ?? 1))
+                        } else if let policy {
                             self.perform(self.engine.setPolicy(policy))
                             if self.treeMembership?.lost != nil { self.announceNow() }  // lost again meanwhile
                         } else {
-                            self.logger.warning("the tracker does not place tree nodes; fetching from the mesh", metadata: ["tracker": "\(answer.tracker)"])
+                            if self.options.method == .tree {
+                                self.logger.warning("the tracker does not place tree nodes; fetching from the mesh", metadata: ["tracker": "\(answer.tracker)"])
+                            }
                             self.treeMembership = nil
                             self.perform(self.engine.setPolicy(MeshPolicy()))
                         }
@@ -1265,6 +1308,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                         self.perform(self.engine.setPolicy(MeshPolicy(exchangesPeers: false)))
                     }
                     for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
+                    self.decideMethod()
                 case .failure(let error):
                     self.logger.warning("announce failed", metadata: ["error": "\(error)"])
                     self.nextAnnounce = now + 15
@@ -1284,6 +1328,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         status.hashFailures = hashFailures
         status.multicastBytes = multicastBytes
         status.peersBanned = engine.bannedCount
+        status.autoChoice = autoMethod?.choice
         if let webSeed {
             status.webSeedPieces = webSeed.pieces
             status.webSeedBytes = webSeed.bytes

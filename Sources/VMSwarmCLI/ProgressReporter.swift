@@ -79,6 +79,23 @@ final class ProgressReporter: Sendable {
         if let line { emit(line) }
     }
 
+    /// A line about something that happened once (what `--method auto` chose): the text on a
+    /// terminal or in plain output, `json` as one JSON object with --json. On a terminal it goes
+    /// above the progress bar, which the next update draws again.
+    func note(_ text: String, json: [String: String]) {
+        switch style {
+        case .json:
+            let data = (try? JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])) ?? Data()
+            emit(String(decoding: data, as: UTF8.self) + "\n")
+        case .terminal:
+            emit("\r\u{1B}[K" + text + "\n")
+        case .plain:
+            emit(text + "\n")
+        case .silent:
+            break
+        }
+    }
+
     /// The last line; `done` defaults to the whole (work that stopped early passes what it reached).
     /// A failed or stopped run says so ("failed after 0:03"), never "done".
     func finish(done: Int64? = nil, ending: Ending = .done) {

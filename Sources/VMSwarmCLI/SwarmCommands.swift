@@ -13,10 +13,7 @@ import TrackerClient
 import TrackerProtocol
 import Units
 
-/// How a node's pieces travel (`--method`).
-enum DistributionMethod: String, ExpressibleByArgument, CaseIterable {
-    case mesh, tree
-}
+extension DistributionMethod: ExpressibleByArgument {}
 
 /// Flags `seed` and `get` share.
 struct PeerOptions: ParsableArguments {
@@ -54,8 +51,8 @@ struct PeerOptions: ParsableArguments {
         help: "Find peers on the LAN without a tracker (BEP 14 Local Service Discovery, as libtorrent and Transmission do; not for private torrents).")
     var lanDiscovery = false
 
-    @Option(help: ArgumentHelp("How pieces travel: mesh (a BitTorrent swarm) or tree (vmswarm's tracker places this node in a distribution tree; it fetches only from its parent, forwards each piece the moment it verifies and serves whoever connects). See docs/tree.md.",
-        valueName: "mesh|tree"))
+    @Option(help: ArgumentHelp("How pieces travel: mesh (a BitTorrent swarm); tree (vmswarm's tracker places this node in a distribution tree; it fetches only from its parent, forwards each piece the moment it verifies and serves whoever connects); multicast (the booster's group, --multicast, with the mesh for what it misses); auto (multicast when a booster sender is heard within 2 s, else tree when the tracker places trees and the chain is short enough for the image, else mesh). See docs/tree.md.",
+        valueName: "mesh|tree|multicast|auto"))
     var method: DistributionMethod = .mesh
 
     @Option(help: ArgumentHelp("The rack or site this node is in, for vmswarm's tracker: peers and trees then cross a rack's uplink about once (docs/racks.md). Default: the tracker counts the node by its subnet.",
@@ -84,6 +81,13 @@ struct PeerOptions: ParsableArguments {
         }
     }
 
+    /// `--method multicast` is the booster's: it needs its group.
+    func checkMethod(group: String?) throws(CLIError) {
+        if method == .multicast && group == nil {
+            throw CLIError("--method multicast needs the booster's group: --multicast GROUP:PORT (or booster.group in the settings file)")
+        }
+    }
+
     /// Whom https:// servers must prove themselves to: nil (the system's store) without --ca-file.
     /// Made once per command (it reads the PEM files) and handed to everything that fetches.
     func httpTrust() throws(CLIError) -> HTTPTrust? {
@@ -101,7 +105,7 @@ struct PeerOptions: ParsableArguments {
         options.bindAddress = bind
         options.peers = peers.compactMap(HostPort.init).map { ($0.host, $0.port) }
         options.maxPeers = maxPeers
-        options.tree = method == .tree
+        options.method = method
         options.rack = rack
         options.hashThreads = ProcessInfo.processInfo.activeProcessorCount
         options.maxUp = maxUp.flatMap(Format.parseSize).map(Double.init)
@@ -163,9 +167,15 @@ func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, rates: R
     let progress = ProgressReporter(label: label, total: info.totalLength, style: .choose(json: json))
     var reached: Int64 = 0
     var ending: ProgressReporter.Ending = .done
+    var toldChoice = false
     while true {
         let status = await runtime.status()
         reached = status.bytesHave
+        if let choice = status.autoChoice, !toldChoice {
+            toldChoice = true
+            progress.note("method auto: \(choice.method.rawValue) (\(choice.reason))",
+                json: ["event": "method", "method": choice.method.rawValue, "reason": choice.reason])
+        }
         let (down, up) = rates.record(downloaded: status.downloaded + status.webSeedBytes, uploaded: status.uploaded, at: ProcessInfo.processInfo.systemUptime)
         // Refused connections by reason, and the piece data held for sending (bounded by
         // `uploadBufferBytes`): what an operator looks at when a node is under attack.
@@ -232,6 +242,7 @@ struct SeedCommand: AsyncParsableCommand {
     @OptionGroup(title: "Multicast booster, sending") var sending: MulticastSendFlags
 
     func run() async throws {
+        try peer.checkMethod(group: booster.multicast)
         let logger = makeLogger(label: "vmswarm.seed", level: peer.logLevel)
         let trust = try peer.httpTrust()
         var embedded: TrackerServer?
@@ -370,6 +381,7 @@ struct GetCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        try peer.checkMethod(group: booster.multicast)
         let logger = makeLogger(label: "vmswarm.get", level: peer.logLevel)
         let trust = try peer.httpTrust()
         let magnet = MagnetLink.looksLikeMagnet(torrent) ? try CLIError.wrap { try MagnetLink(parsing: torrent) } : nil

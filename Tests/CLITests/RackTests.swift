@@ -7,7 +7,7 @@ import Testing
 @Suite(.serialized) struct RackTests {
     /// The seed in rack a, two nodes in each of racks b and c: everyone ends with the image, and
     /// the nodes, told the swarm spans racks, stop exchanging peers.
-    @Test(arguments: ["mesh", "tree"]) func nodesInThreeRacksComplete(method: String) throws {
+    @Test(arguments: ["mesh", "tree", "auto"]) func nodesInThreeRacksComplete(method: String) throws {
         var swarm = try TreeModeTests.Swarm(size: 8 << 20)
         swarm.method = method
         defer { swarm.stop() }
@@ -17,6 +17,11 @@ import Testing
             "\(nodes.map { $0.output.suffix(300) })")
         if method == "mesh" {
             for node in nodes { #expect(node.output.contains("peer exchange is off"), "\(node.output.suffix(400))") }
+        }
+        if method == "auto" {  // no booster group, a tracker that places trees, a swarm across racks: the tree
+            for node in nodes {
+                #expect(node.output.contains(#""method":"tree","reason":"the swarm spans racks"#), "\(node.output.suffix(400))")
+            }
         }
     }
 

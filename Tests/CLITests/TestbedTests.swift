@@ -17,6 +17,12 @@ import Testing
 
     static func down(_ prefix: String) { _ = try? runProcess(testbed, ["--prefix", prefix, "down"]) }
 
+    /// A testbed with the given `tools/testbed` options before `up`.
+    static func up(_ prefix: String, _ options: [String]) throws {
+        let up = try runProcess(testbed, ["--prefix", prefix] + options + ["up"])
+        try #require(up.status == 0, "\(up.stderr)")
+    }
+
     /// `disk.img` of random bytes in `folder`, and its sha256.
     static func randomImage(in folder: TemporaryFolder, mebibytes: Int) throws -> (path: String, sha: String) {
         let image = folder.file("disk.img")
@@ -67,6 +73,47 @@ import Testing
             #expect(complete.contains(#""multicast_pieces":"#) && !complete.contains(#""multicast_pieces":0,"#), "\(complete)")
         }
         #expect(eventually(30) { seeder.output.contains("repair packets") }, "the sender reports its repair traffic: \(seeder.output.suffix(400))")
+    }
+
+    /// `--method auto` chooses as docs/tree.md says on each topology of the testbed: a flat LAN
+    /// whose group reaches everyone (multicast), the same LAN with multicast blocked (the tree,
+    /// since the seed's tracker places trees), and two racks whose core does not forward multicast
+    /// (the seed's rack-mate hears the group; the other rack's nodes take the tree, entering
+    /// their rack once). Every node ends with the exact image.
+    @Test(arguments: [
+        ("flat", ["--hosts", "4"], ["multicast", "multicast", "multicast"]),
+        ("blocked", ["--hosts", "4", "--block-multicast"], ["tree", "tree", "tree"]),
+        ("racks", ["--hosts", "4", "--racks", "2", "--uplink", "50mbit"], ["multicast", "tree", "tree"]),
+    ])
+    func methodAutoChoosesAsDocumentedOnEachTopology(topology: String, options: [String], expected: [String]) throws {
+        let prefix = "vmm"
+        try Self.up(prefix, options)
+        defer { Self.down(prefix) }
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, sha) = try Self.randomImage(in: folder, mebibytes: 8)
+        let torrent = folder.file("disk.torrent")
+        let group = "239.255.42.1:7000"
+        let seeder = try BackgroundProcess(Self.testbed, [
+            "--prefix", prefix, "exec", "h1", vmswarmBinary, "seed", image, "--tracker-port", "6969", "--announce-host", "10.77.1.1",
+            "-o", torrent, "--port", "6881", "--method", "auto", "--multicast", group, "--rate", "40mbit", "--carousel", "--config", "none",
+        ], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(60) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
+        let receivers = try (2...4).map { host in
+            try BackgroundProcess(Self.testbed, [
+                "--prefix", prefix, "exec", "h\(host)", vmswarmBinary, "get", torrent, "--output", folder.file("h\(host)"),
+                "--port", "6881", "--method", "auto", "--multicast", group, "--json", "--config", "none",
+            ], logTo: folder.file("h\(host).log"))
+        }
+        defer { receivers.forEach { $0.stop() } }
+        for (index, receiver) in receivers.enumerated() {
+            let host = "h\(index + 2)"
+            #expect(receiver.wait(seconds: 90) && receiver.process.terminationStatus == 0, "\(topology) \(host): \(receiver.output.suffix(500))")
+            #expect(try sha256(folder.file("\(host)/disk.img")) == sha, "\(topology): \(host) holds the exact image")
+            let chosen = receiver.output.split(separator: "\n").first { $0.contains(#""event":"method""#) } ?? ""
+            #expect(chosen.contains(#""method":"\#(expected[index])""#), "\(topology) \(host): \(chosen)")
+        }
     }
 
     /// A sealed image over the booster, which needs no change for it: it carries the ciphertext the
