@@ -148,6 +148,7 @@ let package = Package(
             "Swarm", "SwarmRuntime", "Metainfo", "PeerWire", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .testTarget(name: "MulticastTests", dependencies: ["Multicast", "Metainfo", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: [
