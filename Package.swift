@@ -145,9 +145,11 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "SwarmTests", dependencies: [
-            "Swarm", "SwarmRuntime", "Metainfo", "PeerWire", "TestSupport",
+            "Swarm", "SwarmRuntime", "Metainfo", "PeerWire", "Storage", "TestSupport",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "MulticastTests", dependencies: ["Multicast", "Metainfo", "TestSupport"]),
         .testTarget(name: "StorageTests", dependencies: [

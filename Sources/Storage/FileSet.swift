@@ -41,9 +41,16 @@ public final class FileSet: Sendable {
                 let folder = String(path[..<slash])
                 if !folder.isEmpty, let problem = Self.makeFolders(folder) { throw fail(problem) }
             }
-            let flags = mode == .read ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC
+            // A file opened to be written is never reached through a symbolic link (O_NOFOLLOW):
+            // in a shared output folder, a link planted at the name would otherwise make us create,
+            // truncate, chmod and overwrite whatever it points to. Reading follows links: a seeder
+            // serves what its operator named, links included, and reading changes nothing.
+            let flags = mode == .read ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC
             let descriptor = open(path, flags, isPrivate ? 0o600 : 0o644)
-            guard descriptor >= 0 else { throw fail(.open(path: path, errno: errno)) }
+            guard descriptor >= 0 else {
+                let code = errno
+                throw fail(mode == .read ? .open(path: path, errno: code) : StorageError.opening(path, errno: code))
+            }
             opened.append(descriptor)
             if mode == .readWrite && isPrivate && fchmod(descriptor, 0o600) != 0 {
                 throw fail(.open(path: path, errno: errno))

@@ -71,6 +71,17 @@ public final class PieceStore: Sendable {
             if file.isPadding { return nil }
             return info.isMultiFile ? ([workingPath] + file.path).joined(separator: "/") : workingPath
         }
+        if mode == .readWrite && info.isMultiFile {
+            // The files' own names are opened O_NOFOLLOW by FileSet; the folders between them and
+            // the `.part` folder must not be links either (`NAME.part/sub` -> elsewhere).
+            for file in info.files where !file.isPadding {
+                var folder = workingPath
+                for component in file.path.dropLast() {
+                    folder += "/" + component
+                    if let target = StorageError.symbolicLinkTarget(folder) { throw .symbolicLink(path: folder, target: target) }
+                }
+            }
+        }
         files = try FileSet(layout: info.layout, paths: paths, mode: mode)
     }
 
@@ -82,6 +93,11 @@ public final class PieceStore: Sendable {
     public static func download(_ info: TorrentInfo, into directory: String, name: String? = nil,
                                 transform: (any PieceTransform)? = nil) throws(StorageError) -> PieceStore {
         let finalPath = directory + "/" + (name ?? info.name)
+        // Neither NAME nor NAME.part is followed when it is a symbolic link: someone else who can
+        // write the output folder could otherwise point our writes (or our reads and our seeding,
+        // for NAME) at a file of their choosing. A link in the output folder's own path (the
+        // operator's `--output`) is followed as usual.
+        if let target = StorageError.symbolicLinkTarget(finalPath) { throw .symbolicLink(path: finalPath, target: target) }
         var status = stat()
         if stat(finalPath, &status) == 0 {
             return try PieceStore(info: info, finalPath: finalPath, workingPath: finalPath, mode: .read, transform: transform)
@@ -112,9 +128,9 @@ public final class PieceStore: Sendable {
             throw problem
         }
         let descriptor = folder
-            ? open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            : open(path, O_RDWR | O_CREAT | O_CLOEXEC, isPrivate ? 0o600 : 0o644)
-        guard descriptor >= 0 else { throw .open(path: path, errno: errno) }
+            ? open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            : open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, isPrivate ? 0o600 : 0o644)
+        guard descriptor >= 0 else { throw StorageError.opening(path, errno: errno) }
         if flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
             close(descriptor)

@@ -155,3 +155,113 @@ func torrent(_ name: String) throws -> TorrentInfo {
         #expect(try mode(plain.workingPath) == 0o644)
     }
 }
+
+/// Issue 15, point 7 ("no following of symlinks on create"): a symbolic link planted in a shared
+/// output folder at `NAME.part` or `NAME` (or, for a multi-file torrent, at a folder inside
+/// `NAME.part`) is refused with an error naming it, and the file it points to is left as it was:
+/// not created, not truncated, not chmodded, not written.
+@Suite struct SymbolicLinkTests {
+    func attributes(_ path: String) throws -> (size: Int, mode: Int) {
+        let found = try FileManager.default.attributesOfItem(atPath: path)
+        return ((found[.size] as? Int) ?? -1, (found[.posixPermissions] as? Int) ?? -1)
+    }
+
+    @Test func aLinkPlantedAtThePartFileIsRefusedAndItsTargetUntouched() throws {
+        let info = try torrent("vm-small.mktorrent.torrent")
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let manager = FileManager.default
+        try manager.createDirectory(atPath: folder.file("out"), withIntermediateDirectories: true)
+        let victim = folder.file("victim")
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: victim))
+        try manager.setAttributes([.posixPermissions: 0o644], ofItemAtPath: victim)
+        let part = folder.file("out/vm-small.img.part")
+        try manager.createSymbolicLink(atPath: part, withDestinationPath: victim)
+        #expect(throws: StorageError.symbolicLink(path: part, target: victim)) {
+            try PieceStore.download(info, into: folder.file("out"))
+        }
+        // A sealed image's store (fchmod 0600) and the sealer's writer (FileSet) refuse it too.
+        let transform = MarkedTransform(chunk: 1020, storedLength: 4000)
+        let sealed = try TorrentInfo(name: "vm-small.img", files: [FileEntry(path: ["vm-small.img"], length: 4016)],
+            isMultiFile: false, privacy: .unspecified, pieceLength: 1024, pieceHashes: [UInt8](repeating: 0, count: 4 * 20))
+        #expect(throws: StorageError.symbolicLink(path: part, target: victim)) {
+            try PieceStore.download(sealed, into: folder.file("out"), transform: transform)
+        }
+        #expect(throws: StorageError.symbolicLink(path: part, target: victim)) {
+            try FileSet(singleFile: part, length: 4000, mode: .readWrite, private: true)
+        }
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious")
+        #expect(try attributes(victim).mode == 0o644)
+
+        // A dangling link: following it would create a file of the planter's choosing.
+        let absent = folder.file("created-by-the-link")
+        try manager.removeItem(atPath: part)
+        try manager.createSymbolicLink(atPath: part, withDestinationPath: absent)
+        #expect(throws: StorageError.symbolicLink(path: part, target: absent)) {
+            try PieceStore.download(info, into: folder.file("out"))
+        }
+        #expect(!manager.fileExists(atPath: absent))
+        #expect(StorageError.symbolicLink(path: part, target: absent).description.contains(part))
+    }
+
+    @Test func aLinkPlantedAtTheFinalNameIsRefused() throws {
+        let info = try torrent("vm-small.mktorrent.torrent")
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let victim = folder.file("victim")
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: victim))
+        try FileManager.default.createSymbolicLink(atPath: folder.file("vm-small.img"), withDestinationPath: victim)
+        #expect(throws: StorageError.symbolicLink(path: folder.file("vm-small.img"), target: victim)) {
+            try PieceStore.download(info, into: folder.path)
+        }
+        #expect(!FileManager.default.fileExists(atPath: folder.file("vm-small.img.part")))
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious")
+    }
+
+    @Test func aLinkPlantedInsideAMultiFilePartFolderIsRefused() throws {
+        let info = try torrent("image-bundle.libtorrent-hybrid.torrent")
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let manager = FileManager.default
+        let part = folder.file(info.name + ".part")
+        // The .part folder itself as a link to a folder elsewhere.
+        try manager.createDirectory(atPath: folder.file("elsewhere"), withIntermediateDirectories: true)
+        try manager.createSymbolicLink(atPath: part, withDestinationPath: folder.file("elsewhere"))
+        #expect(throws: StorageError.symbolicLink(path: part, target: folder.file("elsewhere"))) {
+            try PieceStore.download(info, into: folder.path)
+        }
+        #expect(try manager.contentsOfDirectory(atPath: folder.file("elsewhere")).isEmpty)
+        try manager.removeItem(atPath: part)
+
+        // A file of the torrent, and a folder on the way to one, planted as links in a real .part.
+        let file = try #require(info.files.first { !$0.isPadding && $0.path.count > 1 })
+        try manager.createDirectory(atPath: part, withIntermediateDirectories: true)
+        let victim = folder.file("victim")
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: victim))
+        let planted = ([part] + file.path).joined(separator: "/")
+        let first = part + "/" + file.path[0]
+        try manager.createSymbolicLink(atPath: first, withDestinationPath: folder.file("elsewhere"))
+        #expect(throws: StorageError.symbolicLink(path: first, target: folder.file("elsewhere"))) {
+            try PieceStore.download(info, into: folder.path)
+        }
+        #expect(try manager.contentsOfDirectory(atPath: folder.file("elsewhere")).isEmpty)
+        try manager.removeItem(atPath: first)
+        try manager.createDirectory(atPath: (planted as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try manager.createSymbolicLink(atPath: planted, withDestinationPath: victim)
+        #expect(throws: StorageError.symbolicLink(path: planted, target: victim)) {
+            try PieceStore.download(info, into: folder.path)
+        }
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious")
+    }
+
+    /// Seeding reads through links on purpose: the operator names the data, and a link to an image
+    /// kept elsewhere is a normal way to do it. Nothing is created, resized or written.
+    @Test func seedingFollowsALinkTheOperatorMade() throws {
+        let info = try torrent("vm-small.mktorrent.torrent")
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let image = fixturesURL.appendingPathComponent("payloads/vm-small.img").path
+        try FileManager.default.createSymbolicLink(atPath: folder.file("linked.img"), withDestinationPath: image)
+        #expect(try PieceStore.seed(info, data: folder.file("linked.img")).verify(threads: 1).isComplete)
+    }
+}
