@@ -31,6 +31,13 @@ public struct TrackerConfiguration: Sendable {
     /// Racks (docs/racks.md): a node that names no rack (`rack=`) is counted in the rack of its
     /// IPv4 address's subnet of this many bits (IPv6: its /64). 0 puts every such node in one rack.
     public var rackPrefix = 24
+    /// Seconds a rack member may go without progress (no byte downloaded, `left` not falling) while
+    /// the swarm has a seeder, before it counts as cut off by its rack's gateway
+    /// (`RackIndex`): the gateway, if it has held the role this long too, is then replaced by that
+    /// member, and its source may not hold the role again in that rack. Members that have not yet
+    /// shown progress are told to announce again after this many seconds (not `interval`), so a
+    /// gateway that never serves is found within about two of them. At least `minInterval`.
+    public var gatewayPatience = 120
 
     public init() {}
 
@@ -103,7 +110,7 @@ public struct TrackerState: Sendable {
         let owner = Owner(source: source, key: request.key)
 
         if request.event == .stopped {
-            let outcome = change(request.infoHash) { $0.remove(key, by: owner) }
+            let outcome = change(request.infoHash) { $0.remove(key, by: owner, now: now) }
             lastOutcome = outcome ?? .removed
             if let swarm = swarms[request.infoHash], swarm.isEmpty {
                 totals.add(Totals(), minus: Totals(completed: swarm.completed))
@@ -127,7 +134,8 @@ public struct TrackerState: Sendable {
         let known = swarms[request.infoHash].flatMap { $0.seeders.entry(key) ?? $0.leechers.entry(key) }
         let progress = PeerProgress(left: request.left, downloaded: request.downloaded, at: now, previous: known?.progress)
         let rack = configuration.rack(named: request.rack, address: address)
-        let entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now, owner: owner, progress: progress, rack: rack)
+        var entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now, owner: owner, progress: progress, rack: rack)
+        entry.noteProgress(downloaded: request.downloaded, since: known, now: now)
         // numwant: absent or negative (clients send -1) means the default; more than the cap, the cap.
         let requested = request.numWant.flatMap { $0 < 0 ? nil : $0 } ?? configuration.defaultNumWant
         let wanted = min(requested, configuration.maxNumWant)
@@ -150,9 +158,17 @@ public struct TrackerState: Sendable {
             ? change(request.infoHash) {
                 $0.place(key, rack: rack, complete: request.isSeeder, lostParent: request.lostParent.map(PeerKey.init), fanOut: fanOut)
             } : nil
+        // Mesh in a swarm that spans racks: a member cut off by its gateway takes the role over
+        // (`Swarm.replaceGatewayIfCutOff`); one that has shown no progress yet comes back soon.
+        let patience = Double(max(configuration.gatewayPatience, configuration.minInterval))
+        var interval = configuration.interval
+        if !request.tree, outcome == .stored, !request.isSeeder {
+            let waiting = change(request.infoHash) { $0.replaceGatewayIfCutOff(key, now: now, patience: patience) } ?? false
+            if waiting { interval = min(interval, Int(patience)) }
+        }
         let swarm = swarms[request.infoHash, default: Swarm()]
         var response = AnnounceResponse(
-            interval: configuration.interval, minInterval: configuration.minInterval,
+            interval: interval, minInterval: configuration.minInterval,
             complete: swarm.seeders.count, incomplete: swarm.leechers.count,
             peers: parents ?? swarm.select(count: wanted, for: key, at: address, rack: rack, requesterIsSeeder: request.isSeeder, random: &random))
         response.treeParents = parents
@@ -197,7 +213,7 @@ public struct TrackerState: Sendable {
         for hash in Array(swarms.keys) {
             guard var swarm = swarms.removeValue(forKey: hash) else { continue }
             let before = Totals(swarm)
-            dropped += swarm.removeStale(before: cutoff)
+            dropped += swarm.removeStale(before: cutoff, now: now)
             totals.add(Totals(swarm), minus: before)
             if !swarm.isEmpty { swarms[hash] = swarm } else { totals.add(Totals(), minus: Totals(completed: swarm.completed)) }
         }
@@ -343,20 +359,60 @@ struct PeerEntry: Sendable {
     var progress: PeerProgress
     /// The rack it is counted in (`TrackerConfiguration.rack(named:address:)`).
     var rack: String = ""
+    /// `downloaded` of its latest announce.
+    var downloaded: Int64 = 0
+    /// When it last reported progress (more bytes downloaded, or less left), or first announced.
+    var progressedAt: Double = 0
+    /// It has reported progress since it first announced.
+    var hasProgressed = false
+
+    /// Carries the progress record over from the entry this announce refreshes.
+    mutating func noteProgress(downloaded: Int64, since known: PeerEntry?, now: Double) {
+        self.downloaded = downloaded
+        guard let known else {
+            progressedAt = now
+            return
+        }
+        let fewerLeft = (progress.left ?? .max) < (known.progress.left ?? .max)
+        if downloaded > known.downloaded || fewerLeft {
+            progressedAt = now
+            hasProgressed = true
+        } else {
+            progressedAt = known.progressedAt
+            hasProgressed = known.hasProgressed
+        }
+    }
 }
 
 /// Who is in which rack, for answers that cross racks' uplinks as little as they can: each rack's
 /// seeders and leechers, and its gateway, the one member that is given peers in other racks (the
 /// first to come, until it leaves). Everyone else in a rack is given peers of the rack only, so
 /// the rack fetches the image from outside about once, through its gateway.
+///
+/// The role is not a prize one address can hold (issue 15): the first to come is whoever announces
+/// first, from the rack's subnet or naming the rack from anywhere, and a gateway that never serves
+/// would leave its rack no route out. So a member that reports no progress for the tracker's
+/// `gatewayPatience` takes the role over (`demote`), and the source (IPv4 address, IPv6 /64) of the
+/// gateway it replaced is not chosen again in this rack while a member from another source is
+/// there. That costs nothing while gateways serve: one importer per rack, as before.
 struct RackIndex: Sendable {
     private(set) var seeders: [String: PeerTable] = [:]
     private(set) var leechers: [String: PeerTable] = [:]
     private(set) var gateways: [String: PeerKey] = [:]
+    /// When the rack's gateway took the role.
+    private(set) var gatewaySince: [String: Double] = [:]
+    /// Sources whose gateway was replaced for cutting its rack off, latest last (at most
+    /// `maxDemoted` per rack: one replacement per `gatewayPatience`, and they end with the rack).
+    private(set) var demoted: [String: [SourceGroup]] = [:]
+    static let maxDemoted = 16
 
     var count: Int { gateways.count }
 
-    mutating func upsert(_ entry: PeerEntry, seeding: Bool) {
+    func isDemoted(_ group: SourceGroup, in rack: String) -> Bool { demoted[rack]?.contains(group) ?? false }
+
+    func member(_ key: PeerKey, in rack: String) -> PeerEntry? { seeders[rack]?.entry(key) ?? leechers[rack]?.entry(key) }
+
+    mutating func upsert(_ entry: PeerEntry, seeding: Bool, now: Double) {
         if seeding {
             leechers[entry.rack]?.remove(entry.key)
             seeders[entry.rack, default: PeerTable()].upsert(entry)
@@ -364,17 +420,58 @@ struct RackIndex: Sendable {
             seeders[entry.rack]?.remove(entry.key)
             leechers[entry.rack, default: PeerTable()].upsert(entry)
         }
-        if gateways[entry.rack] == nil { gateways[entry.rack] = entry.key }
+        // The first to come; or one from a source in good standing, when the rack had only
+        // members from demoted sources left.
+        let current = gateways[entry.rack].flatMap { member($0, in: entry.rack) }
+        if current == nil || (isDemoted(current!.owner.group, in: entry.rack) && !isDemoted(entry.owner.group, in: entry.rack)) {
+            gateways[entry.rack] = entry.key
+            gatewaySince[entry.rack] = now
+        }
     }
 
-    mutating func remove(_ entry: PeerEntry) {
+    /// Whether the rack shows it is fed, by members from other sources than its gateway's (which one
+    /// address cannot forge): a seeder, or a leecher other than `requester` whose latest announce
+    /// reported progress. Then a member that says it is cut off (a hostile one, or one whose own
+    /// links failed) does not take the role from a gateway that serves. Scans the rack: only a
+    /// member that has gone `gatewayPatience` without progress asks.
+    func isFed(_ rack: String, besides requester: PeerKey, gateway: SourceGroup) -> Bool {
+        if seeders[rack]?.entries.contains(where: { $0.owner.group != gateway }) == true { return true }
+        return leechers[rack]?.entries.contains { member in
+            member.key != requester && member.owner.group != gateway && member.hasProgressed && member.progressedAt == member.lastSeen
+        } == true
+    }
+
+    /// `member` (a node of `rack` from another source) was cut off: it takes the gateway role, and
+    /// the old gateway's source is not chosen again in the rack.
+    mutating func demote(_ rack: String, for member: PeerEntry, now: Double) {
+        if let gateway = gateways[rack].flatMap({ self.member($0, in: rack) }) {
+            demoted[rack] = (demoted[rack] ?? []).filter { $0 != gateway.owner.group }.suffix(Self.maxDemoted - 1) + [gateway.owner.group]
+        }
+        gateways[rack] = member.key
+        gatewaySince[rack] = now
+    }
+
+    mutating func remove(_ entry: PeerEntry, now: Double) {
         let rack = entry.rack
         seeders[rack]?.remove(entry.key)
         leechers[rack]?.remove(entry.key)
         if seeders[rack]?.count == 0 { seeders[rack] = nil }
         if leechers[rack]?.count == 0 { leechers[rack] = nil }
+        if seeders[rack] == nil && leechers[rack] == nil {
+            demoted[rack] = nil
+            gatewaySince[rack] = nil
+        }
         guard gateways[rack] == entry.key else { return }
-        gateways[rack] = (seeders[rack]?.entries.first ?? leechers[rack]?.entries.first)?.key
+        let first = seeders[rack]?.entries.first ?? leechers[rack]?.entries.first
+        if demoted[rack] == nil {
+            gateways[rack] = first?.key
+        } else {
+            let good = seeders[rack]?.entries.first { !isDemoted($0.owner.group, in: rack) }
+                ?? leechers[rack]?.entries.first { !isDemoted($0.owner.group, in: rack) }
+            gateways[rack] = (good ?? first)?.key
+        }
+        // The successor's patience starts now.
+        gatewaySince[rack] = gateways[rack] == nil ? nil : now
     }
 }
 
@@ -450,6 +547,9 @@ struct Swarm: Sendable {
     /// Where the tree-mode peers sit (nil until one announces with `topology=tree`).
     private(set) var tree: RackedTree<PeerKey, String>?
     private(set) var racks = RackIndex()
+    /// Since when the swarm has had a seeder (nil: none now): before that nobody can progress,
+    /// so nobody counts as cut off.
+    private(set) var seededSince: Double?
 
     var isEmpty: Bool { seeders.count == 0 && leechers.count == 0 }
 
@@ -461,7 +561,7 @@ struct Swarm: Sendable {
             // An entry made without a key keeps the one its owner sends later, and keeps its key
             // when a later announce omits it.
             if entry.owner.key == nil, known.owner.key != nil { entry.owner = known.owner }
-            if known.rack != entry.rack { racks.remove(known) }
+            if known.rack != entry.rack { racks.remove(known, now: entry.lastSeen) }
         } else {
             if seeders.count + leechers.count >= limits.torrent { return .torrentFull }
             if let cap = limits.source, perSource[entry.owner.group, default: 0] >= cap { return .sourceLimit }
@@ -475,16 +575,52 @@ struct Swarm: Sendable {
             seeders.remove(entry.key)
             leechers.upsert(entry)
         }
-        racks.upsert(entry, seeding: seeding)
+        racks.upsert(entry, seeding: seeding, now: entry.lastSeen)
+        if seeders.count == 0 { seededSince = nil } else if seededSince == nil { seededSince = entry.lastSeen }
         return .stored
     }
 
+    /// Mesh: the leecher `key` just announced, in a swarm that spans racks. If it has gone
+    /// `patience` seconds without progress while the swarm had a seeder, and its rack's gateway,
+    /// from another source, has held the role as long, that gateway has cut it off (it never
+    /// serves, or left without the tracker knowing): this member takes the role
+    /// (`RackIndex.demote`), so its answer holds peers in other racks. A source demoted in the
+    /// rack cannot do this (one address cannot take the role back, nor demote its successor).
+    ///
+    /// Returns whether the member has shown no progress yet, or none for `patience`: its answer
+    /// then asks it back after `patience` seconds instead of `interval`, which is what lets the
+    /// tracker see a cut-off rack within minutes. Members fed as usual report bytes on their second
+    /// announce and return to the usual interval: one announce more per download.
+    ///
+    /// Why this and not the alternatives (issue 15): the answer is a plain peer list, and a node
+    /// dials every peer in it (`SwarmRuntime`), so out-of-rack "fallback" peers given to every
+    /// member would be used from the first second (one more importer per member, not one per
+    /// rack), and two gateways per rack would fetch overlapping pieces across the uplink (as
+    /// three racks' gateways fetching from the source's rack did: 1.31 copies out of it,
+    /// docs/benchmarks.md). A rack name that disagrees with the announcer's subnet proves nothing
+    /// (named racks may span subnets) and does not stop an attacker on the rack's own subnet.
+    /// Progress reported from other addresses is what one address cannot forge.
+    mutating func replaceGatewayIfCutOff(_ key: PeerKey, now: Double, patience: Double) -> Bool {
+        guard racks.count > 1, let entry = leechers.entry(key) else { return false }
+        let rack = entry.rack
+        guard let gateway = racks.gateways[rack].flatMap({ racks.member($0, in: rack) }), gateway.key != key else { return false }
+        let stalled = now - entry.progressedAt >= patience
+        if stalled, gateway.owner.group != entry.owner.group, !racks.isDemoted(entry.owner.group, in: rack),
+            let since = racks.gatewaySince[rack], now - since >= patience,
+            let seeded = seededSince, now - seeded >= patience,
+            !racks.isFed(rack, besides: entry.key, gateway: gateway.owner.group)
+        {
+            racks.demote(rack, for: entry, now: now)
+        }
+        return !entry.hasProgressed || stalled
+    }
+
     /// Removes a peer on its owner's `stopped`.
-    mutating func remove(_ key: PeerKey, by owner: Owner) -> AnnounceOutcome {
+    mutating func remove(_ key: PeerKey, by owner: Owner, now: Double) -> AnnounceOutcome {
         guard let known = seeders.entry(key) ?? leechers.entry(key) else { return .removed }
         guard owner.mayChange(known.owner) else { return .notOwner }
         if seeders.remove(key) == nil { leechers.remove(key) }
-        forget(known)
+        forget(known, now: now)
         tree?.remove(key)
         return .removed
     }
@@ -504,16 +640,17 @@ struct Swarm: Sendable {
         return []
     }
 
-    private mutating func forget(_ entry: PeerEntry) {
+    private mutating func forget(_ entry: PeerEntry, now: Double) {
         let group = entry.owner.group
         if let count = perSource[group], count > 1 { perSource[group] = count - 1 } else { perSource[group] = nil }
-        racks.remove(entry)
+        racks.remove(entry, now: now)
+        if seeders.count == 0 { seededSince = nil }
     }
 
-    mutating func removeStale(before cutoff: Double) -> Int {
+    mutating func removeStale(before cutoff: Double, now: Double) -> Int {
         let stale = seeders.removeStale(before: cutoff) + leechers.removeStale(before: cutoff)
         stale.forEach {
-            forget($0)
+            forget($0, now: now)
             tree?.remove($0.key)
         }
         return stale.count

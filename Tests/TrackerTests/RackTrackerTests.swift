@@ -90,6 +90,140 @@ import TrackerProtocol
         #expect(crossings == [2: 1, 3: 1, 4: 1])
     }
 
+    // MARK: Issue 15: one hostile address against a rack's gateway
+
+    /// A hostile client (node number 90 and up) at `address`, in rack 2 by subnet or by name.
+    mutating func hostile(_ id: Int, at address: PeerAddress, named: Bool, tree: Bool = false, now: Double) throws -> AnnounceResponse {
+        var request = announce(id, left: 100)
+        request.port = address.port + UInt16(id - 90)
+        request.rack = named ? "r2" : nil
+        request.tree = tree
+        return try state.announce(request, from: address, now: now)
+    }
+
+    /// Honest node `n`; with `named`, every honest node names its rack (`r1`...`r4`).
+    mutating func honest(_ n: Int, named: Bool, downloaded: Int64 = 0, now: Double) throws -> AnnounceResponse {
+        var request = request(n)
+        request.downloaded = n == Self.seed ? 0 : downloaded
+        if named { request.rack = "r\(Self.rackOf(n))" }
+        return try state.announce(request, from: Self.at(n, port: 40000), now: now)
+    }
+
+    /// Honest peers of other racks than `rack` in an answer.
+    func honestOutside(_ answer: AnnounceResponse, rack: Int) -> [Int] {
+        answer.peers.compactMap { peer in Self.nodes.first { Self.at($0) == peer.address } }.filter { Self.rackOf($0) != rack }
+    }
+
+    /// The eclipse of issue 15: one address announces first in rack 2 (from the rack's /24, or
+    /// naming the rack from anywhere), so it is the rack's gateway, and never serves. Rack 2's honest
+    /// members announce when their answers tell them to and report no progress until one of them
+    /// has been given an honest peer outside the rack (after that the rack is fed, and they report
+    /// more bytes on every announce). Within ten minutes one of them, and only one (the rack still
+    /// enters through one node), must be given that route out; the attacker, announcing every
+    /// minute under two ids from its one address, never takes the role back.
+    @Test(arguments: [false, true])
+    mutating func oneHostileAddressCannotEclipseARack(named: Bool) throws {
+        let attacker = named ? PeerAddress(ip: [192, 0, 2, 66], port: 7000)! : PeerAddress(ip: [10, 1, 2, 99], port: 7000)!
+        let rack2 = (1...4).map { Self.node(rack: 2, host: $0) }
+        _ = try honest(Self.seed, named: named, now: 0)
+        _ = try hostile(90, at: attacker, named: named, now: 0)
+        for n in Self.nodes where n != Self.seed { _ = try honest(n, named: named, now: 0) }
+
+        var due = Dictionary(uniqueKeysWithValues: rack2.map { ($0, 1.0) })
+        var reachedOut: [Int: Double] = [:]
+        for second in 1...3600 {
+            let now = Double(second)
+            if second % 60 == 0 {
+                for id in [90, 91] { _ = try hostile(id, at: attacker, named: named, now: now) }
+            }
+            for n in rack2 where due[n]! <= now {
+                let fed = !reachedOut.isEmpty
+                let answer = try honest(n, named: named, downloaded: fed ? Int64(second) << 10 : 0, now: now)
+                if !honestOutside(answer, rack: 2).isEmpty, reachedOut[n] == nil { reachedOut[n] = now }
+                due[n] = now + Double(max(answer.interval, answer.minInterval ?? 0, 1))
+            }
+        }
+        let first = try #require(reachedOut.values.min(), "rack 2 never given a route out: eclipsed by \(attacker)")
+        #expect(first <= 600, "rack 2's first route out after \(first) s")
+        #expect(reachedOut.count == 1, "one member imports for rack 2: \(reachedOut)")
+
+        // The honest gateway leaves: the role goes to another honest member, not back to the attacker.
+        let gateway = try #require(reachedOut.keys.first)
+        var stopped = request(gateway, event: .stopped)
+        stopped.rack = named ? "r2" : nil
+        _ = try state.announce(stopped, from: Self.at(gateway, port: 40000), now: 3601)
+        for id in [90, 91] { #expect(honestOutside(try hostile(id, at: attacker, named: named, now: 3602), rack: 2).isEmpty) }
+        let successors = try rack2.filter { $0 != gateway }.filter { n in
+            !honestOutside(try honest(n, named: named, downloaded: 1 << 30, now: 3603), rack: 2).isEmpty
+        }
+        #expect(successors.count == 1, "\(successors)")
+    }
+
+    /// In normal operation the gateway never changes: members that make progress keep answering
+    /// the first gateway, and only the gateways are given peers outside their racks, however long
+    /// the swarm runs (no second importer, so no extra bytes on the uplinks).
+    @Test mutating func anHonestGatewayKeepsTheRoleWhileItsRackProgresses() throws {
+        _ = try lists()
+        var due = Dictionary(uniqueKeysWithValues: Self.nodes.map { ($0, 2.0) })
+        var importers: [Int: Set<Int>] = [:]
+        for second in 2...7200 {
+            let now = Double(second)
+            for n in Self.nodes where due[n]! <= now {
+                let answer = try honest(n, named: false, downloaded: Int64(second) * 1000, now: now)
+                if !honestOutside(answer, rack: Self.rackOf(n)).isEmpty { importers[Self.rackOf(n), default: []].insert(n) }
+                due[n] = now + Double(max(answer.interval, answer.minInterval ?? 0, 1))
+            }
+        }
+        #expect(importers == [1: [Self.seed], 2: [21], 3: [31], 4: [41]])
+    }
+
+    /// The other side of the replacement: one hostile address in rack 2 that is not the gateway and
+    /// says, every minute, that it gets nothing cannot take the role from a gateway whose rack's
+    /// other members report progress, and is never given peers outside the rack.
+    @Test mutating func aHostileMemberCannotTakeTheRoleFromAGatewayThatServes() throws {
+        let attacker = PeerAddress(ip: [10, 1, 2, 99], port: 7000)!
+        _ = try lists()
+        var due = Dictionary(uniqueKeysWithValues: Self.nodes.map { ($0, 2.0) })
+        var importers: Set<Int> = []
+        for second in 2...7200 {
+            let now = Double(second)
+            if second % 60 == 0 {
+                for id in [90, 91] {
+                    let answer = try hostile(id, at: attacker, named: false, now: now)
+                    #expect(honestOutside(answer, rack: 2).isEmpty, "the attacker was given peers outside rack 2 at \(second) s")
+                }
+            }
+            for n in Self.nodes where due[n]! <= now {
+                let answer = try honest(n, named: false, downloaded: Int64(second) * 1000, now: now)
+                if Self.rackOf(n) == 2, !honestOutside(answer, rack: 2).isEmpty { importers.insert(n) }
+                due[n] = now + Double(max(answer.interval, answer.minInterval ?? 0, 1))
+            }
+        }
+        #expect(importers == [21])
+    }
+
+    /// Tree mode is covered by `lost=`: a hostile first node of rack 2 heads the rack's tree (the
+    /// parent of its first honest node), and that node, which gets nothing from it, reports it
+    /// lost (docs/tree.md: within `TreeMembership.patience` seconds). The attacker leaves the tree
+    /// and the rack enters through the honest node; announcing again, under any id from its
+    /// address, it is placed anew at the end of the rack's chain, parent of none already placed.
+    @Test mutating func aHostileTreeHeadIsDroppedWhenItsChildReportsItLost() throws {
+        let attacker = PeerAddress(ip: [10, 1, 2, 99], port: 7000)!
+        func parent(_ n: Int, lost: Int? = nil, now: Double) throws -> PeerAddress? {
+            var request = request(n, tree: true)
+            request.lostParent = lost.map(peerID)
+            return try state.announce(request, from: Self.at(n, port: 40000), now: now).treeParents?.first?.address
+        }
+        _ = try parent(Self.seed, now: 0)
+        _ = try hostile(90, at: attacker, named: false, tree: true, now: 0)
+        #expect(try parent(21, now: 1) == attacker)
+        #expect(try parent(22, now: 1) == Self.at(21))
+        #expect(try parent(21, lost: 90, now: 10) == Self.at(Self.seed))
+        for id in [90, 91] { _ = try hostile(id, at: attacker, named: false, tree: true, now: 11) }
+        #expect(try parent(21, now: 12) == Self.at(Self.seed))
+        #expect(try parent(22, now: 12) == Self.at(21))
+    }
+
     @Test func subnetNames() {
         #expect(PeerAddress.subnetName([10, 77, 2, 9], prefix: 24) == "10.77.2.0/24")
         #expect(PeerAddress.subnetName([10, 77, 2, 9], prefix: 20) == "10.77.0.0/20")
