@@ -489,8 +489,10 @@ struct GetCommand: AsyncParsableCommand {
             print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(webSeeded)\(multicast)\(served))")
         }
         // Piped standard output is block-buffered, and with --serve or --seed-after get goes on
-        // running: whoever reads the pipe learns of the completion now, not at exit.
+        // running: whoever reads the pipe learns of the completion now, not at exit; so does
+        // systemd (a fetch unit of Type=notify is ready, and the VMs after it may boot).
         fflush(nil)
+        SystemdNotify.send("READY=1\nSTATUS=\(metainfo.info.name) complete and verified; seeding")
         let policy = SeedAfter(seedAfter) ?? .none
         if !servers.isEmpty {
             // Serving goes on (and so does seeding) until the user stops it.
