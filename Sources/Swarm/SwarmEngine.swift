@@ -97,6 +97,11 @@ public struct SwarmEngine: Sendable {
         /// Bytes in each direction since the last choking round (tit-for-tat ranks on these).
         var bytesFromPeer = 0
         var bytesToPeer = 0
+        /// Whether we ever sent it a block, and its place in the order peers connected: a free
+        /// upload slot goes to a peer served before, else to the newest never served
+        /// (`nextSlotCandidate`).
+        var served = false
+        var arrival = 0
         /// Who the peer is for bans and parole: its address with the id it claims.
         let key: BanKey
         /// Download rate from the peer (bytes/s, smoothed) and the request queue it earns.
@@ -273,6 +278,8 @@ public struct SwarmEngine: Sendable {
     private var clock: Double = 0
     private var optimistic: Peer?
     private var random: SeededRandom
+    /// Peers connected so far (`PeerState.arrival`).
+    private var arrivals = 0
     public private(set) var downloaded: Int64 = 0
     public private(set) var uploaded: Int64 = 0
     /// Bytes received that were thrown away (failed hashes, late duplicates).
@@ -330,6 +337,8 @@ public struct SwarmEngine: Sendable {
         peers[peer] = PeerState(id: theirs.peerID, session: session, listenAddress: outgoing ? address : nil,
             remoteIP: address?.ip, outgoing: outgoing, queueDepth: configuration.requestQueueDepth, lastReceived: clock, lastSent: clock,
             lastBlock: clock, lastPeerExchange: clock - configuration.peerExchangeInterval + configuration.firstPeerExchange)
+        arrivals += 1
+        peers[peer]?.arrival = arrivals
         var actions: [Action] = []
         if session.fast && have.isComplete {
             actions.append(send(peer, .haveAll))
@@ -500,6 +509,7 @@ public struct SwarmEngine: Sendable {
         guard let state = peers[peer], state.session.peerRequests.contains(request), !state.session.amChoking else { return [] }
         uploaded += Int64(request.length)
         peers[peer]?.bytesToPeer += request.length
+        peers[peer]?.served = true
         return [send(peer, .piece(request.piece, begin: request.begin, block: data))]
     }
 
@@ -528,19 +538,29 @@ public struct SwarmEngine: Sendable {
             && clock - max(state.lastRequested, state.unchokedAt) < configuration.idleSlotTimeout
     }
 
-    /// Unchokes interested peers, chosen at random among those that read, while fewer than
-    /// `maxUnchoked` unchoked peers use their slot.
+    /// Unchokes interested peers that read (`nextSlotCandidate`), while fewer than `maxUnchoked`
+    /// unchoked peers use their slot.
     private mutating func fillFreeSlots() -> [Action] {
         var free = configuration.maxUnchoked - peers.values.count(where: usesSlot)
         guard free > 0 else { return [] }
         var waiting = slotCandidates()
         var actions: [Action] = []
-        while free > 0, !waiting.isEmpty {
-            let next = waiting.remove(at: Int.random(in: 0..<waiting.count, using: &random))
+        while free > 0, let next = nextSlotCandidate(among: waiting) {
+            waiting.removeAll { $0 == next }
             actions.append(send(next, .unchoke))
             free -= 1
         }
         return actions
+    }
+
+    /// Whom a free upload slot goes to: a peer we served before, at random (it read what we sent:
+    /// one that stopped reading wasted its slot and waits for a choking round), else the newest
+    /// of those never served. Identities that connected before an honest newcomer (fifty peers
+    /// that ask and never read) then cannot make it wait until each has had its try, and one that
+    /// reconnects to be newest pays a connection, within the per-address caps, for each try.
+    private mutating func nextSlotCandidate(among candidates: [Peer]) -> Peer? {
+        if let pick = candidates.filter({ peers[$0]!.served }).randomElement(using: &random) { return pick }
+        return candidates.max { peers[$0]!.arrival < peers[$1]!.arrival }
     }
 
     /// Choked interested peers that read, never wasted a slot and that the policy serves, in
@@ -581,7 +601,7 @@ public struct SwarmEngine: Sendable {
         // Its slot goes at once to an interested peer that reads (or has not been tried yet).
         guard !state.session.amChoking else { return [] }
         state.wastedSlot = true
-        guard let next = slotCandidates().randomElement(using: &random) else { return [] }
+        guard let next = nextSlotCandidate(among: slotCandidates()) else { return [] }
         if optimistic == peer { optimistic = next }
         return choke(peer) + [send(next, .unchoke)]
     }

@@ -25,44 +25,69 @@ final class PeerOutbox {
     /// Set while the runtime serves this peer, so a writability change inside a write does not
     /// serve it again re-entrantly.
     var pumping = false
-    /// Bytes the channel had let go of at the last sample, since when it has let go of none while
-    /// holding some (nil: it holds none, or it let some go), and whether the engine was last told
-    /// the peer does not read.
-    private var goneAtSample = 0
+    /// How far the peer has read at the last sample (`Reading`), since when it has read nothing
+    /// while bytes waited for it (nil: none waited, or it read some), and whether the engine was
+    /// last told the peer does not read.
+    private var readAtSample = 0
     private var sampledAt: Double?
     private var holdingSince: Double?
+    /// The kernel reported what the peer acknowledged: its figures rule (see `Kernel`).
+    private var kernelSeen = false
     var reportedBlocked = false
 
-    /// Seconds a channel may hold bytes and let none of them go before its peer counts as not
-    /// reading: short for a peer that has not yet taken `provenBytes` (a peer that never reads is
-    /// found before it holds an upload slot long, so trying fifty of them costs seconds, not a
-    /// minute), longer for one that has (a reader that pauses keeps its slot). Any peer that reads
-    /// at more than a few KB/s lets some bytes go within the short time.
+    /// Seconds bytes may wait for a peer that reads none of them before it counts as not reading:
+    /// short for a peer that has not yet read `provenBytes` (a peer that never reads is found
+    /// before it holds an upload slot long, so trying fifty of them costs seconds, not a minute),
+    /// longer for one that has (a reader that pauses keeps its slot). A peer that reads at more
+    /// than a few KB/s over a round trip under half a second reads some within the short time.
     static let firstStallSeconds = 0.5
     static let stallSeconds = 2.0
-    /// More than a peer that reads nothing can make the kernel accept (its socket buffers).
+    /// More than a peer that reads nothing can make our side and its kernel take (socket buffers).
     static let provenBytes = 8 << 20
 
-    /// A few times a second, the bytes the channel still buffers: whether the peer took anything.
-    func sample(buffered: Int, now: Double) {
-        let gone = written - buffered
-        if buffered == 0 || gone != goneAtSample {
+    /// What the kernel says of the connection (TCP_INFO): bytes the peer's kernel acknowledged,
+    /// and bytes written to the socket not yet sent. A peer that does not read closes its receive
+    /// window, so acknowledgements stop at once, while our socket's send buffer may still take
+    /// megabytes: without these figures a non-reader is seen only once that buffer is full too.
+    struct Kernel: Equatable {
+        var acknowledged: UInt64
+        var unsent: UInt32
+    }
+
+    /// A few times a second, the bytes the channel still buffers and, when the kernel tells
+    /// (`kernel` with a non-zero acknowledgement), how far the peer's kernel acknowledged: whether
+    /// the peer took anything since the last sample.
+    func sample(buffered: Int, kernel: Kernel? = nil, now: Double) {
+        let read: Int
+        let waiting: Bool
+        if let kernel, kernel.acknowledged > 0 {
+            kernelSeen = true
+            read = Int(clamping: kernel.acknowledged)
+            waiting = buffered > 0 || kernel.unsent > 0
+        } else {
+            read = written - buffered
+            waiting = buffered > 0
+        }
+        if !waiting || read != readAtSample {
             holdingSince = nil
         } else if holdingSince == nil {
-            holdingSince = sampledAt ?? now  // nothing has left since the last sample
+            holdingSince = sampledAt ?? now  // nothing was read since the last sample
         }
-        goneAtSample = gone
+        readAtSample = read
         sampledAt = now
     }
 
-    /// The peer left what the channel holds untouched too long: it does not read.
+    /// Bytes waited for the peer, untouched, too long: it does not read.
     func stalled(now: Double) -> Bool {
         guard let holdingSince else { return false }
-        return now - holdingSince >= (goneAtSample < Self.provenBytes ? Self.firstStallSeconds : Self.stallSeconds)
+        return now - holdingSince >= (readAtSample < Self.provenBytes ? Self.firstStallSeconds : Self.stallSeconds)
     }
 
-    /// The channel let bytes go (it became writable again): the peer reads.
-    func progressed() { holdingSince = nil }
+    /// The channel let bytes go (it became writable again). The peer reads, unless the kernel
+    /// says how far it read: the bytes may only have moved into our socket's send buffer.
+    func progressed() {
+        if !kernelSeen { holdingSince = nil }
+    }
 
     var waitingCount: Int { waiting.count }
     var next: BlockRequest? { waiting.first }

@@ -642,17 +642,29 @@ public final class SwarmRuntime: @unchecked Sendable {
     }
 
     /// Lets go of the pieces whose blocks left each peer's channel and samples what the channels
-    /// still hold, telling the engine of peers that stopped (or started again) reading.
+    /// and their sockets still hold and what the peers' kernels acknowledged, telling the engine of
+    /// peers that stopped (or started again) reading.
     private func sampleOutboxes() {
         guard !stopped else { return }
         let now = self.now
         for handle in outboxes.keys.sorted() {
             guard let outbox = outboxes[handle], let channel = channels[handle] else { continue }
             drainSlices(outbox, channel)
-            if let buffered = try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes) {
+            guard let buffered = try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes) else {
+                continue  // closing: `peerDisconnected` follows
+            }
+            guard let provider = channel as? any SocketOptionProvider else {
                 outbox.sample(buffered: buffered, now: now)
-            }  // else closing: `peerDisconnected` follows
-            updateBlocked(handle)
+                updateBlocked(handle)
+                continue
+            }
+            // On this loop the answer is immediate.
+            let info: EventLoopFuture<KernelTCPInfo> = provider.unsafeGetSocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: TCP_INFO)
+            info.whenComplete { result in
+                guard let outbox = self.outboxes[handle] else { return }
+                outbox.sample(buffered: buffered, kernel: try? result.get().queue, now: now)
+                self.updateBlocked(handle)
+            }
         }
     }
 
@@ -1351,4 +1363,21 @@ final class UploadPiece {
     var lastUse = 0
 
     init(length: Int) { self.length = length }
+}
+
+/// TCP_INFO as Linux fills it since 4.6, up to `tcpi_notsent_bytes` (glibc's `tcp_info`, which
+/// NIO's `getTCPInfo` returns, ends before the fields needed here). A kernel that fills less
+/// leaves the rest zero, and `PeerOutbox` then goes by the channel's own buffer alone.
+struct KernelTCPInfo: Sendable {
+    var words: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+    /// `tcpi_bytes_acked` (offset 120) and `tcpi_notsent_bytes` (offset 144) of linux/tcp.h.
+    var queue: PeerOutbox.Kernel {
+        withUnsafeBytes(of: words) { bytes in
+            PeerOutbox.Kernel(acknowledged: bytes.load(fromByteOffset: 120, as: UInt64.self),
+                unsent: bytes.load(fromByteOffset: 144, as: UInt32.self))
+        }
+    }
 }

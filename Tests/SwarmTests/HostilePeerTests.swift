@@ -81,6 +81,48 @@ import Testing
         #expect(!engine.tick(now: 80).contains { if case .disconnect(2, _) = $0 { true } else { false } })
     }
 
+    /// A free slot goes to a peer served before, else to the newest never served: fifty
+    /// identities that connected first and never read cannot make an honest newcomer wait until
+    /// each of them has had its try (issue 15's "trying phase"), nor keep a peer that was served
+    /// and lost its slot at a choking round from getting the next one.
+    @Test func aFreeSlotGoesToAPeerServedBeforeElseToTheNewest() {
+        var engine = seed(slots: 2)
+        for peer in 1...20 { _ = join(&engine, peer, ip: UInt8(peer)) }  // 1 and 2 are unchoked at once
+        #expect(!ScriptedLeecher.sent(join(&engine, 21, ip: 21), to: 21).contains(.unchoke), "no slot free")
+        #expect(engine.peerWriteBlocked(1, true).contains(.send(21, .unchoke)), "the newest, not one of the eighteen before it")
+
+        var served = seed(slots: 2)
+        _ = served.tick(now: 0)  // the first choking round; the next is at 10
+        var unchoked: Set<Int> = []
+        for peer in 1...2 {
+            if ScriptedLeecher.sent(join(&served, peer, ip: UInt8(peer)), to: peer).contains(.unchoke) { unchoked.insert(peer) }
+            let block = BlockRequest(piece: PieceIndex(peer), begin: 0, length: 16384)
+            _ = served.received(.request(block), from: peer)
+            _ = served.blockRead(block, data: ByteBuffer(repeating: 1, count: 16384), for: peer)
+        }
+        #expect(unchoked == [1, 2])
+        for peer in 3...10 { _ = join(&served, peer, ip: UInt8(peer)) }
+        // 1 and 2 keep asking and reading until the choking round, which serves least-served
+        // first: they give way (but for the optimistic slot).
+        for second in 1...9 {
+            for peer in 1...2 {
+                let block = BlockRequest(piece: PieceIndex(second % 8), begin: 0, length: 16384)
+                _ = served.received(.request(block), from: peer)
+                _ = served.blockRead(block, data: ByteBuffer(repeating: 1, count: 16384), for: peer)
+            }
+            _ = served.tick(now: Double(second))
+        }
+        for action in served.tick(now: 10) {
+            if case .send(let peer, .unchoke) = action { unchoked.insert(peer) }
+            if case .send(let peer, .choke) = action { unchoked.remove(peer) }
+        }
+        let waitingServed = Set([1, 2]).subtracting(unchoked)
+        #expect(!waitingServed.isEmpty)
+        let stranger = try! #require(unchoked.subtracting([1, 2]).min())
+        let handedOver = served.peerWriteBlocked(stranger, true).compactMap { if case .send(let peer, .unchoke) = $0 { peer } else { nil } }
+        #expect(handedOver.count == 1 && waitingServed.contains(handedOver[0]), "\(handedOver) took the slot of \(stranger)")
+    }
+
     /// An unchoked peer that asks for nothing does not keep an interested one choked: after
     /// `idleSlotTimeout` its slot counts as free, and at the next choking round it ranks last.
     @Test func aPeerThatAsksForNothingDoesNotHoldASlot() {
@@ -199,6 +241,42 @@ import Testing
         #expect(!proven.stalled(now: 3), "writable again: it read")
         proven.sample(buffered: 0, now: 4)
         #expect(!proven.stalled(now: 10), "nothing held, nothing to read")
+    }
+
+    /// With the kernel's figures (TCP_INFO) a peer that reads nothing is found by its
+    /// acknowledgements, which stop as soon as its receive window closes, not once our socket's
+    /// send buffer is full too: bytes moving from the channel into that buffer are no sign of
+    /// reading. A kernel that reports nothing leaves the channel's own figures in charge.
+    @Test func theKernelsAcknowledgementsSayWhetherAPeerReads() {
+        let outbox = PeerOutbox()
+        outbox.wrote(2_000_000)
+        // The channel keeps handing bytes to the kernel, whose queue grows; the peer acknowledged
+        // its first 4 KiB and nothing since.
+        outbox.sample(buffered: 1_000_000, kernel: .init(acknowledged: 4096, unsent: 200_000), now: 0)
+        outbox.progressed()  // the channel became writable: bytes moved into the send buffer
+        outbox.sample(buffered: 600_000, kernel: .init(acknowledged: 4096, unsent: 600_000), now: 0.25)
+        outbox.progressed()
+        outbox.sample(buffered: 200_000, kernel: .init(acknowledged: 4096, unsent: 1_000_000), now: 0.5)
+        #expect(outbox.stalled(now: 0.5), "nothing acknowledged for half a second")
+
+        let reader = PeerOutbox()
+        reader.wrote(2_000_000)
+        for step in 0..<8 {  // acknowledges a little more at every sample, with a queue waiting
+            reader.sample(buffered: 100_000, kernel: .init(acknowledged: UInt64(4096 + step * 30_000), unsent: 500_000), now: Double(step) * 0.25)
+            #expect(!reader.stalled(now: Double(step) * 0.25))
+        }
+        // Everything sent and acknowledged: nothing waits, nothing to read.
+        reader.sample(buffered: 0, kernel: .init(acknowledged: 2_000_000, unsent: 0), now: 3)
+        reader.sample(buffered: 0, kernel: .init(acknowledged: 2_000_000, unsent: 0), now: 9)
+        #expect(!reader.stalled(now: 9))
+
+        let oldKernel = PeerOutbox()  // acknowledgements read as 0: the channel's figures
+        oldKernel.wrote(300_000)
+        oldKernel.sample(buffered: 200_000, kernel: .init(acknowledged: 0, unsent: 0), now: 0)
+        oldKernel.sample(buffered: 150_000, kernel: .init(acknowledged: 0, unsent: 0), now: 0.5)
+        #expect(!oldKernel.stalled(now: 0.5), "the channel let bytes go")
+        oldKernel.sample(buffered: 150_000, kernel: .init(acknowledged: 0, unsent: 0), now: 1)
+        #expect(oldKernel.stalled(now: 1))
     }
 
     /// A read of the image in flight (NBD, HTTP ranges) is checked before its end is computed: an
