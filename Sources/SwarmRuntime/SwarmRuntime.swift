@@ -986,7 +986,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.multicastReceiver = MulticastReceiver(session: session, layout: self.info.layout,
                 have: have, configuration: configuration, authentication: options.authentication(for: session),
                 seed: UInt64.random(in: .min ... .max))
-            self.deferForMulticast(self.missingPieces())
+            if self.autoMethod == nil { self.deferForMulticast(self.missingPieces()) }  // auto: once a sender is heard
             self.multicastTimer = self.loop.scheduleRepeatedTask(initialDelay: .milliseconds(20), delay: .milliseconds(20)) { _ in
                 self.multicastTick()
             }
@@ -1030,7 +1030,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         guard multicastTicks % 10 == 0, let receiver = multicastReceiver else { return }
         guard receiver.cursor != nil else {
             // No sender heard yet: peers wait a moment for the first pass, then get on without it.
-            deferForMulticast(now < Self.multicastHoldBack ? missingPieces() : nil)
+            // With `--method auto` only once a sender was heard (it chose multicast): while it
+            // listens, and after it chose without the group, BitTorrent goes on.
+            let holdsBack = autoMethod.map { $0.choice?.method == .multicast } ?? true
+            deferForMulticast(now < Self.multicastHoldBack && holdsBack ? missingPieces() : nil)
             return
         }
         guard receiver.senderActive(now: now) else {
