@@ -30,10 +30,12 @@
             fuzzTime.withLock { $0 += Double(control & 0x0F) * 4 }
             if control & 0x10 != 0 { service.expire() }
             var treeRequest: AnnounceRequest?
+            var namedRack: String?
             if let mark = uri.firstIndex(of: "?"), let request = try? AnnounceRequest(query: uri[uri.index(after: mark)...]) {
                 // What a client writes, the tracker reads back the same.
                 fuzzCheck((try? AnnounceRequest(query: request.query)) == request, "announce query does not survive re-encoding")
                 if request.tree && request.event != .stopped { treeRequest = request }
+                namedRack = request.rack
             }
             let response = service.respond(method: method, uri: uri, remote: remotes[Int(control >> 2) & 3])
             fuzzCheck([200, 404, 405].contains(response.status), "status \(response.status) for \(uri.debugDescription)")
@@ -43,6 +45,10 @@
                     let answer = try AnnounceResponse(decoding: response.body)
                     fuzzCheck(answer.peers.count <= configuration.maxNumWant, "\(answer.peers.count) peers in one answer")
                     fuzzCheck(Set(answer.peers).count == answer.peers.count, "a peer twice in one answer")
+                    // A node that names its rack is counted in it (the answer names it when racks are several).
+                    if let namedRack, uri.hasPrefix("/announce?"), let rack = answer.rack {
+                        fuzzCheck(rack == namedRack, "node of rack \(namedRack) told it is in \(rack)")
+                    }
                     // A tree node is given at most one parent (fan-out is per child slot), never itself.
                     if let treeRequest, uri.hasPrefix("/announce?"), let parents = answer.treeParents {
                         fuzzCheck(parents.count <= 1 && !parents.contains { $0.peerID == treeRequest.peerID },
