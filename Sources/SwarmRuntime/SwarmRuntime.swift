@@ -165,6 +165,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var connectionsPerAddress: [String: Int] = [:]
     private var refusals: [ConnectionRefusal: Int] = [:]
     private var connecting: Set<String> = []
+    /// Peers whose connection we dialled (`PeerLimits` keeps the rest of the slots for the others).
+    private var dialled: Set<Int> = []
     private var nextHandle = 1
     private var listener: (any Channel)?
     private var timer: RepeatedTask?
@@ -584,10 +586,11 @@ public final class SwarmRuntime: @unchecked Sendable {
         else { return refuse(.duplicate, channel) }
         guard engine.accepts(handshake.peerID, ip: address?.ip) else { return refuse(.banned, channel) }
         guard engine.admits(handshake.peerID, ip: address?.ip, outgoing: outgoing) else { return refuse(.topology, channel) }
-        guard channels.count < options.maxPeers else { return refuse(.peerLimit, channel) }
+        guard PeerLimits(maxPeers: options.maxPeers).mayAccept(connected: channels.count) else { return refuse(.peerLimit, channel) }
         let handle = nextHandle
         nextHandle += 1
         channels[handle] = channel
+        if outgoing { dialled.insert(handle) }
         outboxes[handle] = PeerOutbox()
         peerKeys[handle] = (ip, handshake.peerID)
         logger.debug("peer connected", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")", "id": "\(handshake.peerID)"])
@@ -606,6 +609,7 @@ public final class SwarmRuntime: @unchecked Sendable {
     func peerDisconnected(_ handle: Int) {
         loop.preconditionInEventLoop()
         guard channels.removeValue(forKey: handle) != nil else { return }
+        dialled.remove(handle)
         heldRequests.removeAll { $0.0 == handle }
         if let id = peerKeys.removeValue(forKey: handle)?.id, treeMembership?.disconnected(id, complete: engine.isComplete) == true {
             logger.info("tree parent lost; asking the tracker for another", metadata: ["parent": "\(id)"])
@@ -1192,7 +1196,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         let key = "\(host):\(port)"
         // The policy decides whom to dial; a host given by name (a static --peer) is dialled as given.
         if let address = PeerAddress(host: host, port: UInt16(clamping: port)), !engine.dials(address) { return }
-        guard !stopped, channels.count + connecting.count < options.maxPeers, connecting.count < options.maxDialing,
+        guard !stopped, connecting.count < options.maxDialing,
+            PeerLimits(maxPeers: options.maxPeers).mayDial(outgoing: dialled.count, dialing: connecting.count, connected: channels.count),
             connecting.insert(key).inserted
         else { return }
         var bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(5)).channelOption(.recvAllocator, value: Self.peerReads)
