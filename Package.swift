@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "vmswarm", targets: ["vmswarm"]),
+        .executable(name: "vmswarm-sim", targets: ["VMSwarmSim"]),
         .library(name: "Bencode", targets: ["Bencode"]),
         .library(name: "Metainfo", targets: ["Metainfo"]),
     ],
@@ -128,6 +129,16 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
+        // The third driver of the engine: the real SwarmEngine, codec and TrackerState over a
+        // flow-level network model in virtual time, for swarms one machine cannot host (docs/simulation.md).
+        .target(name: "Simulation", dependencies: [
+            "Swarm", "PeerWire", "Metainfo", "Tracker", "TrackerProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
+        .executableTarget(name: "VMSwarmSim", dependencies: [
+            "Simulation", "Swarm", "Units", "Metainfo", "TorrentCreation",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         // glibc's mallopt, to keep piece-sized buffers in the heap (see Sources/vmswarm/main.swift).
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
         .executableTarget(name: "vmswarm", dependencies: ["VMSwarmCLI", "CMalloc"]),
@@ -161,6 +172,7 @@ let package = Package(
         ]),
         .testTarget(name: "HTTPRangesTests", dependencies: ["HTTPRanges"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology"]),
+        .testTarget(name: "SimulationTests", dependencies: ["Simulation", "Swarm", "Metainfo"]),
         .testTarget(name: "NodeConfigurationTests", dependencies: ["NodeConfiguration"]),
         .testTarget(name: "LocalDiscoveryTests", dependencies: ["LocalDiscovery", "Metainfo"]),
         .testTarget(name: "NBDTests", dependencies: [

@@ -1,0 +1,347 @@
+import Metainfo
+import NIOCore
+import PeerWire
+import Swarm
+import Tracker
+import TrackerProtocol
+
+/// What to simulate: the testbed's network, one image, who holds it at the start, and the
+/// runtime's limits that shape a swarm (peers per node, peers asked of the tracker).
+public struct SwarmScenario: Sendable {
+    public var network: NetworkShape
+    /// The image, in real bytes.
+    public var imageLength: Int64
+    /// Real bytes per piece (`vmswarm create`'s rule by default, `PieceSizeRule`).
+    public var pieceLength: Int
+    /// One simulated byte stands for this many real ones: pieces, link rates and hashing rates are
+    /// divided by it, delays are not. The engine then moves 16 KiB blocks that stand for
+    /// 16 KiB × scale, so a large image costs what a small one does; its piece count and the
+    /// swarm's timing are unchanged (docs/simulation.md has the check). 1: exact.
+    public var byteScale = 1
+    /// Hosts 0..<seeders hold the whole image at the start.
+    public var seeders = 1
+    /// The runtime's `maxPeers` and the `numwant` it asks the tracker for.
+    public var limits = PeerLimits()
+    public var numWant = 80
+    /// Real bytes per second one node hashes (SHA-1 on one core of this machine: about 1 GB/s).
+    public var hashRate: Double = 1.0e9
+    /// Nodes join at random times within this many seconds (0: all at once).
+    public var joinWithin: Double = 0
+    /// The tracker's announce interval and `min interval`.
+    public var trackerInterval = 1800
+    public var seed: UInt64 = 1
+    /// Simulated seconds after which the run gives up.
+    public var timeLimit: Double = 36_000
+
+    public init(network: NetworkShape, imageLength: Int64, pieceLength: Int) {
+        self.network = network
+        self.imageLength = imageLength
+        self.pieceLength = pieceLength
+    }
+
+    /// The scale at which a run copies at most about 4 GiB of block bytes in all (hosts × image ÷
+    /// scale), never so coarse that a piece is less than one block.
+    public static func automaticScale(imageLength: Int64, pieceLength: Int, hosts: Int) -> Int {
+        var scale = 1
+        while Int64(hosts) * imageLength / Int64(scale) > 4 << 30, pieceLength / (scale * 2) >= PieceLayout.blockLength {
+            scale *= 2
+        }
+        return scale
+    }
+
+    /// The physical limit: the image over one host's link rate, in seconds.
+    public var fOverB: Double { Double(imageLength) / network.rate }
+}
+
+/// What a run measured, in real bytes and simulated seconds.
+public struct SwarmOutcome: Sendable {
+    /// Per node that did not start with the image, when it held all of it (nil: it never did).
+    public var completions: [Double?]
+    /// Bytes each host sent, and received.
+    public var sent: [Int64]
+    public var received: [Int64]
+    /// Per rack, bytes its uplink carried out of it and into it (capped uplinks only).
+    public var rackOut: [Int64]
+    public var rackIn: [Int64]
+    /// Events the model handled, engine actions performed, messages sent.
+    public var events: Int
+    public var messages: Int
+    /// Piece bytes received beyond one copy of each piece (end-game duplicates, late blocks).
+    public var wasted: Int64
+    /// Choke and unchoke messages sent.
+    public var chokeFlips: Int
+    /// Connections made, and connections refused by a full node.
+    public var connections: Int
+    public var refusedConnections: Int
+
+    /// The last node's completion over F/B, or nil when one never completed.
+    public func timeOverLimit(_ scenario: SwarmScenario) -> Double? {
+        guard completions.allSatisfy({ $0 != nil }), let last = completions.compactMap({ $0 }).max() else { return nil }
+        return last / scenario.fOverB
+    }
+}
+
+/// The real `SwarmEngine` of every node, its `PiecePicker` and choker, the real peer wire codec and
+/// a real `TrackerState`, over the flow-level `Network`, in virtual time. What stands in for the
+/// runtime (SwarmRuntime.swift) is the glue: announce at start, on completion and at the tracker's
+/// interval; dial what the tracker and peer exchange name, up to `maxPeers`; refuse connections
+/// beyond it; read blocks at once; hash pieces at `hashRate`; tick each engine once a second.
+/// Pieces are not checked (no node lies here), so blocks carry zeros and nodes hold no image.
+public final class SwarmSimulation {
+    public let scenario: SwarmScenario
+    public let network: Network<PeerMessage>
+    let info: TorrentInfo
+    let infoHash = InfoHash(bytes: [UInt8](repeating: 7, count: 20))!
+    private var nodes: [Node] = []
+    private var tracker: TrackerState
+    private var hostByAddress: [PeerAddress: Int] = [:]
+    private let zeros: ByteBuffer
+    private var random: SeededRandom
+    private var incomplete: Int
+    private var messages = 0
+    private var chokeFlips = 0
+    private var connections = 0
+    private var refusedConnections = 0
+    /// Piece bytes each host received.
+    private var received: [Int64]
+
+    private enum Timer: Int {
+        case start, tick, verified, connect, announce
+    }
+
+    private final class Node {
+        var engine: SwarmEngine
+        let address: PeerAddress
+        /// Our direction of each connection, by peer host.
+        var channels: [Int: Network<PeerMessage>.Channel] = [:]
+        var dialing: Set<Int> = []
+        /// Peers we dialled (the others dialled us).
+        var dialled: Set<Int> = []
+        var started = false
+        var completedAt: Double?
+        var hashingUntil: Double = 0
+        var announcedCompletion = false
+
+        init(engine: SwarmEngine, address: PeerAddress) {
+            self.engine = engine
+            self.address = address
+        }
+    }
+
+    public init(_ scenario: SwarmScenario) {
+        self.scenario = scenario
+        let scale = Double(scenario.byteScale)
+        var shape = scenario.network
+        shape.rate /= scale
+        shape.uplink = shape.uplink.map { $0 / scale }
+        network = Network(shape: shape, seed: scenario.seed)
+        let length = max(1, scenario.imageLength / Int64(scenario.byteScale))
+        let pieceLength = max(PieceLayout.blockLength, scenario.pieceLength / scenario.byteScale)
+        let pieces = Int((length + Int64(pieceLength) - 1) / Int64(pieceLength))
+        info = try! TorrentInfo(name: "sim.img", files: [FileEntry(path: ["sim.img"], length: length)], isMultiFile: false,
+            privacy: .unspecified, pieceLength: pieceLength, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        zeros = ByteBuffer(repeating: 0, count: PieceLayout.blockLength)
+        random = SeededRandom(seed: scenario.seed)
+        var configuration = TrackerConfiguration()
+        configuration.interval = scenario.trackerInterval
+        configuration.minInterval = min(60, scenario.trackerInterval)
+        configuration.rackPrefix = 0  // racks are named in announces, as `--rack` does
+        tracker = TrackerState(configuration: configuration, seed: scenario.seed)
+        received = Array(repeating: 0, count: scenario.network.hosts)
+        incomplete = scenario.network.hosts - min(scenario.seeders, scenario.network.hosts)
+
+        var engineConfiguration = SwarmEngine.Configuration()
+        // Queue depths count blocks, which stand for `byteScale` times the bytes here.
+        engineConfiguration.requestQueueDepth = max(2, engineConfiguration.requestQueueDepth / scenario.byteScale)
+        engineConfiguration.minimumQueueDepth = max(1, engineConfiguration.minimumQueueDepth / scenario.byteScale)
+        engineConfiguration.maximumVerifyingBytes = max(2 * pieceLength, engineConfiguration.maximumVerifyingBytes / scenario.byteScale)
+        for host in 0..<scenario.network.hosts {
+            let address = Self.address(of: host)
+            hostByAddress[address] = host
+            let seeder = host < scenario.seeders
+            let handshake = Handshake(infoHash: infoHash, peerID: Self.peerID(host))
+            let engine = SwarmEngine(info: info, have: Bitfield(pieceCount: pieces, all: seeder), handshake: handshake,
+                configuration: engineConfiguration, seed: scenario.seed &+ UInt64(host) &* 0x9E37_79B9)
+            nodes.append(Node(engine: engine, address: address))
+        }
+        network.onDeliver = { [unowned self] channel, message in self.delivered(message, on: channel) }
+        network.onTimer = { [unowned self] host, kind, argument in self.timer(Timer(rawValue: kind)!, host: host, argument: argument) }
+        for host in nodes.indices {
+            // Seeders first, so the first leechers already find one at the tracker.
+            let at = host < scenario.seeders ? 0 : Double.random(in: 0...max(scenario.joinWithin, 0), using: &random) + 0.001
+            network.setTimer(host: host, kind: Timer.start.rawValue, at: at)
+        }
+    }
+
+    static func address(of host: Int) -> PeerAddress {
+        PeerAddress(ip: [10, UInt8(host >> 16 & 0xFF), UInt8(host >> 8 & 0xFF), UInt8(host & 0xFF)], port: 6881)!
+    }
+
+    static func peerID(_ host: Int) -> PeerID {
+        var bytes = Array("-VS0000-".utf8)
+        var value = host
+        for _ in 0..<12 {
+            bytes.append(UInt8(ascii: "0") + UInt8(value % 10))
+            value /= 10
+        }
+        return PeerID(bytes: bytes)!
+    }
+
+    /// Runs until every node holds the image or the time limit passes.
+    public func run() -> SwarmOutcome {
+        network.run(until: scenario.timeLimit) { incomplete == 0 }
+        return outcome
+    }
+
+    /// Nodes still without the whole image: how many peers each has, and how many of them hold pieces it lacks.
+    public var stragglers: [(host: Int, peers: Int, useful: Int, have: Int)] {
+        nodes.indices.filter { nodes[$0].completedAt == nil && $0 >= scenario.seeders }.map { host in
+            let node = nodes[host]
+            return (host, node.channels.count, node.channels.keys.count { nodes[$0].engine.have.count > node.engine.have.count }, node.engine.have.count)
+        }
+    }
+
+    public var outcome: SwarmOutcome {
+        let scale = Int64(scenario.byteScale)
+        let racks = network.rackUplinks.count
+        return SwarmOutcome(
+            completions: nodes.indices.filter { $0 >= scenario.seeders }.map { nodes[$0].completedAt },
+            sent: network.uploads.map { $0.bytes * scale },
+            received: received.map { $0 * scale },
+            rackOut: (0..<racks).map { (network.rackUplinks[$0]?.bytes ?? 0) * scale },
+            rackIn: (0..<racks).map { (network.rackDownlinks[$0]?.bytes ?? 0) * scale },
+            events: network.handled, messages: messages,
+            wasted: nodes.reduce(0) { $0 + $1.engine.wasted } * scale,
+            chokeFlips: chokeFlips, connections: connections, refusedConnections: refusedConnections)
+    }
+
+    // MARK: Events
+
+    private func timer(_ kind: Timer, host: Int, argument: Int) {
+        let node = nodes[host]
+        switch kind {
+        case .start:
+            node.started = true
+            perform(node.engine.tick(now: network.now), at: host)
+            announce(host, event: .started)
+            network.setTimer(host: host, kind: Timer.tick.rawValue, at: network.now + 1)
+        case .tick:
+            perform(node.engine.tick(now: network.now), at: host)
+            network.setTimer(host: host, kind: Timer.tick.rawValue, at: network.now + 1)
+        case .verified:
+            perform(node.engine.pieceChecked(PieceIndex(argument), valid: true), at: host)
+        case .connect:
+            connected(host, argument)
+        case .announce:
+            announce(host, event: .none)
+        }
+    }
+
+    private func announce(_ host: Int, event: AnnounceEvent) {
+        let node = nodes[host]
+        var request = AnnounceRequest(infoHash: infoHash, peerID: Self.peerID(host), port: 6881)
+        request.event = event
+        request.numWant = scenario.numWant
+        request.left = node.engine.isComplete ? 0 : Int64(info.pieceCount - node.engine.have.count) * Int64(info.pieceLength)
+        if scenario.network.racks > 1 { request.rack = "r\(scenario.network.rack(of: host))" }
+        guard let answer = try? tracker.announce(request, from: node.address, now: network.now) else { return }
+        network.setTimer(host: host, kind: Timer.announce.rawValue, at: network.now + Double(answer.interval))
+        for peer in answer.peers { dial(from: host, to: peer.address) }
+    }
+
+    private func dial(from host: Int, to address: PeerAddress) {
+        guard let peer = hostByAddress[address], peer != host else { return }
+        let node = nodes[host]
+        guard node.engine.dials(address), node.channels[peer] == nil, node.dialing.count < 16,
+            scenario.limits.mayDial(outgoing: node.dialled.count, dialing: node.dialing.count, connected: node.channels.count),
+            node.dialing.insert(peer).inserted
+        else { return }
+        // SYN, SYN-ACK, then both handshakes: about a round trip and a half.
+        network.setTimer(host: host, kind: Timer.connect.rawValue, argument: peer,
+            at: network.now + 3 * scenario.network.delay(from: host, to: peer))
+    }
+
+    private func connected(_ host: Int, _ peer: Int) {
+        let (dialer, listener) = (nodes[host], nodes[peer])
+        dialer.dialing.remove(peer)
+        guard listener.started, dialer.channels[peer] == nil, listener.channels[host] == nil,
+            scenario.limits.mayAccept(connected: listener.channels.count),
+            listener.engine.admits(Self.peerID(host), ip: dialer.address.ip, outgoing: false)
+        else {
+            refusedConnections += 1
+            return
+        }
+        connections += 1
+        dialer.channels[peer] = network.open(from: host, to: peer)
+        dialer.dialled.insert(peer)
+        listener.channels[host] = network.open(from: peer, to: host)
+        let roundTrip = 2 * scenario.network.delay(from: host, to: peer)
+        perform(listener.engine.peerConnected(host, handshake: Handshake(infoHash: infoHash, peerID: Self.peerID(host)),
+            address: dialer.address, outgoing: false), at: peer)
+        listener.engine.peerRoundTrip(host, seconds: roundTrip)
+        guard dialer.channels[peer] != nil else { return }
+        perform(dialer.engine.peerConnected(peer, handshake: Handshake(infoHash: infoHash, peerID: Self.peerID(peer)),
+            address: listener.address, outgoing: true), at: host)
+        dialer.engine.peerRoundTrip(peer, seconds: roundTrip)
+    }
+
+    private func delivered(_ message: PeerMessage, on channel: Network<PeerMessage>.Channel) {
+        let host = channel.to
+        guard nodes[host].channels[channel.from] != nil else { return }
+        if case .piece(_, _, let block) = message { received[host] += Int64(13 + block.readableBytes) }
+        perform(nodes[host].engine.received(message, from: channel.from), at: host)
+    }
+
+    private func disconnect(_ host: Int, _ peer: Int) {
+        guard let ours = nodes[host].channels.removeValue(forKey: peer) else { return }
+        nodes[host].dialled.remove(peer)
+        nodes[peer].dialled.remove(host)
+        network.close(ours)
+        if let theirs = nodes[peer].channels.removeValue(forKey: host) {
+            network.close(theirs)
+            perform(nodes[peer].engine.peerDisconnected(host), at: peer)
+        }
+        perform(nodes[host].engine.peerDisconnected(peer), at: host)
+    }
+
+    private func perform(_ actions: [SwarmEngine.Action], at host: Int) {
+        let node = nodes[host]
+        for action in actions {
+            switch action {
+            case .send(let peer, let message):
+                guard let channel = node.channels[peer] else { continue }
+                messages += 1
+                switch message {
+                case .piece(_, _, let block):
+                    network.send(message, bytes: 13 + block.readableBytes, on: channel)
+                case .choke, .unchoke:
+                    chokeFlips += 1
+                    fallthrough
+                default:
+                    // Through the real codec: what arrives is what the bytes decode to.
+                    var buffer = ByteBuffer()
+                    PeerWireEncoder.write(message, to: &buffer)
+                    let bytes = buffer.readableBytes
+                    guard let decoded = try? PeerWireDecoder().next(from: &buffer) else { continue }
+                    network.send(decoded, bytes: bytes, on: channel)
+                }
+            case .disconnect(let peer, _):
+                disconnect(host, peer)
+            case .verify(let piece, let bytes):
+                let seconds = Double(bytes.count) * Double(scenario.byteScale) / scenario.hashRate
+                node.hashingUntil = max(node.hashingUntil, network.now) + seconds
+                network.setTimer(host: host, kind: Timer.verified.rawValue, argument: piece.value, at: node.hashingUntil)
+            case .readBlock(let peer, let request):
+                let block = zeros.getSlice(at: 0, length: request.length)!
+                perform(node.engine.blockRead(request, data: block, for: peer), at: host)
+            case .completed:
+                guard node.completedAt == nil else { continue }
+                node.completedAt = network.now
+                if host >= scenario.seeders { incomplete -= 1 }
+                announce(host, event: .completed)
+            case .connect(let addresses):
+                for address in addresses { dial(from: host, to: address) }
+            }
+        }
+    }
+}
