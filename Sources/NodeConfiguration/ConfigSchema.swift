@@ -85,6 +85,7 @@ public enum ConfigSchema {
         ConfigKey("limits.up", .value, "upload limit in bytes per second, such as 50M", nodes("--max-up")),
         ConfigKey("limits.down", .value, "download limit in bytes per second, such as 50M", nodes("--max-down")),
         ConfigKey("limits.peers", .value, "most peer connections at once", nodes("--max-peers")),
+        ConfigKey("limits.upload-slots", .value, "peers uploaded to at once, plus one optimistic unchoke", nodes("--upload-slots")),
         ConfigKey("keys.identity", .value, paths: .existing, "this node's or site's X25519 key, to open sealed images wrapped for it", nodes("--identity")),
         ConfigKey("keys.content", .value, paths: .existing, "a sealed image's content key file", nodes("--key")),
         ConfigKey("keys.trust", .list, paths: .existing, "publisher keys (.pub) a sealed torrent must be signed by", nodes("--trust")),

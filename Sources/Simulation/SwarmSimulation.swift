@@ -23,6 +23,8 @@ public struct SwarmScenario: Sendable {
     /// The runtime's `maxPeers` and the `numwant` it asks the tracker for.
     public var limits = PeerLimits()
     public var numWant = 80
+    /// The engine's `maxUnchoked` (nil: `limits.maxPeers`, as `vmswarm get` does by default).
+    public var uploadSlots: Int?
     /// Real bytes per second one node hashes (SHA-1 on one core of this machine: about 1 GB/s).
     public var hashRate: Double = 1.0e9
     /// Nodes join at random times within this many seconds (0: all at once).
@@ -68,6 +70,8 @@ public struct SwarmOutcome: Sendable {
     public var messages: Int
     /// Piece bytes received beyond one copy of each piece (end-game duplicates, late blocks).
     public var wasted: Int64
+    /// Per host, the seconds its uplink was busy sending.
+    public var uplinkBusy: [Double]
     /// Choke and unchoke messages sent.
     public var chokeFlips: Int
     /// Connections made, and connections refused by a full node.
@@ -104,6 +108,8 @@ public final class SwarmSimulation {
     private var refusedConnections = 0
     /// Piece bytes each host received.
     private var received: [Int64]
+    /// Per host, real piece bytes received in each simulated second.
+    public private(set) var timeline: [[Int64]]
 
     private enum Timer: Int {
         case start, tick, verified, connect, announce
@@ -148,6 +154,7 @@ public final class SwarmSimulation {
         configuration.rackPrefix = 0  // racks are named in announces, as `--rack` does
         tracker = TrackerState(configuration: configuration, seed: scenario.seed)
         received = Array(repeating: 0, count: scenario.network.hosts)
+        timeline = Array(repeating: [], count: scenario.network.hosts)
         incomplete = scenario.network.hosts - min(scenario.seeders, scenario.network.hosts)
 
         var engineConfiguration = SwarmEngine.Configuration()
@@ -155,6 +162,7 @@ public final class SwarmSimulation {
         engineConfiguration.requestQueueDepth = max(2, engineConfiguration.requestQueueDepth / scenario.byteScale)
         engineConfiguration.minimumQueueDepth = max(1, engineConfiguration.minimumQueueDepth / scenario.byteScale)
         engineConfiguration.maximumVerifyingBytes = max(2 * pieceLength, engineConfiguration.maximumVerifyingBytes / scenario.byteScale)
+        engineConfiguration.maxUnchoked = max(1, scenario.uploadSlots ?? scenario.limits.maxPeers)
         for host in 0..<scenario.network.hosts {
             let address = Self.address(of: host)
             hostByAddress[address] = host
@@ -212,6 +220,7 @@ public final class SwarmSimulation {
             rackIn: (0..<racks).map { (network.rackDownlinks[$0]?.bytes ?? 0) * scale },
             events: network.handled, messages: messages,
             wasted: nodes.reduce(0) { $0 + $1.engine.wasted } * scale,
+            uplinkBusy: network.uploads.map(\.busy),
             chokeFlips: chokeFlips, connections: connections, refusedConnections: refusedConnections)
     }
 
@@ -288,7 +297,12 @@ public final class SwarmSimulation {
     private func delivered(_ message: PeerMessage, on channel: Network<PeerMessage>.Channel) {
         let host = channel.to
         guard nodes[host].channels[channel.from] != nil else { return }
-        if case .piece(_, _, let block) = message { received[host] += Int64(13 + block.readableBytes) }
+        if case .piece(_, _, let block) = message {
+            received[host] += Int64(13 + block.readableBytes)
+            let second = Int(network.now)
+            if timeline[host].count <= second { timeline[host] += Array(repeating: 0, count: second + 1 - timeline[host].count) }
+            timeline[host][second] += Int64(13 + block.readableBytes) * Int64(scenario.byteScale)
+        }
         perform(nodes[host].engine.received(message, from: channel.from), at: host)
     }
 

@@ -23,6 +23,13 @@ public final class SwarmRuntime: @unchecked Sendable {
         /// Peers to connect to besides those the trackers name.
         public var peers: [(host: String, port: Int)] = []
         public var maxPeers = 60
+        /// Peers uploaded to at once, besides the optimistic unchoke (the engine's `maxUnchoked`);
+        /// nil: as many as `maxPeers`, every interested peer that reads and uses its slot. BEP 3's
+        /// handful of slots makes peers earn them by reciprocation, which among a swarm's own nodes
+        /// only leaves uplinks idle while peers wait choked: past about 16 nodes that cost a
+        /// quarter of the time (vmswarm-sim and the testbed, docs/simulation.md). Peers that never
+        /// read or leave their slot unused still lose it at once (`SwarmEngine`).
+        public var uploadSlots: Int?
         public var useTrackers = true
         public var hashThreads = System.coreCount
         /// Upload limit in bytes per second (nil: none): piece messages wait for their turn.
@@ -275,7 +282,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
         pool = NIOThreadPool(numberOfThreads: max(1, options.hashThreads))
-        let configuration = SwarmEngine.Configuration()
+        var configuration = SwarmEngine.Configuration()
+        configuration.maxUnchoked = max(1, options.uploadSlots ?? options.maxPeers)
         engine = SwarmEngine(info: metainfo.info, have: have, handshake: ourHandshake, configuration: configuration,
             seed: UInt64.random(in: .min ... .max))
         completion = loop.makePromise()

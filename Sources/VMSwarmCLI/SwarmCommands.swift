@@ -32,6 +32,10 @@ struct PeerOptions: ParsableArguments {
     @Option(name: .customLong("max-peers"), help: "Most peer connections at once.")
     var maxPeers: Int = 60
 
+    @Option(name: .customLong("upload-slots"),
+        help: "Peers to upload to at once, plus one optimistic unchoke (default: --max-peers, every interested peer that reads; BEP 3 clients use a handful). Peers that do not read what they are sent never keep a slot.")
+    var uploadSlots: Int?
+
     @Option(name: .customLong("max-up"), help: "Upload limit, such as 50M (bytes per second; K, M, G binary).")
     var maxUp: String?
 
@@ -65,6 +69,8 @@ struct PeerOptions: ParsableArguments {
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
+        guard maxPeers >= 1 else { throw ValidationError("--max-peers must be at least 1.") }
+        if let uploadSlots, uploadSlots < 1 { throw ValidationError("--upload-slots must be at least 1.") }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT (got '\(listen)').") }
         if let metricsListen, HostPort(metricsListen) == nil {
             throw ValidationError("--metrics-listen must be HOST:PORT (got '\(metricsListen)').")
@@ -105,6 +111,7 @@ struct PeerOptions: ParsableArguments {
         options.bindAddress = bind
         options.peers = peers.compactMap(HostPort.init).map { ($0.host, $0.port) }
         options.maxPeers = maxPeers
+        options.uploadSlots = uploadSlots
         options.method = method
         options.rack = rack
         options.hashThreads = ProcessInfo.processInfo.activeProcessorCount

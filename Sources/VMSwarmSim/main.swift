@@ -44,6 +44,8 @@ struct VMSwarmSim: ParsableCommand {
     var seeders = 1
     @Option(name: .customLong("max-peers"), help: "Peers per node (vmswarm get's default).")
     var maxPeers = 60
+    @Option(name: .customLong("upload-slots"), help: "Peers each node uploads to at once (default: --max-peers, as vmswarm get).")
+    var uploadSlots: Int?
     @Option(help: "Peers asked of the tracker per announce.")
     var numwant = 80
     @Option(name: .customLong("join-within"), help: "Nodes start at random times within this many seconds.")
@@ -89,6 +91,7 @@ struct VMSwarmSim: ParsableCommand {
         scenario.seeders = seeders
         scenario.limits = PeerLimits(maxPeers: maxPeers)
         scenario.numWant = numwant
+        scenario.uploadSlots = uploadSlots
         scenario.joinWithin = joinWithin
         if scale == "auto" {
             scenario.byteScale = SwarmScenario.automaticScale(imageLength: Int64(image), pieceLength: pieceLength, hosts: hosts)
@@ -108,6 +111,13 @@ struct VMSwarmSim: ParsableCommand {
             let wall = ContinuousClock.now - clock
             let seconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
             report(outcome, scenario: scenario, wall: seconds)
+            if ProcessInfo.processInfo.environment["SIM_TIMELINE"] != nil {
+                let order = outcome.completions.indices.sorted { (outcome.completions[$0] ?? .infinity) < (outcome.completions[$1] ?? .infinity) }
+                for index in [order[order.count / 2], order.last!] {
+                    let host = index + scenario.seeders
+                    print("  host \(host) done \(outcome.completions[index] ?? -1): " + simulation.timeline[host].map { String(format: "%.1f", Double($0) * 8 / 1e6) }.joined(separator: " "))
+                }
+            }
             if !json {
                 for straggler in simulation.stragglers.prefix(5) {
                     print("  never completed: host \(straggler.host) with \(straggler.have) pieces, \(straggler.peers) peers, \(straggler.useful) of them ahead of it")
@@ -145,6 +155,10 @@ struct VMSwarmSim: ParsableCommand {
         } else {
             print("  \(done.count) of \(outcome.completions.count) nodes completed within \(Int(scenario.timeLimit)) s")
         }
+        if let last {
+            let busy = outcome.uplinkBusy.reduce(0, +) / Double(outcome.uplinkBusy.count) / last
+            print(String(format: "  uplinks busy %.0f %% of the time until the last node held the image (mean over hosts)", busy * 100))
+        }
         print(String(format: "  source sent %.2f images; most any node received %.3f images; wasted %@",
             sourceSent, maxReceived, Format.bytes(outcome.wasted)))
         if scenario.network.racks > 1 {
@@ -155,4 +169,12 @@ struct VMSwarmSim: ParsableCommand {
     }
 }
 
+// Swift seeds its hashing per process, so a dictionary's order (and with it the order the engine and
+// tracker visit peers in) differs from run to run; the same --seed must give the same run.
+if ProcessInfo.processInfo.environment["SWIFT_DETERMINISTIC_HASHING"] == nil {
+    setenv("SWIFT_DETERMINISTIC_HASHING", "1", 1)
+    let arguments = CommandLine.arguments.map { strdup($0) } + [nil]
+    execv("/proc/self/exe", arguments)
+    // Not reached unless exec failed: run with per-process hashing.
+}
 VMSwarmSim.main()

@@ -128,7 +128,7 @@ import Testing
         let good: [String: String] = [
             "trackers": "[http://t/announce]", "web-seeds": "[http://w/disk.img]", "cache": "images", "listen": "0.0.0.0:6881",
             "bind": "10.0.0.2", "peers": "[10.0.0.3:6881]", "metrics": "127.0.0.1:9300", "log-level": "info", "lan-discovery": "true",
-            "limits.up": "50M", "limits.down": "80M", "limits.peers": "100", "keys.identity": "site.key", "keys.content": "content.key",
+            "limits.up": "50M", "limits.down": "80M", "limits.peers": "100", "limits.upload-slots": "16", "keys.identity": "site.key", "keys.content": "content.key",
             "keys.trust": "[publisher.pub]", "keys.ca-files": "[site-ca.pem]", "booster.group": "239.255.42.1:7000", "booster.interface": "eth0", "booster.rate": "95mbit",
             "booster.ttl": "1", "booster.carousel": "true", "booster.min-receivers": "4", "get.seed-after": "10m",
             "get.serve": "[nbd://127.0.0.1:10809]", "create.piece-size": "4M", "create.private": "true", "tracker.listen": "0.0.0.0:6969",
