@@ -1,4 +1,5 @@
 import Metainfo
+import TestSupport
 import Testing
 import TrackerClient
 import TrackerProtocol
