@@ -34,6 +34,13 @@ public struct InfoHash: Hashable, Sendable, CustomStringConvertible {
     public var percentEncoded: String { PercentEncoding.encode(bytes) }
 
     public var description: String { hex }
+
+    // The tracker looks an info-hash up several times per announce (allowlist, swarm table): the
+    // synthesized versions hash and compare it byte by byte (21 hasher calls, 20 comparisons), which
+    // was a third of `TrackerState.announce`'s time under load.
+    public static func == (lhs: Self, rhs: Self) -> Bool { TwentyBytes.equal(lhs.bytes, rhs.bytes) }
+
+    public func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
 }
 
 /// A peer's self-chosen 20-byte identity (BEP 3, BEP 20 for the `-XX1234-` client prefix).
@@ -56,10 +63,30 @@ public struct PeerID: Hashable, Sendable, CustomStringConvertible {
 
     private init(validated bytes: [UInt8]) { self.bytes = bytes }
 
+    /// Compared and hashed as whole words, as `InfoHash` is.
+    public static func == (lhs: Self, rhs: Self) -> Bool { TwentyBytes.equal(lhs.bytes, rhs.bytes) }
+
+    public func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
+
     /// Printable ASCII as is, other bytes as `%XX`.
     public var description: String {
         bytes.map { $0 >= 0x20 && $0 < 0x7F && $0 != 0x25 ? String(UnicodeScalar($0)) : "%" + HexCoding.encode([$0]) }
             .joined()
+    }
+}
+
+/// Equality of two byte arrays, in words when both hold 20 bytes (info-hashes and peer ids).
+enum TwentyBytes {
+    @inline(__always)
+    static func equal(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        guard a.count == 20, b.count == 20 else { return a == b }
+        return a.withUnsafeBytes { x in
+            b.withUnsafeBytes { y in
+                x.loadUnaligned(as: UInt64.self) == y.loadUnaligned(as: UInt64.self)
+                    && x.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == y.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+                    && x.loadUnaligned(fromByteOffset: 16, as: UInt32.self) == y.loadUnaligned(fromByteOffset: 16, as: UInt32.self)
+            }
+        }
     }
 }
 

@@ -42,8 +42,31 @@ public struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
 
     /// The subnet of `prefix` bits that holds this address, named like `10.77.2.0/24`: the rack a
     /// node is counted in when it names none. The prefix is clamped to the address's width.
+    ///
+    /// The tracker names the rack of every announce this way, so IPv4 names are written straight
+    /// into one small buffer (at most 18 bytes) instead of through arrays and joined strings.
     public static func subnetName(_ ip: [UInt8], prefix: Int) -> String {
         let bits = max(0, min(prefix, ip.count * 8))
+        if ip.count == 4 {
+            let address = UInt32(ip[0]) << 24 | UInt32(ip[1]) << 16 | UInt32(ip[2]) << 8 | UInt32(ip[3])
+            let network = bits == 0 ? 0 : address & ~UInt32(0) << (32 - bits)
+            return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 18) { buffer in
+                var count = 0
+                func decimal(_ value: UInt32) {
+                    if value >= 100 { buffer[count] = UInt8(ascii: "0") + UInt8(value / 100); count += 1 }
+                    if value >= 10 { buffer[count] = UInt8(ascii: "0") + UInt8(value / 10 % 10); count += 1 }
+                    buffer[count] = UInt8(ascii: "0") + UInt8(value % 10)
+                    count += 1
+                }
+                for shift in stride(from: UInt32(24), through: 0, by: -8) {
+                    decimal(network >> shift & 0xFF)
+                    buffer[count] = shift == 0 ? UInt8(ascii: "/") : UInt8(ascii: ".")
+                    count += 1
+                }
+                decimal(UInt32(bits))
+                return String(decoding: UnsafeBufferPointer(rebasing: buffer[..<count]), as: UTF8.self)
+            }
+        }
         let masked = ip.enumerated().map { index, byte -> UInt8 in
             let kept = bits - index * 8
             return kept >= 8 ? byte : kept <= 0 ? 0 : byte & ~(0xFF >> kept)

@@ -50,7 +50,15 @@ public final class MetadataFetcher: @unchecked Sendable {
     private var timer: RepeatedTask?
     private var tracker: TrackerClient?
     private let started = NIODeadline.now()
-    private var nextAnnounce: Double = 0
+    /// Announces every 15 s while the phase lasts (at most `timeout`, 90 s by default); after a
+    /// failure, `RetryPolicy`'s doubling with jitter from 5 s (5, 10, 20, 40 s), not a flat 5 s that
+    /// would bring every node of a fleet fetching one magnet back to a failing tracker together.
+    private var schedule: AnnounceSchedule = {
+        var policy = RetryPolicy()
+        policy.firstRetry = 5
+        return AnnounceSchedule(policy: policy)
+    }()
+    private var random = SystemRandomNumberGenerator()
     private var announcing = false
     private var done = false
     /// The connections' closes once the phase ended.
@@ -115,7 +123,7 @@ public final class MetadataFetcher: @unchecked Sendable {
             return
         }
         perform(fetch.tick(now: now))
-        if tracker != nil, !announcing, now >= nextAnnounce { announce() }
+        if tracker != nil, !announcing, schedule.isDue(now: now) { announce() }
     }
 
     private func announce() {
@@ -135,7 +143,11 @@ public final class MetadataFetcher: @unchecked Sendable {
             }
             loop.execute {
                 self.announcing = false
-                self.nextAnnounce = self.now + (answer == nil ? 5 : 15)
+                if answer == nil {
+                    self.schedule.failed(now: self.now, using: &self.random)
+                } else {
+                    self.schedule.answered(interval: 15, minInterval: nil, now: self.now)
+                }
                 for peer in answer?.peers ?? [] { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
             }
         }

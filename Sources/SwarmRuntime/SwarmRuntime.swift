@@ -181,12 +181,12 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// before it holds an upload slot for long (`PeerOutbox.stalled`).
     private var stallTimer: RepeatedTask?
     private var tracker: TrackerClient?
-    private var nextAnnounce: Double = 0
-    private var lastAnnounce: Double = 0
+    /// When to announce next: answers, failures (`RetryPolicy`'s back-off) and early requests.
+    private var announceSchedule = AnnounceSchedule()
+    private var announceRandom = SystemRandomNumberGenerator()
     private var announcing = false
-    /// From the tracker's latest answer: leechers in the swarm, and the least time between announces.
+    /// From the tracker's latest answer: leechers in the swarm.
     private var trackerIncomplete: Int?
-    private var trackerMinInterval: Double = 30
     /// Tree mode's parents and reports (nil: the mesh).
     private var treeMembership: TreeMembership?
     /// `--method auto`'s measurements and choice (nil: another method, or a complete node).
@@ -1246,7 +1246,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         pumpStarved()
         // A seed waiting for the swarm to finish (`--seed-after done`) asks again as soon as allowed.
         if engine.isComplete, let incomplete = trackerIncomplete, incomplete > 0 {
-            nextAnnounce = min(nextAnnounce, lastAnnounce + trackerMinInterval)
+            announceSchedule.announceWhenAllowed(now: now)
         }
         let usable = treeMembership == nil ? [] : Set(peerKeys.compactMap { handle, key in
             engine.waitingSince(handle).map { now - $0 < TreeMembership.stallTimeout } ?? true ? key.id : nil
@@ -1256,8 +1256,8 @@ public final class SwarmRuntime: @unchecked Sendable {
             logger.info("no tree parent reachable or sending; asking the tracker for another")
             announceNow()
         }
-        if tracker != nil && now >= nextAnnounce && !announcing {
-            announce(event: nextAnnounce == 0 ? .started : .none)
+        if tracker != nil && announceSchedule.isDue(now: now) && !announcing {
+            announce(event: announceSchedule.event)
         }
     }
 
@@ -1277,8 +1277,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         }
     }
 
-    /// The next tick announces (a regular one: `nextAnnounce` 0 would mean `started`).
-    private func announceNow() { nextAnnounce = min(nextAnnounce, max(now, .leastNonzeroMagnitude)) }
+    /// The next tick announces, unless a back-off after failed announces is running (then it ends it).
+    private func announceNow() { announceSchedule.announceNow(now: now) }
 
     private func announceRequest(event: AnnounceEvent) -> AnnounceRequest {
         var request = AnnounceRequest(infoHash: metainfo.infoHash, peerID: ourHandshake.peerID, port: UInt16(clamping: listeningPort ?? 0))
@@ -1310,10 +1310,8 @@ public final class SwarmRuntime: @unchecked Sendable {
                 let now = Double((NIODeadline.now() - self.started).nanoseconds) / 1e9
                 switch result {
                 case .success(let answer):
-                    self.lastAnnounce = now
-                    self.nextAnnounce = now + RetryPolicy().delay(afterInterval: answer.response.interval, minInterval: answer.response.minInterval)
+                    self.announceSchedule.answered(interval: answer.response.interval, minInterval: answer.response.minInterval, now: now)
                     self.trackerIncomplete = answer.response.incomplete
-                    self.trackerMinInterval = Double(max(answer.response.minInterval ?? 30, 5))
                     if self.treeMembership != nil {
                         let policy = self.treeMembership?.answered(answer.response.treeParents, reported: request.lostParent, now: now)
                         if let auto = self.autoMethod, auto.choice == nil {
@@ -1338,8 +1336,9 @@ public final class SwarmRuntime: @unchecked Sendable {
                     for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
                     self.decideMethod()
                 case .failure(let error):
-                    self.logger.warning("announce failed", metadata: ["error": "\(error)"])
-                    self.nextAnnounce = now + 15
+                    let delay = self.announceSchedule.failed(now: now, using: &self.announceRandom)
+                    self.logger.warning("announce failed", metadata: ["error": "\(error)",
+                        "failures": "\(self.announceSchedule.failures)", "retry_in_s": "\(Int(delay.rounded()))"])
                 }
             }
         }

@@ -19,6 +19,11 @@ public final class TrackerServer: Sendable {
         public var requestTimeout: TimeAmount = .seconds(10)
         public var maxConnections = 10_000
         public var expiryInterval: TimeAmount = .seconds(30)
+        /// Connections waiting to be accepted (the kernel caps it at `net.core.somaxconn`).
+        public var backlog: Int32 = 4096
+        /// Connections accepted per wake-up of the listening socket's loop. NIO's default (4):
+        /// batches of 64 measured worse under wrk's churn (docs/benchmarks.md, session 3).
+        public var acceptsPerWakeup: UInt = 4
         /// Event-loop threads when the server runs its own.
         public var threads = System.coreCount
 
@@ -57,14 +62,23 @@ public final class TrackerServer: Sendable {
         }
         let deadlines = DeadlineSweepers(sweepers: sweepers)
         do {
+            // A flash crowd opens thousands of connections within a second: a backlog the kernel
+            // caps at net.core.somaxconn (4096 on current Linux; NIO's default asks for 256, and
+            // this server asked for 1,024). No child options: NIO sets TCP_NODELAY on the
+            // listening socket, which accepted ones inherit, and each child option costs a
+            // setsockopt and a chain of futures per connection.
             let channel = try await ServerBootstrap(group: loops)
-                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.backlog, value: limits.backlog)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(.maxMessagesPerRead, value: limits.acceptsPerWakeup)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                            withPipeliningAssistance: false, withErrorHandling: false)
+                        // The request decoder only: answers are written as one buffer each
+                        // (`TrackerHTTPHandler.write`), not as head, body and end parts through
+                        // NIO's response encoder.
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
                         try channel.pipeline.syncOperations.addHandler(
                             TrackerHTTPHandler(service: service, limits: limits, connections: connections, deadlines: deadlines))
                     }
@@ -149,7 +163,7 @@ final class DeadlineSweeper {
 /// One connection's HTTP handling: collect a request, answer it, enforce the limits.
 final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundOut = ByteBuffer
 
     private let service: TrackerService
     private let limits: TrackerServer.Limits
@@ -211,23 +225,30 @@ final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// The status line, headers and body in one buffer and one write: the response encoder's
+    /// head, body and end parts cost a header table, three buffers and three pipeline passes per
+    /// answer.
     private func write(_ response: TrackerHTTPResponse, for request: HTTPRequestHead, context: ChannelHandlerContext) {
         let keepAlive = request.isKeepAlive && response.status != 414
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: response.contentType)
-        headers.add(name: "Content-Length", value: "\(response.body.count)")
-        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
-        for (name, value) in response.extraHeaders { headers.add(name: name, value: value) }
-        let head = HTTPResponseHead(version: request.version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if request.method != .HEAD {
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: response.body)))), promise: nil)
-        }
+        let body = request.method == .HEAD ? [] : response.body
+        var buffer = context.channel.allocator.buffer(capacity: 160 + body.count)
+        buffer.writeStaticString(request.version.minor == 0 && request.version.major == 1 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        buffer.writeString("\(response.status) \(HTTPResponseStatus(statusCode: response.status).reasonPhrase)\r\n")
+        buffer.writeStaticString("Content-Type: ")
+        buffer.writeString(response.contentType)
+        buffer.writeStaticString("\r\nContent-Length: ")
+        buffer.writeString(String(response.body.count))
+        buffer.writeStaticString(keepAlive ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n")
+        for (name, value) in response.extraHeaders { buffer.writeString("\(name): \(value)\r\n") }
+        buffer.writeStaticString("\r\n")
+        buffer.writeBytes(body)
         // Re-arm before writing: a close on completion may run at once, and must find nothing armed.
-        if keepAlive { armDeadline(context: context) }
-        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-            if !keepAlive { loopBound.value.close(promise: nil) }
+        if keepAlive {
+            armDeadline(context: context)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        } else {
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in loopBound.value.close(promise: nil) }
         }
     }
 
@@ -250,11 +271,8 @@ final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         // Unparsable HTTP (including request lines beyond the parser's limit): answer 400 and close.
         if error is HTTPParserError {
             service.metrics.httpError(400)
-            var headers = HTTPHeaders()
-            headers.add(name: "Connection", value: "close")
-            headers.add(name: "Content-Length", value: "0")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(
+                staticString: "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")), promise: nil)
         }
         context.close(promise: nil)
     }

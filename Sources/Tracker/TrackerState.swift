@@ -131,7 +131,7 @@ public struct TrackerState: Sendable {
             }
             swarms[request.infoHash] = Swarm()
         }
-        let known = swarms[request.infoHash].flatMap { $0.seeders.entry(key) ?? $0.leechers.entry(key) }
+        let known = swarms[request.infoHash]?.entry(key)
         let progress = PeerProgress(left: request.left, downloaded: request.downloaded, at: now, previous: known?.progress)
         let rack = configuration.rack(named: request.rack, address: address)
         var entry = PeerEntry(key: key, peerID: request.peerID, address: address, lastSeen: now, owner: owner, progress: progress, rack: rack)
@@ -553,10 +553,13 @@ struct Swarm: Sendable {
 
     var isEmpty: Bool { seeders.count == 0 && leechers.count == 0 }
 
+    /// The peer stored under `key`, seeder or leecher.
+    func entry(_ key: PeerKey) -> PeerEntry? { seeders.entry(key) ?? leechers.entry(key) }
+
     /// Stores a new peer or refreshes one its owner announced; anything else changes nothing.
     mutating func upsert(_ entry: PeerEntry, seeding: Bool, completed completedEvent: Bool, limits: Limits) -> AnnounceOutcome {
         var entry = entry
-        if let known = seeders.entry(entry.key) ?? leechers.entry(entry.key) {
+        if let known = self.entry(entry.key) {
             guard entry.owner.mayChange(known.owner) else { return .notOwner }
             // An entry made without a key keeps the one its owner sends later, and keeps its key
             // when a later announce omits it.
@@ -617,7 +620,7 @@ struct Swarm: Sendable {
 
     /// Removes a peer on its owner's `stopped`.
     mutating func remove(_ key: PeerKey, by owner: Owner, now: Double) -> AnnounceOutcome {
-        guard let known = seeders.entry(key) ?? leechers.entry(key) else { return .removed }
+        guard let known = entry(key) else { return .removed }
         guard owner.mayChange(known.owner) else { return .notOwner }
         if seeders.remove(key) == nil { leechers.remove(key) }
         forget(known, now: now)
@@ -634,7 +637,7 @@ struct Swarm: Sendable {
         if let lostParent, tree.parent(of: key) == lostParent { tree.remove(lostParent) }
         tree.join(key, rack: rack, complete: complete)
         while let parent = tree.parent(of: key) {
-            if let entry = seeders.entry(parent) ?? leechers.entry(parent) { return [AnnouncedPeer(address: entry.address, peerID: entry.peerID)] }
+            if let stored = entry(parent) { return [AnnouncedPeer(address: stored.address, peerID: stored.peerID)] }
             tree.remove(parent)
         }
         return []
@@ -670,10 +673,10 @@ struct Swarm: Sendable {
         if racks.count > 1 {
             picked = []
             if requesterIsSeeder || racks.gateways[rack] == requester {
-                let gateways = racks.gateways.filter { $0.key != rack }.values.compactMap { leechers.entry($0) ?? seeders.entry($0) }
+                let gateways = racks.gateways.filter { $0.key != rack }.values.compactMap { entry($0) }
                 let elsewhere = requesterIsSeeder ? [] : seeders.sample(count, excluding: requester, random: &random).filter { $0.rack != rack }
                 picked = Array((gateways.shuffled(using: &random) + elsewhere).prefix(max(1, count / 2)))
-            } else if let gateway = racks.gateways[rack].flatMap({ seeders.entry($0) ?? leechers.entry($0) }) {
+            } else if let gateway = racks.gateways[rack].flatMap({ entry($0) }) {
                 picked = [gateway]
             }
             if !requesterIsSeeder { picked += racks.seeders[rack]?.sample(count, excluding: requester, random: &random) ?? [] }

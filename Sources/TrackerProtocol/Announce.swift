@@ -154,9 +154,23 @@ public struct AnnounceRequest: Sendable, Equatable {
         var rack: String?
     }
 
-    private static func integer(_ value: [UInt8]) -> Int64? {
-        guard value.count <= 20, let text = String(validating: value, as: UTF8.self) else { return nil }
-        return Int64(text)
+    /// A decimal number as `Int64(String)` reads it (an optional sign, then digits; nil on overflow),
+    /// read from the bytes without making a string first: three of these come with every announce.
+    static func integer(_ value: [UInt8]) -> Int64? {
+        guard !value.isEmpty, value.count <= 20 else { return nil }
+        let negative = value[0] == UInt8(ascii: "-")
+        let signed = negative || value[0] == UInt8(ascii: "+")
+        guard value.count > (signed ? 1 : 0) else { return nil }
+        var result: Int64 = 0
+        for byte in value[(signed ? 1 : 0)...] {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let digit = Int64(byte - UInt8(ascii: "0"))
+            let (times10, overflow1) = result.multipliedReportingOverflow(by: 10)
+            let (next, overflow2) = negative ? times10.subtractingReportingOverflow(digit) : times10.addingReportingOverflow(digit)
+            guard !overflow1, !overflow2 else { return nil }
+            result = next
+        }
+        return result
     }
 
     /// The query string a client appends to the announce URL (after `?`).

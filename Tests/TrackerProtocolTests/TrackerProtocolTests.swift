@@ -33,6 +33,26 @@ func refusal(_ query: String) -> TrackerRequestError? {
         #expect(throws: TrackerRequestError.self) { try QueryString.parse("=1") }
         let flood = (0..<200).map { "k\($0)=1" }.joined(separator: "&")
         #expect(throws: TrackerRequestError.malformedQuery("more than 128 parameters")) { try QueryString.parse(flood) }
+        #expect(throws: TrackerRequestError.self) { try QueryString.parse("a=%") }
+        #expect(throws: TrackerRequestError.self) { try QueryString.parse("%zz=1") }
+    }
+
+    /// The parser reads a query's bytes in place when it can (a native string or substring) and a
+    /// copy when it cannot (a bridged or foreign string): both give the same pairs.
+    @Test func substringsAndEscapedNamesParseAlike() throws {
+        let uri = "/announce?%70eer=%41&&x==&y"
+        let query = uri[uri.index(after: uri.firstIndex(of: "?")!)...]
+        let pairs = try QueryString.parse(query)
+        #expect(pairs.map(\.name) == ["peer", "x", "y"])
+        #expect(pairs.map(\.value) == [[0x41], Array("=".utf8), []])
+    }
+
+    /// Numbers are read from the bytes as `Int64(String)` reads them.
+    @Test func integersReadAsInt64Does() {
+        for text in ["0", "7", "-1", "+5", "007", "9223372036854775807", "-9223372036854775808", "9223372036854775808",
+                     "", "-", "+", "1e3", " 1", "1 ", "0x10", "--1", "123456789012345678901"] {
+            #expect(AnnounceRequest.integer(Array(text.utf8)) == Int64(text), "\(text)")
+        }
     }
 }
 
