@@ -41,7 +41,8 @@ public struct TorrentCreator: Sendable {
 
     /// Scans `path` without reading any data: what will be hashed, and with which piece length.
     public func plan(_ path: String) throws(CreationError) -> (source: TorrentSource, pieceLength: Int, totalLength: Int64) {
-        let source = try TorrentSource.scan(path, order: options.fileOrder)
+        let source: TorrentSource
+        if let chain = try chainSource(path) { source = chain } else { source = try TorrentSource.scan(path, order: options.fileOrder) }
         var total: Int64 = 0
         for file in source.files {
             let (sum, overflow) = total.addingReportingOverflow(file.length)
@@ -130,6 +131,21 @@ public struct TorrentCreator: Sendable {
         return Metainfo(
             info: info, extraInfoFields: options.extraInfoFields, announceTiers: options.announceTiers, webSeeds: options.webSeeds,
             comment: options.comment, createdBy: options.createdBy, creationDate: options.creationDate)
+    }
+
+    /// With `alignFiles`, a qcow2 image with a backing file is its whole chain: the images below it
+    /// (base first) and itself, in one folder-like torrent named after it without `.qcow2`, so
+    /// `get` puts the layers side by side, where their backing-file names resolve.
+    func chainSource(_ path: String) throws(CreationError) -> TorrentSource? {
+        guard options.alignFiles, options.fileOrder == nil else { return nil }
+        let single = try TorrentSource.scan(path)
+        guard !single.isDirectory else { return nil }
+        let folder = path.lastIndex(of: "/").map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
+        let chain = try QCOW2Chain.layers(top: single.baseName, in: folder)
+        guard chain.count > 1 else { return nil }
+        let layers = try TorrentSource.scan(folder, order: chain.map { [$0] })
+        let name = single.baseName.hasSuffix(".qcow2") && single.baseName.count > 6 ? String(single.baseName.dropLast(6)) : single.baseName + ".layers"
+        return TorrentSource(baseName: name, isDirectory: true, files: layers.files)
     }
 
     /// Bytes of padding after a file of `length` so the next file starts on a piece boundary.

@@ -159,3 +159,50 @@ import Testing
         #expect(try sha256(folder.file("out/disk.img")) == (try sha256(new + "/disk.img")))
     }
 }
+
+/// `create --align-files TOP.qcow2` of a real chain made by qemu-img: the torrent carries the
+/// chain base first, and after `get` qemu opens it (backing names resolve) and finds it identical.
+@Suite(.serialized) struct QCOW2ChainTests {
+    @Test func aBackingChainTravelsAsOneTorrentAndQemuOpensIt() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let qemuImg = try #require(which("qemu-img"), "qemu-utils is needed: run tools/test")
+        let qemuIO = try #require(which("qemu-io"), "qemu-utils is needed: run tools/test")
+        let images = folder.file("images")
+        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        func run(_ tool: String, _ arguments: [String]) throws {
+            let result = try runProcess(tool, arguments, in: images)
+            try #require(result.status == 0, "\(tool) \(arguments): \(result.stderr)")
+        }
+        try run(qemuImg, ["create", "-q", "-f", "qcow2", "base.qcow2", "16M"])
+        try run(qemuIO, ["-c", "write -P 0x11 0 5M", "base.qcow2"])
+        try run(qemuImg, ["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "site.qcow2"])
+        try run(qemuIO, ["-c", "write -P 0x22 1M 64k", "site.qcow2"])
+        try run(qemuImg, ["create", "-q", "-f", "qcow2", "-b", "site.qcow2", "-F", "qcow2", "user.qcow2"])
+        try run(qemuIO, ["-c", "write -P 0x33 6M 2M", "user.qcow2"])
+        try Data("not a layer".utf8).write(to: URL(fileURLWithPath: images + "/notes.txt"))
+
+        let torrent = folder.file("user.torrent")
+        let created = try runProcess(vmswarmBinary, ["create", images + "/user.qcow2", "--align-files", "-o", torrent, "--json"])
+        try #require(created.status == 0, "\(created.stderr)")
+        #expect(created.stdout.contains(#""name":"user""#), "\(created.stdout)")
+        let inspected = try runProcess(vmswarmBinary, ["inspect", torrent])
+        let order = ["base.qcow2", "site.qcow2", "user.qcow2"].map { inspected.stdout.range(of: $0)?.lowerBound }
+        #expect(order.allSatisfy { $0 != nil } && order[0]! < order[1]! && order[1]! < order[2]!, "\(inspected.stdout)")
+        #expect(!inspected.stdout.contains("notes.txt"))
+
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", images, "--port", "\(port)"], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("on port") }, "\(seeder.output)")
+        let get = try runProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out"), "--peer", "127.0.0.1:\(port)", "--port", "0"])
+        try #require(get.status == 0, "\(get.stderr)")
+        let top = folder.file("out/user/user.qcow2")
+        let check = try runProcess(qemuImg, ["check", top])
+        #expect(check.status == 0, "\(check.stdout) \(check.stderr)")
+        let chain = try runProcess(qemuImg, ["info", "--backing-chain", top])
+        #expect(chain.status == 0 && chain.stdout.contains(folder.file("out/user/base.qcow2")), "\(chain.stdout) \(chain.stderr)")
+        let compare = try runProcess(qemuImg, ["compare", images + "/user.qcow2", top])
+        #expect(compare.status == 0, "\(compare.stdout) \(compare.stderr)")
+    }
+}

@@ -100,3 +100,62 @@ import Testing
             == Array(repeating: UInt8(ascii: "b"), count: 20))
     }
 }
+
+/// The qcow2 header parser, on bytes made here (hostile ones included) rather than by qemu-img.
+@Suite struct QCOW2HeaderTests {
+    /// A version 3 header with cluster bits 16 naming `name` at `offset`.
+    static func header(version: UInt32 = 3, clusterBits: UInt32 = 16, offset: UInt64 = 112, nameLength: UInt32? = nil,
+                       name: String = "base.qcow2") -> [UInt8] {
+        func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.bigEndian, Array.init) }
+        var bytes = bigEndian(UInt32(0x5146_49fb)) + bigEndian(version) + bigEndian(name.isEmpty ? 0 : offset)
+        bytes += bigEndian(nameLength ?? UInt32(name.utf8.count)) + bigEndian(clusterBits)
+        bytes += [UInt8](repeating: 0, count: Int(offset) - bytes.count)
+        return bytes + Array(name.utf8)
+    }
+
+    @Test func theBackingFileNameIsFound() throws {
+        let bytes = Self.header()
+        let header = try QCOW2Header(parsing: bytes)
+        #expect(header.version == 3 && header.clusterBits == 16)
+        let range = try #require(header.backingFileName)
+        #expect(String(decoding: bytes[Int(range.lowerBound)..<Int(range.upperBound)], as: UTF8.self) == "base.qcow2")
+        #expect(try QCOW2Header(parsing: Self.header(name: "")).backingFileName == nil)
+    }
+
+    @Test func hostileHeadersAreRefusedNotTrappedOn() {
+        #expect(throws: QCOW2Header.Problem.notQCOW2) { try QCOW2Header(parsing: Array("QFI".utf8)) }
+        #expect(throws: QCOW2Header.Problem.notQCOW2) { try QCOW2Header(parsing: [UInt8](repeating: 0, count: 512)) }
+        #expect(throws: QCOW2Header.Problem.truncated(length: 40)) { try QCOW2Header(parsing: Self.header().prefix(40)) }
+        #expect(throws: QCOW2Header.Problem.unsupportedVersion(9)) { try QCOW2Header(parsing: Self.header(version: 9)) }
+        #expect(throws: QCOW2Header.Problem.invalidClusterBits(63)) { try QCOW2Header(parsing: Self.header(clusterBits: 63)) }
+        #expect(throws: QCOW2Header.Problem.invalidBackingFileName(offset: 112, length: 5000)) {
+            try QCOW2Header(parsing: Self.header(nameLength: 5000))
+        }
+        #expect(throws: QCOW2Header.Problem.invalidBackingFileName(offset: 65530, length: 10)) {
+            try QCOW2Header(parsing: Self.header(offset: 65530))
+        }
+        // An offset near UInt64.max must not overflow the bound check.
+        var huge = Self.header()
+        huge.replaceSubrange(8..<16, with: [UInt8](repeating: 0xff, count: 8))
+        #expect(throws: QCOW2Header.Problem.invalidBackingFileName(offset: .max, length: 10)) { try QCOW2Header(parsing: huge) }
+        var random = SeededRandom(seed: 19)
+        for _ in 0..<2000 {
+            var bytes = Self.header()
+            for _ in 0..<4 { bytes[Int.random(in: 0..<72, using: &random)] = UInt8.random(in: 0...255, using: &random) }
+            _ = try? QCOW2Header(parsing: bytes)
+        }
+    }
+
+    @Test func chainsWithNamesThatWouldNotResolveAreRefused() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        try Data(Self.header(name: "../elsewhere/base.qcow2")).write(to: URL(fileURLWithPath: folder.file("top.qcow2")))
+        #expect(throws: CreationError.self) { try QCOW2Chain.layers(top: "top.qcow2", in: folder.path) }
+        try Data(Self.header(name: "b.qcow2")).write(to: URL(fileURLWithPath: folder.file("a.qcow2")))
+        try Data(Self.header(name: "a.qcow2")).write(to: URL(fileURLWithPath: folder.file("b.qcow2")))
+        #expect(throws: CreationError.self) { try QCOW2Chain.layers(top: "a.qcow2", in: folder.path) }
+        try Data(Self.header(name: "raw.img")).write(to: URL(fileURLWithPath: folder.file("c.qcow2")))
+        try Data("raw".utf8).write(to: URL(fileURLWithPath: folder.file("raw.img")))
+        #expect(try QCOW2Chain.layers(top: "c.qcow2", in: folder.path) == ["raw.img", "c.qcow2"])
+    }
+}
