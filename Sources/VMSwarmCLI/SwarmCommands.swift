@@ -415,6 +415,7 @@ struct GetCommand: AsyncParsableCommand {
         if sealer != nil && (cache != nil || !reuse.isEmpty) {
             FileHandle.standardError.write(Data("--cache and --reuse are not used for a sealed image opened with its key\n".utf8))
         }
+        for old in reuse where !FileManager.default.fileExists(atPath: old) { throw CLIError("--reuse: \(old) does not exist") }
         var reused = LocalPieces.Report(pieceCount: metainfo.info.pieceCount)
         if !have.isComplete && !store.isFinished && sealer == nil && (contentStore != nil || !reuse.isEmpty) {
             let index = contentStore?.load() ?? ContentIndex()
@@ -424,9 +425,10 @@ struct GetCommand: AsyncParsableCommand {
             }
             reused.pieces.forEachPiece { _ = have.insert($0) }
             let note = "reused \(Format.bytes(reused.bytes)) (\(reused.pieces.count) of \(metainfo.info.pieceCount) pieces) already on this node"
-                + (reused.rejected > 0 ? "; \(reused.rejected) local copies did not match their hash and are fetched instead" : "")
+                + (reused.rejected > 0 ? "; \(reused.rejected) local copies were changed, cut short or gone, and those pieces are fetched" : "")
             if peer.json {
                 print(#"{"event":"reused","bytes":\#(reused.bytes),"pieces":\#(reused.pieces.count),"rejected":\#(reused.rejected)}"#)
+                fflush(nil)  // a pipe is block-buffered: progress lines must not overtake it
             } else {
                 FileHandle.standardError.write(Data((note + "\n").utf8))
             }
