@@ -231,6 +231,10 @@ struct SeedCommand: AsyncParsableCommand {
     @Flag(name: .customLong("skip-check"), help: "Do not verify the data before seeding.")
     var skipCheck = false
 
+    @Option(help: ArgumentHelp("Record the data in this content store (docs/reuse.md): a later get --cache DIR on this node takes the pieces it holds from it. Not for a sealed image seeded with its key.",
+        valueName: "DIR"))
+    var cache: String?
+
     @OptionGroup var peer: PeerOptions
 
     @OptionGroup var settings: ConfigOption
@@ -280,6 +284,16 @@ struct SeedCommand: AsyncParsableCommand {
             have = checkData(store, json: peer.json)
             guard have.isComplete else {
                 throw CLIError("\(dataPath) is not this torrent's data: \(have.count) of \(metainfo.info.pieceCount) pieces match")
+            }
+        }
+        // A key holder's data is plaintext while the torrent hashes ciphertext: nothing to index.
+        if let cache {
+            if sealer != nil {
+                FileHandle.standardError.write(Data("--cache is not used for a sealed image seeded with its key\n".utf8))
+            } else {
+                try CLIError.wrap("cannot record \(dataPath) in the content store \(cache)") {
+                    try ContentStore(directory: cache).record(metainfo.info, at: dataPath)
+                }
             }
         }
         var options = peer.runtimeOptions(interface: booster.interface)

@@ -138,6 +138,27 @@ import Testing
         for layer in ["base", "user"] { #expect(try sha256(folder.file("out2/v2/\(layer)")) == (try sha256(second + "/" + layer))) }
     }
 
+    /// `seed --cache DIR` records what a node seeds: its next `get --cache DIR` takes those pieces.
+    @Test func whatANodeSeedsIsInItsContentStore() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let base = ("base", 3 * Self.pieceSize + 10, 11)
+        let first = try makeLayers(folder, "v1", [base])
+        let second = try makeLayers(folder, "v2", [base, ("user", Self.pieceSize, 12)])
+        try create(first, folder.file("v1.torrent"))
+        try create(second, folder.file("v2.torrent"))
+        let cache = folder.file("cache")
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", folder.file("v1.torrent"), "--data", first, "--port", "0", "--cache", cache],
+            logTo: folder.file("seed-v1.log"))
+        try #require(eventually(20) { seeder.output.contains("on port") }, "\(seeder.output)")
+        seeder.stop()
+        let get = try fetch(folder, folder.file("v2.torrent"), data: second, ["--output", folder.file("out"), "--cache", cache])
+        try #require(get.status == 0, "\(get.stderr)")
+        let done = try completion(get.stdout)
+        #expect(done["reused"] as? Int == 4 * Self.pieceSize, "\(done)")
+        #expect(done["downloaded"] as? Int == Self.pieceSize, "\(done)")
+    }
+
     /// `get --reuse OLD`: pieces of an earlier version that did not change are not fetched.
     @Test func anEarlierVersionGivesItsUnchangedPieces() throws {
         let folder = try TemporaryFolder()
