@@ -56,6 +56,10 @@ import Testing
         let ours = lines.first { $0.hasPrefix("ours ") }?.dropFirst(5), theirs = lines.first { $0.hasPrefix("theirs ") }?.dropFirst(7)
         #expect(ours != nil && ours == theirs, "\(result.stdout)")
         #expect(lines.contains("pads ['image/.pad/86431', 'image/.pad/259144']"), "\(result.stdout)")
+        // inspect shows each layer's digest.
+        let inspected = try runProcess(vmswarmBinary, ["inspect", folder.file("image.torrent"), "--json"])
+        let digest = try runProcess("/usr/bin/sha1sum", [path + "/site.qcow2"]).stdout.prefix(40)
+        #expect(inspected.stdout.contains(#""sha1":"\#(digest)""#), "\(inspected.stdout)")
     }
 
     @Test func libtorrentDownloadsALayeredTorrentExactly() throws {
