@@ -90,7 +90,9 @@ public enum QCOW2Chain {
 
     /// The backing file name a qcow2 image records, or nil (none, or not a qcow2 image).
     static func backingFile(of path: String) throws(CreationError) -> String? {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        // Links are followed here (reading a header changes nothing, and the top image may be a link
+        // the user named); the chain's files are then scanned by TorrentSource, which refuses links.
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw .notFound(path) }
         defer { close(descriptor) }
         func read(_ range: Range<UInt64>) -> [UInt8] {

@@ -57,8 +57,9 @@ public struct TorrentCreator: Sendable {
         if options.alignFiles && source.isDirectory {
             total = 0
             for file in source.files {
+                guard file.length < Int64.max - Int64(pieceLength) else { throw .tooLarge(path) }
                 let (sum, overflow) = total.addingReportingOverflow(file.length + Self.padding(after: file.length, pieceLength: pieceLength))
-                guard !overflow, file.length < Int64.max - Int64(pieceLength) else { throw .tooLarge(path) }
+                guard !overflow else { throw .tooLarge(path) }
                 total = sum
             }
         }
