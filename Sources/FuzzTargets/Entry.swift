@@ -26,6 +26,7 @@
         FuzzTarget(name: "multicast", summary: "a MulticastSender and MulticastReceiver on a lossy group, with a forger", run: fuzzMulticast),
         FuzzTarget(name: "metadata", summary: "magnet links, ut_metadata messages, and a BEP 9 fetch fed hostile peers", run: fuzzMetadata),
         FuzzTarget(name: "nbd", summary: "an NBD server session fed a client's bytes, whole and split, answering reads", run: fuzzNBD),
+        FuzzTarget(name: "layers", summary: "qcow2 headers (backing chains) and the content store's index text", run: fuzzLayers),
     ]
 
     nonisolated(unsafe) private var selected: FuzzTarget?

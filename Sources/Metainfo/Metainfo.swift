@@ -322,7 +322,10 @@ struct FieldReader {
             let attributes = try fileNode["attr"].map { node throws(MetainfoError) in
                 FileEntry.Attributes(bep47: try bytes(node, "\(field).attr"))
             } ?? []
-            let entry = FileEntry(path: path, length: length, attributes: attributes)
+            // BEP 47's per-file SHA-1; one of another type or length is ignored, not refused: it is
+            // only ever a hint (the content store verifies every piece by its own hash).
+            let sha1 = fileNode["sha1"]?.bytes
+            let entry = FileEntry(path: path, length: length, attributes: attributes, sha1: sha1?.count == 20 ? sha1 : nil)
             // Padding files are never written to disk, and makers give many of them one path
             // (libtorrent's `.pad/N`), so only real files claim a place.
             if !entry.isPadding {

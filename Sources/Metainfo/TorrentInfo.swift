@@ -7,6 +7,10 @@ public struct FileEntry: Hashable, Sendable {
     public let path: [String]
     public let length: Int64
     public let attributes: Attributes
+    /// BEP 47's optional SHA-1 of the file's whole content (20 bytes), or nil. A layer's digest:
+    /// a node's content store finds a cached copy of the file by it. It is a hint to look, never
+    /// proof: every piece taken from a copy is verified by its piece hash.
+    public let sha1: [UInt8]?
 
     /// BEP 47 file attributes.
     public struct Attributes: OptionSet, Hashable, Sendable {
@@ -43,10 +47,18 @@ public struct FileEntry: Hashable, Sendable {
         }
     }
 
-    public init(path: [String], length: Int64, attributes: Attributes = []) {
+    public init(path: [String], length: Int64, attributes: Attributes = [], sha1: [UInt8]? = nil) {
+        precondition(sha1 == nil || sha1?.count == 20, "a SHA-1 digest is 20 bytes")
         self.path = path
         self.length = length
         self.attributes = attributes
+        self.sha1 = sha1
+    }
+
+    /// The padding file BEP 47 puts after a file to align the next one to a piece boundary, named
+    /// as libtorrent names it (`.pad/LENGTH`), so both makers write the same `info` dictionary.
+    public static func padding(length: Int64) -> FileEntry {
+        FileEntry(path: [".pad", String(length)], length: length, attributes: .padding)
     }
 
     public var isPadding: Bool { attributes.contains(.padding) }
@@ -138,6 +150,7 @@ public struct TorrentInfo: Hashable, Sendable {
                         Array("path".utf8): .list(file.path.map(BencodeValue.string)),
                     ]
                     if !file.attributes.isEmpty { entry[Array("attr".utf8)] = .string(file.attributes.bep47) }
+                    if let sha1 = file.sha1 { entry[Array("sha1".utf8)] = .bytes(sha1) }
                     return .dictionary(entry)
                 })
         } else {

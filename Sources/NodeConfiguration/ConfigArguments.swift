@@ -33,12 +33,13 @@ public enum ConfigSource: Sendable, Equatable {
 extension ConfigFile {
     /// The arguments `setting` stands for in `command` (none if it does not apply there).
     public func arguments(of setting: ConfigSetting, for command: String) -> [String] {
-        guard let target = setting.key.target(for: command) else { return [] }
-        switch setting.key.kind {
-        case .flag:
-            return setting.values == ["true"] ? [target.option] : []
-        case .value, .list:
-            return setting.values.flatMap { [target.option, resolved($0, setting.key)] }
+        setting.key.targets(for: command).flatMap { target -> [String] in
+            switch setting.key.kind {
+            case .flag:
+                return setting.values == ["true"] ? [target.option] : []
+            case .value, .list:
+                return setting.values.flatMap { [target.option, resolved($0, setting.key)] }
+            }
         }
     }
 
@@ -47,8 +48,8 @@ extension ConfigFile {
     /// the user gives replaces the file's list rather than adding to it.
     public func arguments(for command: String, given: [String]) -> [String] {
         settings(for: command).flatMap { setting -> [String] in
-            guard let target = setting.key.target(for: command) else { return [] }
-            if setting.key.kind == .list, Self.gives(target, in: given) { return [] }
+            let targets = setting.key.targets(for: command)
+            if setting.key.kind == .list, targets.contains(where: { Self.gives($0, in: given) }) { return [] }
             return arguments(of: setting, for: command)
         }
     }

@@ -73,7 +73,7 @@ public struct ConfigFile: Sendable {
 
     /// The settings that stand for options of `command`.
     public func settings(for command: String) -> [ConfigSetting] {
-        settings.filter { $0.key.target(for: command) != nil }
+        settings.filter { !$0.key.targets(for: command).isEmpty }
     }
 
     private struct Reader {

@@ -59,7 +59,9 @@ public struct ConfigKey: Sendable, Equatable {
         self.companions = companions
     }
 
-    public func target(for command: String) -> Target? { targets.first { $0.command == command } }
+    /// The options this setting stands for in `command`, usually one (`cache` is two for `get`:
+    /// `--output` and `--cache`, so a node keeps its images and the index of their pieces in one folder).
+    public func targets(for command: String) -> [Target] { targets.filter { $0.command == command } }
 }
 
 public enum ConfigSchema {
@@ -72,7 +74,8 @@ public enum ConfigSchema {
         ConfigKey("trackers", .list, "announce URLs `create` writes into new torrents (one tier each)",
             [.init("create", "--tracker", aliases: ["-t"])]),
         ConfigKey("web-seeds", .list, "HTTP URLs `create` writes as web seeds (BEP 19)", [.init("create", "--web-seed")]),
-        ConfigKey("cache", .value, paths: .any, "folder `get` downloads into", [.init("get", "--output", aliases: ["-o"])]),
+        ConfigKey("cache", .value, paths: .any, "the node's image folder: `get` downloads into it and takes the pieces it can from what it holds (docs/reuse.md)",
+            [.init("get", "--output", aliases: ["-o"]), .init("get", "--cache"), .init("seed", "--cache")]),
         ConfigKey("listen", .value, "address and port for incoming peers (HOST:PORT)", nodes("--listen")),
         ConfigKey("bind", .value, "local address for peer connections on multi-homed hosts", nodes("--bind")),
         ConfigKey("peers", .list, "peers to connect to besides the tracker's (HOST:PORT)", nodes("--peer")),

@@ -1,6 +1,9 @@
 import Bencode
+import Crypto
+import Dispatch
 import Metainfo
 import Storage
+import Synchronization
 
 /// Makes a torrent of a file or folder: what `vmswarm create` does, minus the terminal.
 public struct TorrentCreator: Sendable {
@@ -22,6 +25,12 @@ public struct TorrentCreator: Sendable {
         /// Entries added to the `info` dictionary beside the BEP 3 fields, covered by the info-hash
         /// (a sealed image's `vmswarm-sealed` parameters).
         public var extraInfoFields: [String: BencodeValue] = [:]
+        /// For a folder (of image layers): start every file on a piece boundary with BEP 47 padding
+        /// files after each one (the last too, as libtorrent 2 does), and record each file's SHA-1
+        /// (BEP 47 `sha1`). A file's pieces then hold its bytes alone, zero-padded at its end, so
+        /// a layer has the same piece hashes in every torrent of the same piece length that carries
+        /// it, and a node that holds the layer can take them from its content store (docs/reuse.md).
+        public var alignFiles = false
 
         public init(threads: Int) { self.threads = threads }
     }
@@ -32,16 +41,28 @@ public struct TorrentCreator: Sendable {
 
     /// Scans `path` without reading any data: what will be hashed, and with which piece length.
     public func plan(_ path: String) throws(CreationError) -> (source: TorrentSource, pieceLength: Int, totalLength: Int64) {
-        let source = try TorrentSource.scan(path, order: options.fileOrder)
+        let source: TorrentSource
+        if let chain = try chainSource(path) { source = chain } else { source = try TorrentSource.scan(path, order: options.fileOrder) }
         var total: Int64 = 0
         for file in source.files {
             let (sum, overflow) = total.addingReportingOverflow(file.length)
             guard !overflow else { throw .tooLarge(path) }
             total = sum
         }
+        // The piece length is chosen for the data, before padding, so aligning a folder never
+        // changes the piece length `auto` picks for it.
         let pieceLength = options.pieceLength ?? PieceSizeRule.pieceLength(forTotalLength: total)
         guard pieceLength >= 16 << 10, pieceLength <= PieceLayout.maxPieceLength, pieceLength & (pieceLength - 1) == 0
         else { throw .invalidPieceLength(pieceLength) }
+        if options.alignFiles && source.isDirectory {
+            total = 0
+            for file in source.files {
+                guard file.length < Int64.max - Int64(pieceLength) else { throw .tooLarge(path) }
+                let (sum, overflow) = total.addingReportingOverflow(file.length + Self.padding(after: file.length, pieceLength: pieceLength))
+                guard !overflow else { throw .tooLarge(path) }
+                total = sum
+            }
+        }
         let count = total / Int64(pieceLength) + (total % Int64(pieceLength) == 0 ? 0 : 1)
         guard count <= Int64(PieceLayout.maxPieceCount) else {
             throw .tooManyPieces(path: path, count: count, pieceLength: pieceLength)
@@ -62,17 +83,37 @@ public struct TorrentCreator: Sendable {
         let name = options.name ?? source.baseName
         guard TorrentSource.isPlainName(name) else { throw .invalidName(name) }
 
-        let files = source.files.map { file in
-            FileEntry(path: source.isDirectory ? file.relativePath : [name], length: file.length)
+        let align = options.alignFiles && source.isDirectory
+        // Each source file, and where it sits in `files` (padding files have no source).
+        var files: [FileEntry] = []
+        var sourceIndex: [Int?] = []
+        for (origin, file) in source.files.enumerated() {
+            files.append(FileEntry(path: source.isDirectory ? file.relativePath : [name], length: file.length))
+            sourceIndex.append(origin)
+            let padding = align ? Self.padding(after: file.length, pieceLength: pieceLength) : 0
+            if padding > 0 {
+                files.append(.padding(length: padding))
+                sourceIndex.append(nil)
+            }
         }
         let hashes: [UInt8]
         do {
             let layout = try PieceLayout(pieceLength: pieceLength, fileLengths: files.map(\.length))
-            let reader = try FileSet(layout: layout, paths: source.files.map(\.fullPath))
-            for (index, file) in source.files.enumerated() where reader.identity(ofFile: index) != file.identity {
-                throw CreationError.replaced(path: file.fullPath)
+            let reader = try FileSet(layout: layout, paths: sourceIndex.map { $0.map { source.files[$0].fullPath } })
+            for (index, origin) in sourceIndex.enumerated() {
+                guard let origin else { continue }
+                if reader.identity(ofFile: index) != source.files[origin].identity {
+                    throw CreationError.replaced(path: source.files[origin].fullPath)
+                }
             }
             hashes = try PieceHasher(threads: options.threads).hashPieces(of: reader, progress: progress)
+            if align {
+                let digests = try Self.sha1Digests(of: reader, files: sourceIndex.indices.filter { sourceIndex[$0] != nil },
+                    threads: options.threads)
+                for (index, digest) in digests {
+                    files[index] = FileEntry(path: files[index].path, length: files[index].length, sha1: digest)
+                }
+            }
         } catch let error as StorageError {
             throw .storage(error)
         } catch let error as CreationError {
@@ -91,5 +132,61 @@ public struct TorrentCreator: Sendable {
         return Metainfo(
             info: info, extraInfoFields: options.extraInfoFields, announceTiers: options.announceTiers, webSeeds: options.webSeeds,
             comment: options.comment, createdBy: options.createdBy, creationDate: options.creationDate)
+    }
+
+    /// With `alignFiles`, a qcow2 image with a backing file is its whole chain: the images below it
+    /// (base first) and itself, in one folder-like torrent named after it without `.qcow2`, so
+    /// `get` puts the layers side by side, where their backing-file names resolve.
+    func chainSource(_ path: String) throws(CreationError) -> TorrentSource? {
+        guard options.alignFiles, options.fileOrder == nil else { return nil }
+        let single = try TorrentSource.scan(path)
+        guard !single.isDirectory else { return nil }
+        let folder = path.lastIndex(of: "/").map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
+        let chain = try QCOW2Chain.layers(top: single.baseName, in: folder)
+        guard chain.count > 1 else { return nil }
+        let layers = try TorrentSource.scan(folder, order: chain.map { [$0] })
+        let name = single.baseName.hasSuffix(".qcow2") && single.baseName.count > 6 ? String(single.baseName.dropLast(6)) : single.baseName + ".layers"
+        return TorrentSource(baseName: name, isDirectory: true, files: layers.files)
+    }
+
+    /// Bytes of padding after a file of `length` so the next file starts on a piece boundary.
+    static func padding(after length: Int64, pieceLength: Int) -> Int64 {
+        let remainder = length % Int64(pieceLength)
+        return remainder == 0 ? 0 : Int64(pieceLength) - remainder
+    }
+
+    /// The SHA-1 of each of the layout's files `indices` (BEP 47 `sha1`), a file per worker, read
+    /// in 1 MiB positional reads through the same `FileSet` the pieces were hashed from (whose
+    /// files were checked to be the ones scanned).
+    static func sha1Digests(of reader: FileSet, files indices: [Int], threads: Int) throws(StorageError) -> [(Int, [UInt8])] {
+        let results = Mutex<[(Int, Result<[UInt8], StorageError>)]>([])
+        let chunk = 1 << 20
+        DispatchQueue.concurrentPerform(iterations: max(1, min(threads, indices.count))) { worker in
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
+            defer { buffer.deallocate() }
+            for position in stride(from: worker, to: indices.count, by: max(1, min(threads, indices.count))) {
+                let index = indices[position]
+                let start = reader.layout.fileOffsets[index]
+                let end = start + reader.layout.fileLengths[index]
+                var hasher = Insecure.SHA1()
+                var offset = start
+                let outcome = Result { () throws(StorageError) -> [UInt8] in
+                    while offset < end {
+                        let count = Int(min(Int64(chunk), end - offset))
+                        let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+                        try reader.read(offset..<(offset + Int64(count)), into: part)
+                        hasher.update(bufferPointer: UnsafeRawBufferPointer(part))
+                        offset += Int64(count)
+                    }
+                    return Array(hasher.finalize())
+                }
+                results.withLock { $0.append((index, outcome)) }
+            }
+        }
+        var digests: [(Int, [UInt8])] = []
+        for (index, outcome) in results.withLock({ $0 }).sorted(by: { $0.0 < $1.0 }) {
+            digests.append((index, try outcome.get()))
+        }
+        return digests
     }
 }

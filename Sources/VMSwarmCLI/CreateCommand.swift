@@ -18,6 +18,12 @@ struct CreateCommand: ParsableCommand {
             torrent at 2,048 pieces or fewer (512 MiB -> 256 KiB, 4 GiB -> 2 MiB, 32 GiB and up -> 16 MiB).
             A folder's files are taken in byte order of their paths unless --files-from lists them.
 
+            Layered images (--align-files): each file of the folder (a base, site and user layer, \
+            say; list them base first with --files-from) starts on a piece boundary, with BEP 47 \
+            padding files after each, and carries its SHA-1. A layer then has the same pieces in \
+            every torrent of that piece size, so nodes that hold it fetch only the other layers \
+            (get --cache, docs/reuse.md). Other clients download such torrents as usual.
+
             Sealed images (--seal-for, --key): the torrent describes the image sealed piece by piece             with AES-256-GCM, so any BitTorrent client can relay it and only key holders can read it             (docs/encryption.md). Nothing sealed is written: seed the plain image with --key.
             """)
 
@@ -52,6 +58,10 @@ struct CreateCommand: ParsableCommand {
     @Option(name: .customLong("files-from"),
         help: "For a folder: a file listing the relative paths to include, one per line, in torrent order.")
     var filesFrom: String?
+
+    @Flag(name: .customLong("align-files"),
+        help: "For a folder of layers: start each file on a piece boundary (BEP 47 padding) and record its SHA-1.")
+    var alignFiles = false
 
     @Flag(name: .customLong("no-date"), help: "Leave out the creation date, making the file reproducible.")
     var noDate = false
@@ -88,6 +98,7 @@ struct CreateCommand: ParsableCommand {
             throw ValidationError("--piece-size must be 'auto' or a size such as 256K, 1M, 4MiB (got '\(pieceSize)').")
         }
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be from 1 to 1024.") }
+        if alignFiles && sealing { throw ValidationError("--align-files is for a folder of layers; a sealed image is one file.") }
         if sign != nil && !sealing { throw ValidationError("--sign signs sealed torrents: add --seal-for or --key.") }
         if sealing && (!webSeeds.isEmpty || filesFrom != nil) {
             throw ValidationError("a sealed image is one file with no web seeds: drop --web-seed and --files-from.")
@@ -107,6 +118,7 @@ struct CreateCommand: ParsableCommand {
         options.privacy = `private` ? .private : (`public` ? .explicitlyPublic : .unspecified)
         options.comment = comment
         options.webSeeds = webSeeds
+        options.alignFiles = alignFiles
         options.createdBy = "vmswarm \(VMSwarm.version)"
         options.creationDate = noDate ? nil : Int64(Date().timeIntervalSince1970)
         if let filesFrom {

@@ -169,7 +169,7 @@ func startMetrics(_ runtime: SwarmRuntime, role: String, peer: PeerOptions, rate
 /// measured now (`rates`, shared with the metrics endpoint): the download rate while downloading,
 /// the upload rate while seeding or serving.
 func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, rates: RateBoard = RateBoard(), uploading: Bool = true,
-                    until: @escaping @Sendable () async -> ProgressReporter.Ending?) async {
+                    counters extra: [String: Int64] = [:], until: @escaping @Sendable () async -> ProgressReporter.Ending?) async {
     let info = runtime.metainfo.info
     let progress = ProgressReporter(label: label, total: info.totalLength, style: .choose(json: json))
     var reached: Int64 = 0
@@ -197,6 +197,7 @@ func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, rates: R
                        "down_bytes_per_s": Int64(down), "up_bytes_per_s": Int64(up),
                        "upload_buffer_bytes": Int64(status.uploadBufferBytes)]
                 .merging(refusals) { $1 }
+                .merging(extra) { $1 }
                 .merging(status.multicast.map { ["multicast_packets": Int64($0.dataPackets), "multicast_pieces": Int64(status.multicastPieces)] } ?? [:]) { $1 }
                 .merging(status.webSeedsConfigured > 0 ? ["web_seed_bytes": status.webSeedBytes, "web_seed_pieces": Int64(status.webSeedPieces)] : [:]) { $1 })
         if let end = await until() {
@@ -236,6 +237,10 @@ struct SeedCommand: AsyncParsableCommand {
 
     @Flag(name: .customLong("skip-check"), help: "Do not verify the data before seeding.")
     var skipCheck = false
+
+    @Option(help: ArgumentHelp("Record the data in this content store (docs/reuse.md): a later get --cache DIR on this node takes the pieces it holds from it. Not for a sealed image seeded with its key.",
+        valueName: "DIR"))
+    var cache: String?
 
     @OptionGroup var peer: PeerOptions
 
@@ -286,6 +291,16 @@ struct SeedCommand: AsyncParsableCommand {
             have = checkData(store, json: peer.json)
             guard have.isComplete else {
                 throw CLIError("\(dataPath) is not this torrent's data: \(have.count) of \(metainfo.info.pieceCount) pieces match")
+            }
+        }
+        // A key holder's data is plaintext while the torrent hashes ciphertext: nothing to index.
+        if let cache {
+            if sealer != nil {
+                FileHandle.standardError.write(Data("--cache is not used for a sealed image seeded with its key\n".utf8))
+            } else {
+                try CLIError.wrap("cannot record \(dataPath) in the content store \(cache)") {
+                    try ContentStore(directory: cache).record(metainfo.info, at: dataPath)
+                }
             }
         }
         var options = peer.runtimeOptions(interface: booster.interface)
@@ -374,6 +389,14 @@ struct GetCommand: AsyncParsableCommand {
     @Flag(name: .customLong("no-web-seeds"), help: "Fetch nothing from web seeds, not even the torrent's.")
     var noWebSeeds = false
 
+    @Option(help: ArgumentHelp("This node's content store (docs/reuse.md): before fetching, take every piece that the images recorded in it hold (by piece hash or layer digest, each verified by its hash); afterwards record this image in it. The `cache` setting names it (and --output).",
+        valueName: "DIR"))
+    var cache: String?
+
+    @Option(help: ArgumentHelp("An earlier version of this image (its file, or folder): take the pieces that did not change (same offset, same hash) from it. Repeatable.",
+        valueName: "OLD"))
+    var reuse: [String] = []
+
     func validate() throws {
         if noWebSeeds && !webSeeds.isEmpty { throw ValidationError("--web-seed and --no-web-seeds contradict each other.") }
         for url in webSeeds {
@@ -403,9 +426,33 @@ struct GetCommand: AsyncParsableCommand {
         try CLIError.wrap("cannot create \(output)") { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
         let store = try CLIError.wrap { try PieceStore.download(metainfo.info, into: output, name: storedName, transform: sealer) }
         // A fresh .part holds nothing; an existing one (a resumed download) is checked piece by piece.
-        let have = store.isNew ? Bitfield(pieceCount: metainfo.info.pieceCount) : checkData(store, json: peer.json)
+        var have = store.isNew ? Bitfield(pieceCount: metainfo.info.pieceCount) : checkData(store, json: peer.json)
         if store.isFinished && !have.isComplete {
             throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
+        }
+        // A key holder's store keeps plaintext while pieces are hashed as ciphertext, so neither
+        // the content store nor an old version can be matched against it (docs/reuse.md).
+        let contentStore = sealer == nil ? try cache.map { dir in try CLIError.wrap { try ContentStore(directory: dir) } } : nil
+        if sealer != nil && (cache != nil || !reuse.isEmpty) {
+            FileHandle.standardError.write(Data("--cache and --reuse are not used for a sealed image opened with its key\n".utf8))
+        }
+        for old in reuse where !FileManager.default.fileExists(atPath: old) { throw CLIError("--reuse: \(old) does not exist") }
+        var reused = LocalPieces.Report(pieceCount: metainfo.info.pieceCount)
+        if !have.isComplete && !store.isFinished && sealer == nil && (contentStore != nil || !reuse.isEmpty) {
+            let index = contentStore?.load() ?? ContentIndex()
+            let olds = reuse.map { LocalPieces.sameOffsets(in: $0, of: metainfo.info) }
+            reused = LocalPieces.fill(store, have: have, threads: ProcessInfo.processInfo.activeProcessorCount) { piece in
+                index.candidates(for: piece, of: metainfo.info) + olds.flatMap { $0(piece) }
+            }
+            reused.pieces.forEachPiece { _ = have.insert($0) }
+            let note = "reused \(Format.bytes(reused.bytes)) (\(reused.pieces.count) of \(metainfo.info.pieceCount) pieces) already on this node"
+                + (reused.rejected > 0 ? "; \(reused.rejected) local copies were changed, cut short or gone, and those pieces are fetched" : "")
+            if peer.json {
+                print(#"{"event":"reused","bytes":\#(reused.bytes),"pieces":\#(reused.pieces.count),"rejected":\#(reused.rejected)}"#)
+                fflush(nil)  // a pipe is block-buffered: progress lines must not overtake it
+            } else {
+                FileHandle.standardError.write(Data((note + "\n").utf8))
+            }
         }
         var options = peer.runtimeOptions(interface: booster.interface)
         options.trust = trust
@@ -458,7 +505,8 @@ struct GetCommand: AsyncParsableCommand {
         let interrupted = Stop()
         Task { for await signal in signals.stream { if signal == SIGHUP { await NodeConfig.reload(runtime) } else { interrupted.set(); break } } }
         // Failure is checked first: a run that failed must not end on a line saying "done".
-        await followProgress(runtime, label: "downloading", json: peer.json, rates: rates, uploading: false) {
+        await followProgress(runtime, label: "downloading", json: peer.json, rates: rates, uploading: false,
+                             counters: contentStore != nil || !reuse.isEmpty ? ["reused": reused.bytes] : [:]) {
             done.failure != nil ? .failed : done.isSet ? .done : interrupted.isSet ? .stopped : nil
         }
         if let failure = done.failure {
@@ -475,6 +523,15 @@ struct GetCommand: AsyncParsableCommand {
         }
         let status = await runtime.status()
         let fetched = status.downloaded
+        if let contentStore {
+            do throws(StorageError) {
+                try contentStore.record(metainfo.info, at: store.finalPath)
+            } catch {
+                FileHandle.standardError.write(Data("warning: \(store.finalPath) was not recorded in the content store: \(error)\n".utf8))
+            }
+        }
+        let reuseJSON = contentStore != nil || !reuse.isEmpty ? #","reused":\#(reused.bytes),"reused_pieces":\#(reused.pieces.count)"# : ""
+        let reuseText = contentStore != nil || !reuse.isEmpty ? ", \(reused.bytes) bytes reused from this node" : ""
         // Reads served while the image was in flight, and how many found their data here.
         let reads = servers.isEmpty ? nil : await runtime.readCounters()
         if peer.json {
@@ -483,7 +540,7 @@ struct GetCommand: AsyncParsableCommand {
             } ?? ""
             let served = reads.map { #","reads":\#($0.reads),"read_hits":\#($0.hits)"# } ?? ""
             let webSeeded = status.webSeedsConfigured > 0 ? #","web_seed_bytes":\#(status.webSeedBytes),"web_seed_pieces":\#(status.webSeedPieces)"# : ""
-            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)\#(webSeeded)\#(multicast)\#(served)}"#)
+            print(#"{"event":"complete","path":"\#(store.finalPath)","downloaded":\#(fetched)\#(reuseJSON)\#(webSeeded)\#(multicast)\#(served)}"#)
         } else {
             let multicast = status.multicast.map { counters in
                 "; \(status.multicastPieces) of \(metainfo.info.pieceCount) pieces wholly or partly from the multicast booster, \(counters.nacksSent) NACKs sent"
@@ -493,7 +550,7 @@ struct GetCommand: AsyncParsableCommand {
                     + (counters.hitRate.map { " (\(Int(($0 * 100).rounded())) %)" } ?? "")
             } ?? ""
             let webSeeded = status.webSeedsConfigured > 0 ? ", \(status.webSeedBytes) from web seeds (\(status.webSeedPieces) pieces)" : ""
-            print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(webSeeded)\(multicast)\(served))")
+            print("complete: \(store.finalPath) (\(fetched) bytes downloaded from peers by this run\(reuseText)\(webSeeded)\(multicast)\(served))")
         }
         // Piped standard output is block-buffered, and with --serve or --seed-after get goes on
         // running: whoever reads the pipe learns of the completion now, not at exit; so does

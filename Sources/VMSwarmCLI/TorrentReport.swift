@@ -9,6 +9,8 @@ struct TorrentReport: Encodable {
         let path: String
         let length: Int64
         let padding: Bool
+        /// BEP 47's SHA-1 of the file (a layer's digest, docs/reuse.md), in hex; absent when the torrent has none.
+        var sha1: String?
     }
 
     let file: String
@@ -85,7 +87,10 @@ struct TorrentReport: Encodable {
         comment = metainfo.comment
         createdBy = metainfo.createdBy
         creationDate = metainfo.creationDate
-        files = info.files.map { File(path: $0.path.joined(separator: "/"), length: $0.length, padding: $0.isPadding) }
+        files = info.files.map {
+            File(path: $0.path.joined(separator: "/"), length: $0.length, padding: $0.isPadding,
+                 sha1: $0.sha1.map { $0.map { String(format: "%02x", $0) }.joined() })
+        }
         sealed = (try? SealedTorrent(parsing: bytes)).map { torrent in
             Sealed(plainLength: torrent.parameters.plainLength, cipher: SealingParameters.cipher,
                 recipients: torrent.recipients.map { "x25519:" + HexCoding.encode($0.keyID) },
@@ -127,7 +132,7 @@ struct TorrentReport: Encodable {
         for file in files {
             let size = Format.bytes(file.length)
             text.append("  " + size.padding(toLength: 12, withPad: " ", startingAt: 0) + file.path
-                + (file.padding ? "  [padding]" : ""))
+                + (file.padding ? "  [padding]" : "") + (file.sha1.map { "  sha1 \($0)" } ?? ""))
         }
         return text.joined(separator: "\n")
     }

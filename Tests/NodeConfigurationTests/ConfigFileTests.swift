@@ -34,7 +34,7 @@ import Testing
         ])
         // Relative paths are the file's folder's; flags become the option when true.
         #expect(file.arguments(for: "get", given: []) == [
-            "--output", "/etc/vmswarm/images", "--listen", "0.0.0.0:6881", "--metrics-listen", "127.0.0.1:9300", "--log-level", "info",
+            "--output", "/etc/vmswarm/images", "--cache", "/etc/vmswarm/images", "--listen", "0.0.0.0:6881", "--metrics-listen", "127.0.0.1:9300", "--log-level", "info",
             "--max-up", "50M", "--max-peers", "120", "--identity", "/etc/vmswarm/site.key", "--trust", "/etc/vmswarm/publisher.pub",
             "--multicast", "239.255.42.1:7000",
         ])
