@@ -100,6 +100,7 @@ public final class SwarmSimulation {
     private var tracker: TrackerState
     private var hostByAddress: [PeerAddress: Int] = [:]
     private let zeros: ByteBuffer
+    private var scratch = ByteBuffer()
     private var random: SeededRandom
     private var incomplete: Int
     private var messages = 0
@@ -333,10 +334,12 @@ public final class SwarmSimulation {
                     fallthrough
                 default:
                     // Through the real codec: what arrives is what the bytes decode to.
-                    var buffer = ByteBuffer()
-                    PeerWireEncoder.write(message, to: &buffer)
-                    let bytes = buffer.readableBytes
-                    guard let decoded = try? PeerWireDecoder().next(from: &buffer) else { continue }
+                    // One scratch buffer for all: a decoded message that keeps a slice of it
+                    // (a bitfield, an extension payload) keeps its bytes, as the next write copies.
+                    scratch.clear()
+                    PeerWireEncoder.write(message, to: &scratch)
+                    let bytes = scratch.readableBytes
+                    guard let decoded = try? PeerWireDecoder().next(from: &scratch) else { continue }
                     network.send(decoded, bytes: bytes, on: channel)
                 }
             case .disconnect(let peer, _):
