@@ -23,7 +23,7 @@ public struct SwarmScenario: Sendable {
     /// The runtime's `maxPeers` and the `numwant` it asks the tracker for.
     public var limits = PeerLimits()
     public var numWant = 80
-    /// The engine's `maxUnchoked` (nil: `limits.maxPeers`, as `vmswarm get` does by default).
+    /// The engine's `maxUnchoked` (nil: its default, as `vmswarm get` uses).
     public var uploadSlots: Int?
     /// Real bytes per second one node hashes (SHA-1 on one core of this machine: about 1 GB/s).
     public var hashRate: Double = 1.0e9
@@ -163,7 +163,7 @@ public final class SwarmSimulation {
         engineConfiguration.requestQueueDepth = max(2, engineConfiguration.requestQueueDepth / scenario.byteScale)
         engineConfiguration.minimumQueueDepth = max(1, engineConfiguration.minimumQueueDepth / scenario.byteScale)
         engineConfiguration.maximumVerifyingBytes = max(2 * pieceLength, engineConfiguration.maximumVerifyingBytes / scenario.byteScale)
-        engineConfiguration.maxUnchoked = max(1, scenario.uploadSlots ?? scenario.limits.maxPeers)
+        if let slots = scenario.uploadSlots { engineConfiguration.maxUnchoked = max(1, slots) }
         for host in 0..<scenario.network.hosts {
             let address = Self.address(of: host)
             hostByAddress[address] = host

@@ -44,7 +44,7 @@ struct VMSwarmSim: ParsableCommand {
     var seeders = 1
     @Option(name: .customLong("max-peers"), help: "Peers per node (vmswarm get's default).")
     var maxPeers = 60
-    @Option(name: .customLong("upload-slots"), help: "Peers each node uploads to at once (default: --max-peers, as vmswarm get).")
+    @Option(name: .customLong("upload-slots"), help: "Peers each node uploads to at once (default: vmswarm get's).")
     var uploadSlots: Int?
     @Option(help: "Peers asked of the tracker per announce.")
     var numwant = 80
