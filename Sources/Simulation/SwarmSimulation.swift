@@ -135,7 +135,22 @@ public final class SwarmSimulation {
         }
     }
 
-    public init(_ scenario: SwarmScenario) {
+    /// More pieces than any torrent `vmswarm create` makes (4,096 of 16 MiB at 64 GiB, many more
+    /// with a small `--piece-size`) and few enough that every engine's bitfields stay small.
+    public static let maximumPieces: Int64 = 1 << 20
+
+    /// A scenario that cannot be run, and why.
+    public struct ScenarioError: Error, Equatable, CustomStringConvertible {
+        public let description: String
+    }
+
+    public init(_ scenario: SwarmScenario) throws(ScenarioError) {
+        guard scenario.network.hosts >= 1, scenario.network.rate > 0, (scenario.network.uplink ?? 1) > 0 else {
+            throw ScenarioError(description: "a network needs at least one host and link rates above zero")
+        }
+        guard scenario.byteScale >= 1, scenario.imageLength >= 1, scenario.pieceLength >= 1 else {
+            throw ScenarioError(description: "the image, its pieces and the byte scale must be at least 1")
+        }
         self.scenario = scenario
         let scale = Double(scenario.byteScale)
         var shape = scenario.network
@@ -144,9 +159,18 @@ public final class SwarmSimulation {
         network = Network(shape: shape, seed: scenario.seed)
         let length = max(1, scenario.imageLength / Int64(scenario.byteScale))
         let pieceLength = max(PieceLayout.blockLength, scenario.pieceLength / scenario.byteScale)
-        let pieces = Int((length + Int64(pieceLength) - 1) / Int64(pieceLength))
-        info = try! TorrentInfo(name: "sim.img", files: [FileEntry(path: ["sim.img"], length: length)], isMultiFile: false,
-            privacy: .unspecified, pieceLength: pieceLength, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        // Divided, not rounded up by adding: an image near Int64.max bytes must not overflow.
+        let pieceCount = length / Int64(pieceLength) + (length % Int64(pieceLength) == 0 ? 0 : 1)
+        guard pieceCount <= Self.maximumPieces else {
+            throw ScenarioError(description: "\(pieceCount) pieces; at most \(Self.maximumPieces) are simulated")
+        }
+        let pieces = Int(pieceCount)
+        do {
+            info = try TorrentInfo(name: "sim.img", files: [FileEntry(path: ["sim.img"], length: length)], isMultiFile: false,
+                privacy: .unspecified, pieceLength: pieceLength, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        } catch {
+            throw ScenarioError(description: "no torrent has that layout: \(error)")
+        }
         zeros = ByteBuffer(repeating: 0, count: PieceLayout.blockLength)
         random = SeededRandom(seed: scenario.seed)
         var configuration = TrackerConfiguration()

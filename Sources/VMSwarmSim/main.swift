@@ -106,7 +106,12 @@ struct VMSwarmSim: ParsableCommand {
         for run in 0..<runs {
             scenario.seed = seed &+ UInt64(run)
             let clock = ContinuousClock.now
-            let simulation = SwarmSimulation(scenario)
+            let simulation: SwarmSimulation
+            do throws(SwarmSimulation.ScenarioError) {
+                simulation = try SwarmSimulation(scenario)
+            } catch {
+                throw ValidationError("cannot simulate that: \(error)")
+            }
             let outcome = simulation.run()
             let wall = ContinuousClock.now - clock
             let seconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18

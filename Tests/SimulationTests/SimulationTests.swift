@@ -124,7 +124,7 @@ import Testing
     @Test func aSmallSwarmOfRealEnginesCompletesNearTheLinkLimit() throws {
         var scenario = Self.scenario(hosts: 8, megabytes: 32)
         scenario.byteScale = 8
-        let outcome = SwarmSimulation(scenario).run()
+        let outcome = try SwarmSimulation(scenario).run()
         let ratio = try #require(outcome.timeOverLimit(scenario))
         // The testbed's 8 hosts at 100 Mbit/s measure 1.13x for 256 MiB.
         #expect(ratio > 1.0 && ratio < 1.3, "\(ratio)x F/B")
@@ -133,9 +133,9 @@ import Testing
         #expect(outcome.received.dropFirst().allSatisfy { $0 >= 32 << 20 })
     }
 
-    @Test func theSameSeedGivesTheSameRun() {
-        let first = SwarmSimulation(Self.scenario(hosts: 6)).run()
-        let second = SwarmSimulation(Self.scenario(hosts: 6)).run()
+    @Test func theSameSeedGivesTheSameRun() throws {
+        let first = try SwarmSimulation(Self.scenario(hosts: 6)).run()
+        let second = try SwarmSimulation(Self.scenario(hosts: 6)).run()
         #expect(first.completions == second.completions)
         #expect(first.messages == second.messages)
     }
@@ -143,25 +143,35 @@ import Testing
     /// Nodes that join together fill each other's slots; with no slots kept for nodes that dial
     /// in, every later node finds the earlier ones full, and they form a swarm of their own with
     /// no piece in it. `PeerLimits` keeps half the slots for incoming connections.
-    @Test func nodesJoiningLateStillReachTheSwarmWhenEarlierNodesAreFull() {
+    @Test func nodesJoiningLateStillReachTheSwarmWhenEarlierNodesAreFull() throws {
         var scenario = Self.scenario(hosts: 40, megabytes: 2)
         scenario.limits = PeerLimits(maxPeers: 8)
         scenario.timeLimit = 120
-        let outcome = SwarmSimulation(scenario).run()
+        let outcome = try SwarmSimulation(scenario).run()
         #expect(outcome.completions.allSatisfy { $0 != nil }, "\(outcome.completions.count { $0 == nil }) nodes never completed")
 
         scenario.limits.maxOutgoing = 8  // every slot may be dialled: the old rule
-        let partitioned = SwarmSimulation(scenario).run()
+        let partitioned = try SwarmSimulation(scenario).run()
         #expect(partitioned.completions.contains { $0 == nil }, "the old rule should strand late nodes")
     }
 
-    @Test func bytesScaledDownKeepTheTiming() {
+    @Test func aScenarioThatCannotBeRunIsRefusedNotACrash() {
+        var scenario = Self.scenario(hosts: 4)
+        scenario.byteScale = 0
+        #expect(throws: SwarmSimulation.ScenarioError.self) { try SwarmSimulation(scenario) }
+        scenario = Self.scenario(hosts: 4)
+        scenario.imageLength = Int64.max
+        scenario.pieceLength = 16 << 10
+        #expect(throws: SwarmSimulation.ScenarioError.self) { try SwarmSimulation(scenario) }
+    }
+
+    @Test func bytesScaledDownKeepTheTiming() throws {
         var exact = Self.scenario(hosts: 8, megabytes: 8)
         exact.pieceLength = 512 << 10
         var scaled = exact
         scaled.byteScale = 4
-        let exactRatio = SwarmSimulation(exact).run().timeOverLimit(exact)!
-        let scaledRatio = SwarmSimulation(scaled).run().timeOverLimit(scaled)!
+        let exactRatio = try SwarmSimulation(exact).run().timeOverLimit(exact)!
+        let scaledRatio = try SwarmSimulation(scaled).run().timeOverLimit(scaled)!
         #expect(abs(scaledRatio - exactRatio) / exactRatio < 0.1, "exact \(exactRatio), scaled \(scaledRatio)")
     }
 }
