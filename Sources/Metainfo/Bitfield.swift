@@ -63,6 +63,20 @@ public struct Bitfield: Hashable, Sendable {
         count = bytes.reduce(0) { $0 + $1.nonzeroBitCount }
     }
 
+    /// Keeps only the pieces `other` (a bitfield of the same torrent) also holds.
+    public mutating func formIntersection(_ other: Bitfield) {
+        precondition(other.pieceCount == pieceCount, "bitfields of different torrents")
+        for index in bytes.indices { bytes[index] &= other.bytes[index] }
+        count = bytes.reduce(0) { $0 + $1.nonzeroBitCount }
+    }
+
+    /// Adds every piece of `other` (a bitfield of the same torrent).
+    public mutating func formUnion(_ other: Bitfield) {
+        precondition(other.pieceCount == pieceCount, "bitfields of different torrents")
+        for index in bytes.indices { bytes[index] |= other.bytes[index] }
+        count = bytes.reduce(0) { $0 + $1.nonzeroBitCount }
+    }
+
     /// Whether this holds a piece that `other` (a bitfield of the same torrent) lacks.
     public func hasPieces(notIn other: Bitfield) -> Bool {
         precondition(other.pieceCount == pieceCount, "bitfields of different torrents")

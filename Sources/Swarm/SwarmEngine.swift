@@ -353,7 +353,7 @@ public struct SwarmEngine: Sendable {
             ours.requestQueue = PeerSession.maxPeerRequests
             actions.append(send(peer, .extended(id: 0, payload: ByteBuffer(bytes: ours.encoded()))))
         }
-        return actions
+        return actions + reconsiderPolicy()
     }
 
     static let outsideTopology = "not a neighbour in this node's topology"
@@ -396,7 +396,7 @@ public struct SwarmEngine: Sendable {
         if optimistic == peer { optimistic = nil }
         // Pieces only that peer was getting from us are fresh again.
         servedTo = servedTo.filter { $0.value != peer }
-        return fillRequests()
+        return reconsiderPolicy() + fillRequests()
     }
 
     public mutating func received(_ message: PeerMessage, from peer: Peer) -> [Action] {
@@ -939,7 +939,13 @@ public struct SwarmEngine: Sendable {
 
     private mutating func updateInterest(_ peer: Peer) -> [Action] {
         guard let state = peers[peer] else { return [] }
-        let wanted = state.session.peerPieces.hasPieces(notIn: have) && configuration.policy.asks(state.facts)
+        let facts = state.facts
+        var wanted = state.session.peerPieces.hasPieces(notIn: have) && configuration.policy.asks(facts)
+        if wanted, configuration.policy.isFar(facts), let allowed = configuration.policy.farPieces {
+            var offered = state.session.peerPieces
+            offered.formIntersection(allowed)
+            wanted = offered.hasPieces(notIn: have)
+        }
         guard wanted != state.session.amInterested else { return [] }
         return [send(peer, wanted ? .interested : .notInterested)]
     }
@@ -980,6 +986,7 @@ public struct SwarmEngine: Sendable {
         var pieces = state.session.peerPieces
         if let deferred { pieces.subtract(deferred) }
         if let declined = state.declined { pieces.subtract(declined) }
+        if configuration.policy.isFar(state.facts) { pieces = farShare(of: pieces) }
         let suggestions = state.suggestions
         let held = have
         state.suggestions.removeAll { held[$0] }
@@ -992,6 +999,25 @@ public struct SwarmEngine: Sendable {
         return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,
             endGameCount: endGameCount, urgent: urgentHere, preferred: suggestions, ordered: ordered, recent: state.recentHaves,
             alone: onParole(state)).map { send(peer, .request($0)) }
+    }
+
+    /// What a far peer may be asked for, of `pieces`: those the policy fetches over far links, less
+    /// what a near peer serving us (unchoked, asked) holds.
+    private func farShare(of pieces: Bitfield) -> Bitfield {
+        var pieces = pieces
+        if let allowed = configuration.policy.farPieces { pieces.formIntersection(allowed) }
+        for other in peers.values where !other.session.peerChoking {
+            let facts = other.facts
+            if !configuration.policy.isFar(facts) && configuration.policy.asks(facts) { pieces.subtract(other.session.peerPieces) }
+        }
+        return pieces
+    }
+
+    /// A policy that depends on who is connected (`SwarmPolicy.reconsidered`) is replaced when
+    /// they change.
+    private mutating func reconsiderPolicy() -> [Action] {
+        guard let next = configuration.policy.reconsidered(peers: peers.values.map(\.facts)) else { return [] }
+        return setPolicy(next)
     }
 
     private mutating func receivedBlock(_ block: BlockRequest, data: ByteBuffer, from peer: Peer) -> [Action] {

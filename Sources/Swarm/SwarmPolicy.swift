@@ -50,10 +50,22 @@ public protocol SwarmPolicy: Sendable {
     /// `requestQueueSeconds`). What a node has asked for and not received waits in its source's
     /// send buffer, ahead of everything that source sends later.
     var requestQueueSeconds: Double? { get }
+    /// Whether this peer is across a costly link (a pool node's WAN side). A far peer is asked only
+    /// for pieces in `farPieces` that no near peer serving us holds: the costly link carries what
+    /// the near side cannot supply. Interest in it follows `farPieces` alone.
+    func isFar(_ peer: PeerFacts) -> Bool
+    /// The pieces this node fetches over far links (nil: any).
+    var farPieces: Bitfield? { get }
+    /// For a policy that depends on who is connected (a pool node whose sibling came or went): the
+    /// policy for these peers, or nil when it stays. Asked after each peer arrives or leaves.
+    func reconsidered(peers: [PeerFacts]) -> (any SwarmPolicy)?
 }
 
 extension SwarmPolicy {
     public var requestQueueSeconds: Double? { nil }
+    public func isFar(_ peer: PeerFacts) -> Bool { false }
+    public var farPieces: Bitfield? { nil }
+    public func reconsidered(peers: [PeerFacts]) -> (any SwarmPolicy)? { nil }
 }
 
 /// The BitTorrent mesh: everyone admitted, asked and served (within the unchoke slots), peers
