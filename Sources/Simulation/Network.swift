@@ -24,7 +24,14 @@ public struct NetworkShape: Sendable, Equatable {
         self.rate = rate
     }
 
-    public func rack(of host: Int) -> Int { racks <= 1 ? 0 : host * racks / hosts }
+    /// Each host's rack (0-based), when not the even split of `racks` (a site of one source
+    /// beside a site of many nodes); `racks` must count them.
+    public var rackOf: [Int]?
+
+    public func rack(of host: Int) -> Int {
+        if let rackOf { return rackOf[host] }
+        return racks <= 1 ? 0 : host * racks / hosts
+    }
 
     /// One-way delay between two hosts.
     public func delay(from a: Int, to b: Int) -> Double {

@@ -34,6 +34,17 @@ public struct SwarmScenario: Sendable {
     public var seed: UInt64 = 1
     /// Simulated seconds after which the run gives up.
     public var timeLimit: Double = 36_000
+    /// Announces name the node's rack, so the tracker gives each rack one gateway to the others
+    /// (docs/racks.md). Off: the tracker knows nothing of racks (a public tracker).
+    public var announcesRacks = true
+    /// The policy each host's engine starts with, given the host and the piece count (nil: the
+    /// mesh): a pool node's two sides, a tree.
+    public var policy: @Sendable (_ host: Int, _ pieceCount: Int) -> (any SwarmPolicy)? = { _, _ in nil }
+    /// Hosts that connect only with hosts of their own rack, both ways: a private site's nodes,
+    /// which have no route out (`get --site-network`).
+    public var confined: Set<Int> = []
+    /// Hosts that die at a time (a killed process: every connection closes, it never returns).
+    public var deaths: [Int: Double] = [:]
 
     public init(network: NetworkShape, imageLength: Int64, pieceLength: Int) {
         self.network = network
@@ -77,6 +88,9 @@ public struct SwarmOutcome: Sendable {
     /// Connections made, and connections refused by a full node.
     public var connections: Int
     public var refusedConnections: Int
+    /// Addresses that peer exchange gave a confined host outside its rack (`SwarmScenario.confined`):
+    /// a private node told of a peer it has no route to.
+    public var leakedAddresses = 0
 
     /// The last node's completion over F/B, or nil when one never completed.
     public func timeOverLimit(_ scenario: SwarmScenario) -> Double? {
@@ -107,13 +121,14 @@ public final class SwarmSimulation {
     private var chokeFlips = 0
     private var connections = 0
     private var refusedConnections = 0
+    private var leakedAddresses = 0
     /// Piece bytes each host received.
     private var received: [Int64]
     /// Per host, real piece bytes received in each simulated second.
     public private(set) var timeline: [[Int64]]
 
     private enum Timer: Int {
-        case start, tick, verified, connect, announce
+        case start, tick, verified, connect, announce, death
     }
 
     private final class Node {
@@ -128,6 +143,7 @@ public final class SwarmSimulation {
         var completedAt: Double?
         var hashingUntil: Double = 0
         var announcedCompletion = false
+        var dead = false
 
         init(engine: SwarmEngine, address: PeerAddress) {
             self.engine = engine
@@ -189,6 +205,7 @@ public final class SwarmSimulation {
         engineConfiguration.maximumVerifyingBytes = max(2 * pieceLength, engineConfiguration.maximumVerifyingBytes / scenario.byteScale)
         if let slots = scenario.uploadSlots { engineConfiguration.maxUnchoked = max(1, slots) }
         for host in 0..<scenario.network.hosts {
+            engineConfiguration.policy = scenario.policy(host, pieces) ?? MeshPolicy()
             let address = Self.address(of: host)
             hostByAddress[address] = host
             let seeder = host < scenario.seeders
@@ -204,6 +221,15 @@ public final class SwarmSimulation {
             let at = host < scenario.seeders ? 0 : Double.random(in: 0...max(scenario.joinWithin, 0), using: &random) + 0.001
             network.setTimer(host: host, kind: Timer.start.rawValue, at: at)
         }
+        for (host, at) in scenario.deaths where nodes.indices.contains(host) {
+            network.setTimer(host: host, kind: Timer.death.rawValue, at: at)
+        }
+    }
+
+    /// Whether a connection between the two may exist (`SwarmScenario.confined`).
+    private func reachable(_ a: Int, _ b: Int) -> Bool {
+        !(scenario.confined.contains(a) || scenario.confined.contains(b))
+            || scenario.network.rack(of: a) == scenario.network.rack(of: b)
     }
 
     static func address(of host: Int) -> PeerAddress {
@@ -228,7 +254,7 @@ public final class SwarmSimulation {
 
     /// Nodes still without the whole image: how many peers each has, and how many of them hold pieces it lacks.
     public var stragglers: [(host: Int, peers: Int, useful: Int, have: Int)] {
-        nodes.indices.filter { nodes[$0].completedAt == nil && $0 >= scenario.seeders }.map { host in
+        nodes.indices.filter { nodes[$0].completedAt == nil && !nodes[$0].dead && $0 >= scenario.seeders }.map { host in
             let node = nodes[host]
             return (host, node.channels.count, node.channels.keys.count { nodes[$0].engine.have.count > node.engine.have.count }, node.engine.have.count)
         }
@@ -246,14 +272,20 @@ public final class SwarmSimulation {
             events: network.handled, messages: messages,
             wasted: nodes.reduce(0) { $0 + $1.engine.wasted } * scale,
             uplinkBusy: network.uploads.map(\.busy),
-            chokeFlips: chokeFlips, connections: connections, refusedConnections: refusedConnections)
+            chokeFlips: chokeFlips, connections: connections, refusedConnections: refusedConnections, leakedAddresses: leakedAddresses)
     }
 
     // MARK: Events
 
     private func timer(_ kind: Timer, host: Int, argument: Int) {
         let node = nodes[host]
+        guard !node.dead else { return }
         switch kind {
+        case .death:
+            node.dead = true
+            node.started = false
+            for peer in node.channels.keys.sorted() { disconnect(host, peer) }
+            if node.completedAt == nil && host >= scenario.seeders { incomplete -= 1 }
         case .start:
             node.started = true
             perform(node.engine.tick(now: network.now), at: host)
@@ -277,14 +309,14 @@ public final class SwarmSimulation {
         request.event = event
         request.numWant = scenario.numWant
         request.left = node.engine.isComplete ? 0 : Int64(info.pieceCount - node.engine.have.count) * Int64(info.pieceLength)
-        if scenario.network.racks > 1 { request.rack = "r\(scenario.network.rack(of: host))" }
+        if scenario.network.racks > 1 && scenario.announcesRacks { request.rack = "r\(scenario.network.rack(of: host))" }
         guard let answer = try? tracker.announce(request, from: node.address, now: network.now) else { return }
         network.setTimer(host: host, kind: Timer.announce.rawValue, at: network.now + Double(answer.interval))
         for peer in answer.peers { dial(from: host, to: peer.address) }
     }
 
     private func dial(from host: Int, to address: PeerAddress) {
-        guard let peer = hostByAddress[address], peer != host else { return }
+        guard let peer = hostByAddress[address], peer != host, reachable(host, peer) else { return }
         let node = nodes[host]
         guard node.engine.dials(address), node.channels[peer] == nil, node.dialing.count < 16,
             scenario.limits.mayDial(outgoing: node.dialled.count, dialing: node.dialing.count, connected: node.channels.count),
@@ -298,7 +330,7 @@ public final class SwarmSimulation {
     private func connected(_ host: Int, _ peer: Int) {
         let (dialer, listener) = (nodes[host], nodes[peer])
         dialer.dialing.remove(peer)
-        guard listener.started, dialer.channels[peer] == nil, listener.channels[host] == nil,
+        guard listener.started, !dialer.dead, dialer.channels[peer] == nil, listener.channels[host] == nil,
             scenario.limits.mayAccept(connected: listener.channels.count),
             listener.engine.admits(Self.peerID(host), ip: dialer.address.ip, outgoing: false)
         else {
@@ -381,7 +413,10 @@ public final class SwarmSimulation {
                 if host >= scenario.seeders { incomplete -= 1 }
                 announce(host, event: .completed)
             case .connect(let addresses):
-                for address in addresses { dial(from: host, to: address) }
+                for address in addresses {
+                    if let peer = hostByAddress[address], !reachable(host, peer) { leakedAddresses += 1 }
+                    dial(from: host, to: address)
+                }
             }
         }
     }
