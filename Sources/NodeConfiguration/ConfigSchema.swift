@@ -66,9 +66,11 @@ public struct ConfigKey: Sendable, Equatable {
 
 public enum ConfigSchema {
     /// The commands a file can configure.
-    public static let commands = ["create", "seed", "get", "tracker"]
+    public static let commands = ["create", "seed", "get", "pool", "tracker"]
 
     private static func nodes(_ option: String) -> [ConfigKey.Target] { [.init("seed", option), .init("get", option)] }
+    /// Settings a pool node shares with `seed` and `get`.
+    private static func allNodes(_ option: String) -> [ConfigKey.Target] { nodes(option) + [.init("pool", option)] }
 
     public static let keys: [ConfigKey] = [
         ConfigKey("trackers", .list, "announce URLs `create` writes into new torrents (one tier each)",
@@ -76,24 +78,34 @@ public enum ConfigSchema {
         ConfigKey("web-seeds", .list, "HTTP URLs `create` writes as web seeds (BEP 19)", [.init("create", "--web-seed")]),
         ConfigKey("cache", .value, paths: .any, "the node's image folder: `get` downloads into it and takes the pieces it can from what it holds (docs/reuse.md)",
             [.init("get", "--output", aliases: ["-o"]), .init("get", "--cache"), .init("seed", "--cache")]),
-        ConfigKey("listen", .value, "address and port for incoming peers (HOST:PORT)", nodes("--listen")),
-        ConfigKey("bind", .value, "local address for peer connections on multi-homed hosts", nodes("--bind")),
+        ConfigKey("listen", .value, "address and port for incoming peers (HOST:PORT)", allNodes("--listen")),
+        ConfigKey("bind", .value, "local address for peer connections on multi-homed hosts", allNodes("--bind")),
         ConfigKey("peers", .list, "peers to connect to besides the tracker's (HOST:PORT)", nodes("--peer")),
-        ConfigKey("metrics", .value, "serve Prometheus metrics at http://HOST:PORT/metrics", nodes("--metrics-listen")),
+        ConfigKey("metrics", .value, "serve Prometheus metrics at http://HOST:PORT/metrics", allNodes("--metrics-listen")),
+        ConfigKey("site.trackers", .list, "this site's trackers, announced to instead of the torrent's (a pool node: its siblings'; docs/pool.md)",
+            allNodes("--site-tracker")),
+        ConfigKey("site.networks", .list, "this site's networks (CIDR): a node connects only inside them; a pool node's site side (docs/pool.md)",
+            allNodes("--site-network")),
+        ConfigKey("pool.site-tracker-listen", .value, "the site tracker a pool node runs (HOST:PORT in the site)", [.init("pool", "--site-tracker-listen")]),
+        ConfigKey("pool.site-address", .value, "a pool node's address in the site", [.init("pool", "--site-address")]),
+        ConfigKey("pool.peers", .list, "the site addresses of the site's other pool nodes", [.init("pool", "--pool-peer")]),
+        ConfigKey("pool.cache-budget", .value, "most bytes of images a pool node keeps, such as 500G", [.init("pool", "--cache-budget")]),
+        ConfigKey("pool.watch", .value, paths: .existing, "a folder whose .torrent files a pool node relays", [.init("pool", "--watch")]),
+        ConfigKey("pool.cache", .value, paths: .any, "a pool node's cache folder", [.init("pool", "--output", aliases: ["-o"])]),
         ConfigKey("method", .value, "how pieces travel: mesh, tree, multicast or auto (docs/tree.md)", nodes("--method")),
         ConfigKey("rack", .value, "the rack or site this node is in, for rack-aware peer lists and trees (docs/racks.md)", nodes("--rack")),
         ConfigKey("lan-discovery", .flag, "find peers on the LAN without a tracker (BEP 14; never for private torrents)", nodes("--lan-discovery")),
         ConfigKey("log-level", .value, "trace, debug, info, notice, warning, error or critical",
-            nodes("--log-level") + [.init("tracker", "--log-level")]),
-        ConfigKey("limits.up", .value, "upload limit in bytes per second, such as 50M", nodes("--max-up")),
-        ConfigKey("limits.down", .value, "download limit in bytes per second, such as 50M", nodes("--max-down")),
-        ConfigKey("limits.peers", .value, "most peer connections at once", nodes("--max-peers")),
-        ConfigKey("limits.upload-slots", .value, "peers uploaded to at once, plus one optimistic unchoke", nodes("--upload-slots")),
+            allNodes("--log-level") + [.init("tracker", "--log-level")]),
+        ConfigKey("limits.up", .value, "upload limit in bytes per second, such as 50M (a pool node: the WAN's)", allNodes("--max-up")),
+        ConfigKey("limits.down", .value, "download limit in bytes per second, such as 50M (a pool node: the WAN's)", allNodes("--max-down")),
+        ConfigKey("limits.peers", .value, "most peer connections at once", allNodes("--max-peers")),
+        ConfigKey("limits.upload-slots", .value, "peers uploaded to at once, plus one optimistic unchoke", allNodes("--upload-slots")),
         ConfigKey("keys.identity", .value, paths: .existing, "this node's or site's X25519 key, to open sealed images wrapped for it", nodes("--identity")),
         ConfigKey("keys.content", .value, paths: .existing, "a sealed image's content key file", nodes("--key")),
         ConfigKey("keys.trust", .list, paths: .existing, "publisher keys (.pub) a sealed torrent must be signed by", nodes("--trust")),
         ConfigKey("keys.ca-files", .list, paths: .existing, "private CA certificates (PEM) trusted for https:// trackers, torrent URLs and web seeds",
-            nodes("--ca-file")),
+            allNodes("--ca-file")),
         ConfigKey("booster.group", .value, "multicast booster group, GROUP:PORT", nodes("--multicast")),
         ConfigKey("booster.interface", .value, "network interface for the booster", nodes("--interface")),
         ConfigKey("booster.rate", .value, "booster sending rate, IP and UDP included, such as 95mbit", [.init("seed", "--rate")]),

@@ -80,6 +80,21 @@ public final class SwarmRuntime: @unchecked Sendable {
         /// The rack or site this node says it is in (`rack=`, docs/racks.md); nil: the tracker
         /// counts it by its subnet.
         public var rack: String?
+        /// The engine's policy at the start (nil: the mesh, or what `method` makes of it): a pool
+        /// node's two sides (`PoolPolicy`, docs/pool.md).
+        public var policy: (any SwarmPolicy)?
+        /// Trackers announced to besides the torrent's, each on its own schedule and all of them,
+        /// not one per tier: a pool node's site trackers (its own and its siblings').
+        public var siteTrackers: [String] = []
+        /// This node's address in the site: announces to `siteTrackers` leave from it.
+        public var siteAddress: String?
+        /// The site's networks, for a node with a foot in two (a pool node): peers there are
+        /// near, exempt from `maxUp` and `maxDown` (those limit the WAN), and counted apart.
+        public var siteNetworks: [IPNetwork] = []
+        /// The only networks this node connects with, both ways (nil: any): a private site's node
+        /// dials no address outside them and closes connections from outside, whatever a tracker,
+        /// peer exchange or LAN discovery names. Peers given by name are not dialled then.
+        public var peerNetworks: [IPNetwork]?
 
         public init() {}
     }
@@ -99,6 +114,8 @@ public final class SwarmRuntime: @unchecked Sendable {
         case wrongTorrent = "wrong torrent"
         /// A peer with that id is already connected from that address, or it is our own id.
         case duplicate = "duplicate peer"
+        /// Its address is outside `Options.peerNetworks` (a private site's node).
+        case outsideNetworks = "outside the site's networks"
         /// That id from that address sent data that failed a hash.
         case banned = "banned"
         /// The swarm's policy does not make it our neighbour (a tree node that is neither parent
@@ -138,6 +155,12 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var peersBanned = 0
         /// What `--method auto` chose and why (nil: another method, or not chosen yet).
         public var autoChoice: AutoMethod.Choice?
+        /// Piece bytes received from and sent to peers in `Options.siteNetworks` (the site) and
+        /// outside them (the WAN); all peers are the WAN's when no site is set.
+        public var siteDownloaded: Int64 = 0
+        public var siteUploaded: Int64 = 0
+        public var wanDownloaded: Int64 = 0
+        public var wanUploaded: Int64 = 0
         /// Pieces from web seeds that verified and their bytes; web seeds still in use (not
         /// dropped after hash failures) of those configured.
         public var webSeedPieces = 0
@@ -170,6 +193,12 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var halfOpen: [ObjectIdentifier: (channel: any Channel, since: Double)] = [:]
     private var connectionsPerAddress: [String: Int] = [:]
     private var refusals: [ConnectionRefusal: Int] = [:]
+    /// Peers in `Options.siteNetworks`, by handle.
+    private var sitePeers: Set<Int> = []
+    private var siteBytes = (down: Int64(0), up: Int64(0))
+    private var wanBytes = (down: Int64(0), up: Int64(0))
+    /// `Options.siteTrackers`, each announced to on its own schedule.
+    private var siteAnnouncers: [SiteAnnouncer] = []
     private var connecting: Set<String> = []
     /// Peers whose connection we dialled (`PeerLimits` keeps the rest of the slots for the others).
     private var dialled: Set<Int> = []
@@ -323,8 +352,16 @@ public final class SwarmRuntime: @unchecked Sendable {
             // A complete .part (killed between its last piece and the rename) still needs the rename.
             if have.isComplete { if runtime.store.isFinished { runtime.completion.succeed(()) } else { runtime.finish() } }
             if options.useTrackers && !metainfo.announceTiers.isEmpty {
-                runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger, trust: options.trust)
+                runtime.tracker = TrackerClient(tiers: metainfo.announceTiers, group: runtime.group, logger: logger, trust: options.trust,
+                    localAddress: options.bindAddress)
             }
+            if options.useTrackers {
+                runtime.siteAnnouncers = options.siteTrackers.map {
+                    SiteAnnouncer(client: TrackerClient(tiers: [[$0]], group: runtime.group, logger: logger, trust: options.trust,
+                        localAddress: options.siteAddress))
+                }
+            }
+            if let policy = options.policy { runtime.perform(runtime.engine.setPolicy(policy)) }
             switch options.method {
             case .tree:
                 if runtime.tracker != nil {
@@ -528,10 +565,16 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.webSeed?.stop()
             self.channels.values.forEach { $0.close(promise: nil) }
             self.listener?.close(promise: nil)
-            return self.tracker == nil ? nil : self.announceRequest(event: .stopped)
+            return self.tracker == nil && self.siteAnnouncers.isEmpty ? nil : self.announceRequest(event: .stopped)
         }.get()
         // A short total deadline: a black-holed tracker must not hold a stopping node (issue 15).
-        if let finalAnnounce, let tracker { _ = try? await tracker.announce(finalAnnounce, within: .milliseconds(1500)) }
+        if let finalAnnounce {
+            await withTaskGroup(of: Void.self) { group in
+                for client in [tracker].compactMap({ $0 }) + siteAnnouncers.map(\.client) {
+                    group.addTask { _ = try? await client.announce(finalAnnounce, within: .milliseconds(1500)) }
+                }
+            }
+        }
         try? await pool.shutdownGracefully()
         try? await group.shutdownGracefully()
     }
@@ -544,6 +587,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard !stopped else { return nil }
         let address = channel.remoteAddress?.ipAddress ?? ""
+        if let networks = options.peerNetworks, !Self.lies(address, in: networks) { return refuse(.outsideNetworks, channel) }
         if !outgoing {
             guard connectionsPerAddress[address, default: 0] < options.maxPerAddress else { return refuse(.perAddressLimit, channel) }
             // When the half-open table is full the oldest entry makes room, not the newcomer: a peer
@@ -600,6 +644,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         if outgoing { dialled.insert(handle) }
         outboxes[handle] = PeerOutbox()
         peerKeys[handle] = (ip, handshake.peerID)
+        if !options.siteNetworks.isEmpty, Self.lies(ip, in: options.siteNetworks) { sitePeers.insert(handle) }
         logger.debug("peer connected", metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")", "id": "\(handshake.peerID)"])
         perform(engine.peerConnected(handle, handshake: handshake, address: address, outgoing: outgoing))
         return handle
@@ -609,6 +654,9 @@ public final class SwarmRuntime: @unchecked Sendable {
         loop.preconditionInEventLoop()
         for message in messages where channels[handle] != nil {
             logger.trace("received", metadata: ["peer": "\(handle)", "message": "\(message)"])
+            if case .piece(_, _, let block) = message {
+                if sitePeers.contains(handle) { siteBytes.down += Int64(block.readableBytes) } else { wanBytes.down += Int64(block.readableBytes) }
+            }
             perform(engine.received(message, from: handle))
         }
     }
@@ -617,6 +665,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         loop.preconditionInEventLoop()
         guard channels.removeValue(forKey: handle) != nil else { return }
         dialled.remove(handle)
+        sitePeers.remove(handle)
         heldRequests.removeAll { $0.0 == handle }
         if let id = peerKeys.removeValue(forKey: handle)?.id, treeMembership?.disconnected(id, complete: engine.isComplete) == true {
             logger.info("tree parent lost; asking the tracker for another", metadata: ["parent": "\(id)"])
@@ -690,7 +739,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         for action in actions {
             switch action {
             case .send(let handle, let message):
-                if case .request = message, download != nil {
+                if case .request = message, download != nil, !sitePeers.contains(handle) {
                     heldRequests.append((handle, message))
                 } else if write(message, to: handle) {
                     touched.insert(handle)
@@ -817,7 +866,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                 starved.insert(handle)
                 break
             }
-            if upload != nil, upload?.take(request.length, now: now) != true { break }
+            if upload != nil, !sitePeers.contains(handle), upload?.take(request.length, now: now) != true { break }
             outbox.dequeue()
             if entry.data != nil {
                 wrote = serve(request, from: entry, to: handle, outbox: outbox, channel: channel) || wrote
@@ -847,6 +896,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         guard let data = entry.data, var block = data.getSlice(at: data.readerIndex + request.begin, length: request.length) else { return false }
         uploadUses += 1
         entry.lastUse = uploadUses
+        if sitePeers.contains(handle) { siteBytes.up += Int64(request.length) } else { wanBytes.up += Int64(request.length) }
         let sliced = outbox.pieceRefs[request.piece] != nil || outbox.pieceRefs.count < Self.slicedPiecesPerPeer
         if !sliced {
             var copy = channel.allocator.buffer(capacity: block.readableBytes)
@@ -971,6 +1021,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                 self.logger.info("download complete", metadata: ["path": "\(store.finalPath)"])
                 self.completion.succeed(())
                 if self.tracker != nil { self.announce(event: .completed) }
+                for announcer in self.siteAnnouncers { self.announceToSite(announcer, event: .completed) }
             case .failure(let error):
                 self.completion.fail(error)
                 self.failReaders()
@@ -1201,8 +1252,11 @@ public final class SwarmRuntime: @unchecked Sendable {
 
     private func connect(host: String, port: Int) {
         let key = "\(host):\(port)"
-        // The policy decides whom to dial; a host given by name (a static --peer) is dialled as given.
-        if let address = PeerAddress(host: host, port: UInt16(clamping: port)), !engine.dials(address) { return }
+        // The policy decides whom to dial; a host given by name (a static --peer) is dialled as given,
+        // except by a node confined to its site's networks, which cannot tell where a name leads.
+        let literal = PeerAddress(host: host, port: UInt16(clamping: port))
+        if let literal, !engine.dials(literal) { return }
+        if let networks = options.peerNetworks, !(literal.map { address in networks.contains { $0.contains(address.ip) } } ?? false) { return }
         guard !stopped, connecting.count < options.maxDialing,
             PeerLimits(maxPeers: options.maxPeers).mayDial(outgoing: dialled.count, dialing: connecting.count, connected: channels.count),
             connecting.insert(key).inserted
@@ -1258,6 +1312,43 @@ public final class SwarmRuntime: @unchecked Sendable {
         if tracker != nil && announceSchedule.isDue(now: now) && !announcing {
             announce(event: announceSchedule.event)
         }
+        for announcer in siteAnnouncers where announcer.schedule.isDue(now: now) && !announcer.announcing {
+            announceToSite(announcer, event: announcer.schedule.event)
+        }
+    }
+
+    /// One of `Options.siteTrackers`: announced to like the torrent's tracker, its peers dialled;
+    /// it takes no part in choosing a tree or a method.
+    private func announceToSite(_ announcer: SiteAnnouncer, event: AnnounceEvent) {
+        announcer.announcing = true
+        let request = announceRequest(event: event)
+        let loop = self.loop
+        Task {
+            let result: Result<AnnounceResponse, TrackerClientError>
+            do throws(TrackerClientError) {
+                result = .success(try await announcer.client.announce(request).response)
+            } catch {
+                result = .failure(error)
+            }
+            loop.execute {
+                announcer.announcing = false
+                let now = Double((NIODeadline.now() - self.started).nanoseconds) / 1e9
+                switch result {
+                case .success(let response):
+                    announcer.schedule.answered(interval: response.interval, minInterval: response.minInterval, now: now)
+                    for peer in response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
+                case .failure(let error):
+                    let delay = announcer.schedule.failed(now: now, using: &self.announceRandom)
+                    self.logger.warning("site announce failed", metadata: ["error": "\(error)", "retry_in_s": "\(Int(delay.rounded()))"])
+                }
+            }
+        }
+    }
+
+    /// Whether an IP address (as NIO prints it) lies in one of the networks.
+    static func lies(_ ip: String, in networks: [IPNetwork]) -> Bool {
+        guard let address = PeerAddress(host: ip, port: 0) else { return false }
+        return networks.contains { $0.contains(address.ip) }
     }
 
     /// `--method auto`: once the tracker's first answer and the booster's probe are in, follow
@@ -1355,6 +1446,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         status.multicastBytes = multicastBytes
         status.peersBanned = engine.bannedCount
         status.autoChoice = autoMethod?.choice
+        status.siteDownloaded = siteBytes.down
+        status.siteUploaded = siteBytes.up
+        status.wanDownloaded = wanBytes.down
+        status.wanUploaded = wanBytes.up
         if let webSeed {
             status.webSeedPieces = webSeed.pieces
             status.webSeedBytes = webSeed.bytes
@@ -1394,4 +1489,14 @@ struct KernelTCPInfo: Sendable {
                 unsent: bytes.load(fromByteOffset: 144, as: UInt32.self))
         }
     }
+}
+
+/// A site tracker's client and its schedule (`SwarmRuntime.Options.siteTrackers`); used on the
+/// runtime's loop only.
+final class SiteAnnouncer: @unchecked Sendable {
+    let client: TrackerClient
+    var schedule = AnnounceSchedule()
+    var announcing = false
+
+    init(client: TrackerClient) { self.client = client }
 }

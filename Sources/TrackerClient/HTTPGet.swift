@@ -43,6 +43,9 @@ public struct HTTPGet: Sendable {
     public var userAgent = "vmswarm/0.1"
     /// Whom https:// servers must prove themselves to; nil: the system's trust store.
     public var trust: HTTPTrust?
+    /// The local address requests leave from (nil: the route decides): a tracker then sees the
+    /// node at the address its peers reach it at, on a host with several.
+    public var localAddress: String?
     let group: any EventLoopGroup
 
     public init(group: any EventLoopGroup) { self.group = group }
@@ -114,8 +117,9 @@ public struct HTTPGet: Sendable {
         let deadline = NIODeadline.now() + timeout
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: group)
-                .connectTimeout(timeout)
+            var bootstrap = ClientBootstrap(group: group).connectTimeout(timeout)
+            if let localAddress, let address = try? SocketAddress(ipAddress: localAddress, port: 0) { bootstrap = bootstrap.bind(to: address) }
+            channel = try await bootstrap
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let promise = channel.eventLoop.makePromise(of: Response.self)

@@ -24,11 +24,14 @@ public final class TrackerClient: Sendable {
     private let logger: Logger
 
     /// `trust`: whom https:// trackers must prove themselves to (nil: the system's trust store).
-    public init(tiers: [[String]], group: any EventLoopGroup, logger: Logger, timeout: TimeAmount = .seconds(15), trust: HTTPTrust? = nil) {
+    /// `localAddress`: the address HTTP announces leave from (nil: the route decides).
+    public init(tiers: [[String]], group: any EventLoopGroup, logger: Logger, timeout: TimeAmount = .seconds(15), trust: HTTPTrust? = nil,
+                localAddress: String? = nil) {
         self.tiers = Mutex(TrackerTiers(tiers))
         var http = HTTPGet(group: group)
         http.timeout = timeout
         http.trust = trust
+        http.localAddress = localAddress
         self.http = http
         var timing = UDPTrackerClient.Timing()
         timing.timeout = timeout

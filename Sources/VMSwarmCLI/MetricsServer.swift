@@ -18,6 +18,12 @@ final class MetricsServer: Sendable {
 
     static func start(host: String, port: Int, logger: Logger,
                       snapshot: @escaping @Sendable () async -> NodeMetrics) async throws -> MetricsServer {
+        try await start(host: host, port: port, logger: logger, text: { await snapshot().prometheusText })
+    }
+
+    /// The same endpoint for any exposition text (a pool node's, `PoolMetrics`).
+    static func start(host: String, port: Int, logger: Logger,
+                      text snapshot: @escaping @Sendable () async -> String) async throws -> MetricsServer {
         MetricsServer(listener: try await TCPListener.start(host: host, port: port) { channel in
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
             try channel.pipeline.syncOperations.addHandler(MetricsHandler(snapshot: snapshot, logger: logger))
@@ -32,12 +38,12 @@ final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let snapshot: @Sendable () async -> NodeMetrics
+    private let snapshot: @Sendable () async -> String
     private let logger: Logger
     private var context: ChannelHandlerContext?
     private var request: HTTPRequestHead?
 
-    init(snapshot: @escaping @Sendable () async -> NodeMetrics, logger: Logger) {
+    init(snapshot: @escaping @Sendable () async -> String, logger: Logger) {
         self.snapshot = snapshot
         self.logger = logger
     }
@@ -69,7 +75,7 @@ final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
         let snapshot = self.snapshot
         let loop = context.eventLoop
         Task {
-            let text = await snapshot().prometheusText
+            let text = await snapshot()
             loop.execute {
                 guard let context = self.context else { return }
                 self.send(.ok, body: text, contentType: "text/plain; version=0.0.4; charset=utf-8", head: head, context: context)

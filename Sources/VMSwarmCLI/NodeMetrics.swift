@@ -93,14 +93,9 @@ struct NodeMetrics: Sendable, Equatable {
     /// The exposition text: HELP and TYPE for every family, `_total` counters, base units, and
     /// label values escaped as the format requires (a torrent's name is anyone's bytes).
     var prometheusText: String {
-        var out = ""
+        var text = PrometheusText()
         func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-            for sample in samples {
-                let labels = sample.labels.isEmpty ? ""
-                    : "{" + sample.labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
-                out += "\(name)\(labels) \(sample.value)\n"
-            }
+            text.family(name, type, help, samples)
         }
         func one(_ value: some BinaryInteger) -> [(labels: [(String, String)], value: String)] { [([], "\(value)")] }
         func rate(_ value: Double) -> [(labels: [(String, String)], value: String)] {
@@ -128,7 +123,22 @@ struct NodeMetrics: Sendable, Equatable {
             webSeedFailures.sorted { $0.key < $1.key }.map { ([("kind", $0.key)], "\($0.value)") })
         family("vmswarm_download_rate_bytes_per_second", "gauge", "Download rate over the last 5 seconds.", rate(downloadRate))
         family("vmswarm_upload_rate_bytes_per_second", "gauge", "Upload rate over the last 5 seconds.", rate(uploadRate))
-        return out
+        return text.text
+    }
+}
+
+/// The Prometheus text exposition format 0.0.4, family by family.
+struct PrometheusText {
+    private(set) var text = ""
+
+    /// HELP and TYPE, then one line per sample.
+    mutating func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: [(String, String)], value: String)]) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        for sample in samples {
+            let labels = sample.labels.isEmpty ? ""
+                : "{" + sample.labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
+            text += "\(name)\(labels) \(sample.value)\n"
+        }
     }
 
     /// Label values escape backslash, double quote and line feed (exposition format 0.0.4).

@@ -63,6 +63,16 @@ struct PeerOptions: ParsableArguments {
         valueName: "name"))
     var rack: String?
 
+    @Option(name: .customLong("site-tracker"),
+        help: ArgumentHelp("This site's tracker, usually a pool node's (docs/pool.md): announce here instead of the torrent's trackers. Repeatable: each is a tier of its own, the later ones used when the earlier fail. For vmswarm pool: its siblings' site trackers, also announced to.",
+            valueName: "URL"))
+    var siteTrackers: [String] = []
+
+    @Option(name: .customLong("site-network"),
+        help: ArgumentHelp("A network of this site, as CIDR (10.2.0.0/16). With it a node connects only with peers inside the site's networks, both ways, whatever a tracker or a peer names, and uses none of the torrent's web seeds. For vmswarm pool: peers inside are the site, all others the WAN. Repeatable.",
+            valueName: "CIDR"))
+    var siteNetworks: [String] = []
+
     @Option(name: .customLong("ca-file"),
         help: ArgumentHelp("Also trust the CA certificates in this PEM file for https:// trackers, torrent URLs and web seeds (beside the system's store). Repeatable.", valueName: "file"))
     var caFiles: [String] = []
@@ -79,6 +89,12 @@ struct PeerOptions: ParsableArguments {
             throw ValidationError("--rack must be 1 to \(AnnounceRequest.maximumRackLength) letters, digits or -_.:/ (got '\(rack)').")
         }
         for peer in peers where HostPort(peer) == nil { throw ValidationError("--peer must be HOST:PORT (got '\(peer)').") }
+        for network in siteNetworks where IPNetwork(network) == nil {
+            throw ValidationError("--site-network must be an address block such as 10.2.0.0/16, without host bits (got '\(network)').")
+        }
+        for url in siteTrackers where !(url.lowercased().hasPrefix("http://") || url.lowercased().hasPrefix("https://") || url.lowercased().hasPrefix("udp://")) {
+            throw ValidationError("--site-tracker must be an http://, https:// or udp:// announce URL (got '\(url)').")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'.") }
         for (flag, value) in [("--max-up", maxUp), ("--max-down", maxDown)] {
             if let value, Format.parseSize(value) == nil {
@@ -117,7 +133,19 @@ struct PeerOptions: ParsableArguments {
         options.hashThreads = ProcessInfo.processInfo.activeProcessorCount
         options.maxUp = maxUp.flatMap(Format.parseSize).map(Double.init)
         options.maxDown = maxDown.flatMap(Format.parseSize).map(Double.init)
+        options.peerNetworks = siteNetworks.isEmpty ? nil : siteNetworkValues
         return options
+    }
+
+    var siteNetworkValues: [IPNetwork] { siteNetworks.compactMap(IPNetwork.init) }
+
+    /// The torrent as this node announces it: to the site's trackers when it has them (the info
+    /// dictionary, and so the info-hash, stays).
+    func siteView(of metainfo: Metainfo) -> Metainfo {
+        guard !siteTrackers.isEmpty else { return metainfo }
+        var metainfo = metainfo
+        metainfo.announceTiers = siteTrackers.map { [$0] }
+        return metainfo
     }
 }
 
@@ -303,10 +331,11 @@ struct SeedCommand: AsyncParsableCommand {
                 }
             }
         }
+        let announced = peer.siteView(of: metainfo)
         var options = peer.runtimeOptions(interface: booster.interface)
         options.trust = trust
         let runtime = try await CLIError.wrapAsync("cannot listen on \(options.listenHost):\(options.port)") {
-            try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)
+            try await SwarmRuntime.start(metainfo: announced, store: store, have: have, options: options, logger: logger)
         }
         if !peer.json { FileHandle.standardError.write(Data("seeding \(metainfo.info.name) on port \(runtime.listeningPort ?? 0)\n".utf8)) }
         let rates = RateBoard()
@@ -415,11 +444,12 @@ struct GetCommand: AsyncParsableCommand {
         let logger = makeLogger(label: "vmswarm.get", level: peer.logLevel)
         let trust = try peer.httpTrust()
         let magnet = MagnetLink.looksLikeMagnet(torrent) ? try CLIError.wrap { try MagnetLink(parsing: torrent) } : nil
-        let (bytes, metainfo) = if let magnet {
+        let (bytes, loaded) = if let magnet {
             try await fetchMagnet(magnet, into: output, peer: peer, trust: trust, logger: logger)
         } else {
             try await loadTorrent(fileOrURL: torrent, trust: trust)
         }
+        let metainfo = peer.siteView(of: loaded)
         let sealing = relayOnly ? nil : try keys.sealing(torrentBytes: bytes, metainfo: metainfo, keyRequired: true)
         let sealer = sealing?.sealer
         let storedName = relayOnly && SealedTorrent.isSealed(metainfo) ? metainfo.info.name + ".sealed" : nil
@@ -464,7 +494,10 @@ struct GetCommand: AsyncParsableCommand {
         for url in webSeeds {
             do throws(WebSeedError) { _ = try WebSeedMap(url: url, info: metainfo.info) } catch { throw CLIError("--web-seed: \(error)") }
         }
-        options.webSeeds = noWebSeeds ? [] : metainfo.webSeeds + webSeeds.filter { !metainfo.webSeeds.contains($0) }
+        // A node confined to its site takes only the web seeds it was given: the torrent's are
+        // named by the publisher, and their hosts may lie outside the site.
+        let torrentSeeds = peer.siteNetworks.isEmpty ? metainfo.webSeeds : []
+        options.webSeeds = noWebSeeds ? [] : torrentSeeds + webSeeds.filter { !torrentSeeds.contains($0) }
         let profile = try serving.profile(carried: metainfo.bootProfile)
         let runtime = try await CLIError.wrapAsync("cannot start (listening on \(options.listenHost):\(options.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)

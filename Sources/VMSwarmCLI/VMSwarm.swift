@@ -14,7 +14,7 @@ public struct VMSwarm: AsyncParsableCommand {
             read them and compute the same info-hash.
             """,
         version: version,
-        subcommands: [CreateCommand.self, InspectCommand.self, SeedCommand.self, GetCommand.self, TrackerCommand.self, KeygenCommand.self, ConfigCommand.self, DemoCommand.self]
+        subcommands: [CreateCommand.self, InspectCommand.self, SeedCommand.self, GetCommand.self, PoolCommand.self, TrackerCommand.self, KeygenCommand.self, ConfigCommand.self, DemoCommand.self]
     )
 
     public init() {}

@@ -1,0 +1,114 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `vmswarm pool` end to end on loopback (docs/pool.md). The WAN is 127.0.1.1 (the torrent's
+/// tracker and the source); the site is 127.0.0.0/24: the pool node's site tracker on 127.0.0.1
+/// and nodes bound to 127.0.0.1x, confined to the site with --site-network.
+@Suite(.serialized) struct PoolTests {
+    struct Sites {
+        let folder: TemporaryFolder
+        let torrent: String
+        let sha: String
+        let size: Int
+        let siteTracker = "127.0.0.1:\(freePort())"
+        var running: [BackgroundProcess] = []
+
+        init(size: Int) throws {
+            folder = try TemporaryFolder()
+            self.size = size
+            let image = folder.file("image.img")
+            try #require(try runProcess("/bin/sh", ["-c", "head -c \(size) /dev/urandom > '\(image)'"]).status == 0)
+            sha = try sha256(image)
+            torrent = folder.file("image.torrent")
+            let trackerPort = freePort()
+            let created = try runProcess(vmswarmBinary, ["create", image, "-o", torrent, "--piece-size", "256K",
+                "-t", "http://127.0.1.1:\(trackerPort)/announce"])
+            try #require(created.status == 0, "\(created.stderr)")
+            let tracker = try BackgroundProcess(vmswarmBinary, ["tracker", "--listen", "127.0.1.1:\(trackerPort)", "--config", "none"],
+                logTo: folder.file("tracker.log"))
+            running.append(tracker)
+            try #require(eventually(20) { (try? runProcess("/usr/bin/curl", ["-sf", "http://127.0.1.1:\(trackerPort)/stats"]).status) == 0 },
+                "\(tracker.output)")
+        }
+
+        /// The source, on the WAN; debug lines name every peer it connects with.
+        mutating func source() throws -> BackgroundProcess {
+            let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", folder.file("image.img"), "--bind", "127.0.1.1",
+                "--port", "\(freePort())", "--config", "none", "--json", "--log-level", "debug"], logTo: folder.file("seed.log"))
+            running.append(seeder)
+            try #require(eventually(20) { seeder.output.contains("\"event\"") }, "\(seeder.output)")
+            return seeder
+        }
+
+        mutating func pool(_ extra: [String] = [], log: String = "pool.log") throws -> BackgroundProcess {
+            let pool = try BackgroundProcess(vmswarmBinary, ["pool", "-o", folder.file("cache"), "--site-network", "127.0.0.0/24",
+                "--site-tracker-listen", siteTracker, "--port", "0", "--config", "none", "--json"] + extra, logTo: folder.file(log))
+            running.append(pool)
+            try #require(eventually(20) { pool.output.contains(#""event":"image""#) }, "\(pool.output)")
+            return pool
+        }
+
+        /// A node of the site: it knows only the site tracker, and connects only inside the site.
+        mutating func node(_ name: String, address: String) throws -> BackgroundProcess {
+            let node = try BackgroundProcess(vmswarmBinary, ["get", torrent, "--output", folder.file(name), "--bind", address, "--port", "0",
+                "--site-tracker", "http://\(siteTracker)/announce", "--site-network", "127.0.0.0/24", "--config", "none", "--json"],
+                logTo: folder.file("\(name).log"))
+            running.append(node)
+            return node
+        }
+
+        func completed(_ name: String) -> Bool { (try? sha256(folder.file("\(name)/image.img"))) == sha }
+
+        /// The last figure a process's JSON lines gave for `field`.
+        static func last(_ field: String, in process: BackgroundProcess) -> Int64? { TreeModeTests.Swarm.last(field, in: process) }
+
+        func stop() {
+            for process in running.reversed() { process.stop() }
+            folder.cleanUp()
+        }
+    }
+
+    @Test func theSiteFetchesThroughThePoolNodeAndTheWANCarriesOneCopy() throws {
+        var sites = try Sites(size: 12 << 20)
+        defer { sites.stop() }
+        let source = try sites.source()
+        let pool = try sites.pool([sites.torrent])
+        let nodes = try [("n1", "127.0.0.11"), ("n2", "127.0.0.12")].map { try sites.node($0.0, address: $0.1) }
+        #expect(eventually(60) { sites.completed("n1") && sites.completed("n2") }, "\(nodes.map { $0.output.suffix(400) }) \(pool.output.suffix(600))")
+        #expect(eventually(10) { (Sites.last("site_uploaded", in: pool) ?? 0) > 0 })
+        let wan = Sites.last("wan_downloaded", in: pool) ?? 0
+        #expect(wan >= Int64(sites.size) && Double(wan) <= 1.05 * Double(sites.size), "the WAN carried \(wan) bytes")
+        let sent = Sites.last("uploaded", in: source) ?? 0
+        #expect(Double(sent) <= 1.05 * Double(sites.size), "the source sent \(sent) bytes")
+        // The source met the pool node only: no node of the site connected with it.
+        #expect(!source.output.contains("127.0.0.11") && !source.output.contains("127.0.0.12"), "\(source.output.suffix(800))")
+    }
+
+    /// A pool node restarted on its cache serves the image with the WAN gone: no image byte crosses it.
+    @Test func aCachedImageIsServedAgainWithoutTheWAN() throws {
+        var sites = try Sites(size: 4 << 20)
+        defer { sites.stop() }
+        let source = try sites.source()
+        let first = try sites.pool([sites.torrent])
+        #expect(eventually(30) { Sites.last("pieces_have", in: first) == 16 }, "\(first.output.suffix(600))")
+        first.stop()
+        source.stop()
+        let again = try sites.pool(log: "pool-again.log")  // no torrent given: what the cache holds
+        #expect(again.output.contains(#""cached_pieces":16"#), "\(again.output.suffix(400))")
+        _ = try sites.node("n3", address: "127.0.0.13")
+        #expect(eventually(30) { sites.completed("n3") })
+        #expect(eventually(10) { (Sites.last("site_uploaded", in: again) ?? 0) >= Int64(sites.size) })
+        #expect(Sites.last("wan_downloaded", in: again) == 0)
+    }
+
+    @Test func aPoolNodeWithoutItsSiteIsRefusedClearly() throws {
+        let missing = try runProcess(vmswarmBinary, ["pool", "/nonexistent.torrent", "--site-tracker-listen", "10.2.0.1:6969", "--config", "none"])
+        #expect(missing.status != 0 && missing.stderr.contains("--site-network is needed"), "\(missing.stderr)")
+        let outside = try runProcess(vmswarmBinary, ["pool", "/nonexistent.torrent", "--site-network", "10.2.0.0/16",
+            "--site-tracker-listen", "10.3.0.1:6969", "--config", "none"])
+        #expect(outside.status != 0 && outside.stderr.contains("must be an IP address inside --site-network"), "\(outside.stderr)")
+        let hostBits = try runProcess(vmswarmBinary, ["get", "/nonexistent.torrent", "--site-network", "10.2.0.1/16", "--config", "none"])
+        #expect(hostBits.status != 0 && hostBits.stderr.contains("--site-network must be an address block"), "\(hostBits.stderr)")
+    }
+}
