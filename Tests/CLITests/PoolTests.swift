@@ -11,19 +11,27 @@ import Testing
         let torrent: String
         let sha: String
         let size: Int
+        /// Sealed for a site (`create --seal-for`): the source and the nodes hold the content key, the pool node does not.
+        let sealed: Bool
         let siteTracker = "127.0.0.1:\(freePort())"
         var running: [BackgroundProcess] = []
 
-        init(size: Int) throws {
+        init(size: Int, sealed: Bool = false) throws {
             folder = try TemporaryFolder()
             self.size = size
+            self.sealed = sealed
             let image = folder.file("image.img")
             try #require(try runProcess("/bin/sh", ["-c", "head -c \(size) /dev/urandom > '\(image)'"]).status == 0)
             sha = try sha256(image)
             torrent = folder.file("image.torrent")
             let trackerPort = freePort()
+            var sealing: [String] = []
+            if sealed {
+                try #require(try runProcess(vmswarmBinary, ["keygen", folder.file("site"), "--kind", "site"]).status == 0)
+                sealing = ["--seal-for", folder.file("site.pub")]
+            }
             let created = try runProcess(vmswarmBinary, ["create", image, "-o", torrent, "--piece-size", "256K",
-                "-t", "http://127.0.1.1:\(trackerPort)/announce"])
+                "-t", "http://127.0.1.1:\(trackerPort)/announce"] + sealing)
             try #require(created.status == 0, "\(created.stderr)")
             let tracker = try BackgroundProcess(vmswarmBinary, ["tracker", "--listen", "127.0.1.1:\(trackerPort)", "--config", "none"],
                 logTo: folder.file("tracker.log"))
@@ -35,7 +43,7 @@ import Testing
         /// The source, on the WAN; debug lines name every peer it connects with.
         mutating func source() throws -> BackgroundProcess {
             let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", folder.file("image.img"), "--bind", "127.0.1.1",
-                "--port", "\(freePort())", "--config", "none", "--json", "--log-level", "debug"], logTo: folder.file("seed.log"))
+                "--port", "\(freePort())", "--config", "none", "--json", "--log-level", "debug"] + key, logTo: folder.file("seed.log"))
             running.append(seeder)
             try #require(eventually(20) { seeder.output.contains("\"event\"") }, "\(seeder.output)")
             return seeder
@@ -52,11 +60,13 @@ import Testing
         /// A node of the site: it knows only the site tracker, and connects only inside the site.
         mutating func node(_ name: String, address: String) throws -> BackgroundProcess {
             let node = try BackgroundProcess(vmswarmBinary, ["get", torrent, "--output", folder.file(name), "--bind", address, "--port", "0",
-                "--site-tracker", "http://\(siteTracker)/announce", "--site-network", "127.0.0.0/24", "--config", "none", "--json"],
+                "--site-tracker", "http://\(siteTracker)/announce", "--site-network", "127.0.0.0/24", "--config", "none", "--json"] + key,
                 logTo: folder.file("\(name).log"))
             running.append(node)
             return node
         }
+
+        var key: [String] { sealed ? ["--key", folder.file("image.torrent.key")] : [] }
 
         func completed(_ name: String) -> Bool { (try? sha256(folder.file("\(name)/image.img"))) == sha }
 
@@ -83,6 +93,24 @@ import Testing
         #expect(Double(sent) <= 1.05 * Double(sites.size), "the source sent \(sent) bytes")
         // The source met the pool node only: no node of the site connected with it.
         #expect(!source.output.contains("127.0.0.11") && !source.output.contains("127.0.0.12"), "\(source.output.suffix(800))")
+    }
+
+    /// A sealed image passes through as ciphertext: the pool node, which has no key, never holds
+    /// the plain image, and the site's nodes open it.
+    @Test func aSealedImagePassesThroughThePoolNodeAsCiphertext() throws {
+        var sites = try Sites(size: 8 << 20, sealed: true)
+        defer { sites.stop() }
+        _ = try sites.source()
+        let pool = try sites.pool([sites.torrent])
+        _ = try sites.node("n1", address: "127.0.0.11")
+        #expect(eventually(60) { sites.completed("n1") }, "\(pool.output.suffix(600))")
+        let cached = try FileManager.default.contentsOfDirectory(atPath: sites.folder.file("cache")).filter { !$0.hasPrefix(".") }
+        #expect(cached == ["image.img.sealed"], "\(cached)")
+        #expect(try sha256(sites.folder.file("cache/image.img.sealed")) != sites.sha)
+        // Not a byte of the plain image's first block is in the cached file.
+        let plain = try #require(FileHandle(forReadingAtPath: sites.folder.file("image.img"))?.readData(ofLength: 4096))
+        let stored = try Data(contentsOf: URL(fileURLWithPath: sites.folder.file("cache/image.img.sealed")))
+        #expect(stored.range(of: plain) == nil)
     }
 
     /// A pool node restarted on its cache serves the image with the WAN gone: no image byte crosses it.
