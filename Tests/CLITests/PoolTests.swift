@@ -113,6 +113,21 @@ import Testing
         #expect(stored.range(of: plain) == nil)
     }
 
+    /// --max-down and --max-up limit a pool node's WAN side; the site's LAN is not limited.
+    @Test func thePoolNodesLimitsHoldOnTheWANAndNotInTheSite() throws {
+        var sites = try Sites(size: 4 << 20)
+        defer { sites.stop() }
+        _ = try sites.source()
+        let started = Date()
+        let pool = try sites.pool([sites.torrent, "--max-down", "1M", "--max-up", "256K"])
+        _ = try sites.node("n1", address: "127.0.0.11")
+        #expect(eventually(60) { sites.completed("n1") }, "\(pool.output.suffix(600))")
+        let took = -started.timeIntervalSinceNow
+        // 4 MiB at 1 MiB/s from the WAN: at least about 3 s. Through a 256 KiB/s upload the node
+        // would need 16 s; the site is not limited, so it ends with the pool node.
+        #expect(took > 2.5 && took < 12, "\(took) s")
+    }
+
     /// A pool node restarted on its cache serves the image with the WAN gone: no image byte crosses it.
     @Test func aCachedImageIsServedAgainWithoutTheWAN() throws {
         var sites = try Sites(size: 4 << 20)
