@@ -24,11 +24,32 @@ final class MetricsServer: Sendable {
     /// The same endpoint for any exposition text (a pool node's, `PoolMetrics`).
     static func start(host: String, port: Int, logger: Logger,
                       text snapshot: @escaping @Sendable () async -> String) async throws -> MetricsServer {
+        try await start(host: host, port: port, logger: logger) { method, path, _ in
+            guard path == "/metrics" else { return nil }
+            guard method == .GET || method == .HEAD else { return .notAllowed }
+            return Page(status: .ok, body: await snapshot(), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        }
+    }
+
+    /// An answer to one request; nil from a route: not found.
+    struct Page: Sendable {
+        var status: HTTPResponseStatus
+        var body: String
+        var contentType = "text/plain; charset=utf-8"
+        static let notAllowed = Page(status: .methodNotAllowed, body: "method not allowed here\n")
+    }
+
+    /// Routes of a small text server (a pool node's admin endpoint adds POST): the request's
+    /// method, path and body (at most `maxBody` bytes; more is refused with 413).
+    static func start(host: String, port: Int, logger: Logger,
+                      routes: @escaping @Sendable (HTTPMethod, String, [UInt8]) async -> Page?) async throws -> MetricsServer {
         MetricsServer(listener: try await TCPListener.start(host: host, port: port) { channel in
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-            try channel.pipeline.syncOperations.addHandler(MetricsHandler(snapshot: snapshot, logger: logger))
+            try channel.pipeline.syncOperations.addHandler(MetricsHandler(routes: routes, logger: logger))
         })
     }
+
+    static let maxBody = 8192
 
     func shutdown() async { await listener.shutdown() }
 }
@@ -38,13 +59,15 @@ final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let snapshot: @Sendable () async -> String
+    private let routes: @Sendable (HTTPMethod, String, [UInt8]) async -> MetricsServer.Page?
+    private var body: [UInt8] = []
+    private var tooLarge = false
     private let logger: Logger
     private var context: ChannelHandlerContext?
     private var request: HTTPRequestHead?
 
-    init(snapshot: @escaping @Sendable () async -> String, logger: Logger) {
-        self.snapshot = snapshot
+    init(routes: @escaping @Sendable (HTTPMethod, String, [UInt8]) async -> MetricsServer.Page?, logger: Logger) {
+        self.routes = routes
         self.logger = logger
     }
 
@@ -55,30 +78,28 @@ final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .head(let head):
             request = head
-        case .body:
-            break  // a GET carries none; anything sent is dropped
+            body = []
+            tooLarge = false
+        case .body(var chunk):
+            if body.count + chunk.readableBytes > MetricsServer.maxBody { tooLarge = true } else { body += chunk.readBytes(length: chunk.readableBytes) ?? [] }
         case .end:
             guard let head = request else { return }
             request = nil
-            respond(to: head, context: context)
+            if tooLarge { return send(.payloadTooLarge, body: "at most \(MetricsServer.maxBody) bytes\n", head: head, context: context) }
+            respond(to: head, body: body, context: context)
         }
     }
 
-    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
-        guard head.method == .GET || head.method == .HEAD else {
-            return send(.methodNotAllowed, body: "only GET and HEAD\n", extra: [("Allow", "GET, HEAD")], head: head, context: context)
-        }
+    private func respond(to head: HTTPRequestHead, body: [UInt8], context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
-        guard path == "/metrics" else {
-            return send(.notFound, body: "vmswarm: metrics are at /metrics\n", head: head, context: context)
-        }
-        let snapshot = self.snapshot
+        let routes = self.routes
         let loop = context.eventLoop
         Task {
-            let text = await snapshot()
+            let page = await routes(head.method, path, body)
             loop.execute {
                 guard let context = self.context else { return }
-                self.send(.ok, body: text, contentType: "text/plain; version=0.0.4; charset=utf-8", head: head, context: context)
+                guard let page else { return self.send(.notFound, body: "vmswarm: metrics are at /metrics\n", head: head, context: context) }
+                self.send(page.status, body: page.body, contentType: page.contentType, head: head, context: context)
             }
         }
     }

@@ -58,6 +58,11 @@ struct PoolCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("A folder to watch: every .torrent that appears in it is relayed too.", valueName: "DIR"))
     var watch: String?
 
+    @Option(name: .customLong("admin-listen"),
+        help: ArgumentHelp("Serve the pool node's page here: GET / lists the images, GET /metrics, and POST /images with a torrent's URL or path as the body relays one more. No authentication: keep it on localhost or an admin network.",
+            valueName: "HOST:PORT"))
+    var adminListen: String?
+
     @OptionGroup var peer: PeerOptions
 
     @OptionGroup var settings: ConfigOption
@@ -81,10 +86,13 @@ struct PoolCommand: AsyncParsableCommand {
         if let siteTrackerListen, HostPort(siteTrackerListen) == nil {
             throw ValidationError("--site-tracker-listen must be HOST:PORT (got '\(siteTrackerListen)').")
         }
+        if let adminListen, HostPort(adminListen) == nil {
+            throw ValidationError("--admin-listen must be HOST:PORT (got '\(adminListen)').")
+        }
         if let cacheBudget, Format.parseSize(cacheBudget) == nil {
             throw ValidationError("--cache-budget must be a size such as 500G (got '\(cacheBudget)').")
         }
-        if torrents.isEmpty && watch == nil && !FileManager.default.fileExists(atPath: PoolCache.torrentsFolder(in: output)) {
+        if torrents.isEmpty && watch == nil && adminListen == nil && !FileManager.default.fileExists(atPath: PoolCache.torrentsFolder(in: output)) {
             throw ValidationError("nothing to relay: give torrents, --watch DIR, or an --output that already holds images.")
         }
     }
@@ -122,6 +130,7 @@ struct PoolCommand: AsyncParsableCommand {
         for path in PoolCache.cachedTorrents(in: output) { await cache.add(path, trust: trust) }
         for source in torrents { await cache.add(source, trust: trust) }
         let metrics = try await startPoolMetrics(cache, siteTracker: siteTracker, logger: logger)
+        let admin = try await startAdmin(cache, trust: trust, logger: logger)
         let signals = SignalWatcher([SIGINT, SIGTERM])
         let stop = Stop()
         Task { for await _ in signals.stream { stop.set(); break } }
@@ -147,8 +156,35 @@ struct PoolCommand: AsyncParsableCommand {
             try? await Task.sleep(for: .milliseconds(500))
         }
         await metrics?.shutdown()
+        await admin?.shutdown()
         await cache.shutdown()
         await siteTracker?.shutdown()
+    }
+
+    /// `--admin-listen`: the page, the metrics and adding an image.
+    private func startAdmin(_ cache: PoolCache, trust: HTTPTrust?, logger: Logger) async throws(CLIError) -> MetricsServer? {
+        guard let address = adminListen.flatMap(HostPort.init) else { return nil }
+        let server = try await CLIError.wrapAsync("cannot serve the admin page on \(address.host):\(address.port)") {
+            try await MetricsServer.start(host: address.host, port: address.port, logger: logger) { method, path, body in
+                switch (method, path) {
+                case (.GET, "/metrics"), (.HEAD, "/metrics"):
+                    return .init(status: .ok, body: await cache.metrics().prometheusText, contentType: "text/plain; version=0.0.4; charset=utf-8")
+                case (.GET, "/"), (.HEAD, "/"):
+                    return .init(status: .ok, body: await cache.page())
+                case (.POST, "/images"):
+                    let source = String(decoding: body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                    guard !source.isEmpty, !source.contains("\n") else { return .init(status: .badRequest, body: "the body is one torrent's URL or path\n") }
+                    let outcome = await cache.add(source, trust: trust)
+                    return outcome.error.map { .init(status: .unprocessableEntity, body: $0 + "\n") } ?? .init(status: .ok, body: outcome.told + "\n")
+                case (_, "/"), (_, "/metrics"), (_, "/images"):
+                    return .notAllowed
+                default:
+                    return nil
+                }
+            }
+        }
+        if !peer.json { FileHandle.standardError.write(Data("admin page at http://\(address.host):\(server.port ?? address.port)/\n".utf8)) }
+        return server
     }
 
     private func startPoolMetrics(_ cache: PoolCache, siteTracker: TrackerServer?, logger: Logger) async throws(CLIError) -> MetricsServer? {
@@ -233,21 +269,23 @@ actor PoolCache {
     }
 
     /// Starts relaying an image (again: a cached one is served from the cache). Errors are told
-    /// and the image skipped; the pool goes on with the others.
-    func add(_ source: String, trust: HTTPTrust?) async {
+    /// and the image skipped; the pool goes on with the others. Returns what was told.
+    @discardableResult
+    func add(_ source: String, trust: HTTPTrust?) async -> (told: String, error: String?) {
         do throws(CLIError) {
             let (bytes, metainfo) = try await loadTorrent(fileOrURL: source, trust: trust)
             if entries[metainfo.infoHash] != nil {
                 entries[metainfo.infoHash]?.lastUsed = Date()
-                return
+                return ("\(metainfo.info.name) is relayed already", nil)
             }
-            try await start(metainfo, bytes: bytes)
+            return (try await start(metainfo, bytes: bytes), nil)
         } catch {
             say("\(source): \(error)", json: ["event": "error", "torrent": source, "error": "\(error)"])
+            return ("", "\(source): \(error)")
         }
     }
 
-    private func start(_ metainfo: Metainfo, bytes: [UInt8]) async throws(CLIError) {
+    private func start(_ metainfo: Metainfo, bytes: [UInt8]) async throws(CLIError) -> String {
         let info = metainfo.info
         // A sealed image is kept as its ciphertext: a pool node has no key.
         let name = SealedTorrent.isSealed(metainfo) ? info.name + ".sealed" : nil
@@ -274,9 +312,10 @@ actor PoolCache {
         }
         entries[metainfo.infoHash] = Entry(metainfo: metainfo, runtime: runtime, path: store.finalPath, torrentCopy: copy,
             length: store.storedLength, lastUsed: Date())
-        say("relaying \(info.name) (\(Format.bytes(store.storedLength)), \(have.count) of \(info.pieceCount) pieces cached) on port \(runtime.listeningPort ?? 0)",
-            json: ["event": "image", "name": info.name, "info_hash": metainfo.infoHash.hex, "cached_pieces": have.count,
-                   "pieces": info.pieceCount, "port": runtime.listeningPort ?? 0])
+        let told = "relaying \(info.name) (\(Format.bytes(store.storedLength)), \(have.count) of \(info.pieceCount) pieces cached) on port \(runtime.listeningPort ?? 0)"
+        say(told, json: ["event": "image", "name": info.name, "info_hash": metainfo.infoHash.hex, "cached_pieces": have.count,
+                         "pieces": info.pieceCount, "port": runtime.listeningPort ?? 0])
+        return told
     }
 
     /// Removes the least recently used images until `length` more fits in the budget.
@@ -321,6 +360,20 @@ actor PoolCache {
                        "site_downloaded": status.siteDownloaded, "site_uploaded": status.siteUploaded, "peers": status.peers,
                        "site_complete": entry.site?.complete ?? 0, "site_incomplete": entry.site?.incomplete ?? 0])
         }
+    }
+
+    /// The admin page: the cache, then a line per image.
+    func page() -> String {
+        let images = metrics()
+        var text = "vmswarm pool: \(images.images.count) images, \(Format.bytes(images.images.reduce(Int64(0)) { $0 + $1.length }))"
+            + (budget.map { " of \(Format.bytes($0))" } ?? "") + " cached, \(removed) removed\n\n"
+        for image in images.images {
+            let site = image.siteComplete.map { "site \($0) complete, \(image.siteIncomplete ?? 0) fetching" } ?? "no site tracker here"
+            text += "\(image.infoHash)  \(image.name)  \(Format.bytes(image.heldBytes))/\(Format.bytes(image.length))  "
+                + "WAN in \(Format.bytes(image.wanDownloaded)) out \(Format.bytes(image.wanUploaded))  "
+                + "site out \(Format.bytes(image.siteUploaded)) in \(Format.bytes(image.siteDownloaded))  \(site)\n"
+        }
+        return text
     }
 
     func metrics() -> PoolMetrics {

@@ -145,6 +145,28 @@ import Testing
         #expect(Sites.last("wan_downloaded", in: again) == 0)
     }
 
+    /// The admin endpoint adds an image and shows it, in the page and the metrics.
+    @Test func anImageAddedAtTheAdminEndpointIsRelayedAndShown() throws {
+        var sites = try Sites(size: 2 << 20)
+        defer { sites.stop() }
+        _ = try sites.source()
+        let admin = "127.0.0.1:\(freePort())"
+        let pool = try BackgroundProcess(vmswarmBinary, ["pool", "-o", sites.folder.file("cache"), "--site-network", "127.0.0.0/24",
+            "--site-tracker-listen", sites.siteTracker, "--admin-listen", admin, "--port", "0", "--config", "none", "--json"],
+            logTo: sites.folder.file("pool.log"))
+        sites.running.append(pool)
+        let curl = { (arguments: [String]) in try runProcess("/usr/bin/curl", ["-s", "-w", "\n%{http_code}"] + arguments) }
+        #expect(eventually(20) { (try? curl(["http://\(admin)/"]))?.stdout.hasSuffix("200") == true }, "\(pool.output)")
+        let added = try curl(["-X", "POST", "--data-binary", sites.torrent, "http://\(admin)/images"])
+        #expect(added.stdout.contains("relaying image.img") && added.stdout.hasSuffix("200"), "\(added.stdout)")
+        let bad = try curl(["-X", "POST", "--data-binary", "/nonexistent.torrent", "http://\(admin)/images"])
+        #expect(bad.stdout.hasSuffix("422"), "\(bad.stdout)")
+        #expect(try curl(["-X", "PUT", "http://\(admin)/images"]).stdout.hasSuffix("405"))
+        #expect(eventually(30) { (try? curl(["http://\(admin)/"]))?.stdout.contains("2.00 MiB/2.00 MiB") == true }, "\(pool.output.suffix(500))")
+        let metrics = try curl(["http://\(admin)/metrics"]).stdout
+        #expect(metrics.contains("vmswarm_pool_images 1") && metrics.contains(#"side="wan",direction="in"}"#), "\(metrics)")
+    }
+
     @Test func aPoolNodeWithoutItsSiteIsRefusedClearly() throws {
         let missing = try runProcess(vmswarmBinary, ["pool", "/nonexistent.torrent", "--site-tracker-listen", "10.2.0.1:6969", "--config", "none"])
         #expect(missing.status != 0 && missing.stderr.contains("--site-network is needed"), "\(missing.stderr)")
