@@ -377,6 +377,10 @@ public struct SwarmEngine: Sendable {
             if !policy.asks(facts) {
                 actions += cancelOutstanding(peer)
                 picker.disown(peer)
+            } else if policy.isFar(facts), let allowed = policy.farPieces {
+                // Pieces no longer this node's to fetch over a far link (a sibling pool node took
+                // them) are not fetched there twice.
+                actions += cancelOutstanding(peer) { !allowed[$0.piece] }
             }
             actions += updateInterest(peer)
             if !policy.serves(facts) && !state.session.amChoking {
