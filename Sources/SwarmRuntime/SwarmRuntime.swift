@@ -565,6 +565,9 @@ public final class SwarmRuntime: @unchecked Sendable {
             self.webSeed?.stop()
             self.channels.values.forEach { $0.close(promise: nil) }
             self.listener?.close(promise: nil)
+            // Stopped before the image was complete: whoever waits for it is told, and the promise
+            // does not outlive the runtime unfulfilled (NIO traps on that in debug builds).
+            self.completion.fail(CancellationError())  // no effect once it succeeded
             return self.tracker == nil && self.siteAnnouncers.isEmpty ? nil : self.announceRequest(event: .stopped)
         }.get()
         // A short total deadline: a black-holed tracker must not hold a stopping node (issue 15).
@@ -1321,7 +1324,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// it takes no part in choosing a tree or a method.
     private func announceToSite(_ announcer: SiteAnnouncer, event: AnnounceEvent) {
         announcer.announcing = true
-        let request = announceRequest(event: event)
+        var request = announceRequest(event: event)
+        request.rack = nil  // `rack` names this node to the torrent's trackers; a site tracker counts it by its subnet
         let loop = self.loop
         Task {
             let result: Result<AnnounceResponse, TrackerClientError>
