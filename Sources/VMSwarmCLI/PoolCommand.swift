@@ -122,6 +122,10 @@ struct PoolCommand: AsyncParsableCommand {
         template.siteNetworks = peer.siteNetworkValues
         template.siteTrackers = siteURLs
         template.siteAddress = ownSiteAddress
+        // A rack-aware tracker on the WAN (vmswarm's) would make one pool node of a site its rack's
+        // gateway and hide the WAN's peers from the others; the pool nodes share the WAN work
+        // themselves, so each names a rack of its own there.
+        template.rack = peer.rack ?? "pool-\(ownSiteAddress ?? "")"
         let sides = PoolSides(site: peer.siteNetworkValues, own: PeerAddress(host: ownSiteAddress ?? "", port: 0)?.ip ?? [],
             siblings: poolPeers.compactMap { PeerAddress(host: $0, port: 0)?.ip })
         let cache = PoolCache(folder: output, budget: cacheBudget.flatMap(Format.parseSize).map(Int64.init), template: template, sides: sides,

@@ -6,6 +6,8 @@ import Testing
 /// tracker and the source); the site is 127.0.0.0/24: the pool node's site tracker on 127.0.0.1
 /// and nodes bound to 127.0.0.1x, confined to the site with --site-network.
 @Suite(.serialized) struct PoolTests {
+    static func killHard(_ pid: Int32) { _ = Foundation.kill(pid, SIGKILL) }
+
     struct Sites {
         let folder: TemporaryFolder
         let torrent: String
@@ -41,9 +43,9 @@ import Testing
         }
 
         /// The source, on the WAN; debug lines name every peer it connects with.
-        mutating func source() throws -> BackgroundProcess {
+        mutating func source(_ extra: [String] = []) throws -> BackgroundProcess {
             let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", folder.file("image.img"), "--bind", "127.0.1.1",
-                "--port", "\(freePort())", "--config", "none", "--json", "--log-level", "debug"] + key, logTo: folder.file("seed.log"))
+                "--port", "\(freePort())", "--config", "none", "--json", "--log-level", "debug"] + key + extra, logTo: folder.file("seed.log"))
             running.append(seeder)
             try #require(eventually(20) { seeder.output.contains("\"event\"") }, "\(seeder.output)")
             return seeder
@@ -94,6 +96,38 @@ import Testing
         // The source met the pool node only: no node of the site connected with it.
         #expect(!source.output.contains("127.0.0.11") && !source.output.contains("127.0.0.12"), "\(source.output.suffix(800))")
     }
+
+    /// Two pool nodes, 127.0.0.1 and 127.0.0.2, each listing the other: the WAN (a source held to
+    /// 2 MiB/s) carries about one copy; with `kill`, the first is killed half-way and the other
+    /// takes its share, and every node of the site completes.
+    func twoPoolNodes(kill: Bool) throws {
+        var sites = try Sites(size: 8 << 20)
+        defer { sites.stop() }
+        let source = try sites.source(["--max-up", "2M"])
+        let second = "127.0.0.2:\(freePort())"
+        let a = try sites.pool([sites.torrent, "--bind", "127.0.0.1", "--pool-peer", "127.0.0.2", "--site-tracker", "http://\(second)/announce"])
+        let b = try sites.pool([sites.torrent, "--bind", "127.0.0.2", "--pool-peer", "127.0.0.1", "--site-tracker", "http://\(sites.siteTracker)/announce",
+            "--site-tracker-listen", second, "-o", sites.folder.file("cache2")], log: "pool2.log")
+        _ = try [("n1", "127.0.0.11"), ("n2", "127.0.0.12")].map { try sites.node($0.0, address: $0.1) }
+        if kill {
+            #expect(eventually(30) { (Sites.last("uploaded", in: source) ?? 0) >= Int64(sites.size / 2) })
+            Self.killHard(a.process.processIdentifier)
+        }
+        #expect(eventually(60) { sites.completed("n1") && sites.completed("n2") }, "\(a.output.suffix(400)) \(b.output.suffix(400))")
+        let sent = Double(Sites.last("uploaded", in: source) ?? 0) / Double(sites.size)
+        #expect(sent <= (kill ? 1.35 : 1.1), "the source sent \(sent) copies")
+        if !kill {
+            // Both fetched over the WAN, together about one copy. (Not half each: the first to
+            // start asks the source for whatever it likes until its sibling appears.)
+            #expect(eventually(10) { [a, b].allSatisfy { Sites.last("pieces_have", in: $0) == 32 } })
+            let wan = [a, b].map { Double(Sites.last("wan_downloaded", in: $0) ?? 0) / Double(sites.size) }
+            #expect(wan.allSatisfy { $0 > 0.05 } && wan.reduce(0, +) <= 1.1, "the pool nodes fetched \(wan) of the image over the WAN")
+        }
+    }
+
+    @Test func twoPoolNodesSplitTheWAN() throws { try twoPoolNodes(kill: false) }
+
+    @Test func whenAPoolNodeDiesTheOtherTakesItsShare() throws { try twoPoolNodes(kill: true) }
 
     /// A sealed image passes through as ciphertext: the pool node, which has no key, never holds
     /// the plain image, and the site's nodes open it.
