@@ -1326,26 +1326,31 @@ public final class SwarmRuntime: @unchecked Sendable {
         announcer.announcing = true
         var request = announceRequest(event: event)
         request.rack = nil  // `rack` names this node to the torrent's trackers; a site tracker counts it by its subnet
+        send(request, to: announcer.client) { result, now in
+            announcer.announcing = false
+            switch result {
+            case .success(let (_, response)):
+                announcer.schedule.answered(interval: response.interval, minInterval: response.minInterval, now: now)
+                for peer in response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
+            case .failure(let error):
+                let delay = announcer.schedule.failed(now: now, using: &self.announceRandom)
+                self.logger.warning("site announce failed", metadata: ["error": "\(error)", "retry_in_s": "\(Int(delay.rounded()))"])
+            }
+        }
+    }
+
+    /// Announces on a task of its own; `then` runs on the loop with the answer and the runtime's clock.
+    private func send(_ request: AnnounceRequest, to client: TrackerClient,
+                      then: @escaping @Sendable (Result<(tracker: String, response: AnnounceResponse), TrackerClientError>, Double) -> Void) {
         let loop = self.loop
         Task {
-            let result: Result<AnnounceResponse, TrackerClientError>
+            let result: Result<(tracker: String, response: AnnounceResponse), TrackerClientError>
             do throws(TrackerClientError) {
-                result = .success(try await announcer.client.announce(request).response)
+                result = .success(try await client.announce(request))
             } catch {
                 result = .failure(error)
             }
-            loop.execute {
-                announcer.announcing = false
-                let now = Double((NIODeadline.now() - self.started).nanoseconds) / 1e9
-                switch result {
-                case .success(let response):
-                    announcer.schedule.answered(interval: response.interval, minInterval: response.minInterval, now: now)
-                    for peer in response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
-                case .failure(let error):
-                    let delay = announcer.schedule.failed(now: now, using: &self.announceRandom)
-                    self.logger.warning("site announce failed", metadata: ["error": "\(error)", "retry_in_s": "\(Int(delay.rounded()))"])
-                }
-            }
+            loop.execute { then(result, Double((NIODeadline.now() - self.started).nanoseconds) / 1e9) }
         }
     }
 
@@ -1391,49 +1396,39 @@ public final class SwarmRuntime: @unchecked Sendable {
         guard let tracker else { return }
         announcing = true
         let request = announceRequest(event: event)
-        let loop = self.loop
-        Task {
-            let result: Result<(tracker: String, response: AnnounceResponse), TrackerClientError>
-            do throws(TrackerClientError) {
-                result = .success(try await tracker.announce(request))
-            } catch {
-                result = .failure(error)
-            }
-            loop.execute {
-                self.announcing = false
-                let now = Double((NIODeadline.now() - self.started).nanoseconds) / 1e9
-                switch result {
-                case .success(let answer):
-                    self.announceSchedule.answered(interval: answer.response.interval, minInterval: answer.response.minInterval, now: now)
-                    self.trackerIncomplete = answer.response.incomplete
-                    if self.treeMembership != nil {
-                        let policy = self.treeMembership?.answered(answer.response.treeParents, reported: request.lostParent, now: now)
-                        if let auto = self.autoMethod, auto.choice == nil {
-                            // Still choosing: the answer is one of the facts (`decideMethod`, below).
-                            self.autoMethod?.answered(AutoMethod.TrackerFacts(placesTrees: policy != nil,
-                                spansRacks: answer.response.rack != nil, leechers: answer.response.incomplete ?? 1))
-                        } else if let policy {
-                            self.perform(self.engine.setPolicy(policy))
-                            if self.treeMembership?.lost != nil { self.announceNow() }  // lost again meanwhile
-                        } else {
-                            if self.options.method == .tree {
-                                self.logger.warning("the tracker does not place tree nodes; fetching from the mesh", metadata: ["tracker": "\(answer.tracker)"])
-                            }
-                            self.treeMembership = nil
-                            self.perform(self.engine.setPolicy(MeshPolicy()))
+        send(request, to: tracker) { result, now in
+            self.announcing = false
+            switch result {
+            case .success(let answer):
+                self.announceSchedule.answered(interval: answer.response.interval, minInterval: answer.response.minInterval, now: now)
+                self.trackerIncomplete = answer.response.incomplete
+                if self.treeMembership != nil {
+                    let policy = self.treeMembership?.answered(answer.response.treeParents, reported: request.lostParent, now: now)
+                    if let auto = self.autoMethod, auto.choice == nil {
+                        // Still choosing: the answer is one of the facts (`decideMethod`, below).
+                        self.autoMethod?.answered(AutoMethod.TrackerFacts(placesTrees: policy != nil,
+                            spansRacks: answer.response.rack != nil, leechers: answer.response.incomplete ?? 1))
+                    } else if let policy {
+                        self.perform(self.engine.setPolicy(policy))
+                        if self.treeMembership?.lost != nil { self.announceNow() }  // lost again meanwhile
+                    } else {
+                        if self.options.method == .tree {
+                            self.logger.warning("the tracker does not place tree nodes; fetching from the mesh", metadata: ["tracker": "\(answer.tracker)"])
                         }
+                        self.treeMembership = nil
+                        self.perform(self.engine.setPolicy(MeshPolicy()))
                     }
-                    if let rack = answer.response.rack, self.treeMembership == nil, self.engine.configuration.policy.exchangesPeers {
-                        self.logger.info("the tracker chooses peers by rack; peer exchange is off", metadata: ["rack": "\(rack)"])
-                        self.perform(self.engine.setPolicy(MeshPolicy(exchangesPeers: false)))
-                    }
-                    for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
-                    self.decideMethod()
-                case .failure(let error):
-                    let delay = self.announceSchedule.failed(now: now, using: &self.announceRandom)
-                    self.logger.warning("announce failed", metadata: ["error": "\(error)",
-                        "failures": "\(self.announceSchedule.failures)", "retry_in_s": "\(Int(delay.rounded()))"])
                 }
+                if let rack = answer.response.rack, self.treeMembership == nil, self.engine.configuration.policy.exchangesPeers {
+                    self.logger.info("the tracker chooses peers by rack; peer exchange is off", metadata: ["rack": "\(rack)"])
+                    self.perform(self.engine.setPolicy(MeshPolicy(exchangesPeers: false)))
+                }
+                for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
+                self.decideMethod()
+            case .failure(let error):
+                let delay = self.announceSchedule.failed(now: now, using: &self.announceRandom)
+                self.logger.warning("announce failed", metadata: ["error": "\(error)",
+                    "failures": "\(self.announceSchedule.failures)", "retry_in_s": "\(Int(delay.rounded()))"])
             }
         }
     }
