@@ -302,6 +302,11 @@ public struct SwarmEngine: Sendable {
     public var bannedCount: Int { banned.count }
     /// Connected peers that still lack pieces (leechers we could serve).
     public var peersMissingPieces: Int { peers.values.count { !$0.session.peerPieces.isComplete } }
+    /// Connected peers we ask that hold a piece we lack: none while incomplete means the node
+    /// needs new peers (its sources left).
+    public var usefulPeers: Int {
+        peers.values.count { $0.session.peerPieces.hasPieces(notIn: have) && configuration.policy.asks($0.facts) }
+    }
     /// Whether a connected peer still lacks `piece`, and so may ask us for it.
     public func somePeerLacks(_ piece: PieceIndex) -> Bool { peers.values.contains { !$0.session.peerPieces[piece] } }
 

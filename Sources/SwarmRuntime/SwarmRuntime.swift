@@ -197,6 +197,11 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var sitePeers: Set<Int> = []
     private var siteBytes = (down: Int64(0), up: Int64(0))
     private var wanBytes = (down: Int64(0), up: Int64(0))
+    /// Since when an incomplete node has had no peer with a piece it lacks (nil: it has one).
+    private var starvedSince: Double?
+    /// Seconds without a useful peer before the trackers are asked again: long enough that a
+    /// node just started (still dialling) or between choking rounds does not ask.
+    static let starvedPatience = 5.0
     /// `Options.siteTrackers`, each announced to on its own schedule.
     private var siteAnnouncers: [SiteAnnouncer] = []
     private var connecting: Set<String> = []
@@ -1303,6 +1308,17 @@ public final class SwarmRuntime: @unchecked Sendable {
         // A seed waiting for the swarm to finish (`--seed-after done`) asks again as soon as allowed.
         if engine.isComplete, let incomplete = trackerIncomplete, incomplete > 0 {
             announceSchedule.announceWhenAllowed(now: now)
+        }
+        // A node whose every source left (a pool node of its site died) asks its trackers for
+        // others as soon as they allow, rather than at their next interval.
+        if !engine.isComplete && engine.usefulPeers == 0 && webSeed == nil {
+            if starvedSince == nil { starvedSince = now }
+            if let since = starvedSince, now - since >= Self.starvedPatience {
+                announceSchedule.announceWhenAllowed(now: now)
+                for announcer in siteAnnouncers { announcer.schedule.announceWhenAllowed(now: now) }
+            }
+        } else {
+            starvedSince = nil
         }
         let usable = treeMembership == nil ? [] : Set(peerKeys.compactMap { handle, key in
             engine.waitingSince(handle).map { now - $0 < TreeMembership.stallTimeout } ?? true ? key.id : nil

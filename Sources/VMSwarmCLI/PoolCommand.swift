@@ -97,6 +97,15 @@ struct PoolCommand: AsyncParsableCommand {
         }
     }
 
+    /// A site tracker serves a LAN: nodes may ask it again within seconds (a node whose pool node
+    /// died finds the others at once), and they announce every two minutes.
+    static var siteTrackerConfiguration: TrackerConfiguration {
+        var configuration = TrackerConfiguration()
+        configuration.interval = 120
+        configuration.minInterval = 5
+        return configuration
+    }
+
     var ownSiteAddress: String? { siteAddress ?? siteTrackerListen.flatMap(HostPort.init)?.host }
 
     func run() async throws {
@@ -109,7 +118,7 @@ struct PoolCommand: AsyncParsableCommand {
         var siteURLs = peer.siteTrackers
         if let address = siteTrackerListen.flatMap(HostPort.init) {
             let server = try await CLIError.wrapAsync("cannot start the site tracker on \(address.host):\(address.port)") {
-                try await TrackerServer.start(host: address.host, port: address.port, configuration: TrackerConfiguration(), logger: logger)
+                try await TrackerServer.start(host: address.host, port: address.port, configuration: Self.siteTrackerConfiguration, logger: logger)
             }
             siteTracker = server
             let host = address.host.contains(":") ? "[\(address.host)]" : address.host

@@ -125,6 +125,31 @@ import Testing
         }
     }
 
+    /// The site's nodes know only the first pool node, the second's announce to its tracker having
+    /// failed (started before it): when the first dies, they stop having sources, ask their
+    /// trackers again at once, find the second through its own tracker, and complete.
+    @Test func nodesWhosePoolNodeDiesFindTheOtherWithinSeconds() throws {
+        var sites = try Sites(size: 8 << 20)
+        defer { sites.stop() }
+        let source = try sites.source(["--max-up", "2M"])
+        let second = "127.0.0.2:\(freePort())"
+        let b = try sites.pool([sites.torrent, "--bind", "127.0.0.2", "--pool-peer", "127.0.0.1", "--site-tracker", "http://\(sites.siteTracker)/announce",
+            "--site-tracker-listen", second, "-o", sites.folder.file("cache2")], log: "pool2.log")
+        Thread.sleep(forTimeInterval: 1)  // its announce to the first's tracker has failed, and backs off
+        let a = try sites.pool([sites.torrent, "--bind", "127.0.0.1", "--pool-peer", "127.0.0.2", "--site-tracker", "http://\(second)/announce"])
+        let nodes = try [("n1", "127.0.0.11"), ("n2", "127.0.0.12")].map { name, address in
+            let node = try BackgroundProcess(vmswarmBinary, ["get", sites.torrent, "--output", sites.folder.file(name), "--bind", address, "--port", "0",
+                "--site-tracker", "http://\(sites.siteTracker)/announce", "--site-tracker", "http://\(second)/announce",
+                "--site-network", "127.0.0.0/24", "--config", "none", "--json"], logTo: sites.folder.file("\(name).log"))
+            sites.running.append(node)
+            return node
+        }
+        #expect(eventually(30) { (Sites.last("uploaded", in: source) ?? 0) >= Int64(sites.size / 2) })
+        Self.killHard(a.process.processIdentifier)
+        #expect(eventually(40) { sites.completed("n1") && sites.completed("n2") },
+            "\(nodes.map { $0.output.suffix(300) }) \(b.output.suffix(400))")
+    }
+
     @Test func twoPoolNodesSplitTheWAN() throws { try twoPoolNodes(kill: false) }
 
     @Test func whenAPoolNodeDiesTheOtherTakesItsShare() throws { try twoPoolNodes(kill: true) }
