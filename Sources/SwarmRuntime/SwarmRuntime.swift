@@ -197,11 +197,16 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var sitePeers: Set<Int> = []
     private var siteBytes = (down: Int64(0), up: Int64(0))
     private var wanBytes = (down: Int64(0), up: Int64(0))
-    /// Since when an incomplete node has had no peer with a piece it lacks (nil: it has one).
-    private var starvedSince: Double?
+    /// When an incomplete node last had a peer holding a piece it lacks, and last received piece
+    /// data (`downloaded` then): without either for a while it asks its trackers again.
+    private var usefulSince: Double = 0
+    private var lastProgress: Double = 0
+    private var lastDownloaded: Int64 = 0
     /// Seconds without a useful peer before the trackers are asked again: long enough that a
-    /// node just started (still dialling) or between choking rounds does not ask.
+    /// node just started (still dialling) does not ask.
     static let starvedPatience = 5.0
+    /// Seconds without piece data: beyond a choking round (10 s) and a peer's snub.
+    static let stalledPatience = 20.0
     /// `Options.siteTrackers`, each announced to on its own schedule.
     private var siteAnnouncers: [SiteAnnouncer] = []
     private var connecting: Set<String> = []
@@ -1309,16 +1314,19 @@ public final class SwarmRuntime: @unchecked Sendable {
         if engine.isComplete, let incomplete = trackerIncomplete, incomplete > 0 {
             announceSchedule.announceWhenAllowed(now: now)
         }
-        // A node whose every source left (a pool node of its site died) asks its trackers for
-        // others as soon as they allow, rather than at their next interval.
-        if !engine.isComplete && engine.usefulPeers == 0 && webSeed == nil {
-            if starvedSince == nil { starvedSince = now }
-            if let since = starvedSince, now - since >= Self.starvedPatience {
+        // A node whose sources left (a pool node of its site died) asks its trackers for others as
+        // soon as they allow, rather than at their next interval: when no peer holds a piece it
+        // lacks, or when nothing has arrived for a while (the peers left hold what they hold).
+        if engine.downloaded != lastDownloaded {
+            lastDownloaded = engine.downloaded
+            lastProgress = now
+        }
+        if !engine.isComplete && webSeed == nil {
+            if engine.usefulPeers > 0 { usefulSince = now }
+            if now - usefulSince >= Self.starvedPatience || now - lastProgress >= Self.stalledPatience {
                 announceSchedule.announceWhenAllowed(now: now)
                 for announcer in siteAnnouncers { announcer.schedule.announceWhenAllowed(now: now) }
             }
-        } else {
-            starvedSince = nil
         }
         let usable = treeMembership == nil ? [] : Set(peerKeys.compactMap { handle, key in
             engine.waitingSince(handle).map { now - $0 < TreeMembership.stallTimeout } ?? true ? key.id : nil
