@@ -247,4 +247,63 @@ import Testing
         let best = (quiet: try #require(quiet.min()), attacked: try #require(attacked.min()))
         #expect(best.attacked <= best.quiet * 1.2, "\(figures)")
     }
+
+    /// Two sites (`--private`, issue 18): a compute node of the private site reaches its LAN and a
+    /// pool host's site side, and nothing beyond: neither the source h1 nor the pool host's WAN
+    /// side. Each such attempt is a packet the trap counts (`escapes`, with its source and
+    /// destination), not a local error nobody sees. The dual-homed pool host reaches both sites;
+    /// the source reaches the pool host's WAN side and finds no route into the private LAN.
+    @Test func aPrivateNodeReachesItsSiteOnlyAndTheTrapCountsEachAttemptOut() throws {
+        let prefix = "vmp"
+        try Self.up(prefix, ["--hosts", "1", "--pools", "1", "--private", "2", "--uplink", "20mbit"])
+        defer { Self.down(prefix) }
+        let hosts = try runProcess(Self.testbed, ["--prefix", prefix, "hosts"])
+        #expect(hosts.stdout == """
+            h1 vmp-h1 eth0 10.77.1.1 1
+            h2 vmp-h2 eth0 10.77.2.2 2
+            h2 vmp-h2 eth1 10.77.100.2 100
+            h3 vmp-h3 eth0 10.77.100.3 100
+            h4 vmp-h4 eth0 10.77.100.4 100
+
+            """, "\(hosts.stderr)")
+        /// A TCP connection from `host` to port 9 of `address`, where nothing listens: "reached" if
+        /// refused there, "unreachable" if a router said so, "timeout" if it vanished (into the trap).
+        /// A socket timeout rather than timeout(1), whose SIGTERM did not end the connect under the test
+        /// runner (it ran to TCP's own 2-minute timeout).
+        func connect(_ host: String, _ address: String) throws -> String {
+            let script = """
+                import socket, sys
+                s = socket.socket()
+                s.settimeout(2)
+                try:
+                    s.connect((sys.argv[1], 9))
+                    print("connected")
+                except ConnectionRefusedError:
+                    print("reached")
+                except socket.timeout:
+                    print("timeout")
+                except OSError as e:
+                    print("unreachable" if "unreachable" in str(e) else str(e))
+                """
+            let run = try runProcess(Self.testbed, ["--prefix", prefix, "exec", host, "/usr/bin/python3", "-c", script, address])
+            return run.stdout.trimmingCharacters(in: .whitespacesAndNewlines) + run.stderr
+        }
+        func escapes() throws -> [String] {
+            let run = try runProcess(Self.testbed, ["--prefix", prefix, "escapes"])
+            try #require(run.status == 0, "\(run.stderr)")
+            return run.stdout.split(separator: "\n").map(String.init)
+        }
+        #expect(try connect("h3", "10.77.100.2") == "reached", "a compute node reaches its pool host's site side")
+        #expect(try connect("h3", "10.77.100.4") == "reached", "and the other compute node")
+        #expect(try connect("h2", "10.77.1.1") == "reached", "the pool host reaches the source over the WAN")
+        #expect(try connect("h1", "10.77.2.2") == "reached", "the source reaches the pool host's WAN side")
+        #expect(try connect("h1", "10.77.100.3") == "unreachable", "the core has no route into the private LAN")
+        #expect(try escapes() == ["0 0"])
+        #expect(try connect("h3", "10.77.1.1") == "timeout", "the source is beyond the private site")
+        #expect(try connect("h4", "10.77.2.2") == "timeout", "so is the pool host's WAN side")
+        let counted = try escapes()
+        #expect(counted.count == 3 && (Int(counted[0].split(separator: " ")[0]) ?? 0) >= 2, "\(counted)")
+        #expect(counted.contains { $0.hasPrefix("10.77.100.3 10.77.1.1 ") }, "\(counted)")
+        #expect(counted.contains { $0.hasPrefix("10.77.100.4 10.77.2.2 ") }, "\(counted)")
+    }
 }
