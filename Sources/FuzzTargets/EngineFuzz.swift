@@ -353,13 +353,21 @@
                 guard peers[peer].connected, !peers[peer].asked.isEmpty else { continue }
                 let block = peers[peer].asked.remove(at: Int(reader.byte()) % peers[peer].asked.count)
                 deliver(.reject(block), from: peer)
-            case 13:  // the runtime changes the topology: a mesh, a mesh without peer exchange, a tree
+            case 13:  // the runtime changes the topology: a mesh, a mesh without peer exchange, a pool node, a tree
                 let choice = reader.byte()
                 switch choice & 3 {
                 case 0:
                     policy = MeshPolicy()
                 case 1:
                     policy = MeshPolicy(exchangesPeers: false)
+                case 3:
+                    // A pool node: some fuzz peers in the site (near), some of those its sibling pool
+                    // nodes; the rest of the peers are the WAN (far). Siblings come and go as peers do.
+                    let more = reader.byte()
+                    let site = (0..<4).filter { choice & (4 << $0) != 0 }.compactMap { IPNetwork(fuzzPeerAddress($0).host) }
+                    let siblings = (0..<4).filter { more & (1 << $0) != 0 }.map { fuzzPeerAddress($0).ip }
+                    policy = PoolPolicy(site: site + [IPNetwork("127.0.0.9")!], ownAddress: [127, 0, 0, 9], siblings: siblings,
+                        pieceCount: layout.pieceCount)
                 default:
                     // Parents and children among the fuzz peers (a parent known by address or by id
                     // alone), maybe a parent that never connects; strangers served or refused.
