@@ -33,10 +33,12 @@ struct NodeMetrics: Sendable, Equatable {
     var role: String
     var infoHash: String
     var name: String
-    /// Piece data received this run, by source (the cache is not built yet). Peer bytes count
-    /// every block received; `wastedBytes` is the part thrown away. Web seed and booster bytes
-    /// count whole pieces that verified.
+    /// Piece data received this run, by source. Peer bytes count every block received;
+    /// `wastedBytes` is the part thrown away. Web seed and booster bytes count whole pieces that
+    /// verified; cache bytes are the pieces taken, each verified, from what the node already held
+    /// (its content store, or an earlier version given with `--reuse`) before the swarm was joined.
     var downloadedPeerBytes: Int64 = 0
+    var downloadedCacheBytes: Int64 = 0
     var downloadedMulticastBytes: Int64 = 0
     var downloadedWebSeedBytes: Int64 = 0
     /// Web seeds in use (not dropped) and failures of theirs by kind (`fetch`, `hash`).
@@ -105,7 +107,7 @@ struct NodeMetrics: Sendable, Equatable {
             [([("info_hash", infoHash), ("name", name), ("role", role)], "1")])
         family("vmswarm_downloaded_bytes_total", "counter", "Piece data received by this run, by source.",
             [([("source", "peer")], "\(downloadedPeerBytes)"), ([("source", "multicast")], "\(downloadedMulticastBytes)"),
-             ([("source", "web_seed")], "\(downloadedWebSeedBytes)")])
+             ([("source", "web_seed")], "\(downloadedWebSeedBytes)"), ([("source", "cache")], "\(downloadedCacheBytes)")])
         family("vmswarm_uploaded_bytes_total", "counter", "Piece data sent to peers by this run.", one(uploadedBytes))
         family("vmswarm_wasted_bytes_total", "counter", "Received bytes thrown away: failed hashes and late duplicates.", one(wastedBytes))
         family("vmswarm_pieces_verified_total", "counter", "Pieces that passed their hash in this run.", one(piecesVerified))

@@ -178,15 +178,19 @@ func loadTorrent(fileOrURL source: String, trust: HTTPTrust? = nil) async throws
 }
 
 /// Starts `--metrics-listen`'s endpoint, if asked: each scrape reads the runtime's status afresh
-/// and the rates the progress loop measures into `rates`.
-func startMetrics(_ runtime: SwarmRuntime, role: String, peer: PeerOptions, rates: RateBoard, logger: Logger) async throws(CLIError) -> MetricsServer? {
+/// and the rates the progress loop measures into `rates`; `reused` is what the node took from
+/// its own data before joining (shown as the `cache` source).
+func startMetrics(_ runtime: SwarmRuntime, role: String, peer: PeerOptions, rates: RateBoard, reused: Int64 = 0,
+                  logger: Logger) async throws(CLIError) -> MetricsServer? {
     guard let address = peer.metricsListen.flatMap(HostPort.init) else { return nil }
     let metainfo = runtime.metainfo
     let server = try await CLIError.wrapAsync("cannot serve metrics on \(address.host):\(address.port)") {
         try await MetricsServer.start(host: address.host, port: address.port, logger: logger) {
             let (down, up) = rates.rates
-            return NodeMetrics(role: role, infoHash: metainfo.infoHash.hex, name: metainfo.info.name,
+            var metrics = NodeMetrics(role: role, infoHash: metainfo.infoHash.hex, name: metainfo.info.name,
                 status: await runtime.status(), downloadRate: down, uploadRate: up)
+            metrics.downloadedCacheBytes = reused
+            return metrics
         }
     }
     if !peer.json { FileHandle.standardError.write(Data("metrics at http://\(address.host):\(server.port ?? address.port)/metrics\n".utf8)) }
@@ -509,7 +513,7 @@ struct GetCommand: AsyncParsableCommand {
         let rates = RateBoard()
         let metrics: MetricsServer?
         do {
-            metrics = try await startMetrics(runtime, role: "get", peer: peer, rates: rates, logger: logger)
+            metrics = try await startMetrics(runtime, role: "get", peer: peer, rates: rates, reused: reused.bytes, logger: logger)
         } catch {
             await runtime.shutdown()
             throw error

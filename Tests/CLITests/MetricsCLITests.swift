@@ -107,6 +107,37 @@ import Testing
         }
     }
 
+    /// Pieces a node already held (here an earlier version, `--reuse`) are scraped as
+    /// `source="cache"`; only the changed piece comes from the peer.
+    @Test func piecesTakenFromTheNodesOwnDataAreTheCacheSource() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let made = try makeImage(folder)
+        let old = folder.file("old.img")
+        try FileManager.default.copyItem(atPath: made.image, toPath: old)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: old))
+        try handle.seek(toOffset: UInt64(5 * (256 << 10) + 77))
+        try handle.write(contentsOf: Data("older".utf8))
+        try handle.close()
+        let (seedPort, getMetrics) = (freePort(), freePort())
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", made.torrent, "--data", made.image, "--listen", "127.0.0.1:\(seedPort)"],
+            logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(30) { seeder.output.contains("seeding image.img on port") }, "\(seeder.output)")
+        let getter = try BackgroundProcess(vmswarmBinary, [
+            "get", made.torrent, "--output", folder.file("out"), "--peer", "127.0.0.1:\(seedPort)", "--port", "0", "--reuse", old,
+            "--metrics-listen", "127.0.0.1:\(getMetrics)", "--seed-after", "forever",
+        ], logTo: folder.file("get.log"))
+        defer { getter.stop() }
+        try #require(eventually(120) { getter.output.contains("complete: ") }, "\(getter.output)")
+        #expect(try sha256(folder.file("out/image.img")) == (try sha256(made.image)))
+        let got = try #require(try scrape(getMetrics), "\(getter.output)")
+        #expect(got.samples[#"vmswarm_downloaded_bytes_total{source="cache"}"#] == Double(made.length - (256 << 10)), "\(got.text)")
+        let peerBytes = try #require(got.samples[#"vmswarm_downloaded_bytes_total{source="peer"}"#])
+        #expect(peerBytes - (got.samples["vmswarm_wasted_bytes_total"] ?? 0) == Double(256 << 10), "\(got.text)")
+        #expect(got.samples["vmswarm_pieces_verified_total"] == 1, "\(got.text)")
+    }
+
     /// A download that fails (its disk fills up) ends with a line that says it failed, not
     /// "done in 0:00".
     @Test func aFailedDownloadsLastLineSaysFailed() throws {
