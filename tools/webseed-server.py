@@ -13,13 +13,20 @@ MODE, for hostile tests:
   ignore-range  200 with the whole file, whatever the Range says
   short         206 and Content-Range as asked, but a body (and Content-Length) one byte short
   status-503    503 to everything
+
+Redirects, in any mode: /moved/PATH answers 307 with an absolute Location, PATH with a query
+added (what an object store's signed URL looks like); /hop/N/PATH answers 302 to /hop/N-1/PATH
+(a path-absolute Location) until N is 0, which serves PATH.
 """
-import os, re, sys, urllib.parse
+import os, re, sys, threading, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 root, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 mode = sys.argv[4] if len(sys.argv) > 4 else "ok"
 tls = sys.argv[5:7] if len(sys.argv) > 6 else None
+
+
+log_lock = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -30,9 +37,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         rng = self.headers.get("Range", "")
-        print("GET %s %s" % (self.path, rng), flush=True)
+        # One write per line under a lock: the server's threads must not interleave their lines.
+        with log_lock:
+            sys.stdout.write("GET %s %s\n" % (self.path, rng))
+            sys.stdout.flush()
         if mode == "status-503":
             return self.reply(503, b"busy\n")
+        if self.path.startswith("/moved/"):
+            location = "%s://%s%s?signature=0123abcd" % ("https" if tls else "http", self.headers.get("Host"), self.path[6:].split("?")[0])
+            return self.reply(307, b"moved\n", {"Location": location})
+        hop = re.fullmatch(r"/hop/(\d+)(/.*)", self.path)
+        if hop and int(hop.group(1)) > 0:
+            return self.reply(302, b"", {"Location": "/hop/%d%s" % (int(hop.group(1)) - 1, hop.group(2))})
+        if hop:
+            self.path = hop.group(2)
         path = os.path.realpath(os.path.join(root, urllib.parse.unquote(self.path.split("?")[0]).lstrip("/")))
         if not path.startswith(os.path.realpath(root)) or not os.path.isfile(path):
             return self.reply(404, b"not found\n")

@@ -18,7 +18,7 @@ public enum WebSeedError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     /// At most 200 characters of a URL, control characters replaced: an error line stays one line.
-    static func shown(_ url: String) -> String {
+    public static func shown(_ url: String) -> String {
         let clean = String(url.unicodeScalars.prefix(200).map { $0.value < 0x20 || $0.value == 0x7f ? "?" : Character($0) })
         return url.unicodeScalars.count > 200 ? clean + "…" : clean
     }

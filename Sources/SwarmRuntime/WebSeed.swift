@@ -189,9 +189,9 @@ final class WebSeedFetcher: @unchecked Sendable {
                 // ignores Range) is read.
                 let whole = request.range == 0..<request.fileLength
                 do throws(HTTPGetError) {
-                    let response = try await client.get(host: map.url.connectHost, port: map.url.port, hostHeader: map.url.hostHeader,
-                        target: request.target, extraHeaders: [("Range", request.rangeHeader)], maxBody: request.length,
-                        status: whole ? nil : 206, tls: map.url.isTLS)
+                    // An object store may redirect (a signed URL elsewhere): followed, the Range sent again.
+                    let response = try await client.get(map.url, target: request.target, extraHeaders: [("Range", request.rangeHeader)],
+                        maxBody: request.length, status: whole ? nil : 206)
                     if let problem = WebSeedResponse.check(status: response.status, contentRange: response.header("Content-Range"),
                         bodyLength: response.body.count, for: request)
                     {

@@ -1,4 +1,5 @@
 import Foundation
+import Metainfo
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -16,6 +17,8 @@ public enum HTTPGetError: Error, Equatable, Sendable, CustomStringConvertible {
     case closedEarly
     /// The TLS handshake failed: an untrusted or mismatched certificate, or a server not speaking TLS.
     case tls(String)
+    /// A redirect that is not followed: too many in a row, to a bad URL, or from https to http.
+    case redirect(String)
 
     public var description: String {
         switch self {
@@ -28,6 +31,7 @@ public enum HTTPGetError: Error, Equatable, Sendable, CustomStringConvertible {
         case .bodyTooLarge(let limit): "answer larger than \(limit) bytes"
         case .closedEarly: "connection closed before the answer was complete"
         case .tls(let why): "TLS: \(why)"
+        case .redirect(let why): "redirect not followed: \(why)"
         }
     }
 }
@@ -50,20 +54,45 @@ public struct HTTPGet: Sendable {
 
     public init(group: any EventLoopGroup) { self.group = group }
 
+    /// The body of a 200 answer to `GET urlString`, following redirects (`HTTPRedirect`).
     public func fetch(_ urlString: String) async throws(HTTPGetError) -> [UInt8] {
-        guard let url = URL(string: urlString), let scheme = url.scheme?.lowercased(), let host = url.host else {
+        let url: WebSeedURL
+        do throws(WebSeedError) {
+            url = try WebSeedURL(urlString)
+        } catch {
+            if case .unsupportedScheme(_, let scheme) = error { throw .unsupportedScheme(scheme) }
             throw .invalidURL(urlString)
         }
-        guard scheme == "http" || scheme == "https" else { throw .unsupportedScheme(scheme) }
-        let tls = scheme == "https"
-        let port = url.port ?? (tls ? 443 : 80)
-        var target = url.path.isEmpty ? "/" : url.path
-        if let query = url.query { target += "?" + query }
-        let hostHeader = url.port.map { "\(host):\($0)" } ?? host
-        let connectHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let response = try await get(host: connectHost, port: port, hostHeader: hostHeader, target: target, tls: tls)
+        let response = try await get(url)
         guard response.status == 200 else { throw .status(response.status) }
         return response.body
+    }
+
+    /// `GET target` (the URL's own by default) from `url`'s host, following up to
+    /// `HTTPRedirect.maxHops` redirects; each hop sends the same headers and has the whole
+    /// `timeout` again. The answer is the last one, of any status unless `status` requires one
+    /// (as for `get(host:…)`; a redirect passes that check and is followed).
+    public func get(_ url: WebSeedURL, target: String? = nil, extraHeaders: [(String, String)] = [], maxBody: Int? = nil,
+                    status required: Int? = nil) async throws(HTTPGetError) -> Response {
+        var url = url
+        var target = target ?? url.requestTarget
+        var hops = 0
+        while true {
+            let response = try await get(host: url.connectHost, port: url.port, hostHeader: url.hostHeader, target: target,
+                extraHeaders: extraHeaders, maxBody: maxBody, status: required, tls: url.isTLS)
+            guard HTTPRedirect.statuses.contains(response.status), let location = response.header("Location") else { return response }
+            guard hops < HTTPRedirect.maxHops else { throw .redirect("more than \(HTTPRedirect.maxHops) in a row") }
+            hops += 1
+            // Relative locations resolve against the URL that was asked, request target included.
+            let asked: WebSeedURL
+            do throws(WebSeedError) {
+                asked = try WebSeedURL((url.isTLS ? "https://" : "http://") + url.hostHeader + target)
+            } catch {
+                throw .redirect("\(error)")
+            }
+            url = try HTTPRedirect.resolve(location, from: asked)
+            target = url.requestTarget
+        }
     }
 
     /// An answer of any status, with its headers (a web seed's Range request wants 206 and
@@ -83,7 +112,8 @@ public struct HTTPGet: Sendable {
     /// percent-encoded); `maxBody` overrides `maxBodySize`. With `status`, an answer of another
     /// status fails with `.status` as soon as its head arrives, before any of its body is read (a
     /// web seed that ignores Range answers 200 with the whole file); without, any status is
-    /// returned. With `tls`, the exchange is HTTPS. Used by `fetch` and by the web-seed fetcher,
+    /// returned. A redirect with a `Location` is returned at its head, without its body, whatever
+    /// `status` says; this call does not follow it (`get(_:…)` does). With `tls`, the exchange is HTTPS. Used by `fetch` and by the web-seed fetcher,
     /// which checks ranges itself.
     public func get(host connectHost: String, port: Int, hostHeader: String, target: String,
                     extraHeaders: [(String, String)] = [], maxBody: Int? = nil, status required: Int? = nil,
@@ -201,7 +231,11 @@ private final class ResponseCollector: ChannelInboundHandler {
         case .head(let head):
             status = Int(head.status.code)
             headers = head.headers.map { ($0.name, $0.value) }
-            if let requiredStatus, status != requiredStatus {
+            if HTTPRedirect.statuses.contains(status), head.headers.contains(name: "Location") {
+                // Where to go is all a redirect says; its body is never read.
+                promise.succeed(HTTPGet.Response(status: status, headers: headers, body: []))
+                context.close(promise: nil)
+            } else if let requiredStatus, status != requiredStatus {
                 promise.fail(HTTPGetError.status(status))
                 context.close(promise: nil)
             }

@@ -63,6 +63,39 @@ import Testing
         #expect(text.stdout.contains("0 bytes downloaded from peers by this run, 300003 from web seeds (19 pieces)"), "\(text.stdout)")
     }
 
+    /// An object store that answers with a redirect (a signed URL, a chain of hops): `get` follows
+    /// it for web seed pieces and for a torrent URL, up to 5 in a row, and says so past that.
+    @Test func redirectsAreFollowedForWebSeedsAndTorrentURLs() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let www = folder.file("www")
+        try FileManager.default.createDirectory(atPath: www, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Self.payloads + "/vm-small.img", toPath: www + "/vm-small.img")
+        let (port, server) = try Self.server(www, folder: folder)
+        defer { server.stop() }
+        let torrent = www + "/vm-small.torrent"
+        let made = try runProcess(vmswarmBinary, ["create", Self.payloads + "/vm-small.img", "--piece-size", "16K",
+            "--web-seed", "http://127.0.0.1:\(port)/moved/vm-small.img", "-o", torrent])
+        try #require(made.status == 0, "\(made.stderr)")
+        let get = try runProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out"), "--port", "0", "--json"])
+        #expect(get.status == 0, "\(get.stderr)")
+        #expect(try sha256(folder.file("out/vm-small.img")) == sha256(Self.payloads + "/vm-small.img"))
+        #expect(Self.int(Self.completion(get.stdout)?["web_seed_bytes"]) == 300_003, "\(get.stdout)")
+        // Each piece was asked at the old URL, then by Range at the signed one.
+        #expect(eventually(5) { server.output.split(separator: "\n").filter { $0.hasPrefix("GET /vm-small.img?signature=0123abcd bytes=") }.count >= 19 },
+            "\(server.output.suffix(400))")
+
+        // The torrent itself behind five hops (path-absolute Locations) is fetched; six are refused.
+        let five = try runProcess(vmswarmBinary, ["get", "http://127.0.0.1:\(port)/hop/5/vm-small.torrent", "-o", folder.file("out2"),
+            "--port", "0", "--json"])
+        #expect(five.status == 0, "\(five.stderr)")
+        #expect(try sha256(folder.file("out2/vm-small.img")) == sha256(Self.payloads + "/vm-small.img"))
+        let six = try runProcess(vmswarmBinary, ["get", "http://127.0.0.1:\(port)/hop/6/vm-small.torrent", "-o", folder.file("out3"),
+            "--port", "0"])
+        #expect(six.status != 0)
+        #expect(six.stderr.contains("redirect not followed: more than 5 in a row"), "\(six.stderr)")
+    }
+
     /// A multi-file torrent: URL + name + path, percent-encoded (the bundle has a non-ASCII name
     /// and nested folders), pieces spanning files fetched as one Range request per file.
     @Test func aMultiFileTorrentComesFromAFolderURL() throws {
