@@ -68,7 +68,30 @@ public struct ConfigFile: Sendable {
         var reader = Reader(path: path)
         reader.read(text)
         settings = reader.settings
-        problems = reader.problems
+        problems = reader.problems + Self.overlaps(in: reader.settings, path: path)
+    }
+
+    /// Two settings that stand for one option of a command (`rack` and `site.name`): one would
+    /// silently win, so the file says which two clash and where.
+    static func overlaps(in settings: [ConfigSetting], path: String) -> [ConfigProblem] {
+        var first: [String: ConfigSetting] = [:]
+        var problems: [ConfigProblem] = []
+        for setting in settings {
+            var reported = false
+            for target in setting.key.targets {
+                let option = "\(target.command) \(target.option)"
+                if let earlier = first[option], earlier.key.name != setting.key.name {
+                    if !reported {
+                        problems.append(ConfigProblem(file: path, location: setting.location, key: setting.key.name,
+                            message: "sets \(target.option) of \(target.command), as '\(earlier.key.name)' on line \(earlier.location.line) does; give one of them"))
+                    }
+                    reported = true
+                } else if first[option] == nil {
+                    first[option] = setting
+                }
+            }
+        }
+        return problems
     }
 
     /// The settings that stand for options of `command`.

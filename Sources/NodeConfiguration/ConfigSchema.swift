@@ -84,6 +84,8 @@ public enum ConfigSchema {
         ConfigKey("metrics", .value, "serve Prometheus metrics at http://HOST:PORT/metrics", allNodes("--metrics-listen")),
         ConfigKey("site.trackers", .list, "this site's trackers, announced to instead of the torrent's (a pool node: its siblings'; docs/pool.md)",
             allNodes("--site-tracker")),
+        ConfigKey("site.name", .value, "the site this node is in, announced as its rack when the site is the unit that shares an uplink (the same option as `rack`; give one)",
+            nodes("--rack")),
         ConfigKey("site.networks", .list, "this site's networks (CIDR): a node connects only inside them; a pool node's site side (docs/pool.md)",
             allNodes("--site-network")),
         ConfigKey("pool.site-tracker-listen", .value, "the site tracker a pool node runs (HOST:PORT in the site)", [.init("pool", "--site-tracker-listen")]),

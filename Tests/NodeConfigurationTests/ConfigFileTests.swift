@@ -80,6 +80,19 @@ import Testing
         #expect(twice.problems.map(\.description) == ["node.yaml:3:1: set twice in one section: log-level"])
     }
 
+    /// `site.name` is the site's name as the node's rack; with `rack` also set, one would win
+    /// unseen, so the file is refused with both places named.
+    @Test func theSitesNameIsTheRackAndTwoSettingsForOneOptionClash() {
+        let site = ConfigFile(path: "node.yaml", text: "site:\n  name: zurich-a\n  trackers: [http://10.0.0.2:6969/announce]\n")
+        #expect(site.problems.isEmpty, "\(site.problems)")
+        #expect(site.arguments(for: "get", given: []) == ["--rack", "zurich-a", "--site-tracker", "http://10.0.0.2:6969/announce"])
+        #expect(site.arguments(for: "pool", given: []) == ["--site-tracker", "http://10.0.0.2:6969/announce"])
+        let both = ConfigFile(path: "node.yaml", text: "rack: r1\nlog-level: info\nsite:\n  name: zurich-a\n")
+        #expect(both.problems.map(\.description) == [
+            "node.yaml:4:3: site.name: sets --rack of seed, as 'rack' on line 1 does; give one of them",
+        ])
+    }
+
     @Test func hostileFilesAreRefusedNotTrappedOn() {
         let syntax = ConfigFile(path: "f", text: "limits:\n  up: [1, 2\n")
         #expect(syntax.problems.count == 1)
