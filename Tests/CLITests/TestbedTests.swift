@@ -56,13 +56,23 @@ import Testing
         ], logTo: folder.file("seed.log"))
         defer { seeder.stop() }
         try #require(eventually(60) { seeder.output.contains("seeding disk.img on port") }, "\(seeder.output)")
+        // h2 stays 20 s after it completes, so its booster bytes are scraped from the real process.
         let receivers = try (2...5).map { host in
             try BackgroundProcess(Self.testbed, [
                 "--prefix", prefix, "exec", "h\(host)", vmswarmBinary, "get", torrent, "--output", folder.file("h\(host)"),
                 "--port", "6881", "--multicast", group, "--json",
-            ], logTo: folder.file("h\(host).log"))
+            ] + (host == 2 ? ["--metrics-listen", "127.0.0.1:9300", "--seed-after", "20s"] : []), logTo: folder.file("h\(host).log"))
         }
         defer { receivers.forEach { $0.stop() } }
+        try #require(eventually(120) { receivers[0].output.contains(#""event":"complete""#) }, "\(receivers[0].output.suffix(500))")
+        let scraped = try runProcess(Self.testbed, ["--prefix", prefix, "exec", "h2", "/usr/bin/curl", "-s", "-m", "5", "http://127.0.0.1:9300/metrics"])
+        func sample(_ name: String) -> Double? {
+            scraped.stdout.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        let multicastBytes = try #require(sample(#"vmswarm_downloaded_bytes_total{source="multicast"}"#), "\(scraped.stdout) \(scraped.stderr)")
+        let peerBytes = try #require(sample(#"vmswarm_downloaded_bytes_total{source="peer"}"#))
+        #expect(multicastBytes > 0 && multicastBytes <= Double(16 << 20), "\(scraped.stdout)")
+        #expect(multicastBytes + peerBytes >= Double(16 << 20), "every byte came from the group or a peer: \(scraped.stdout)")
         for (index, receiver) in receivers.enumerated() {
             #expect(receiver.wait(seconds: 120) && receiver.process.terminationStatus == 0, "h\(index + 2): \(receiver.output.suffix(500))")
             #expect(try sha256(folder.file("h\(index + 2)/disk.img")) == sha, "h\(index + 2) holds the exact image")
