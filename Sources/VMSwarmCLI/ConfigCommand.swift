@@ -149,10 +149,11 @@ enum NodeConfig {
     }
     static let loaded = Mutex<Loaded?>(nil)
 
-    /// SIGHUP on `seed` or `get`: the settings file is read again and its rate limits applied (the
-    /// command line's `--max-up` and `--max-down` still win). Other settings need a restart. A file
-    /// that has become wrong changes nothing, and says why.
-    static func reload(_ runtime: SwarmRuntime) async {
+    /// SIGHUP on `seed`, `get` or `pool`: the settings file is read again and its rate limits
+    /// applied by `apply` (the command line's `--max-up` and `--max-down` still win; a pool node's
+    /// are its WAN's). Other settings need a restart. A file that has become wrong changes
+    /// nothing, and says why.
+    static func reload(apply: (_ up: Double?, _ down: Double?) async -> Void) async {
         func say(_ line: String) { FileHandle.standardError.write(Data("SIGHUP: \(line)\n".utf8)) }
         guard let loaded = loaded.withLock({ $0 }) else { return say("no settings file was read, nothing to reload") }
         let peer: PeerOptions
@@ -161,13 +162,24 @@ enum NodeConfig {
             let problems = file.problems + problems(in: file, for: loaded.command)
             guard problems.isEmpty else { throw CLIError(problems.map(\.description).joined(separator: "; ")) }
             let arguments = file.arguments(for: loaded.command, given: loaded.given) + loaded.given
-            peer = try CLIError.wrap { loaded.command == "seed" ? try SeedCommand.parse(arguments).peer : try GetCommand.parse(arguments).peer }
+            peer = try CLIError.wrap {
+                switch loaded.command {
+                case "seed": try SeedCommand.parse(arguments).peer
+                case "pool": try PoolCommand.parse(arguments).peer
+                default: try GetCommand.parse(arguments).peer
+                }
+            }
         } catch {
             return say("\(error); the settings in use stay")
         }
         let options = peer.runtimeOptions()
-        await runtime.setRateLimits(up: options.maxUp, down: options.maxDown)
+        await apply(options.maxUp, options.maxDown)
         let rate = { (limit: Double?) in limit.map { Format.bytes(Int64($0)) + "/s" } ?? "none" }
         say("rate limits from \(loaded.path): up \(rate(options.maxUp)), down \(rate(options.maxDown)); other settings apply at the next start")
+    }
+
+    /// SIGHUP on `seed` or `get`: `reload(apply:)` for its one swarm.
+    static func reload(_ runtime: SwarmRuntime) async {
+        await reload { up, down in await runtime.setRateLimits(up: up, down: down) }
     }
 }

@@ -144,9 +144,13 @@ struct PoolCommand: AsyncParsableCommand {
         for source in torrents { await cache.add(source, trust: trust) }
         let metrics = try await startPoolMetrics(cache, siteTracker: siteTracker, logger: logger)
         let admin = try await startAdmin(cache, trust: trust, logger: logger)
-        let signals = SignalWatcher([SIGINT, SIGTERM])
+        let signals = SignalWatcher([SIGINT, SIGTERM, SIGHUP])
         let stop = Stop()
-        Task { for await _ in signals.stream { stop.set(); break } }
+        Task {
+            for await signal in signals.stream {
+                if signal == SIGHUP { await NodeConfig.reload { up, down in await cache.setRateLimits(up: up, down: down) } } else { stop.set(); break }
+            }
+        }
         var seen: Set<String> = []
         var lastReport = Date.distantPast
         while !stop.isSet {
@@ -236,11 +240,15 @@ actor PoolCache {
         var status: SwarmRuntime.Status?
         var siteUploaded: Int64 = 0
         var site: ScrapeStats?
+        /// Download (peers and web seeds) and upload rates over the last seconds.
+        var downRate = RateMeter()
+        var upRate = RateMeter()
     }
 
     let folder: String
     let budget: Int64?
-    let template: SwarmRuntime.Options
+    /// What every image's runtime starts with (SIGHUP changes its rate limits).
+    private var template: SwarmRuntime.Options
     let sides: PoolSides
     let basePort: Int
     let json: Bool
@@ -348,11 +356,21 @@ actor PoolCache {
 
     var infoHashes: [InfoHash] { Array(entries.keys) }
 
+    /// New WAN rate limits (SIGHUP): for every image relayed now and every one added later.
+    func setRateLimits(up: Double?, down: Double?) async {
+        template.maxUp = up
+        template.maxDown = down
+        for entry in entries.values { await entry.runtime.setRateLimits(up: up, down: down) }
+    }
+
     /// Takes each runtime's status; an image the site fetched from since the last look is used now.
     func update(siteStats: [InfoHash: ScrapeStats]) async {
         for (hash, entry) in entries {
             let status = await entry.runtime.status()
+            let now = ProcessInfo.processInfo.systemUptime
             entries[hash]?.status = status
+            entries[hash]?.downRate.record(status.downloaded + status.webSeedBytes, at: now)
+            entries[hash]?.upRate.record(status.uploaded, at: now)
             entries[hash]?.site = siteStats[hash]
             if status.siteUploaded > entry.siteUploaded {
                 entries[hash]?.siteUploaded = status.siteUploaded
@@ -391,10 +409,22 @@ actor PoolCache {
 
     func metrics() -> PoolMetrics {
         PoolMetrics(budget: budget, removed: removed, images: entries.map { hash, entry in
-            PoolMetrics.Image(infoHash: hash.hex, name: entry.metainfo.info.name, length: entry.length,
+            var image = PoolMetrics.Image(infoHash: hash.hex, name: entry.metainfo.info.name, length: entry.length,
                 heldBytes: entry.status?.bytesHave ?? 0, wanDownloaded: entry.status?.wanDownloaded ?? 0, wanUploaded: entry.status?.wanUploaded ?? 0,
                 siteDownloaded: entry.status?.siteDownloaded ?? 0, siteUploaded: entry.status?.siteUploaded ?? 0,
                 siteComplete: entry.site?.complete, siteIncomplete: entry.site?.incomplete)
+            if let status = entry.status {
+                image.peerBytes = status.downloaded
+                image.webSeedBytes = status.webSeedBytes
+                image.wastedBytes = status.wasted
+                image.piecesVerified = status.piecesVerified
+                image.piecesFailed = status.hashFailures
+                image.peersConnected = status.peers
+                image.peersBanned = status.peersBanned
+            }
+            image.downloadRate = entry.downRate.bytesPerSecond
+            image.uploadRate = entry.upRate.bytesPerSecond
+            return image
         }.sorted { $0.infoHash < $1.infoHash })
     }
 
@@ -430,6 +460,17 @@ struct PoolMetrics: Sendable, Equatable {
         /// The site tracker's counts (nil: this pool node runs no site tracker).
         var siteComplete: Int?
         var siteIncomplete: Int?
+        /// As a seed's or a get's `NodeMetrics`: piece data received by source (peer blocks,
+        /// web seed pieces that verified) and the part thrown away, pieces hashed, peers, bans, rates.
+        var peerBytes: Int64 = 0
+        var webSeedBytes: Int64 = 0
+        var wastedBytes: Int64 = 0
+        var piecesVerified = 0
+        var piecesFailed = 0
+        var peersConnected = 0
+        var peersBanned = 0
+        var downloadRate: Double = 0
+        var uploadRate: Double = 0
     }
 
     var budget: Int64?
@@ -450,6 +491,22 @@ struct PoolMetrics: Sendable, Equatable {
                 [("wan", "in", image.wanDownloaded), ("wan", "out", image.wanUploaded), ("site", "in", image.siteDownloaded), ("site", "out", image.siteUploaded)]
                     .map { ([("info_hash", image.infoHash), ("side", $0.0), ("direction", $0.1)], "\($0.2)") }
             })
+        func each(_ value: (Image) -> String) -> [(labels: [(String, String)], value: String)] {
+            images.map { ([("info_hash", $0.infoHash)], value($0)) }
+        }
+        func rate(_ value: Double) -> String { value.isFinite ? String(format: "%.1f", value) : "0" }
+        text.family("vmswarm_pool_downloaded_bytes_total", "counter", "Piece data received per image, by source (peer blocks, verified web seed pieces).",
+            images.flatMap { image in
+                [("peer", image.peerBytes), ("web_seed", image.webSeedBytes)].map { ([("info_hash", image.infoHash), ("source", $0.0)], "\($0.1)") }
+            })
+        text.family("vmswarm_pool_wasted_bytes_total", "counter", "Received bytes thrown away per image: failed hashes and late duplicates.",
+            each { "\($0.wastedBytes)" })
+        text.family("vmswarm_pool_pieces_verified_total", "counter", "Pieces per image that passed their hash in this run.", each { "\($0.piecesVerified)" })
+        text.family("vmswarm_pool_pieces_failed_total", "counter", "Pieces per image that failed their hash in this run.", each { "\($0.piecesFailed)" })
+        text.family("vmswarm_pool_peers_connected", "gauge", "Peer connections per image, WAN and site.", each { "\($0.peersConnected)" })
+        text.family("vmswarm_pool_peers_banned", "gauge", "Peer identities banned per image for bad data.", each { "\($0.peersBanned)" })
+        text.family("vmswarm_pool_download_rate_bytes_per_second", "gauge", "Download rate per image over the last 5 seconds.", each { rate($0.downloadRate) })
+        text.family("vmswarm_pool_upload_rate_bytes_per_second", "gauge", "Upload rate per image over the last 5 seconds.", each { rate($0.uploadRate) })
         text.family("vmswarm_pool_site_nodes", "gauge", "Peers per image at this node's site tracker (pool nodes included): complete, or still fetching.",
             images.flatMap { image -> [(labels: [(String, String)], value: String)] in
                 guard let complete = image.siteComplete, let incomplete = image.siteIncomplete else { return [] }

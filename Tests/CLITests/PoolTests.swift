@@ -226,6 +226,53 @@ import Testing
         #expect(metrics.contains("vmswarm_pool_images 1") && metrics.contains(#"side="wan",direction="in"}"#), "\(metrics)")
     }
 
+    /// `pool --metrics-listen` shows per image what seed and get show (bytes by source, pieces,
+    /// peers, bans, rates), scraped from the running process; SIGHUP (`systemctl reload
+    /// vmswarm-pool`) applies the settings file's rate limits anew and the pool goes on.
+    @Test func aPoolNodesMetricsAreScrapedAndSIGHUPReloadsItsLimits() throws {
+        var sites = try Sites(size: 2 << 20)
+        defer { sites.stop() }
+        _ = try sites.source()
+        let settings = sites.folder.file("node.yaml")
+        try "limits:\n  up: 64K\n".write(toFile: settings, atomically: true, encoding: .utf8)
+        let metricsPort = freePort()
+        let pool = try BackgroundProcess(vmswarmBinary, ["pool", sites.torrent, "-o", sites.folder.file("cache"), "--site-network", "127.0.0.0/24",
+            "--site-tracker-listen", sites.siteTracker, "--metrics-listen", "127.0.0.1:\(metricsPort)", "--port", "0", "--config", settings],
+            logTo: sites.folder.file("pool.log"))
+        sites.running.append(pool)
+        func scrape() -> [String: Double] {
+            guard let text = try? runProcess("/usr/bin/curl", ["-s", "-m", "5", "http://127.0.0.1:\(metricsPort)/metrics"]).stdout else { return [:] }
+            var samples: [String: Double] = [:]
+            for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+                guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+                samples[String(line[..<space])] = value
+            }
+            return samples
+        }
+        let inspected = try runProcess(vmswarmBinary, ["inspect", sites.torrent]).stdout
+        let hash = try #require(inspected.range(of: #"[0-9a-f]{40}"#, options: .regularExpression).map { String(inspected[$0]) }, "\(inspected)")
+        let image = #"info_hash="\#(hash)""#
+        #expect(eventually(60) { scrape()["vmswarm_pool_image_held_bytes{\(image),name=\"image.img\"}"] == Double(2 << 20) }, "\(pool.output.suffix(800))")
+        let s = scrape()
+        let peerBytes = try #require(s["vmswarm_pool_downloaded_bytes_total{\(image),source=\"peer\"}"], "\(s)")
+        #expect(peerBytes - (s["vmswarm_pool_wasted_bytes_total{\(image)}"] ?? -1) == Double(2 << 20), "\(s)")
+        #expect(s["vmswarm_pool_downloaded_bytes_total{\(image),source=\"web_seed\"}"] == 0)
+        #expect(s["vmswarm_pool_pieces_verified_total{\(image)}"] == 8, "\(s)")
+        #expect(s["vmswarm_pool_pieces_failed_total{\(image)}"] == 0)
+        #expect((s["vmswarm_pool_peers_connected{\(image)}"] ?? 0) >= 1, "\(s)")
+        #expect(s["vmswarm_pool_peers_banned{\(image)}"] == 0)
+        #expect(s["vmswarm_pool_download_rate_bytes_per_second{\(image)}"] != nil && s["vmswarm_pool_upload_rate_bytes_per_second{\(image)}"] != nil)
+
+        try "limits:\n  up: 1M\n".write(toFile: settings, atomically: true, encoding: .utf8)
+        kill(pool.process.processIdentifier, SIGHUP)
+        #expect(eventually(10) { pool.output.contains("SIGHUP: rate limits from \(settings): up 1.00 MiB/s, down none") }, "\(pool.output.suffix(500))")
+        try "limits:\n  up: lots\n".write(toFile: settings, atomically: true, encoding: .utf8)
+        kill(pool.process.processIdentifier, SIGHUP)
+        #expect(eventually(10) { pool.output.contains("the settings in use stay") }, "\(pool.output.suffix(500))")
+        #expect(!pool.wait(seconds: 1), "the pool node goes on after SIGHUP")
+        #expect(scrape()["vmswarm_pool_images"] == 1)
+    }
+
     @Test func aPoolNodeWithoutItsSiteIsRefusedClearly() throws {
         let missing = try runProcess(vmswarmBinary, ["pool", "/nonexistent.torrent", "--site-tracker-listen", "10.2.0.1:6969", "--config", "none"])
         #expect(missing.status != 0 && missing.stderr.contains("--site-network is needed"), "\(missing.stderr)")

@@ -8,7 +8,7 @@ import Testing
 /// overwriting an operator's settings.
 @Suite struct ServiceTests {
     static let repository = fixturesURL.deletingLastPathComponent().path
-    static let units = ["vmswarm-tracker.service", "vmswarm-seed@.service", "vmswarm-fetch@.service"]
+    static let units = ["vmswarm-tracker.service", "vmswarm-seed@.service", "vmswarm-fetch@.service", "vmswarm-pool.service"]
 
     /// The fetch unit is `Type=notify`: `get` tells systemd it is ready (sd_notify's `READY=1`) the
     /// moment its image is complete, verified and renamed, while it goes on seeding, so a VM unit
@@ -73,7 +73,7 @@ import Testing
             try text.replacingOccurrences(of: "/usr/local/bin/vmswarm", with: vmswarmBinary)
                 .write(toFile: folder.file(unit), atomically: true, encoding: .utf8)
         }
-        let result = try runProcess(analyze, ["verify", "--man=no", "./vmswarm-tracker.service", "./vmswarm-seed@disk.service", "./vmswarm-fetch@disk.service"],
+        let result = try runProcess(analyze, ["verify", "--man=no", "./vmswarm-tracker.service", "./vmswarm-seed@disk.service", "./vmswarm-fetch@disk.service", "./vmswarm-pool.service"],
             in: folder.path)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stderr.isEmpty, "systemd found something to say: \(result.stderr)")
