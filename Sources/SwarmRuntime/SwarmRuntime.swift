@@ -153,6 +153,9 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var multicastBytes: Int64 = 0
         /// Peer identities (address and id) banned for sending bad data.
         public var peersBanned = 0
+        /// Times a peer was found not reading what we sent (`PeerOutbox.stalled`): its upload slot
+        /// went to another.
+        public var stallsFound = 0
         /// What `--method auto` chose and why (nil: another method, or not chosen yet).
         public var autoChoice: AutoMethod.Choice?
         /// Piece bytes received from and sent to peers in `Options.siteNetworks` (the site) and
@@ -193,6 +196,7 @@ public final class SwarmRuntime: @unchecked Sendable {
     private var halfOpen: [ObjectIdentifier: (channel: any Channel, since: Double)] = [:]
     private var connectionsPerAddress: [String: Int] = [:]
     private var refusals: [ConnectionRefusal: Int] = [:]
+    private var stallsFound = 0
     /// Peers in `Options.siteNetworks`, by handle.
     private var sitePeers: Set<Int> = []
     private var siteBytes = (down: Int64(0), up: Int64(0))
@@ -711,6 +715,11 @@ public final class SwarmRuntime: @unchecked Sendable {
         let blocked = outbox.stalled(now: now)
         guard blocked != outbox.reportedBlocked else { return }
         outbox.reportedBlocked = blocked
+        if blocked {
+            stallsFound += 1
+            logger.info("a peer reads nothing of what waits for it; its upload slot goes to another",
+                metadata: ["peer": "\(peerKeys[handle]?.ip ?? "?")", "tcp": "\(outbox.lastKernel.map { "\($0)" } ?? "none")"])
+        }
         perform(engine.peerWriteBlocked(handle, blocked))
     }
 
@@ -1468,6 +1477,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         status.hashFailures = hashFailures
         status.multicastBytes = multicastBytes
         status.peersBanned = engine.bannedCount
+        status.stallsFound = stallsFound
         status.autoChoice = autoMethod?.choice
         status.siteDownloaded = siteBytes.down
         status.siteUploaded = siteBytes.up
@@ -1505,11 +1515,14 @@ struct KernelTCPInfo: Sendable {
                 UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
         (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
-    /// `tcpi_bytes_acked` (offset 120) and `tcpi_notsent_bytes` (offset 144) of linux/tcp.h.
+    /// `tcpi_bytes_acked` (offset 120) and `tcpi_notsent_bytes` (offset 144) of linux/tcp.h,
+    /// and the state bytes at its start: `tcpi_ca_state` (1), `tcpi_probes` (3), `tcpi_backoff` (4).
     var queue: PeerOutbox.Kernel {
         withUnsafeBytes(of: words) { bytes in
             PeerOutbox.Kernel(acknowledged: bytes.load(fromByteOffset: 120, as: UInt64.self),
-                unsent: bytes.load(fromByteOffset: 144, as: UInt32.self))
+                unsent: bytes.load(fromByteOffset: 144, as: UInt32.self),
+                congestionState: bytes[1], probes: bytes[3], backoff: bytes[4],
+                roundTripMicroseconds: bytes.load(fromByteOffset: 68, as: UInt32.self))
         }
     }
 }

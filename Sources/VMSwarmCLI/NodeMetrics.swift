@@ -54,6 +54,8 @@ struct NodeMetrics: Sendable, Equatable {
     var heldBytes: Int64 = 0
     var peersConnected = 0
     var peersBanned = 0
+    /// Times a peer was found not reading what waited for it, and lost its upload slot.
+    var stallsFound = 0
     /// Connections refused or closed by reason (`ConnectionRefusal`'s raw values).
     var refusals: [String: Int] = [:]
     var downloadRate: Double = 0
@@ -87,6 +89,7 @@ struct NodeMetrics: Sendable, Equatable {
         heldBytes = status.bytesHave
         peersConnected = status.peers
         peersBanned = status.peersBanned
+        stallsFound = status.stallsFound
         refusals = Dictionary(uniqueKeysWithValues: status.refusals.map { ($0.key.rawValue, $0.value) })
         self.downloadRate = downloadRate
         self.uploadRate = uploadRate
@@ -118,6 +121,8 @@ struct NodeMetrics: Sendable, Equatable {
         family("vmswarm_held_bytes", "gauge", "Bytes of the verified pieces this node holds.", one(heldBytes))
         family("vmswarm_peers_connected", "gauge", "Peer connections with a completed handshake.", one(peersConnected))
         family("vmswarm_peers_banned", "gauge", "Peer identities (address and id) banned for bad data.", one(peersBanned))
+        family("vmswarm_peers_not_reading_total", "counter", "Times a peer read nothing of what waited for it and lost its upload slot.",
+            one(stallsFound))
         family("vmswarm_connections_refused_total", "counter", "Connections refused or closed by the node, by reason.",
             refusals.sorted { $0.key < $1.key }.map { ([("reason", $0.key)], "\($0.value)") })
         family("vmswarm_web_seeds_usable", "gauge", "Web seeds in use (not dropped after hash failures).", one(webSeedsUsable))

@@ -23,6 +23,7 @@ import Testing
         metrics.heldBytes = 1_048_576
         metrics.peersConnected = 3
         metrics.peersBanned = 1
+        metrics.stallsFound = 6
         metrics.refusals = ["too many peers": 2, "banned": 7]
         metrics.downloadRate = 2_097_152.25
         metrics.uploadRate = 0
@@ -70,6 +71,7 @@ import Testing
         #expect(values["vmswarm_torrent_pieces"] == "5")
         #expect(values["vmswarm_pieces_held"] == "4")
         #expect(values["vmswarm_peers_connected"] == "3")
+        #expect(values["vmswarm_peers_not_reading_total"] == "6")
         #expect(values["vmswarm_peers_banned"] == "1")
         #expect(values[#"vmswarm_connections_refused_total{reason="banned"}"#] == "7")
         #expect(values[#"vmswarm_connections_refused_total{reason="too many peers"}"#] == "2")

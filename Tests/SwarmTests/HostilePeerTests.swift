@@ -279,6 +279,28 @@ import Testing
         #expect(oldKernel.stalled(now: 1))
     }
 
+    /// A peer whose acknowledgements stop while TCP backs off from congestion (CWR, Recovery,
+    /// Loss: a full queue on a thin link) is not taken for a non-reader at half a second, only at
+    /// the longer time; a peer whose connection is Open and acknowledges nothing is, as before.
+    @Test func congestionIsNotTakenForAPeerThatDoesNotRead() {
+        for state: UInt8 in [2, 3, 4] {
+            let congested = PeerOutbox()
+            congested.wrote(400_000)
+            congested.sample(buffered: 0, kernel: .init(acknowledged: 178, unsent: 98_464, congestionState: state), now: 0)
+            congested.sample(buffered: 0, kernel: .init(acknowledged: 178, unsent: 98_464, congestionState: state), now: 0.25)
+            congested.sample(buffered: 0, kernel: .init(acknowledged: 178, unsent: 98_464, congestionState: state), now: 0.5)
+            #expect(!congested.stalled(now: 1.5), "state \(state): the network holds the bytes back")
+            congested.sample(buffered: 0, kernel: .init(acknowledged: 178, unsent: 98_464, congestionState: state), now: 2)
+            #expect(congested.stalled(now: 2), "state \(state): two seconds is long enough for anyone")
+        }
+        let closed = PeerOutbox()  // its window closed: Open, probing
+        closed.wrote(400_000)
+        for step in 0...2 {
+            closed.sample(buffered: 0, kernel: .init(acknowledged: 65_536, unsent: 300_000, congestionState: 0, probes: 1), now: Double(step) * 0.25)
+        }
+        #expect(closed.stalled(now: 0.5))
+    }
+
     /// A read of the image in flight (NBD, HTTP ranges) is checked before its end is computed: an
     /// offset near Int64.max trapped on `offset + length` before the bounds check.
     @Test func aReadOutsideTheImageIsRefusedWithoutOverflow() {
