@@ -243,6 +243,8 @@ actor PoolCache {
         /// Download (peers and web seeds) and upload rates over the last seconds.
         var downRate = RateMeter()
         var upRate = RateMeter()
+        /// The image is in the content store (recorded once complete), or cannot be (sealed).
+        var recorded: Bool
     }
 
     let folder: String
@@ -256,6 +258,10 @@ actor PoolCache {
     private var entries: [InfoHash: Entry] = [:]
     private var nextPort: Int
     private var removed = 0
+    /// The cache folder's content store (docs/reuse.md): a new image takes from the images held
+    /// here every piece they share with it (a common base layer, what an update left unchanged),
+    /// each verified by its hash, and crosses the WAN for the rest only.
+    private let contentStore: ContentStore?
 
     init(folder: String, budget: Int64?, template: SwarmRuntime.Options, sides: PoolSides, basePort: Int, json: Bool, logger: Logger) {
         self.folder = folder
@@ -266,6 +272,7 @@ actor PoolCache {
         self.json = json
         self.logger = logger
         nextPort = basePort
+        contentStore = try? ContentStore(directory: folder)
     }
 
     static func torrentsFolder(in folder: String) -> String { (folder as NSString).appendingPathComponent(".torrents") }
@@ -311,9 +318,19 @@ actor PoolCache {
         // A sealed image is kept as its ciphertext: a pool node has no key.
         let name = SealedTorrent.isSealed(metainfo) ? info.name + ".sealed" : nil
         let store = try CLIError.wrap { try PieceStore.download(info, into: folder, name: name, transform: nil) }
-        let have = store.isNew ? Bitfield(pieceCount: info.pieceCount) : store.verify(threads: ProcessInfo.processInfo.activeProcessorCount) { _ in }
+        var have = store.isNew ? Bitfield(pieceCount: info.pieceCount) : store.verify(threads: ProcessInfo.processInfo.activeProcessorCount) { _ in }
         if store.isFinished && !have.isComplete {
             throw CLIError("\(store.finalPath) is not this torrent's complete data; move it away")
+        }
+        // A sealed image's pieces are ciphertext under its own key: nothing held here shares them.
+        let sealed = SealedTorrent.isSealed(metainfo)
+        var reused = LocalPieces.Report(pieceCount: info.pieceCount)
+        if let contentStore, !sealed, !have.isComplete {
+            let index = contentStore.load()
+            reused = LocalPieces.fill(store, have: have, threads: ProcessInfo.processInfo.activeProcessorCount) { piece in
+                index.candidates(for: piece, of: info)
+            }
+            reused.pieces.forEachPiece { _ = have.insert($0) }
         }
         let copy = (Self.torrentsFolder(in: folder) as NSString).appendingPathComponent("\(metainfo.infoHash.hex).torrent")
         try CLIError.wrap("cannot keep the torrent in \(copy)") { try Data(bytes).write(to: URL(fileURLWithPath: copy), options: .atomic) }
@@ -332,10 +349,11 @@ actor PoolCache {
             throw CLIError(error, context: "cannot start \(info.name) (port \(options.port))")
         }
         entries[metainfo.infoHash] = Entry(metainfo: metainfo, runtime: runtime, path: store.finalPath, torrentCopy: copy,
-            length: store.storedLength, lastUsed: Date())
-        let told = "relaying \(info.name) (\(Format.bytes(store.storedLength)), \(have.count) of \(info.pieceCount) pieces cached) on port \(runtime.listeningPort ?? 0)"
+            length: store.storedLength, lastUsed: Date(), recorded: sealed || contentStore == nil)
+        let shared = reused.pieces.count > 0 ? ", \(reused.pieces.count) of them from images held here" : ""
+        let told = "relaying \(info.name) (\(Format.bytes(store.storedLength)), \(have.count) of \(info.pieceCount) pieces cached\(shared)) on port \(runtime.listeningPort ?? 0)"
         say(told, json: ["event": "image", "name": info.name, "info_hash": metainfo.infoHash.hex, "cached_pieces": have.count,
-                         "pieces": info.pieceCount, "port": runtime.listeningPort ?? 0])
+                         "reused_pieces": reused.pieces.count, "reused_bytes": reused.bytes, "pieces": info.pieceCount, "port": runtime.listeningPort ?? 0])
         return told
     }
 
@@ -372,6 +390,14 @@ actor PoolCache {
             entries[hash]?.downRate.record(status.downloaded + status.webSeedBytes, at: now)
             entries[hash]?.upRate.record(status.uploaded, at: now)
             entries[hash]?.site = siteStats[hash]
+            if status.complete && !entry.recorded, let contentStore {
+                entries[hash]?.recorded = true
+                do throws(StorageError) {
+                    try contentStore.record(entry.metainfo.info, at: entry.path)
+                } catch {
+                    logger.warning("an image was not recorded in the content store", metadata: ["image": "\(entry.metainfo.info.name)", "error": "\(error)"])
+                }
+            }
             if status.siteUploaded > entry.siteUploaded {
                 entries[hash]?.siteUploaded = status.siteUploaded
                 entries[hash]?.lastUsed = Date()

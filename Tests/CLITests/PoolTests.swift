@@ -16,6 +16,8 @@ import Testing
         /// Sealed for a site (`create --seal-for`): the source and the nodes hold the content key, the pool node does not.
         let sealed: Bool
         let siteTracker = "127.0.0.1:\(freePort())"
+        /// The WAN tracker the torrent names.
+        let trackerURL: String
         var running: [BackgroundProcess] = []
 
         init(size: Int, sealed: Bool = false) throws {
@@ -27,6 +29,7 @@ import Testing
             sha = try sha256(image)
             torrent = folder.file("image.torrent")
             let trackerPort = freePort()
+            trackerURL = "http://127.0.1.1:\(trackerPort)/announce"
             var sealing: [String] = []
             if sealed {
                 try #require(try runProcess(vmswarmBinary, ["keygen", folder.file("site"), "--kind", "site"]).status == 0)
@@ -271,6 +274,44 @@ import Testing
         #expect(eventually(10) { pool.output.contains("the settings in use stay") }, "\(pool.output.suffix(500))")
         #expect(!pool.wait(seconds: 1), "the pool node goes on after SIGHUP")
         #expect(scrape()["vmswarm_pool_images"] == 1)
+    }
+
+    /// A pool node's cache is a content store (docs/reuse.md): a new version of an image it holds
+    /// (one piece of 16 changed, another torrent) takes the 15 unchanged pieces from the old one
+    /// and crosses the WAN for one piece only.
+    @Test func aNewVersionCrossesTheWANOnlyForWhatChanged() throws {
+        var sites = try Sites(size: 4 << 20)
+        defer { sites.stop() }
+        _ = try sites.source()
+        let v2 = sites.folder.file("image-v2.img")
+        try FileManager.default.copyItem(atPath: sites.folder.file("image.img"), toPath: v2)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: v2))
+        try handle.seek(toOffset: UInt64(5 * (256 << 10) + 10))
+        try handle.write(contentsOf: Data("version 2".utf8))
+        try handle.close()
+        let v2Torrent = sites.folder.file("image-v2.torrent")
+        let created = try runProcess(vmswarmBinary, ["create", v2, "-o", v2Torrent, "--piece-size", "256K", "-t", sites.trackerURL])
+        try #require(created.status == 0, "\(created.stderr)")
+        let seeder2 = try BackgroundProcess(vmswarmBinary, ["seed", v2Torrent, "--data", v2, "--bind", "127.0.1.1", "--port", "\(freePort())",
+            "--config", "none"], logTo: sites.folder.file("seed-v2.log"))
+        sites.running.append(seeder2)
+        let watch = sites.folder.file("incoming")
+        try FileManager.default.createDirectory(atPath: watch, withIntermediateDirectories: true)
+        let pool = try sites.pool(["--watch", watch, sites.torrent])
+        func status(_ name: String, _ field: String) -> Int? {
+            pool.output.split(separator: "\n").reversed().lazy.compactMap { line -> Int? in
+                guard line.contains(#""event":"status""#), line.contains(#""name":"\#(name)""#),
+                    let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+                return (object[field] as? NSNumber)?.intValue
+            }.first
+        }
+        try #require(eventually(60) { status("image.img", "pieces_have") == 16 }, "\(pool.output.suffix(600))")
+        try FileManager.default.copyItem(atPath: v2Torrent, toPath: watch + "/image-v2.torrent")
+        #expect(eventually(60) { status("image-v2.img", "pieces_have") == 16 }, "\(pool.output.suffix(600))")
+        #expect(pool.output.contains(#""reused_pieces":15"#), "\(pool.output.suffix(600))")
+        let wan = try #require(status("image-v2.img", "wan_downloaded"))
+        #expect(wan >= 256 << 10 && wan <= (256 << 10) * 105 / 100, "one piece over the WAN, not \(wan) bytes")
+        #expect(try sha256(sites.folder.file("cache/image-v2.img")) == (try sha256(v2)))
     }
 
     @Test func aPoolNodeWithoutItsSiteIsRefusedClearly() throws {
