@@ -516,16 +516,23 @@ struct PeerTable: Sendable {
 
     /// Up to `count` distinct random entries, never `excluded`.
     func sample(_ count: Int, excluding excluded: PeerKey, random: inout SeededRandom) -> [PeerEntry] {
+        samplePositions(count, excluding: excluded, random: &random).map { entries[$0] }
+    }
+
+    /// Where `sample`'s entries are in `entries`: an answer built from them copies only the
+    /// fields it sends. (Copying whole entries, each a few reference-counted fields, was the
+    /// largest item of a UDP tracker's profile.)
+    func samplePositions(_ count: Int, excluding excluded: PeerKey, random: inout SeededRandom) -> [Int] {
         let available = entries.count - (positions[excluded] != nil ? 1 : 0)
         guard count > 0, available > 0 else { return [] }
-        if count >= available { return entries.filter { $0.key != excluded }.shuffled(using: &random) }
+        if count >= available { return entries.indices.filter { entries[$0].key != excluded }.shuffled(using: &random) }
         // Few wanted from many: distinct random positions (count is at most a few hundred).
         var chosen = Set<Int>()
-        var result: [PeerEntry] = []
+        var result: [Int] = []
         while result.count < count {
             let position = Int.random(in: 0..<entries.count, using: &random)
             guard entries[position].key != excluded, chosen.insert(position).inserted else { continue }
-            result.append(entries[position])
+            result.append(position)
         }
         return result
     }
@@ -682,8 +689,19 @@ struct Swarm: Sendable {
             if !requesterIsSeeder { picked += racks.seeders[rack]?.sample(count, excluding: requester, random: &random) ?? [] }
             picked += racks.leechers[rack]?.sample(count, excluding: requester, random: &random) ?? []
         } else {
-            picked = requesterIsSeeder ? [] : seeders.sample(count, excluding: requester, random: &random)
-            picked += leechers.sample(count - picked.count, excluding: requester, random: &random)
+            // One rack, the common case: the answer is built from positions, with no entry copied.
+            let fromSeeders = requesterIsSeeder ? [] : seeders.samplePositions(count, excluding: requester, random: &random)
+            let fromLeechers = leechers.samplePositions(count - fromSeeders.count, excluding: requester, random: &random)
+            var seen: Set<PeerAddress> = [address]
+            var answer: [AnnouncedPeer] = []
+            answer.reserveCapacity(min(count, fromSeeders.count + fromLeechers.count))
+            for (table, positions) in [(seeders, fromSeeders), (leechers, fromLeechers)] {
+                for position in positions where answer.count < count {
+                    guard table.entries[position].key != requester, seen.insert(table.entries[position].address).inserted else { continue }
+                    answer.append(AnnouncedPeer(address: table.entries[position].address, peerID: table.entries[position].peerID))
+                }
+            }
+            return answer
         }
         var seen: Set<PeerAddress> = [address]
         let unique = picked.filter { $0.key != requester && seen.insert($0.address).inserted }
