@@ -67,9 +67,16 @@ public struct RackedTree<Node: Hashable & Sendable, Rack: Hashable & Sendable>: 
     public mutating func remove(_ node: Node) {
         guard let rack = rackOf.removeValue(forKey: node) else { return }
         trees[rack]?.remove(node)
-        if trees[rack]?.count == 0 {
+        guard let tree = trees[rack], tree.count > 0 else {
             trees[rack] = nil
             racks.remove(rack)
+            return
+        }
+        // Its last seed gone, the rack fetches from the racks above again (else its nodes would
+        // wait as roots of a root rack, with no parent at all).
+        if racks.position(of: rack)?.complete == true, !tree.roots.contains(where: { tree.position(of: $0)?.complete == true }) {
+            racks.remove(rack)
+            racks.join(rack, complete: false)
         }
     }
 }

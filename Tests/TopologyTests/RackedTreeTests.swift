@@ -99,4 +99,29 @@ import Topology
         // c, which hung below b, moved up to a.
         #expect(tree.parent(of: 2) == 0)
     }
+
+    /// A rack's only seed leaves: the rack fetches from the racks above it again. (The testbed
+    /// caught this: h4, the head of rack b, was reported lost by its child h3 while it finished;
+    /// its `completed` announce then placed it anew as b's seed, which made b a root rack; when
+    /// h4 stopped, h3 waited as a root of a root rack with no parent at all, 0 peers, forever.)
+    @Test func aRackWhoseOnlySeedLeavesFetchesFromAboveAgain() {
+        var tree = RackedTree<Int, String>()
+        tree.join(1, rack: "a", complete: true)
+        tree.join(4, rack: "b", complete: false)
+        tree.join(3, rack: "b", complete: false)
+        #expect(Self.path(tree, to: 3) == [1, 4, 3])
+        tree.remove(4)  // h3 reported it lost
+        #expect(Self.path(tree, to: 3) == [1, 3])
+        tree.join(4, rack: "b", complete: true)  // its `completed` announce
+        #expect(tree.parentRack(of: "b") == nil)
+        #expect(Self.path(tree, to: 3) == [4, 3])
+        tree.remove(4)  // `stopped`
+        #expect(tree.parentRack(of: "b") == "a")
+        #expect(Self.path(tree, to: 3) == [1, 3])
+        // A rack below b, hanging from it while it was a root, still reaches the seed.
+        tree.join(9, rack: "b", complete: true)
+        tree.join(5, rack: "c", complete: false)
+        tree.remove(9)
+        #expect(Self.path(tree, to: 5).first == 1)
+    }
 }
