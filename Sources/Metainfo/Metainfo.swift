@@ -21,6 +21,10 @@ public struct Metainfo: Sendable {
     public var creationDate: Int64?
     /// The order a VM read the image at boot, a hint for fetching (`ReadProfile`).
     public var bootProfile: ReadProfile?
+    /// The weak rolling checksum of each piece (`create --rolling-checksums`, docs/reuse.md): with
+    /// them `get --reuse OLD` finds pieces whose data moved in the old image. Outside `info`, a
+    /// hint only: a match is taken only when its SHA-1 is the piece's.
+    public var rollingChecksums: [UInt32]?
 
     /// A torrent for freshly made `info`, encoded canonically, with `extraInfoFields` added to the
     /// `info` dictionary (see `TorrentInfo.encoded(adding:)`).
@@ -95,6 +99,17 @@ public struct Metainfo: Sendable {
             try reader.integer(node, "creation date")
         }
         self.bootProfile = try root[Self.bootProfileKey].map { node throws(MetainfoError) in try reader.readProfile(node) }
+        let pieceCount = info.pieceCount
+        self.rollingChecksums = try root[Self.rollingChecksumsKey].map { node throws(MetainfoError) in
+            let raw = try reader.bytes(node, Self.rollingChecksumsKey)
+            guard raw.count == 4 * pieceCount else {
+                throw .invalidValue(field: Self.rollingChecksumsKey,
+                    problem: "\(raw.count) bytes, but 4 per piece make \(4 * pieceCount)", offset: node.range.lowerBound)
+            }
+            return stride(from: 0, to: raw.count, by: 4).map { (at: Int) -> UInt32 in
+                raw[at..<(at + 4)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            }
+        }
     }
 
     /// The whole .torrent file: outer fields canonically ordered around the untouched `info` bytes.
@@ -114,8 +129,14 @@ public struct Metainfo: Sendable {
         if let createdBy { add("created by", .string(createdBy)) }
         if let creationDate { add("creation date", .integer(creationDate)) }
         if let bootProfile { add(Self.bootProfileKey, bootProfile.bencoded) }
+        if let rollingChecksums {
+            add(Self.rollingChecksumsKey, .bytes(rollingChecksums.flatMap { [UInt8($0 >> 24), UInt8($0 >> 16 & 0xff), UInt8($0 >> 8 & 0xff), UInt8($0 & 0xff)] }))
+        }
         return Bencode.encodeDictionary(preencoded: entries)
     }
+
+    /// Where `rollingChecksums` are kept: 4 bytes per piece, big-endian, in piece order.
+    public static let rollingChecksumsKey = "vmswarm-rolling-checksums"
 
     /// Every tracker, tiers flattened, without repeats.
     public var trackers: [String] {

@@ -115,6 +115,63 @@ public enum LocalPieces {
     }
 }
 
+extension LocalPieces {
+    /// What `moved` found.
+    public struct MovedReport: Sendable, Equatable {
+        /// Each piece found, as a candidate at the place its data now lies.
+        public var candidates: [PieceIndex: PieceCandidate] = [:]
+        /// Files scanned, and bytes in them.
+        public var files = 0
+        public var bytes: Int64 = 0
+        /// Weak-checksum hits whose SHA-1 was not the piece's.
+        public var falseHits = 0
+    }
+
+    /// The pieces `have` lacks whose data lies anywhere in the files at `paths` (a file, or
+    /// every regular file under a folder, at most `fileLimit`): each file is scanned at every
+    /// offset with the weak `RollingChecksum`s the torrent publishes (`weak`), hits confirmed by
+    /// SHA-1 (`MovedPieceFinder`). Only full-length pieces are looked for.
+    public static func moved(in paths: [String], of info: TorrentInfo, weak: [UInt32], have: Bitfield, fileLimit: Int = 10_000) -> MovedReport {
+        var report = MovedReport()
+        guard weak.count == info.pieceCount else { return report }
+        var wanted = Set((0..<info.pieceCount).map { PieceIndex($0) }.filter { !have[$0] && info.layout.length(of: $0) == info.pieceLength })
+        let hashes = info
+        for file in regularFiles(under: paths, limit: fileLimit) where !wanted.isEmpty {
+            let finder = MovedPieceFinder(pieceLength: info.pieceLength, weak: weak, wanted: wanted, hash: { Array(hashes.hash(of: $0)) })
+            guard let found = finder.scan(file: file.path) else { continue }
+            report.files += 1
+            report.bytes += file.size
+            report.falseHits += found.falseHits
+            for (piece, offset) in found.offsets {
+                wanted.remove(piece)
+                report.candidates[piece] = PieceCandidate(extents: [.init(path: file.path, offset: Int64(offset), length: info.pieceLength)])
+            }
+        }
+        return report
+    }
+
+    private static func regularFiles(under paths: [String], limit: Int) -> [(path: String, size: Int64)] {
+        var files: [(path: String, size: Int64)] = []
+        var folders = paths
+        while let path = folders.popLast(), files.count < limit {
+            var status = stat()
+            guard lstat(path, &status) == 0 else { continue }
+            if (status.st_mode & S_IFMT) == S_IFREG {
+                files.append((path, Int64(status.st_size)))
+            } else if (status.st_mode & S_IFMT) == S_IFDIR, let directory = opendir(path) {
+                defer { closedir(directory) }
+                var names: [String] = []
+                while let entry = readdir(directory) {
+                    let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                    if name != "." && name != ".." { names.append(name) }
+                }
+                folders += names.sorted(by: >).map { path + "/" + $0 }
+            }
+        }
+        return files
+    }
+}
+
 /// Descriptors of the local files one fill worker has opened, read-only.
 private struct OpenFiles {
     private var descriptors: [String: Int32] = [:]

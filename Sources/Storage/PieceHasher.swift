@@ -23,8 +23,22 @@ public struct PieceHasher: Sendable {
     public func hashPieces(
         of reader: FileSet, skipUnreadable: Bool = false, progress: (@Sendable (Int64) -> Void)? = nil
     ) throws(StorageError) -> [UInt8] {
+        try hash(reader, skipUnreadable: skipUnreadable, rolling: false, progress: progress).digests
+    }
+
+    /// `hashPieces`, and each piece's weak `RollingChecksum` from the same read.
+    public func hashPiecesWithRollingChecksums(
+        of reader: FileSet, progress: (@Sendable (Int64) -> Void)? = nil
+    ) throws(StorageError) -> (digests: [UInt8], rolling: [UInt32]) {
+        let state = try hash(reader, skipUnreadable: false, rolling: true, progress: progress)
+        return (state.digests, state.rolling ?? [])
+    }
+
+    private func hash(
+        _ reader: FileSet, skipUnreadable: Bool, rolling: Bool, progress: (@Sendable (Int64) -> Void)?
+    ) throws(StorageError) -> (digests: [UInt8], rolling: [UInt32]?) {
         let layout = reader.layout
-        let state = SharedState(pieceCount: layout.pieceCount)
+        let state = SharedState(pieceCount: layout.pieceCount, rolling: rolling)
         let workers = min(threads, max(1, layout.pieceCount))
         DispatchQueue.concurrentPerform(iterations: workers) { _ in
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.pieceLength, alignment: 64)
@@ -48,12 +62,13 @@ public struct PieceHasher: Sendable {
                 var sha = Insecure.SHA1()
                 sha.update(bufferPointer: UnsafeRawBufferPointer(data))
                 state.digests.store(sha.finalize(), at: index)
+                state.rolling?[index] = RollingChecksum(UnsafeRawBufferPointer(data)).value
                 let done = state.bytesDone.add(Int64(length), ordering: .relaxed).newValue
                 progress?(done)
             }
         }
         if let failure = state.failure.withLock({ $0 }) { throw failure }
-        return state.digests.bytes
+        return (state.digests.bytes, state.rolling.map { Array($0) })
     }
 }
 
@@ -62,8 +77,16 @@ private final class SharedState: Sendable {
     let bytesDone = Atomic<Int64>(0)
     let failure = Mutex<StorageError?>(nil)
     let digests: DigestTable
+    /// One weak checksum per piece, each slot written by the one worker that hashed the piece.
+    nonisolated(unsafe) let rolling: UnsafeMutableBufferPointer<UInt32>?
 
-    init(pieceCount: Int) { digests = DigestTable(count: pieceCount) }
+    init(pieceCount: Int, rolling: Bool) {
+        digests = DigestTable(count: pieceCount)
+        self.rolling = rolling ? .allocate(capacity: pieceCount) : nil
+        self.rolling?.initialize(repeating: 0)
+    }
+
+    deinit { rolling?.deallocate() }
 }
 
 /// Digest storage that workers fill in disjoint 20-byte slots without locking.

@@ -31,6 +31,9 @@ public struct TorrentCreator: Sendable {
         /// a layer has the same piece hashes in every torrent of the same piece length that carries
         /// it, and a node that holds the layer can take them from its content store (docs/reuse.md).
         public var alignFiles = false
+        /// Publish each piece's weak rolling checksum beside `info` (4 bytes a piece), so that a
+        /// node holding an older version finds the pieces whose data moved (docs/reuse.md).
+        public var rollingChecksums = false
 
         public init(threads: Int) { self.threads = threads }
     }
@@ -97,6 +100,7 @@ public struct TorrentCreator: Sendable {
             }
         }
         let hashes: [UInt8]
+        var rolling: [UInt32]?
         do {
             let layout = try PieceLayout(pieceLength: pieceLength, fileLengths: files.map(\.length))
             let reader = try FileSet(layout: layout, paths: sourceIndex.map { $0.map { source.files[$0].fullPath } })
@@ -106,7 +110,12 @@ public struct TorrentCreator: Sendable {
                     throw CreationError.replaced(path: source.files[origin].fullPath)
                 }
             }
-            hashes = try PieceHasher(threads: options.threads).hashPieces(of: reader, progress: progress)
+            let hasher = PieceHasher(threads: options.threads)
+            if options.rollingChecksums {
+                (hashes, rolling) = try hasher.hashPiecesWithRollingChecksums(of: reader, progress: progress)
+            } else {
+                hashes = try hasher.hashPieces(of: reader, progress: progress)
+            }
             if align {
                 let digests = try Self.sha1Digests(of: reader, files: sourceIndex.indices.filter { sourceIndex[$0] != nil },
                     threads: options.threads)
@@ -129,9 +138,11 @@ public struct TorrentCreator: Sendable {
         } catch {
             throw .noFiles(path)  // hashes and layout come from the same files; only emptiness can fail
         }
-        return Metainfo(
+        var metainfo = Metainfo(
             info: info, extraInfoFields: options.extraInfoFields, announceTiers: options.announceTiers, webSeeds: options.webSeeds,
             comment: options.comment, createdBy: options.createdBy, creationDate: options.creationDate)
+        metainfo.rollingChecksums = rolling
+        return metainfo
     }
 
     /// With `alignFiles`, a qcow2 image with a backing file is its whole chain: the images below it

@@ -84,6 +84,10 @@ struct CreateCommand: ParsableCommand {
     @Option(help: "Sign the sealed torrent with this Ed25519 publisher key.")
     var sign: String?
 
+    @Flag(name: .customLong("rolling-checksums"),
+        help: "Publish each piece's weak rolling checksum in the torrent (4 bytes a piece, outside info: the info-hash is unchanged), so get --reuse OLD also finds the pieces whose data moved in OLD (docs/reuse.md).")
+    var rollingChecksums = false
+
     @Option(name: .customLong("boot-profile"),
         help: "Carry this read profile (from get --record-reads) in the torrent: vmswarm nodes fetch what it reads first, first.")
     var bootProfile: String?
@@ -98,6 +102,7 @@ struct CreateCommand: ParsableCommand {
             throw ValidationError("--piece-size must be 'auto' or a size such as 256K, 1M, 4MiB (got '\(pieceSize)').")
         }
         if threads < 1 || threads > 1024 { throw ValidationError("--threads must be from 1 to 1024.") }
+        if rollingChecksums && sealing { throw ValidationError("--rolling-checksums is not for a sealed image: its pieces are ciphertext, which no old version holds.") }
         if alignFiles && sealing { throw ValidationError("--align-files is for a folder of layers; a sealed image is one file.") }
         if sign != nil && !sealing { throw ValidationError("--sign signs sealed torrents: add --seal-for or --key.") }
         if sealing && (!webSeeds.isEmpty || filesFrom != nil) {
@@ -119,6 +124,7 @@ struct CreateCommand: ParsableCommand {
         options.comment = comment
         options.webSeeds = webSeeds
         options.alignFiles = alignFiles
+        options.rollingChecksums = rollingChecksums
         options.createdBy = "vmswarm \(VMSwarm.version)"
         options.creationDate = noDate ? nil : Int64(Date().timeIntervalSince1970)
         if let filesFrom {

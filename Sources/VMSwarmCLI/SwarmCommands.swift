@@ -426,7 +426,7 @@ struct GetCommand: AsyncParsableCommand {
         valueName: "DIR"))
     var cache: String?
 
-    @Option(help: ArgumentHelp("An earlier version of this image (its file, or folder): take the pieces that did not change (same offset, same hash) from it. Repeatable.",
+    @Option(help: ArgumentHelp("An earlier version of this image (its file, or folder): take the pieces that did not change (same offset, same hash) from it, and, if the torrent carries rolling checksums (create --rolling-checksums), the pieces whose data moved in it. Repeatable.",
         valueName: "OLD"))
     var reuse: [String] = []
 
@@ -479,10 +479,23 @@ struct GetCommand: AsyncParsableCommand {
                 index.candidates(for: piece, of: metainfo.info) + olds.flatMap { $0(piece) }
             }
             reused.pieces.forEachPiece { _ = have.insert($0) }
+            // Data that moved in an old version: found by the torrent's rolling checksums.
+            var moved = 0
+            if let weak = metainfo.rollingChecksums, !reuse.isEmpty, !have.isComplete {
+                let found = LocalPieces.moved(in: reuse, of: metainfo.info, weak: weak, have: have)
+                let filled = LocalPieces.fill(store, have: have, threads: ProcessInfo.processInfo.activeProcessorCount) { piece in
+                    found.candidates[piece].map { [$0] } ?? []
+                }
+                filled.pieces.forEachPiece { _ = have.insert($0); _ = reused.pieces.insert($0) }
+                reused.bytes += filled.bytes
+                reused.rejected += filled.rejected
+                moved = filled.pieces.count
+            }
             let note = "reused \(Format.bytes(reused.bytes)) (\(reused.pieces.count) of \(metainfo.info.pieceCount) pieces) already on this node"
+                + (moved > 0 ? ", \(moved) of them found where their data moved" : "")
                 + (reused.rejected > 0 ? "; \(reused.rejected) local copies were changed, cut short or gone, and those pieces are fetched" : "")
             if peer.json {
-                print(#"{"event":"reused","bytes":\#(reused.bytes),"pieces":\#(reused.pieces.count),"rejected":\#(reused.rejected)}"#)
+                print(#"{"event":"reused","bytes":\#(reused.bytes),"pieces":\#(reused.pieces.count),"moved":\#(moved),"rejected":\#(reused.rejected)}"#)
                 fflush(nil)  // a pipe is block-buffered: progress lines must not overtake it
             } else {
                 FileHandle.standardError.write(Data((note + "\n").utf8))

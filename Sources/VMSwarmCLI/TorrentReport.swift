@@ -24,6 +24,8 @@ struct TorrentReport: Encodable {
     let multiFile: Bool
     let trackerTiers: [[String]]
     let webSeeds: [String]
+    /// It carries a weak rolling checksum per piece (`create --rolling-checksums`).
+    let rollingChecksums: Bool
     let comment: String?
     let createdBy: String?
     let creationDate: Int64?
@@ -54,6 +56,7 @@ struct TorrentReport: Encodable {
         case multiFile = "multi_file"
         case trackerTiers = "tracker_tiers"
         case webSeeds = "web_seeds"
+        case rollingChecksums = "rolling_checksums"
         case createdBy = "created_by"
         case creationDate = "creation_date"
     }
@@ -84,6 +87,7 @@ struct TorrentReport: Encodable {
         multiFile = info.isMultiFile
         trackerTiers = metainfo.announceTiers
         webSeeds = metainfo.webSeeds
+        rollingChecksums = metainfo.rollingChecksums != nil
         comment = metainfo.comment
         createdBy = metainfo.createdBy
         creationDate = metainfo.creationDate
@@ -114,6 +118,7 @@ struct TorrentReport: Encodable {
             lines.append((index == 0 ? "trackers" : "", "tier \(index + 1): " + tier.joined(separator: ", ")))
         }
         for (index, seed) in webSeeds.enumerated() { lines.append((index == 0 ? "web seeds" : "", seed)) }
+        if rollingChecksums { lines.append(("rolling sums", "one per piece: get --reuse finds data that moved")) }
         if let createdBy { lines.append(("created by", createdBy)) }
         if let creationDate {
             let date = Date(timeIntervalSince1970: TimeInterval(creationDate))

@@ -183,6 +183,44 @@ import Testing
         #expect((done["downloaded"] as? Int ?? 0) <= Self.pieceSize * 105 / 100, "\(done)")
         #expect(try sha256(folder.file("out/disk.img")) == (try sha256(new + "/disk.img")))
     }
+
+    /// `create --rolling-checksums` and `get --reuse OLD`: data that moved by a number of bytes
+    /// that is no multiple of the piece size (37 bytes inserted near the start, as a grown header
+    /// would) is found in the old version; only the piece holding the insertion is fetched.
+    /// Without the checksums the same update costs nearly the whole image.
+    @Test func dataThatMovedIsFoundByTheTorrentsRollingChecksums() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let old = try makeLayers(folder, "old", [("disk.img", 8 * Self.pieceSize, 20)])
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: old + "/disk.img")))
+        bytes.insert(contentsOf: [UInt8](repeating: 0xa5, count: 37), at: Self.pieceSize / 2)
+        bytes.removeLast(37)
+        let new = folder.file("new")
+        try FileManager.default.createDirectory(atPath: new, withIntermediateDirectories: true)
+        try Data(bytes).write(to: URL(fileURLWithPath: new + "/disk.img"))
+        let torrent = folder.file("disk.torrent")
+        let created = try runProcess(vmswarmBinary, ["create", new + "/disk.img", "-o", torrent, "--piece-size", "256K", "--rolling-checksums"])
+        try #require(created.status == 0, "\(created.stderr)")
+        #expect(created.stdout.contains("rolling sums"), "\(created.stdout)")
+        let get = try fetch(folder, torrent, data: new + "/disk.img", ["--output", folder.file("out"), "--reuse", old + "/disk.img"])
+        try #require(get.status == 0, "\(get.stderr)")
+        let reused = try #require(get.stdout.split(separator: "\n").first { $0.contains(#""event":"reused""#) })
+        // Pieces 1...7 moved by 37 bytes; piece 0 holds the insertion.
+        #expect(reused.contains(#""moved":7,"#), "\(reused)")
+        let done = try completion(get.stdout)
+        #expect(done["reused"] as? Int == 7 * Self.pieceSize, "\(done)")
+        #expect((done["downloaded"] as? Int ?? 0) <= Self.pieceSize * 105 / 100, "\(done)")
+        #expect(try sha256(folder.file("out/disk.img")) == (try sha256(new + "/disk.img")))
+
+        // The same torrent without its checksums (another client's, or an older vmswarm's):
+        // nothing is at its old offset, so nothing is reused.
+        let plain = folder.file("plain.torrent")
+        let remade = try runProcess(vmswarmBinary, ["create", new + "/disk.img", "-o", plain, "--piece-size", "256K"])
+        try #require(remade.status == 0, "\(remade.stderr)")
+        let full = try fetch(folder, plain, data: new + "/disk.img", ["--output", folder.file("out2"), "--reuse", old + "/disk.img"])
+        try #require(full.status == 0, "\(full.stderr)")
+        #expect(try completion(full.stdout)["reused"] as? Int == 0)
+    }
 }
 
 /// `create --align-files TOP.qcow2` of a real chain made by qemu-img: the torrent carries the
