@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A tiny HTTP server with byte ranges, for web-seed (BEP 19) tests: serves the files under ROOT
-at /PATH (percent-decoded), answers `Range: bytes=FIRST-LAST` with 206 and Content-Range, and
-can misbehave on purpose. python3 -m http.server does not do Range, hence this.
+at /PATH (percent-decoded), answers `Range: bytes=FIRST-LAST` with 206 and Content-Range (several
+ranges, as zsync asks, with multipart/byteranges), and can misbehave on purpose. python3 -m http.server does not do Range, hence this.
 
 Usage: webseed-server.py ROOT HOST PORT [MODE [CERT KEY]]   (PORT 0: any free port; the port is
 printed as "listening PORT" on the first line). Every request is logged to stdout as
@@ -56,6 +56,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(404, b"not found\n")
         size = os.path.getsize(path)
         with open(path, "rb") as f:
+            several = re.fullmatch(r"bytes=(\d+-\d+(?:,\s*\d+-\d+)+)", rng)
+            if several and mode == "ok":
+                return self.multipart(f, size, [tuple(map(int, part.strip().split("-"))) for part in several.group(1).split(",")])
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng)
             if mode == "ignore-range" or not m:
                 return self.reply(200, f.read())
@@ -71,6 +74,20 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "short":
             body = body[:-1]
         self.reply(206, body, headers)
+
+    def multipart(self, f, size, ranges):
+        """Several ranges in one request (zsync asks so): a multipart/byteranges answer."""
+        boundary = "vmswarm-byteranges"
+        body = b""
+        for first, last in ranges:
+            last = min(last, size - 1)
+            if first > last:
+                return self.reply(416, b"", {"Content-Range": "bytes */%d" % size})
+            f.seek(first)
+            body += b"\r\n--%s\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes %d-%d/%d\r\n\r\n" % (
+                boundary.encode(), first, last, size) + f.read(last - first + 1)
+        body += b"\r\n--%s--\r\n" % boundary.encode()
+        self.reply(206, body, {"Content-Type": "multipart/byteranges; boundary=" + boundary})
 
     def reply(self, status, body, headers={}):
         self.send_response(status)

@@ -139,6 +139,19 @@ public struct MovedPieceFinder: Sendable {
         var sum = RollingChecksum(UnsafeRawBufferPointer(start: base + start, count: window))
         filter.withUnsafeBufferPointer { filter in
             while true {
+                // The hot loop, on locals: roll while the filter turns every offset away and the
+                // buffer holds the next byte.
+                var position = start
+                var rolling = sum
+                let stop = end - window
+                while position < stop {
+                    let value = rolling.value
+                    if filter[Int(value & 0xffff) >> 6] & (1 << (UInt64(value) & 63)) != 0 { break }
+                    rolling.roll(out: base[position], in: base[position + window])
+                    position += 1
+                }
+                start = position
+                sum = rolling
                 let value = sum.value
                 if filter[Int(value & 0xffff) >> 6] & (1 << (UInt64(value) & 63)) != 0, remaining.contains(value), let pieces = wanted[value] {
                     if checks >= strongCheckLimit {
