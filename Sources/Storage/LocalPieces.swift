@@ -130,15 +130,17 @@ extension LocalPieces {
     /// The pieces `have` lacks whose data lies anywhere in the files at `paths` (a file, or
     /// every regular file under a folder, at most `fileLimit`): each file is scanned at every
     /// offset with the weak `RollingChecksum`s the torrent publishes (`weak`), hits confirmed by
-    /// SHA-1 (`MovedPieceFinder`). Only full-length pieces are looked for.
-    public static func moved(in paths: [String], of info: TorrentInfo, weak: [UInt32], have: Bitfield, fileLimit: Int = 10_000) -> MovedReport {
+    /// SHA-1 (`MovedPieceFinder`), each file in `threads` ranges side by side. Only full-length
+    /// pieces are looked for.
+    public static func moved(in paths: [String], of info: TorrentInfo, weak: [UInt32], have: Bitfield, threads: Int = 1,
+        fileLimit: Int = 10_000) -> MovedReport {
         var report = MovedReport()
         guard weak.count == info.pieceCount else { return report }
         var wanted = Set((0..<info.pieceCount).map { PieceIndex($0) }.filter { !have[$0] && info.layout.length(of: $0) == info.pieceLength })
         let hashes = info
         for file in regularFiles(under: paths, limit: fileLimit) where !wanted.isEmpty {
             let finder = MovedPieceFinder(pieceLength: info.pieceLength, weak: weak, wanted: wanted, hash: { Array(hashes.hash(of: $0)) })
-            guard let found = finder.scan(file: file.path) else { continue }
+            guard let found = finder.scan(file: file.path, parts: threads) else { continue }
             report.files += 1
             report.bytes += file.size
             report.falseHits += found.falseHits

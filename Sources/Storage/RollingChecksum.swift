@@ -4,7 +4,9 @@ import Glibc
 import Darwin
 #endif
 import Crypto
+import Dispatch
 import Metainfo
+import Synchronization
 
 /// rsync's weak checksum of a window of bytes (Tridgell's thesis, 1999): two 16-bit sums, `a` of the
 /// bytes and `b` of the bytes weighted by their distance from the window's end. Sliding the window
@@ -104,8 +106,9 @@ public struct MovedPieceFinder: Sendable {
 
     /// Scans what `read` gives, front to back (it fills the buffer it is handed as far as it can
     /// and returns the count; 0 at the end, or on an error, which ends the scan). Holds a few
-    /// pieces in memory whatever the size of the data. After a match the scan jumps past it, as
-    /// rsync does: the next piece of moved data starts there.
+    /// pieces in memory whatever the size of the data. Unlike rsync, the scan does not jump past
+    /// a match: the sources of two pieces may overlap in the old data (data that was duplicated),
+    /// and a found checksum is not checked again anyway.
     public func scan(read: (UnsafeMutableRawBufferPointer) -> Int) -> Result {
         var result = Result()
         let window = pieceLength
@@ -167,11 +170,6 @@ public struct MovedPieceFinder: Sendable {
                         for piece in matching { result.offsets[piece] = offset + start }
                         if pieces.allSatisfy({ result.offsets[$0] != nil }) { remaining.remove(value) }
                         if remaining.isEmpty { return }
-                        // Past the match, with a fresh window there.
-                        start += window
-                        guard have(window) else { return }
-                        sum = RollingChecksum(UnsafeRawBufferPointer(start: base + start, count: window))
-                        continue
                     }
                 }
                 guard have(window + 1) else { return }
@@ -182,21 +180,40 @@ public struct MovedPieceFinder: Sendable {
         return result
     }
 
-    /// Scans a local file with positional reads: nil when it cannot be opened (or is not a
-    /// regular file); a read error ends the scan with what was found before it.
-    public func scan(file path: String) -> Result? {
+    /// Scans a local file with positional reads, split into `parts` ranges scanned side by side
+    /// (each overlapping the next by a window, so no offset is missed): nil when it cannot be
+    /// opened (or is not a regular file); a read error ends a range's scan with what it found.
+    public func scan(file path: String, parts: Int = 1) -> Result? {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
         var status = stat()
         guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
-        var position: off_t = 0
-        return scan { target in
-            while true {
-                let count = pread(descriptor, target.baseAddress, target.count, position)
-                if count < 0 && errno == EINTR { continue }
-                if count > 0 { position += off_t(count) }
-                return max(0, count)
+        let size = Int64(status.st_size)
+        // Ranges of at least 16 windows: below that the overlap is most of the work.
+        let count = Int(max(1, min(Int64(parts), size / Int64(16 * max(1, pieceLength)))))
+        let starts = (0...count).map { size * Int64($0) / Int64(count) }
+        let results = Mutex([Result](repeating: Result(), count: count))
+        DispatchQueue.concurrentPerform(iterations: count) { part in
+            let first = starts[part]
+            let end = min(size, starts[part + 1] + Int64(pieceLength) - 1)
+            var position = first
+            var found = scan { target in
+                while true {
+                    let count = pread(descriptor, target.baseAddress, min(target.count, Int(end - position)), off_t(position))
+                    if count < 0 && errno == EINTR { continue }
+                    if count > 0 { position += Int64(count) }
+                    return max(0, count)
+                }
+            }
+            found.offsets = found.offsets.mapValues { $0 + Int(first) }
+            results.withLock { $0[part] = found }
+        }
+        return results.withLock { parts in
+            parts.reduce(into: Result()) { total, part in
+                total.offsets.merge(part.offsets) { min($0, $1) }
+                total.falseHits += part.falseHits
+                total.gaveUp = total.gaveUp || part.gaveUp
             }
         }
     }

@@ -482,7 +482,8 @@ struct GetCommand: AsyncParsableCommand {
             // Data that moved in an old version: found by the torrent's rolling checksums.
             var moved = 0
             if let weak = metainfo.rollingChecksums, !reuse.isEmpty, !have.isComplete {
-                let found = LocalPieces.moved(in: reuse, of: metainfo.info, weak: weak, have: have)
+                let found = LocalPieces.moved(in: reuse, of: metainfo.info, weak: weak, have: have,
+                    threads: ProcessInfo.processInfo.activeProcessorCount)
                 let filled = LocalPieces.fill(store, have: have, threads: ProcessInfo.processInfo.activeProcessorCount) { piece in
                     found.candidates[piece].map { [$0] } ?? []
                 }

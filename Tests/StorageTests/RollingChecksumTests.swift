@@ -1,6 +1,8 @@
 import Crypto
 import Metainfo
 import Storage
+import Foundation
+import TestSupport
 import Testing
 
 @Suite struct RollingChecksumTests {
@@ -87,5 +89,26 @@ import Testing
         } throws: { error in
             "\(error)".contains(Metainfo.rollingChecksumsKey) && "\(error)".contains("4 per piece")
         }
+    }
+
+    /// A file scanned in ranges side by side finds what one pass finds, a piece straddling a
+    /// boundary between ranges included.
+    @Test func aFileScannedInRangesFindsWhatOnePassFinds() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let piece = 1_024
+        let old = Self.random(64 * piece + 300, seed: 5)
+        let path = folder.file("old.img")
+        try Data(old).write(to: URL(fileURLWithPath: path))
+        // Pieces taken at odd offsets all over the file, one across the middle (a range boundary).
+        let starts = [7, 16 * piece - 500, 32 * piece - 511, 32 * piece + 3, 63 * piece + 299]
+        let pieces = starts.map { Array(old[$0..<($0 + piece)]) }
+        let finder = MovedPieceFinder(pieceLength: piece, weak: pieces.map { RollingChecksum($0).value },
+            wanted: pieces.indices.map { PieceIndex($0) }, hash: { Self.sha1(pieces[Int($0.value)][...]) })
+        let one = try #require(finder.scan(file: path))
+        let four = try #require(finder.scan(file: path, parts: 4))
+        #expect(one.offsets == Dictionary(uniqueKeysWithValues: starts.enumerated().map { (PieceIndex($0.offset), $0.element) }))
+        #expect(four.offsets == one.offsets)
+        #expect(finder.scan(file: folder.file("missing")) == nil)
     }
 }
