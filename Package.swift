@@ -204,7 +204,8 @@ if Context.environment["VMSWARM_FUZZ"] != nil {
     package.targets.append(.executableTarget(
         name: "FuzzTargets",
         dependencies: [
-            "Bencode", "Metainfo", "Sealing", "PeerWire", "Swarm", "Multicast", "TrackerProtocol", "Tracker", "NBD", "Storage", "TorrentCreation",
+            "Bencode", "Metainfo", "Sealing", "PeerWire", "Swarm", "Multicast", "TrackerProtocol", "Tracker", "TrackerClient", "NBD", "Storage",
+            "TorrentCreation",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),

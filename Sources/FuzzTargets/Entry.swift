@@ -27,6 +27,8 @@
         FuzzTarget(name: "metadata", summary: "magnet links, ut_metadata messages, and a BEP 9 fetch fed hostile peers", run: fuzzMetadata),
         FuzzTarget(name: "nbd", summary: "an NBD server session fed a client's bytes, whole and split, answering reads", run: fuzzNBD),
         FuzzTarget(name: "layers", summary: "qcow2 headers (backing chains) and the content store's index text", run: fuzzLayers),
+        FuzzTarget(name: "http-redirect", summary: "a redirect's Location resolved against a web seed's or tracker's URL", run: fuzzHTTPRedirect),
+        FuzzTarget(name: "moved-data", summary: "old data scanned with rolling checksums for pieces that moved in it", run: fuzzMovedData),
     ]
 
     nonisolated(unsafe) private var selected: FuzzTarget?

@@ -96,7 +96,7 @@ public struct MovedPieceFinder: Sendable {
     /// Scans `bytes` (an old file) for every wanted piece.
     public func scan(_ bytes: UnsafeRawBufferPointer) -> Result {
         var consumed = 0
-        return scan { target in
+        return scan(sizeHint: bytes.count) { target in
             let count = min(target.count, bytes.count - consumed)
             if count > 0 { target.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[consumed..<(consumed + count)])) }
             consumed += count
@@ -109,11 +109,12 @@ public struct MovedPieceFinder: Sendable {
     /// pieces in memory whatever the size of the data. Unlike rsync, the scan does not jump past
     /// a match: the sources of two pieces may overlap in the old data (data that was duplicated),
     /// and a found checksum is not checked again anyway.
-    public func scan(read: (UnsafeMutableRawBufferPointer) -> Int) -> Result {
+    /// `sizeHint`: the data's size, if known, so that small data gets a small buffer.
+    public func scan(sizeHint: Int? = nil, read: (UnsafeMutableRawBufferPointer) -> Int) -> Result {
         var result = Result()
         let window = pieceLength
         guard !wanted.isEmpty, window > 0 else { return result }
-        let capacity = max(8 << 20, 4 * window)
+        let capacity = max(4 * window, min(8 << 20, sizeHint ?? 8 << 20))
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
         defer { buffer.deallocate() }
         let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
@@ -198,7 +199,7 @@ public struct MovedPieceFinder: Sendable {
             let first = starts[part]
             let end = min(size, starts[part + 1] + Int64(pieceLength) - 1)
             var position = first
-            var found = scan { target in
+            var found = scan(sizeHint: Int(end - first)) { target in
                 while true {
                     let count = pread(descriptor, target.baseAddress, min(target.count, Int(end - position)), off_t(position))
                     if count < 0 && errno == EINTR { continue }
