@@ -59,6 +59,12 @@ public struct SwarmEngine: Sendable {
         /// Seconds an unchoked peer may go without asking for anything (counted from its unchoke)
         /// before its slot counts as free for another interested peer.
         public var idleSlotTimeout: Double = 3
+        /// While a reader waits for an urgent piece that a connected peer holds, nothing else is
+        /// asked of anyone, and what else is queued at every peer is cancelled when a new urgent
+        /// piece arrives: the downlink carries the reader's blocks alone, instead of sharing it
+        /// with a second of every peer's queued data (`requestQueueSeconds`). The download pauses
+        /// for as long as reads wait (`get --serve` sets it; docs/streaming.md).
+        public var readersFirst = false
         /// Whom the node dials, admits, asks and serves, and whether it exchanges peers: the
         /// swarm's topology as this node sees it (`SwarmPolicy`). Replaced while running with
         /// `setPolicy`.
@@ -683,11 +689,20 @@ public struct SwarmEngine: Sendable {
         // round trip carries, and the rest goes back to the picker.
         var actions: [Action] = []
         let urgentSet = Set(wanted)
+        let everyone = configuration.readersFirst && urgentHeld
         for peer in peers.keys.sorted() {
-            guard let state = peers[peer], added.contains(where: { state.session.peerPieces[$0] }) else { continue }
+            guard let state = peers[peer], everyone || added.contains(where: { state.session.peerPieces[$0] }) else { continue }
             actions += cancelOutstanding(peer) { !urgentSet.contains($0.piece) }
         }
         return actions + fillRequests()
+    }
+
+    /// Whether a connected peer we ask holds an urgent piece: with `readersFirst`, nothing else
+    /// is asked meanwhile. (A piece nobody holds must not pause the download.)
+    private var urgentHeld: Bool {
+        !urgent.isEmpty && peers.values.contains { state in
+            configuration.policy.asks(state.facts) && urgent.contains { state.session.peerPieces[$0] && !(state.declined?[$0] ?? false) }
+        }
     }
 
     /// The pieces readers wait for, most urgent first.
@@ -733,6 +748,8 @@ public struct SwarmEngine: Sendable {
         }
         picker.pieceVerified(piece)
         assembling[piece] = nil
+        // Once no reader waits, the download paused for readers (`readersFirst`) goes on at every
+        // peer: `fillRequests` below.
         urgent.removeAll { $0 == piece }
         actions += resolveFailures(of: piece, verified: bytes)
         if !fromElsewhere, !suspects.isEmpty, let sole = delivered?.soleKey { deliveredAlone(sole) }
@@ -1003,6 +1020,10 @@ public struct SwarmEngine: Sendable {
         var holds = state.session.peerPieces
         if let declined = state.declined { holds.subtract(declined) }
         let urgentHere = urgent.filter { holds[$0] }
+        if configuration.readersFirst && urgentHeld {
+            // Readers first: this peer is asked for urgent pieces or nothing.
+            pieces = Bitfield(pieceCount: info.pieceCount)
+        }
         for piece in urgentHere { pieces.insert(piece) }
         let ordered = order.isEmpty ? [] : orderedWindow()
         return picker.requests(for: peer, peerPieces: pieces, count: room, maxAvailability: maxAvailability,

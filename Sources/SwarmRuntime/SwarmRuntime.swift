@@ -15,6 +15,8 @@ import TrackerProtocol
 /// pool and come back to the loop, which never waits on the disk or on SHA-1.
 public final class SwarmRuntime: @unchecked Sendable {
     public struct Options: Sendable {
+        /// `SwarmEngine.Configuration.readersFirst`: reads of the image in flight pause the rest.
+        public var readersFirst = false
         public var listenHost = "0.0.0.0"
         /// 0 picks a free port.
         public var port = 6881
@@ -326,6 +328,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         pool = NIOThreadPool(numberOfThreads: max(1, options.hashThreads))
         var configuration = SwarmEngine.Configuration()
         configuration.maxUnchoked = max(1, options.uploadSlots)
+        configuration.readersFirst = options.readersFirst
         engine = SwarmEngine(info: metainfo.info, have: have, handshake: ourHandshake, configuration: configuration,
             seed: UInt64.random(in: .min ... .max))
         completion = loop.makePromise()

@@ -504,6 +504,7 @@ struct GetCommand: AsyncParsableCommand {
         }
         var options = peer.runtimeOptions(interface: booster.interface)
         options.trust = trust
+        options.readersFirst = !serving.serve.isEmpty && ProcessInfo.processInfo.environment["VMSWARM_READERS_FIRST"] == "1"
         options.peers += magnet?.peers.map { ($0.host, Int($0.port)) } ?? []
         options.multicast = try booster.checked(for: metainfo)
         options.multicast?.contentKey = sealing?.contentKey.bytes

@@ -51,6 +51,37 @@ import Testing
         #expect(second.first?.piece == urgent)
     }
 
+    /// Readers first (`get --serve`): while an urgent piece is held by a peer, everything else
+    /// queued at every peer is cancelled and nothing else is asked, so the downlink carries the
+    /// reader's blocks alone; once the piece verified the download goes on at every peer.
+    @Test func readersFirstPausesTheRestUntilTheReadersPiecesArrive() {
+        var configuration = SwarmEngine.Configuration()
+        configuration.readersFirst = true
+        var leecher = ScriptedLeecher(pieceLength: 32 << 10, pieces: 400, configuration: configuration)
+        let first = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)
+        let second = ScriptedLeecher.requests(in: leecher.connectSeeder(2), to: 2)
+        #expect(!first.isEmpty && !second.isEmpty)
+        let urgent = PieceIndex(333)
+        let actions = leecher.engine.setUrgentPieces([urgent])
+        for peer in [1, 2] {
+            let cancelled = actions.compactMap { if case .send(peer, .cancel(let block)) = $0 { block } else { nil } }
+            #expect(!cancelled.isEmpty && cancelled.allSatisfy { $0.piece != urgent }, "peer \(peer)")
+            let asked = ScriptedLeecher.requests(in: actions, to: peer)
+            #expect(asked.allSatisfy { $0.piece == urgent }, "peer \(peer): \(asked.prefix(4))")
+        }
+        let asked = ScriptedLeecher.requests(in: actions, to: 1) + ScriptedLeecher.requests(in: actions, to: 2)
+        #expect(Set(asked.map(\.begin)) == [0, 16 << 10])
+        // The piece arrives (from peer 1) and verifies: both peers are asked for other pieces again.
+        var after: [SwarmEngine.Action] = []
+        for block in ScriptedLeecher.requests(in: actions, to: 1) {
+            let received = leecher.engine.received(.piece(block.piece, begin: block.begin, block: ByteBuffer(repeating: 0, count: block.length)), from: 1)
+            after += received
+            for case .verify(let piece, _) in received { after += leecher.engine.pieceChecked(piece, valid: true) }
+        }
+        #expect(leecher.engine.have[urgent] && leecher.engine.urgentPieces.isEmpty)
+        #expect(!ScriptedLeecher.requests(in: after, to: 1).isEmpty && !ScriptedLeecher.requests(in: after, to: 2).isEmpty)
+    }
+
     @Test func atMostSixtyFourPiecesAreUrgent() {
         var leecher = ScriptedLeecher(pieceLength: 16 << 10, pieces: 400)
         _ = leecher.engine.setUrgentPieces((0..<100).map(PieceIndex.init))
