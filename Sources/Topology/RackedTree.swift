@@ -54,6 +54,22 @@ public struct RackedTree<Node: Hashable & Sendable, Rack: Hashable & Sendable>: 
         return head(of: above)
     }
 
+    /// `parent(of:)`, and for a rack's head `extra` more nodes of the rack above, those next below
+    /// its head there (nearest first): a rack entered over one TCP connection gets one flow through
+    /// its uplink, which a shallow switch buffer and the ACKs of the other direction slow; pieces
+    /// asked of two nodes of the same rack still cross the uplink once each.
+    public func parents(of node: Node, extra: Int) -> [Node] {
+        guard let first = parent(of: node) else { return [] }
+        guard extra > 0, let rack = rackOf[node], let above = rackOf[first], above != rack, let tree = trees[above] else { return [first] }
+        var result = [first]
+        var current = first
+        while result.count <= extra, let next = tree.children(of: current).first {
+            result.append(next)
+            current = next
+        }
+        return result
+    }
+
     /// The node a rack below this one takes the image from: a seed of the rack if it has one,
     /// else its first root.
     public func head(of rack: Rack) -> Node? {

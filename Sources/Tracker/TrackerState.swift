@@ -28,6 +28,9 @@ public struct TrackerConfiguration: Sendable {
     /// Children per node in a tree-mode swarm (docs/tree.md): 1 makes chains, which move an image
     /// fastest between nodes of equal upload rate.
     public var treeFanOut = 1
+    /// Connections a rack's head takes the image over from the rack above (`RackedTree.parents`):
+    /// its parent there and the nodes next below it.
+    public var rackEntryParents = 1
     /// Racks (docs/racks.md): a node that names no rack (`rack=`) is counted in the rack of its
     /// IPv4 address's subnet of this many bits (IPv6: its /64). 0 puts every such node in one rack.
     public var rackPrefix = 24
@@ -153,10 +156,11 @@ public struct TrackerState: Sendable {
         case .stored, .removed, .notOwner: break
         }
         // A tree-mode node is given its parents only, in `peers` (for any client) and in `tree`.
-        let fanOut = configuration.treeFanOut
+        let fanOut = configuration.treeFanOut, entryParents = configuration.rackEntryParents
         let parents: [AnnouncedPeer]? = request.tree && outcome == .stored
             ? change(request.infoHash) {
-                $0.place(key, rack: rack, complete: request.isSeeder, lostParent: request.lostParent.map(PeerKey.init), fanOut: fanOut)
+                $0.place(key, rack: rack, complete: request.isSeeder, lostParent: request.lostParent.map(PeerKey.init), fanOut: fanOut,
+                    rackEntryParents: entryParents)
             } : nil
         // Mesh in a swarm that spans racks: a member cut off by its gateway takes the role over
         // (`Swarm.replaceGatewayIfCutOff`); one that has shown no progress yet comes back soon.
@@ -638,14 +642,19 @@ struct Swarm: Sendable {
     /// Places a stored tree-mode peer (a known one keeps its place) and returns its parents. The
     /// parent it reports lost leaves the tree, if it is that peer's parent (a peer cannot move
     /// others' parents); so does a parent this table no longer holds.
-    mutating func place(_ key: PeerKey, rack: String, complete: Bool, lostParent: PeerKey?, fanOut: Int) -> [AnnouncedPeer] {
+    mutating func place(_ key: PeerKey, rack: String, complete: Bool, lostParent: PeerKey?, fanOut: Int, rackEntryParents: Int = 1) -> [AnnouncedPeer] {
         var tree = self.tree ?? RackedTree(fanOut: fanOut)
         defer { self.tree = tree }
-        if let lostParent, tree.parent(of: key) == lostParent { tree.remove(lostParent) }
+        if let lostParent, tree.parents(of: key, extra: rackEntryParents - 1).contains(lostParent) { tree.remove(lostParent) }
         tree.join(key, rack: rack, complete: complete)
         while let parent = tree.parent(of: key) {
-            if let stored = entry(parent) { return [AnnouncedPeer(address: stored.address, peerID: stored.peerID)] }
-            tree.remove(parent)
+            guard entry(parent) != nil else {
+                tree.remove(parent)
+                continue
+            }
+            return tree.parents(of: key, extra: rackEntryParents - 1).compactMap { node in
+                entry(node).map { AnnouncedPeer(address: $0.address, peerID: $0.peerID) }
+            }
         }
         return []
     }

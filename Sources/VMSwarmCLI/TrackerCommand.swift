@@ -62,6 +62,11 @@ struct TrackerCommand: AsyncParsableCommand {
             discussion: "1 (chains) is fastest when nodes upload at equal rates; 2 is the paper's binary tree."))
     var treeFanOut: Int = 1
 
+    @Option(name: .customLong("rack-entry-parents"),
+        help: ArgumentHelp("Connections over which the first node of a rack takes a tree-mode image from the rack above (docs/tree.md).",
+            discussion: "Its parent there and the nodes next below it; each piece is still asked once, so the rack's uplink carries one copy."))
+    var rackEntryParents: Int = 1
+
     @Option(name: .customLong("rack-prefix"),
         help: ArgumentHelp("Count a node that names no rack (`--rack`) in the rack of its IPv4 subnet of this many bits (docs/racks.md).",
             discussion: "Each rack then fetches an image from outside through one node; 0 puts such nodes in one rack (a rack-blind swarm)."))
@@ -98,6 +103,7 @@ struct TrackerCommand: AsyncParsableCommand {
         guard maxTorrents >= 1, maxPeers >= 1 else { throw ValidationError("limits must be at least 1.") }
         guard maxPeersPerIP >= 0 else { throw ValidationError("--max-peers-per-ip must be 0 (no cap) or more.") }
         guard (1...64).contains(treeFanOut) else { throw ValidationError("--tree-fan-out must be from 1 to 64.") }
+        guard (1...4).contains(rackEntryParents) else { throw ValidationError("--rack-entry-parents must be from 1 to 4.") }
         guard (0...32).contains(rackPrefix) else { throw ValidationError("--rack-prefix must be from 0 to 32 (bits of an IPv4 address).") }
         guard (1...256).contains(threads) else { throw ValidationError("--threads must be from 1 to 256.") }
     }
@@ -113,6 +119,7 @@ struct TrackerCommand: AsyncParsableCommand {
         configuration.capLoopback = capLoopback
         configuration.acceptIPParameter = acceptIPParameter
         configuration.treeFanOut = treeFanOut
+        configuration.rackEntryParents = rackEntryParents
         configuration.rackPrefix = rackPrefix
         if let allow {
             configuration.allowlist = try CLIError.wrap { try Allowlist.load(allow) }

@@ -124,4 +124,20 @@ import Topology
         tree.remove(9)
         #expect(Self.path(tree, to: 5).first == 1)
     }
+
+    /// A rack's head may take the image from the rack above over more than one connection: its
+    /// parent and the nodes next below it there. Nodes inside a rack keep one parent.
+    @Test func aRacksHeadMayHaveMoreParentsInTheRackAbove() {
+        var tree = RackedTree<Int, String>()
+        tree.join(0, rack: "a", complete: true)
+        tree.join(1, rack: "a", complete: false)
+        tree.join(2, rack: "a", complete: false)
+        tree.join(10, rack: "b", complete: false)
+        tree.join(11, rack: "b", complete: false)
+        #expect(tree.parents(of: 10, extra: 1) == [0, 1])
+        #expect(tree.parents(of: 10, extra: 2) == [0, 1, 2])
+        #expect(tree.parents(of: 10, extra: 0) == [0])
+        #expect(tree.parents(of: 11, extra: 1) == [10])
+        #expect(tree.parents(of: 0, extra: 1) == [])
+    }
 }
