@@ -77,6 +77,12 @@ func announce(_ n: Int, _ hash: InfoHash = torrentA, left: Int64? = 100, event: 
         let stopped = try state.announce(announce(2, event: .stopped), from: address(2), now: 7)
         #expect((stopped.complete, stopped.incomplete) == (1, 0))
         #expect(state.scrape(ScrapeRequest(infoHashes: [torrentA, torrentB])).files == [torrentA: ScrapeStats(complete: 1, downloaded: 1, incomplete: 0)])
+        // A client whose periodic announce already said left=0 before its queued `completed`
+        // (Transmission does; CI saw the count stay 0) is counted when the event comes.
+        _ = try state.announce(announce(3, event: .started), from: address(3), now: 8)
+        _ = try state.announce(announce(3, left: 0), from: address(3), now: 9)
+        _ = try state.announce(announce(3, left: 0, event: .completed), from: address(3), now: 9.1)
+        #expect(state.completedCount == 2)
     }
 
     @Test mutating func silentPeersExpire() throws {
