@@ -19,7 +19,10 @@
         }
         let location = String(decoding: input.dropFirst(), as: UTF8.self)
         guard let next = try? HTTPRedirect.resolve(location, from: base) else { return }
-        fuzzCheck(next.text.hasPrefix("http://") || next.text.hasPrefix("https://"), "resolved to \(next.text)")
+        // Schemes are case-insensitive (RFC 3986 3.1): "hTtps://" is https.
+        let scheme = next.text.prefix(8).lowercased()
+        fuzzCheck(scheme.hasPrefix("http://") || scheme.hasPrefix("https://"), "resolved to \(next.text)")
+        fuzzCheck(next.isTLS == scheme.hasPrefix("https://"), "\(next.text) is TLS: \(next.isTLS)")
         fuzzCheck(!(base.isTLS && !next.isTLS), "https went down to http: \(next.text)")
         fuzzCheck(!next.text.utf8.contains { $0 < 0x20 || $0 == 0x7f }, "a control character in \(next.text)")
         fuzzCheck(next.text.utf8.count <= WebSeedURL.maxLength, "\(next.text.utf8.count) bytes")
