@@ -63,7 +63,8 @@ public struct SwarmEngine: Sendable {
         /// asked of anyone, and what else is queued at every peer is cancelled when a new urgent
         /// piece arrives: the downlink carries the reader's blocks alone, instead of sharing it
         /// with a second of every peer's queued data (`requestQueueSeconds`). The download pauses
-        /// for as long as reads wait (`get --serve` sets it; docs/streaming.md).
+        /// for as long as reads wait. Off: measured and not adopted (docs/streaming.md); `get
+        /// --serve` sets it only with VMSWARM_READERS_FIRST=1, for the benchmark's `-rf` rows.
         public var readersFirst = false
         /// Whom the node dials, admits, asks and serves, and whether it exchanges peers: the
         /// swarm's topology as this node sees it (`SwarmPolicy`). Replaced while running with
