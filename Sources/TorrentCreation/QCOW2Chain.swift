@@ -64,28 +64,67 @@ public struct QCOW2Header: Equatable, Sendable {
 }
 
 /// A qcow2 image and the images below it (its backing file, that one's, ...), base first: the
-/// layers `create --align-files TOP.qcow2` puts into one torrent. Only chains whose backing files
-/// are named by plain file names in the top image's folder are taken, because those are the names
-/// that still resolve once `get` puts the layers side by side in the torrent's folder.
+/// layers `create --align-files TOP.qcow2` puts into one torrent. Backing names relative to the
+/// image that names them (`base.qcow2`, `../base/base.qcow2`) are followed; the torrent then holds
+/// each layer at its path below the folder all of them share, so after `get` the same relative
+/// names resolve inside the torrent's folder. An absolute name (it resolves only on the machine
+/// that made the chain) or a protocol or `json:` name is refused with the rebase that fixes it.
 public enum QCOW2Chain {
     public static let maxDepth = 64
 
-    /// The chain's file names, base first, all in `folder`; `[top]` for an image without a backing
-    /// file (or a file that is not qcow2).
-    public static func layers(top: String, in folder: String) throws(CreationError) -> [String] {
-        var chain = [top]
-        var seen: Set<String> = [top]
-        while let below = try backingFile(of: folder + "/" + chain[chain.count - 1]) {
-            guard TorrentSource.isPlainName(below), !below.contains(":") else {
+    /// The chain's files: the folder they share, and each one's path components below it, base first.
+    public struct Layers: Equatable, Sendable {
+        public let folder: String
+        public let files: [[String]]
+    }
+
+    /// The chain below `top` (a file path); one file for an image without a backing file (or a file
+    /// that is not qcow2).
+    public static func layers(top: String) throws(CreationError) -> Layers {
+        let name = top.split(separator: "/").last.map(String.init) ?? top
+        let folder = top.contains("/") ? String(top[..<top.lastIndex(of: "/")!]) : "."
+        guard let real = realpath(folder.isEmpty ? "/" : folder, nil) else { throw .notFound(top) }
+        defer { free(real) }
+        let start = String(cString: real).split(separator: "/").map(String.init) + [name]
+        var chain = [start]
+        var seen: Set<[String]> = [start]
+        while let below = try backingFile(of: "/" + chain[chain.count - 1].joined(separator: "/")) {
+            let image = chain[chain.count - 1].last!
+            guard !below.hasPrefix("/") else {
                 throw .invalidFileList(
-                    "\(chain[chain.count - 1]) is backed by '\(below)', not a file beside it: rebase it onto a plain name (qemu-img rebase -u -b NAME) to share the chain")
+                    "\(image) is backed by '\(below)', an absolute path that resolves only on this machine: rebase it onto a name relative to it (qemu-img rebase -u -b RELATIVE-PATH) to share the chain")
             }
-            guard seen.insert(below).inserted, chain.count < maxDepth else {
-                throw .invalidFileList("the backing chain of \(top) loops or is deeper than \(maxDepth) images")
+            guard !below.isEmpty, !below.contains(":"), !below.contains("\\") else {
+                throw .invalidFileList(
+                    "\(image) is backed by '\(below)', not a file: rebase it onto a file name (qemu-img rebase -u -b NAME) to share the chain")
             }
-            chain.append(below)
+            let path = normalized(Array(chain[chain.count - 1].dropLast()), below)
+            guard seen.insert(path).inserted, chain.count < maxDepth else {
+                throw .invalidFileList("the backing chain of \(name) loops or is deeper than \(maxDepth) images")
+            }
+            chain.append(path)
         }
-        return chain.reversed()
+        // The folder every layer lies below: the longest prefix their folders share.
+        var shared = Array(chain[0].dropLast())
+        for path in chain.dropFirst() {
+            let folder = path.dropLast()
+            shared = Array(zip(shared, folder).prefix { $0 == $1 }.map(\.0))
+        }
+        return Layers(folder: "/" + shared.joined(separator: "/"), files: chain.reversed().map { Array($0.dropFirst(shared.count)) })
+    }
+
+    /// `relative` resolved from the folder `components` (absolute, without links), as QEMU joins a
+    /// backing name to its image's folder: `.` and empty parts vanish, `..` goes up (not above `/`).
+    static func normalized(_ components: [String], _ relative: String) -> [String] {
+        var path = components
+        for part in relative.split(separator: "/", omittingEmptySubsequences: true) {
+            switch part {
+            case ".": continue
+            case "..": if !path.isEmpty { path.removeLast() }
+            default: path.append(String(part))
+            }
+        }
+        return path
     }
 
     /// The backing file name a qcow2 image records, or nil (none, or not a qcow2 image).

@@ -146,16 +146,15 @@ public struct TorrentCreator: Sendable {
     }
 
     /// With `alignFiles`, a qcow2 image with a backing file is its whole chain: the images below it
-    /// (base first) and itself, in one folder-like torrent named after it without `.qcow2`, so
-    /// `get` puts the layers side by side, where their backing-file names resolve.
+    /// (base first) and itself, in one folder-like torrent named after it without `.qcow2`, each at
+    /// its path below the folder they share, so the backing names resolve where `get` puts them.
     func chainSource(_ path: String) throws(CreationError) -> TorrentSource? {
         guard options.alignFiles, options.fileOrder == nil else { return nil }
         let single = try TorrentSource.scan(path)
         guard !single.isDirectory else { return nil }
-        let folder = path.lastIndex(of: "/").map { String(path[..<$0]) }.map { $0.isEmpty ? "/" : $0 } ?? "."
-        let chain = try QCOW2Chain.layers(top: single.baseName, in: folder)
-        guard chain.count > 1 else { return nil }
-        let layers = try TorrentSource.scan(folder, order: chain.map { [$0] })
+        let chain = try QCOW2Chain.layers(top: path)
+        guard chain.files.count > 1 else { return nil }
+        let layers = try TorrentSource.scan(chain.folder, order: chain.files)
         let name = single.baseName.hasSuffix(".qcow2") && single.baseName.count > 6 ? String(single.baseName.dropLast(6)) : single.baseName + ".layers"
         return TorrentSource(baseName: name, isDirectory: true, files: layers.files)
     }

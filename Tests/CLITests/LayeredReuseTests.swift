@@ -227,30 +227,46 @@ import Testing
 /// chain base first, and after `get` qemu opens it (backing names resolve) and finds it identical.
 @Suite(.serialized) struct QCOW2ChainTests {
     @Test func aBackingChainTravelsAsOneTorrentAndQemuOpensIt() throws {
+        try travel(base: "base.qcow2", site: "site.qcow2", user: "user.qcow2")
+    }
+
+    /// A chain whose layers sit in folders of their own, named by relative paths (`../base/...`):
+    /// the torrent keeps the folders, so the names resolve after `get` too.
+    @Test func aChainNamedByRelativePathsKeepsItsFolders() throws {
+        try travel(base: "base/base.qcow2", site: "vm/site.qcow2", user: "vm/user.qcow2", siteBacking: "../base/base.qcow2")
+    }
+
+    /// Builds base, site and user layers with qemu-img at these paths below a folder, makes the
+    /// user layer's torrent, fetches it from a seeder and has qemu open and compare the result.
+    func travel(base: String, site: String, user: String, siteBacking: String? = nil) throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
         let qemuImg = try #require(which("qemu-img"), "qemu-utils is needed: run tools/test")
         let qemuIO = try #require(which("qemu-io"), "qemu-utils is needed: run tools/test")
         let images = folder.file("images")
-        try FileManager.default.createDirectory(atPath: images, withIntermediateDirectories: true)
+        for path in [base, site, user] {
+            let parent = (images + "/" + path as NSString).deletingLastPathComponent
+            try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        }
         func run(_ tool: String, _ arguments: [String]) throws {
             let result = try runProcess(tool, arguments, in: images)
             try #require(result.status == 0, "\(tool) \(arguments): \(result.stderr)")
         }
-        try run(qemuImg, ["create", "-q", "-f", "qcow2", "base.qcow2", "16M"])
-        try run(qemuIO, ["-c", "write -P 0x11 0 5M", "base.qcow2"])
-        try run(qemuImg, ["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "site.qcow2"])
-        try run(qemuIO, ["-c", "write -P 0x22 1M 64k", "site.qcow2"])
-        try run(qemuImg, ["create", "-q", "-f", "qcow2", "-b", "site.qcow2", "-F", "qcow2", "user.qcow2"])
-        try run(qemuIO, ["-c", "write -P 0x33 6M 2M", "user.qcow2"])
+        let userBacking = (site as NSString).lastPathComponent
+        try run(qemuImg, ["create", "-q", "-f", "qcow2", base, "16M"])
+        try run(qemuIO, ["-c", "write -P 0x11 0 5M", base])
+        try run(qemuImg, ["create", "-q", "-f", "qcow2", "-b", siteBacking ?? base, "-F", "qcow2", site])
+        try run(qemuIO, ["-c", "write -P 0x22 1M 64k", site])
+        try run(qemuImg, ["create", "-q", "-f", "qcow2", "-b", userBacking, "-F", "qcow2", user])
+        try run(qemuIO, ["-c", "write -P 0x33 6M 2M", user])
         try Data("not a layer".utf8).write(to: URL(fileURLWithPath: images + "/notes.txt"))
 
         let torrent = folder.file("user.torrent")
-        let created = try runProcess(vmswarmBinary, ["create", images + "/user.qcow2", "--align-files", "-o", torrent, "--json"])
+        let created = try runProcess(vmswarmBinary, ["create", images + "/" + user, "--align-files", "-o", torrent, "--json"])
         try #require(created.status == 0, "\(created.stderr)")
         #expect(created.stdout.contains(#""name":"user""#), "\(created.stdout)")
         let inspected = try runProcess(vmswarmBinary, ["inspect", torrent])
-        let order = ["base.qcow2", "site.qcow2", "user.qcow2"].map { inspected.stdout.range(of: $0)?.lowerBound }
+        let order = [base, site, user].map { inspected.stdout.range(of: $0)?.lowerBound }
         #expect(order.allSatisfy { $0 != nil } && order[0]! < order[1]! && order[1]! < order[2]!, "\(inspected.stdout)")
         #expect(!inspected.stdout.contains("notes.txt"))
 
@@ -260,12 +276,15 @@ import Testing
         try #require(eventually(20) { seeder.output.contains("on port") }, "\(seeder.output)")
         let get = try runProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out"), "--peer", "127.0.0.1:\(port)", "--port", "0"])
         try #require(get.status == 0, "\(get.stderr)")
-        let top = folder.file("out/user/user.qcow2")
+        let top = folder.file("out/user/" + user)
         let check = try runProcess(qemuImg, ["check", top])
         #expect(check.status == 0, "\(check.stdout) \(check.stderr)")
         let chain = try runProcess(qemuImg, ["info", "--backing-chain", top])
-        #expect(chain.status == 0 && chain.stdout.contains(folder.file("out/user/base.qcow2")), "\(chain.stdout) \(chain.stderr)")
-        let compare = try runProcess(qemuImg, ["compare", images + "/user.qcow2", top])
+        // Three images, every one of them below the download (qemu prints `vm/../base` unresolved).
+        let opened = chain.stdout.split(separator: "\n").filter { $0.hasPrefix("image: ") }
+        #expect(chain.status == 0 && opened.count == 3 && opened.allSatisfy { $0.contains(folder.file("out/user/")) }
+            && opened.last?.hasSuffix((base as NSString).lastPathComponent) == true, "\(chain.stdout) \(chain.stderr)")
+        let compare = try runProcess(qemuImg, ["compare", images + "/" + user, top])
         #expect(compare.status == 0, "\(compare.stdout) \(compare.stderr)")
     }
 }

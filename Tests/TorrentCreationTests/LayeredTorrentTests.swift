@@ -146,16 +146,38 @@ import Testing
         }
     }
 
-    @Test func chainsWithNamesThatWouldNotResolveAreRefused() throws {
+    @Test func chainsWithNamesThatResolveOnlyHereAreRefused() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
-        try Data(Self.header(name: "../elsewhere/base.qcow2")).write(to: URL(fileURLWithPath: folder.file("top.qcow2")))
-        #expect(throws: CreationError.self) { try QCOW2Chain.layers(top: "top.qcow2", in: folder.path) }
-        try Data(Self.header(name: "b.qcow2")).write(to: URL(fileURLWithPath: folder.file("a.qcow2")))
-        try Data(Self.header(name: "a.qcow2")).write(to: URL(fileURLWithPath: folder.file("b.qcow2")))
-        #expect(throws: CreationError.self) { try QCOW2Chain.layers(top: "a.qcow2", in: folder.path) }
-        try Data(Self.header(name: "raw.img")).write(to: URL(fileURLWithPath: folder.file("c.qcow2")))
-        try Data("raw".utf8).write(to: URL(fileURLWithPath: folder.file("raw.img")))
-        #expect(try QCOW2Chain.layers(top: "c.qcow2", in: folder.path) == ["raw.img", "c.qcow2"])
+        func write(_ name: String, _ bytes: [UInt8]) throws {
+            try Data(bytes).write(to: URL(fileURLWithPath: folder.file(name)))
+        }
+        for name in ["/var/lib/images/base.qcow2", "nbd://host/base", "json:{}"] {
+            try write("top.qcow2", Self.header(name: name))
+            #expect(throws: CreationError.self) { try QCOW2Chain.layers(top: folder.file("top.qcow2")) }
+        }
+        try write("b.qcow2", Self.header(name: "./a.qcow2"))
+        try write("a.qcow2", Self.header(name: "b.qcow2"))
+        #expect(throws: CreationError.self) { try QCOW2Chain.layers(top: folder.file("a.qcow2")) }
+        try write("c.qcow2", Self.header(name: "../missing.qcow2"))
+        #expect(throws: CreationError.self) { try QCOW2Chain.layers(top: folder.file("c.qcow2")) }
+    }
+
+    /// Relative names, `..` included, are followed, and each layer keeps its path below the
+    /// folder the chain shares, so the same names resolve wherever `get` puts the torrent.
+    @Test func relativeBackingNamesKeepTheirPathsBelowTheSharedFolder() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        for sub in ["images/base", "images/users/alice"] {
+            try FileManager.default.createDirectory(atPath: folder.file(sub), withIntermediateDirectories: true)
+        }
+        try Data(Self.header(name: "../../base//./raw.img")).write(to: URL(fileURLWithPath: folder.file("images/users/alice/site.qcow2")))
+        try Data(Self.header(name: "site.qcow2")).write(to: URL(fileURLWithPath: folder.file("images/users/alice/user.qcow2")))
+        try Data("raw".utf8).write(to: URL(fileURLWithPath: folder.file("images/base/raw.img")))
+        let chain = try QCOW2Chain.layers(top: folder.file("images/users/alice/user.qcow2"))
+        #expect(chain.folder.hasSuffix("/images"))
+        #expect(chain.files == [["base", "raw.img"], ["users", "alice", "site.qcow2"], ["users", "alice", "user.qcow2"]])
+        let plain = try QCOW2Chain.layers(top: folder.file("images/base/raw.img"))
+        #expect(plain.files == [["raw.img"]])
     }
 }
