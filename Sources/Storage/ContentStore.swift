@@ -155,6 +155,20 @@ public struct ContentIndex: Equatable, Sendable {
         return found
     }
 
+    /// The files recorded under the same name as one of `info`'s files (`disk.img`, `base.qcow2`),
+    /// newest first, at most `limit`: the earlier versions of an image a node holds, where data
+    /// that moved is looked for with the torrent's rolling checksums. Only a name ties them to the
+    /// image; what is taken from them is hashed like every candidate.
+    public func earlierVersions(of info: TorrentInfo, limit: Int = 16) -> [String] {
+        let names = Set(info.files.filter { !$0.isPadding }.compactMap { info.isMultiFile ? $0.path.last : info.name })
+        var found: [String] = []
+        for id in files.keys.sorted(by: >) where found.count < limit {
+            guard let file = files[id], let name = file.path.split(separator: "/").last, names.contains(String(name)) else { continue }
+            found.append(file.path)
+        }
+        return found
+    }
+
     // MARK: Text form
 
     /// One entry per line, fields separated by one space, a path last (it may hold spaces):

@@ -479,10 +479,12 @@ struct GetCommand: AsyncParsableCommand {
                 index.candidates(for: piece, of: metainfo.info) + olds.flatMap { $0(piece) }
             }
             reused.pieces.forEachPiece { _ = have.insert($0) }
-            // Data that moved in an old version: found by the torrent's rolling checksums.
+            // Data that moved in an old version (named, or held in the store under the same file
+            // name): found by the torrent's rolling checksums.
             var moved = 0
-            if let weak = metainfo.rollingChecksums, !reuse.isEmpty, !have.isComplete {
-                let found = LocalPieces.moved(in: reuse, of: metainfo.info, weak: weak, have: have,
+            let earlier = reuse + index.earlierVersions(of: metainfo.info)
+            if let weak = metainfo.rollingChecksums, !earlier.isEmpty, !have.isComplete {
+                let found = LocalPieces.moved(in: earlier, of: metainfo.info, weak: weak, have: have,
                     threads: ProcessInfo.processInfo.activeProcessorCount)
                 let filled = LocalPieces.fill(store, have: have, threads: ProcessInfo.processInfo.activeProcessorCount) { piece in
                     found.candidates[piece].map { [$0] } ?? []

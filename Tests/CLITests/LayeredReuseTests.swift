@@ -212,6 +212,19 @@ import Testing
         #expect((done["downloaded"] as? Int ?? 0) <= Self.pieceSize * 105 / 100, "\(done)")
         #expect(try sha256(folder.file("out/disk.img")) == (try sha256(new + "/disk.img")))
 
+        // A node whose store holds the old version (fetched earlier) finds the moved data there,
+        // by the file's name, without being told where it is.
+        let oldTorrent = folder.file("old.torrent")
+        try #require(try runProcess(vmswarmBinary, ["create", old + "/disk.img", "-o", oldTorrent, "--piece-size", "256K"]).status == 0)
+        let cache = folder.file("cache")
+        let earlier = try fetch(folder, oldTorrent, data: old + "/disk.img", ["--output", cache, "--cache", cache])
+        try #require(earlier.status == 0, "\(earlier.stderr)")
+        let stored = try fetch(folder, torrent, data: new + "/disk.img", ["--output", folder.file("out3"), "--cache", cache])
+        try #require(stored.status == 0, "\(stored.stderr)")
+        #expect(stored.stdout.contains(#""moved":7,"#), "\(stored.stdout.prefix(600))")
+        #expect(try completion(stored.stdout)["reused"] as? Int == 7 * Self.pieceSize)
+        #expect(try sha256(folder.file("out3/disk.img")) == (try sha256(new + "/disk.img")))
+
         // The same torrent without its checksums (another client's, or an older vmswarm's):
         // nothing is at its old offset, so nothing is reused.
         let plain = folder.file("plain.torrent")

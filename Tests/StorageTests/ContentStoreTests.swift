@@ -123,6 +123,24 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(download.verify(threads: 2) == report.pieces)
     }
 
+    /// The files a node holds under one of a torrent's file names are its earlier versions,
+    /// newest first; other files and padding are not.
+    @Test func earlierVersionsAreTheFilesHeldUnderTheSameNameNewestFirst() throws {
+        func info(_ name: String, _ paths: [[String]]) throws -> TorrentInfo {
+            try TorrentInfo(name: name, files: paths.map { FileEntry(path: $0, length: Int64(Self.piece)) },
+                isMultiFile: paths.count > 1, privacy: .unspecified, pieceLength: Self.piece,
+                pieceHashes: [UInt8](repeating: 1, count: 20 * paths.count))
+        }
+        var index = ContentIndex()
+        index.record(try info("disk.img", [["disk.img"]]), at: "/a/disk.img")
+        index.record(try info("v1", [["base.qcow2"], ["user.qcow2"]]), at: "/cache/v1")
+        index.record(try info("disk.img", [["disk.img"]]), at: "/b/disk.img")
+        index.record(try info("other", [["x.img"], ["y.img"]]), at: "/cache/other")
+        #expect(index.earlierVersions(of: try info("disk.img", [["disk.img"]])) == ["/b/disk.img", "/a/disk.img"])
+        #expect(index.earlierVersions(of: try info("v2", [["base.qcow2"], ["site.qcow2"]])) == ["/cache/v1/base.qcow2"])
+        #expect(index.earlierVersions(of: try info("disk.img", [["disk.img"]]), limit: 1) == ["/b/disk.img"])
+    }
+
     @Test func theIndexReadsBackAndForgetsFilesThatWentAway() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
