@@ -28,6 +28,10 @@ public final class MetadataFetcher: @unchecked Sendable {
         public var maxPeers = 30
         /// Whom https:// trackers must prove themselves to (nil: the system's trust store).
         public var trust: HTTPTrust?
+        /// A node confined to its site (`--site-network`) dials only addresses in these networks,
+        /// here as in the download; a peer named by host name is not dialled, since where the name
+        /// leads cannot be told.
+        public var peerNetworks: [IPNetwork]?
         public init() {}
     }
 
@@ -109,6 +113,10 @@ public final class MetadataFetcher: @unchecked Sendable {
             finish(.failure(MetadataFetchError(description: "the magnet link names no tracker (tr) and no peer (x.pe), and no --peer was given")))
             return
         }
+        guard tracker != nil || options.peers.contains(where: { mayDial(host: $0.host, port: $0.port) }) else {
+            finish(.failure(MetadataFetchError(description: "every peer the magnet link and --peer name lies outside the site's networks (--site-network), and there is no tracker to ask")))
+            return
+        }
         for peer in options.peers { connect(host: peer.host, port: peer.port) }
         timer = loop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in self.tick() }
     }
@@ -164,9 +172,15 @@ public final class MetadataFetcher: @unchecked Sendable {
         return request
     }
 
+    private func mayDial(host: String, port: Int) -> Bool {
+        guard let networks = options.peerNetworks else { return true }
+        guard let address = PeerAddress(host: host, port: UInt16(clamping: port)) else { return false }
+        return networks.contains { $0.contains(address.ip) }
+    }
+
     private func connect(host: String, port: Int) {
         let key = "\(host):\(port)"
-        guard !done, channels.count < options.maxPeers, dialled.insert(key).inserted else { return }
+        guard mayDial(host: host, port: port), !done, channels.count < options.maxPeers, dialled.insert(key).inserted else { return }
         var bootstrap = ClientBootstrap(group: loop).connectTimeout(.seconds(5))
         if let local = options.bindAddress, let address = try? SocketAddress(ipAddress: local, port: 0) {
             bootstrap = bootstrap.bind(to: address)

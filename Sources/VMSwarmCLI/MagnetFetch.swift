@@ -12,7 +12,10 @@ import TrackerClient
 /// that name is there) so the node can `seed` it later without the link.
 func fetchMagnet(_ magnet: MagnetLink, into output: String, peer: PeerOptions, trust: HTTPTrust?, logger: Logger) async throws(CLIError) -> (bytes: [UInt8], metainfo: Metainfo) {
     var options = MetadataFetcher.Options()
-    options.trackers = magnet.trackers
+    // A site's node asks its site's trackers and dials only inside its networks, before the
+    // download as during it (docs/pool.md).
+    options.trackers = peer.siteTrackers.isEmpty ? magnet.trackers : peer.siteTrackers
+    options.peerNetworks = peer.siteNetworks.isEmpty ? nil : peer.siteNetworkValues
     options.peers = magnet.peers.map { ($0.host, Int($0.port)) } + peer.runtimeOptions().peers
     options.bindAddress = peer.bind
     options.trust = trust

@@ -162,6 +162,47 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: folder.file("out/disk.img.part")))
     }
 
+    /// A node confined to its site (`--site-network`, `--site-tracker`) fetches the info
+    /// dictionary as it fetches the image: from its site's tracker and peers only.
+    @Test func aSiteNodesMagnetStaysInsideItsSite() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (image, torrent, sha, _) = try makeImage(folder, size: 1 << 20)
+        let port = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "\(port)"], logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("on port") }, "\(seeder.output)")
+        let infoHash = try Metainfo(parsing: Data(contentsOf: URL(fileURLWithPath: torrent))).infoHash.hex
+        // The link names a peer on loopback; the node's site is 10.99.0.0/16: nothing to dial.
+        let link = "magnet:?xt=urn:btih:\(infoHash)&x.pe=127.0.0.1:\(port)"
+        let outside = try runProcess(vmswarmBinary, ["get", link, "--output", folder.file("out1"), "--port", "0", "--site-network", "10.99.0.0/16"])
+        #expect(outside.status == 1)
+        #expect(outside.stderr.contains("outside the site's networks"), "\(outside.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folder.file("out1/image.img")))
+
+        // The link's tracker is not asked when the node has a site tracker: the seeder is
+        // registered only with the site's, and the link's tracker never hears of the node.
+        let wanPort = freePort(), sitePort = freePort()
+        let wan = try BackgroundProcess(vmswarmBinary, ["tracker", "--listen", "127.0.0.1:\(wanPort)", "--interval", "10", "--min-interval", "1"], logTo: folder.file("wan.log"))
+        defer { wan.stop() }
+        let site = try BackgroundProcess(vmswarmBinary, ["tracker", "--listen", "127.0.0.1:\(sitePort)", "--interval", "10", "--min-interval", "1"], logTo: folder.file("site.log"))
+        defer { site.stop() }
+        try #require(eventually(20) { wan.output.contains("tracker listening") && site.output.contains("tracker listening") }, "\(wan.output) \(site.output)")
+        let siteURL = "http://127.0.0.1:\(sitePort)/announce"
+        let siteSeeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", image, "--port", "0", "--site-tracker", siteURL],
+            logTo: folder.file("site-seed.log"))
+        defer { siteSeeder.stop() }
+        try #require(eventually(20) { siteSeeder.output.contains("on port") }, "\(siteSeeder.output)")
+        let viaSite = "magnet:?xt=urn:btih:\(infoHash)&tr=" + "http://127.0.0.1:\(wanPort)/announce".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        let inside = try runProcess(vmswarmBinary, ["get", viaSite, "--output", folder.file("out2"), "--port", "0",
+            "--site-tracker", siteURL, "--site-network", "127.0.0.0/8"])
+        #expect(inside.status == 0, "\(inside.stderr.suffix(800))")
+        #expect(try sha256(folder.file("out2/image.img")) == sha)
+        let curl = try #require(which("curl"))
+        let stats = try runProcess(curl, ["-s", "http://127.0.0.1:\(wanPort)/stats?format=json"]).stdout
+        #expect(stats.contains(#""torrents":0"#), "\(stats)")
+    }
+
     @Test func aBadMagnetIsOneClearLine() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
