@@ -394,7 +394,7 @@ struct GetCommand: AsyncParsableCommand {
             missing pieces are fetched. Exit status 0 only with the complete, verified image.
             """)
 
-    @Argument(help: "The .torrent file, an http:// URL of one, or a magnet link ('magnet:?xt=urn:btih:…').")
+    @Argument(help: "The .torrent file, an http:// or https:// URL of one, or a magnet link ('magnet:?xt=urn:btih:…').")
     var torrent: String
 
     @Option(name: [.short, .customLong("output")], help: "Folder to download into.")
@@ -416,7 +416,7 @@ struct GetCommand: AsyncParsableCommand {
 
     @OptionGroup(title: "Serving the image while it downloads") var serving: ServeOptions
 
-    @Option(name: .customLong("web-seed"), help: "Also fetch pieces from this http:// web seed (BEP 19), besides the torrent's. Repeatable.")
+    @Option(name: .customLong("web-seed"), help: "Also fetch pieces from this http:// or https:// web seed (BEP 19), besides the torrent's. Repeatable.")
     var webSeeds: [String] = []
 
     @Flag(name: .customLong("no-web-seeds"), help: "Fetch nothing from web seeds, not even the torrent's.")
