@@ -245,6 +245,8 @@ actor PoolCache {
         var upRate = RateMeter()
         /// The image is in the content store (recorded once complete), or cannot be (sealed).
         var recorded: Bool
+        /// Bytes taken from images already held here before the swarm started (docs/reuse.md).
+        var reusedBytes: Int64 = 0
     }
 
     let folder: String
@@ -349,7 +351,7 @@ actor PoolCache {
             throw CLIError(error, context: "cannot start \(info.name) (port \(options.port))")
         }
         entries[metainfo.infoHash] = Entry(metainfo: metainfo, runtime: runtime, path: store.finalPath, torrentCopy: copy,
-            length: store.storedLength, lastUsed: Date(), recorded: sealed || contentStore == nil)
+            length: store.storedLength, lastUsed: Date(), recorded: sealed || contentStore == nil, reusedBytes: reused.bytes)
         let shared = reused.pieces.count > 0 ? ", \(reused.pieces.count) of them from images held here" : ""
         let told = "relaying \(info.name) (\(Format.bytes(store.storedLength)), \(have.count) of \(info.pieceCount) pieces cached\(shared)) on port \(runtime.listeningPort ?? 0)"
         say(told, json: ["event": "image", "name": info.name, "info_hash": metainfo.infoHash.hex, "cached_pieces": have.count,
@@ -448,6 +450,7 @@ actor PoolCache {
                 image.peersConnected = status.peers
                 image.peersBanned = status.peersBanned
             }
+            image.cacheBytes = entry.reusedBytes
             image.downloadRate = entry.downRate.bytesPerSecond
             image.uploadRate = entry.upRate.bytesPerSecond
             return image
@@ -490,6 +493,7 @@ struct PoolMetrics: Sendable, Equatable {
         /// web seed pieces that verified) and the part thrown away, pieces hashed, peers, bans, rates.
         var peerBytes: Int64 = 0
         var webSeedBytes: Int64 = 0
+        var cacheBytes: Int64 = 0
         var wastedBytes: Int64 = 0
         var piecesVerified = 0
         var piecesFailed = 0
@@ -521,9 +525,10 @@ struct PoolMetrics: Sendable, Equatable {
             images.map { ([("info_hash", $0.infoHash)], value($0)) }
         }
         func rate(_ value: Double) -> String { value.isFinite ? String(format: "%.1f", value) : "0" }
-        text.family("vmswarm_pool_downloaded_bytes_total", "counter", "Piece data received per image, by source (peer blocks, verified web seed pieces).",
+        text.family("vmswarm_pool_downloaded_bytes_total", "counter",
+            "Piece data per image, by source (peer blocks, verified web seed pieces, pieces taken from images already in the cache).",
             images.flatMap { image in
-                [("peer", image.peerBytes), ("web_seed", image.webSeedBytes)].map { ([("info_hash", image.infoHash), ("source", $0.0)], "\($0.1)") }
+                [("peer", image.peerBytes), ("web_seed", image.webSeedBytes), ("cache", image.cacheBytes)].map { ([("info_hash", image.infoHash), ("source", $0.0)], "\($0.1)") }
             })
         text.family("vmswarm_pool_wasted_bytes_total", "counter", "Received bytes thrown away per image: failed hashes and late duplicates.",
             each { "\($0.wastedBytes)" })

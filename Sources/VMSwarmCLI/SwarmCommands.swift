@@ -215,7 +215,7 @@ func followProgress(_ runtime: SwarmRuntime, label: String, json: Bool, rates: R
             progress.note("method auto: \(choice.method.rawValue) (\(choice.reason))",
                 json: ["event": "method", "method": choice.method.rawValue, "reason": choice.reason])
         }
-        let (down, up) = rates.record(downloaded: status.downloaded + status.webSeedBytes, uploaded: status.uploaded, at: ProcessInfo.processInfo.systemUptime)
+        let (down, up) = rates.record(downloaded: status.downloaded + status.webSeedBytes + status.multicastBytes, uploaded: status.uploaded, at: ProcessInfo.processInfo.systemUptime)
         // Refused connections by reason, and the piece data held for sending (bounded by
         // `uploadBufferBytes`): what an operator looks at when a node is under attack.
         let refused = status.refusals.values.reduce(0, +)

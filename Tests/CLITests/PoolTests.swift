@@ -1,4 +1,5 @@
 import Foundation
+import Metainfo
 import TestSupport
 import Testing
 
@@ -297,7 +298,8 @@ import Testing
         sites.running.append(seeder2)
         let watch = sites.folder.file("incoming")
         try FileManager.default.createDirectory(atPath: watch, withIntermediateDirectories: true)
-        let pool = try sites.pool(["--watch", watch, sites.torrent])
+        let metricsPort = freePort()
+        let pool = try sites.pool(["--watch", watch, "--metrics-listen", "127.0.0.1:\(metricsPort)", sites.torrent])
         func status(_ name: String, _ field: String) -> Int? {
             pool.output.split(separator: "\n").reversed().lazy.compactMap { line -> Int? in
                 guard line.contains(#""event":"status""#), line.contains(#""name":"\#(name)""#),
@@ -309,6 +311,11 @@ import Testing
         try FileManager.default.copyItem(atPath: v2Torrent, toPath: watch + "/image-v2.torrent")
         #expect(eventually(60) { status("image-v2.img", "pieces_have") == 16 }, "\(pool.output.suffix(600))")
         #expect(pool.output.contains(#""reused_pieces":15"#), "\(pool.output.suffix(600))")
+        // Its metrics name the cache as the source of those 15 pieces.
+        let metrics = try runProcess("/usr/bin/curl", ["-s", "-m", "5", "http://127.0.0.1:\(metricsPort)/metrics"]).stdout
+        let v2Hash = try Metainfo(parsing: Data(contentsOf: URL(fileURLWithPath: v2Torrent))).infoHash.hex
+        #expect(metrics.contains(#"vmswarm_pool_downloaded_bytes_total{info_hash="\#(v2Hash)",source="cache"} \#(15 * (256 << 10))"#),
+            "\(metrics.prefix(3000))")
         let wan = try #require(status("image-v2.img", "wan_downloaded"))
         #expect(wan >= 256 << 10 && wan <= (256 << 10) * 105 / 100, "one piece over the WAN, not \(wan) bytes")
         #expect(try sha256(sites.folder.file("cache/image-v2.img")) == (try sha256(v2)))
