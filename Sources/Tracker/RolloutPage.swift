@@ -9,7 +9,7 @@ enum RolloutPage {
         let width = view.fractionDone.map { String(format: "%.1f", $0 * 100) } ?? "0"
         let rows = view.slowest.map { node in
             "<tr><td><code>\(escape(node.address))</code></td><td>\(node.bytesLeft.map(bytes) ?? "?")</td>"
-                + "<td>\(bytes(Int64(node.bytesPerSecond)))/s</td><td>\(node.etaSeconds.map(duration) ?? "stalled")</td>"
+                + "<td>\(bytes(Int64(node.bytesPerSecond)))/s</td><td>\(node.etaSeconds.map(duration) ?? (node.waiting ? "no report yet" : "stalled"))</td>"
                 + "<td>\(duration(node.lastAnnounceSecondsAgo)) ago</td></tr>"
         }.joined(separator: "\n")
         return """
@@ -34,8 +34,9 @@ enum RolloutPage {
             <div class="card" id="in-progress"><b>\(view.inProgress)</b>in progress</div>
             <div class="card" id="percent"><b>\(percent)</b>of all bytes</div>
             <div class="card" id="rate"><b>\(bytes(Int64(view.bytesPerSecond)))/s</b>together</div>
-            <div class="card" id="eta"><b>\(view.inProgress == 0 ? "done" : view.etaSeconds.map(duration) ?? "stalled")</b>until the last node</div>
+            <div class="card" id="eta"><b>\(eta(view))</b>until the last node</div>
             <div class="card" id="completed"><b>\(view.completed)</b>completed here</div>
+            <div class="card" id="completion-rate"><b>\(view.completionsPerSecond.map { String(format: "%.1f", $0 * 60) } ?? "–")</b>nodes done a minute</div>
             </div>
             <div class="bar"><div style="width:\(width)%"></div></div>
             <h2>Nodes that will finish last</h2>
@@ -43,9 +44,17 @@ enum RolloutPage {
             <tbody>
             \(rows.isEmpty ? "<tr><td colspan=\"5\">every node is done</td></tr>" : rows)
             </tbody></table>
-            <p>From the nodes' announces: rates are how fast each one's <code>left</code> fell between its last two.</p>
+            <p>From the nodes' announces: rates are how fast each one's <code>left</code> fell between its last two.
+            A node that announced once has no rate yet (\(view.waiting) now); until it announces again the
+            ETA counts it at the rate nodes have been completing.</p>
             </body></html>
             """
+    }
+
+    static func eta(_ view: RolloutView) -> String {
+        if view.inProgress == 0 { return "done" }
+        if let seconds = view.etaSeconds { return duration(seconds) }
+        return view.stalled > 0 ? "stalled" : "waiting for reports"
     }
 
     static func bytes(_ count: Int64) -> String { Format.bytes(max(0, count)) }

@@ -555,6 +555,12 @@ struct Swarm: Sendable {
     var leechers = PeerTable()
     /// `completed` events seen (the scrape's `downloaded`).
     var completed = 0
+    /// When the latest `completed` events came (at most `recentCompletions`, oldest first): the
+    /// rollout's completion rate.
+    private(set) var completionTimes: [Double] = []
+    static let recentCompletions = 32
+    /// Completions older than this no longer count toward the rate.
+    static let completionWindow = 900.0
     /// Peers stored per source (address or IPv6 /64), for the per-source cap.
     private(set) var perSource: [SourceGroup: Int] = [:]
     /// Where the tree-mode peers sit (nil until one announces with `topology=tree`).
@@ -570,6 +576,14 @@ struct Swarm: Sendable {
     func entry(_ key: PeerKey) -> PeerEntry? { seeders.entry(key) ?? leechers.entry(key) }
 
     /// Stores a new peer or refreshes one its owner announced; anything else changes nothing.
+    /// Completions per second since the oldest recent one (so the rate falls while none come),
+    /// or nil when none came within `completionWindow`.
+    func completionRate(now: Double) -> Double? {
+        let recent = completionTimes.filter { now - $0 <= Self.completionWindow }
+        guard let first = recent.first else { return nil }
+        return Double(recent.count) / max(1, now - first)
+    }
+
     mutating func upsert(_ entry: PeerEntry, seeding: Bool, completed completedEvent: Bool, limits: Limits) -> AnnounceOutcome {
         var entry = entry
         if let known = self.entry(entry.key) {
@@ -589,6 +603,8 @@ struct Swarm: Sendable {
         if completedEvent && !entry.completionCounted {
             completed += 1
             entry.completionCounted = true
+            completionTimes.append(entry.lastSeen)
+            if completionTimes.count > Self.recentCompletions { completionTimes.removeFirst() }
         }
         if seeding {
             leechers.remove(entry.key)

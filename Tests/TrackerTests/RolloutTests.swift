@@ -45,6 +45,43 @@ import TrackerProtocol
         #expect(state.rollout(of: torrentB, now: 20) == nil)
     }
 
+    /// With the usual announce interval (many minutes) most nodes announce once, when they start,
+    /// and next when they complete: they are waiting for a report, not stalled, and the ETA comes
+    /// from the rate at which nodes complete.
+    @Test func nodesThatAnnouncedOnceAreWaitingAndTheETAFollowsCompletions() throws {
+        var state = TrackerState(configuration: TrackerConfiguration(), seed: 1)
+        let size: Int64 = 1 << 30
+        try progress(1, left: 0, downloaded: 0, &state, at: 0)
+        for n in 2...11 { try progress(n, left: size, downloaded: 0, &state, at: 0, event: .started) }
+        var view = try #require(state.rollout(of: torrentA, now: 30))
+        #expect((view.waiting, view.stalled) == (10, 0))
+        #expect(view.etaSeconds == nil && view.completionsPerSecond == nil, "nothing to go by yet")
+        #expect(RolloutPage.html(view).contains("<b>waiting for reports</b>until the last node"))
+        #expect(view.slowest.allSatisfy(\.waiting) && RolloutPage.html(view).contains("no report yet"))
+
+        // Two nodes complete at 40 s and 50 s: 2 in the 20 s since the first, 0.1 a second.
+        try progress(2, left: 0, downloaded: size, &state, at: 40, event: .completed)
+        try progress(3, left: 0, downloaded: size, &state, at: 50, event: .completed)
+        view = try #require(state.rollout(of: torrentA, now: 60))
+        #expect((view.done, view.inProgress, view.waiting) == (3, 8, 8))
+        #expect(view.completionsPerSecond == 0.1)
+        #expect(view.etaSeconds == 80, "8 nodes at 0.1 a second")
+        let html = RolloutPage.html(view)
+        #expect(html.contains("<b>1:20</b>until the last node") && html.contains("<b>6.0</b>nodes done a minute"), "\(html)")
+
+        // A node that announces again no further is stalled, and that is what the page says.
+        try progress(4, left: size, downloaded: 0, &state, at: 61)
+        view = try #require(state.rollout(of: torrentA, now: 62))
+        #expect((view.stalled, view.waiting, view.etaSeconds) == (1, 7, nil))
+        #expect(view.slowest.first?.address == "10.0.0.4:6004")
+        #expect(RolloutPage.html(view).contains("<b>stalled</b>until the last node"))
+        // One that announces again further along is measured, and its own ETA counts too.
+        try progress(4, left: size / 2, downloaded: size / 2, &state, at: 71)
+        view = try #require(state.rollout(of: torrentA, now: 71))
+        #expect(view.stalled == 0 && view.waiting == 7)
+        #expect(view.etaSeconds.map { $0 > 0 } == true)
+    }
+
     @Test func aPeerThatStartsOverHasNoRateAndHostileCountsDoNotTrap() throws {
         var state = TrackerState(configuration: TrackerConfiguration(), seed: 1)
         try progress(1, left: 100, downloaded: 0, &state, at: 0)
