@@ -94,6 +94,8 @@ public enum ConfigSchema {
         ConfigKey("pool.cache-budget", .value, "most bytes of images a pool node keeps, such as 500G", [.init("pool", "--cache-budget")]),
         ConfigKey("pool.watch", .value, paths: .existing, "a folder whose .torrent files a pool node relays", [.init("pool", "--watch")]),
         ConfigKey("pool.cache", .value, paths: .any, "a pool node's cache folder", [.init("pool", "--output", aliases: ["-o"])]),
+        ConfigKey("pool.admin-listen", .value, "a pool node's admin endpoint (HOST:PORT): its page, metrics, and POST /images to relay a torrent",
+            [.init("pool", "--admin-listen")]),
         ConfigKey("method", .value, "how pieces travel: mesh, tree, multicast or auto (docs/tree.md)", nodes("--method")),
         ConfigKey("rack", .value, "the rack or site this node is in, for rack-aware peer lists and trees (docs/racks.md)", nodes("--rack")),
         ConfigKey("lan-discovery", .flag, "find peers on the LAN without a tracker (BEP 14; never for private torrents)", nodes("--lan-discovery")),

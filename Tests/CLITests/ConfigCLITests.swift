@@ -136,7 +136,7 @@ import Testing
             "tracker.max-torrents": "1000", "tracker.max-peers": "5000", "tracker.max-peers-per-ip": "16", "tracker.cap-loopback": "true",
             "tracker.threads": "2", "method": "tree", "tracker.tree-fan-out": "2", "rack": "r7", "tracker.rack-prefix": "20",
             "site.name": "zurich-a", "site.trackers": "[http://10.0.0.1:6969/announce]", "site.networks": "[10.0.0.0/24]", "pool.site-tracker-listen": "10.0.0.2:6969",
-            "pool.site-address": "10.0.0.2", "pool.peers": "[10.0.0.3]", "pool.cache-budget": "500G", "pool.watch": "incoming", "pool.cache": "pool-cache",
+            "pool.site-address": "10.0.0.2", "pool.peers": "[10.0.0.3]", "pool.cache-budget": "500G", "pool.watch": "incoming", "pool.cache": "pool-cache", "pool.admin-listen": "127.0.0.1:9400",
         ]
         #expect(Set(good.keys) == Set(ConfigSchema.keys.map(\.name)), "every setting needs a good value here")
         try FileManager.default.createDirectory(atPath: folder.file("incoming"), withIntermediateDirectories: true)
