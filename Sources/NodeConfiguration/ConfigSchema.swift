@@ -117,6 +117,8 @@ public enum ConfigSchema {
         ConfigKey("booster.carousel", .flag, "keep cycling through the pieces for late joiners", [.init("seed", "--carousel")]),
         ConfigKey("booster.min-receivers", .value, "receivers to wait for before the first pass", [.init("seed", "--min-receivers")]),
         ConfigKey("get.seed-after", .value, "how long `get` seeds after it completes", [.init("get", "--seed-after")]),
+        ConfigKey("get.web-seed-fallback", .flag, "web seeds only for what no peer has, after 5 s (an origin serving a fleet)",
+            [.init("get", "--web-seed-fallback")]),
         ConfigKey("get.serve", .list, "serve images while they download (nbd://HOST:PORT or http://HOST:PORT)", [.init("get", "--serve")]),
         ConfigKey("create.piece-size", .value, "piece size of new torrents: auto, or a power of two such as 4M", [.init("create", "--piece-size")]),
         ConfigKey("create.private", .flag, "mark new torrents private (BEP 27)", [.init("create", "--private")]),

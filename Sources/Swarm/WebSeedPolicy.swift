@@ -23,8 +23,22 @@ public struct WebSeedPolicy: Sendable {
         /// Also fetch pieces some connected peer has (but the engine has not started): the seed
         /// then adds its bandwidth to the peers'. Off, it fetches only what no peer offers.
         public var fetchPiecesPeersHave = true
+        /// Seconds after the start before any seed is asked: with `fetchPiecesPeersHave` off, the
+        /// time peers get to connect and say what they hold, so an origin kept as a fallback is
+        /// not asked for what the swarm would have given.
+        public var startAfter: Double = 0
 
         public init() {}
+
+        /// Web seeds as a fallback (`get --web-seed-fallback`): after `startAfter` seconds, and only
+        /// for pieces no connected peer has. An origin serving a fleet then sends what the swarm
+        /// lacks, not two pieces to every node.
+        public static func fallback(after seconds: Double = 5) -> Configuration {
+            var configuration = Configuration()
+            configuration.fetchPiecesPeersHave = false
+            configuration.startAfter = seconds
+            return configuration
+        }
     }
 
     /// Why one fetch from a web seed failed.
@@ -111,6 +125,7 @@ public struct WebSeedPolicy: Sendable {
     /// `urgent` pieces (what readers of the image in flight wait for, most urgent first) go
     /// before all others, on the same terms.
     public mutating func next(now: Double, have: Bitfield, availability: [Int], busy: Bitfield, urgent: [PieceIndex] = []) -> [Assignment] {
+        guard now >= configuration.startAfter else { return [] }
         var room: [Int] = []
         for (index, seed) in seeds.enumerated() where seed.dropped == nil && now >= seed.retryAt {
             // A seed that failed gets one fetch at a time until one succeeds again.

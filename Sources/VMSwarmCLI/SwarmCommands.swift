@@ -421,6 +421,9 @@ struct GetCommand: AsyncParsableCommand {
 
     @Flag(name: .customLong("no-web-seeds"), help: "Fetch nothing from web seeds, not even the torrent's.")
     var noWebSeeds = false
+    @Flag(name: .customLong("web-seed-fallback"),
+        help: "Use web seeds as a fallback only: after 5 s, and only for pieces no connected peer has, so an origin serving a fleet sends what the swarm lacks. Without it web seeds also add their bandwidth to the peers'.")
+    var webSeedFallback = false
 
     @Option(help: ArgumentHelp("This node's content store (docs/reuse.md): before fetching, take every piece that the images recorded in it hold (by piece hash or layer digest, each verified by its hash); afterwards record this image in it. The `cache` setting names it (and --output).",
         valueName: "DIR"))
@@ -519,6 +522,7 @@ struct GetCommand: AsyncParsableCommand {
         // named by the publisher, and their hosts may lie outside the site.
         let torrentSeeds = peer.siteNetworks.isEmpty ? metainfo.webSeeds : []
         options.webSeeds = noWebSeeds ? [] : torrentSeeds + webSeeds.filter { !torrentSeeds.contains($0) }
+        if webSeedFallback { options.webSeedPolicy = .fallback() }
         let profile = try serving.profile(carried: metainfo.bootProfile)
         let runtime = try await CLIError.wrapAsync("cannot start (listening on \(options.listenHost):\(options.port), multicast \(booster.multicast ?? "none"))") {
             try await SwarmRuntime.start(metainfo: metainfo, store: store, have: have, options: options, logger: logger)

@@ -131,7 +131,7 @@ import Testing
             "limits.up": "50M", "limits.down": "80M", "limits.peers": "100", "limits.upload-slots": "16", "keys.identity": "site.key", "keys.content": "content.key",
             "keys.trust": "[publisher.pub]", "keys.ca-files": "[site-ca.pem]", "booster.group": "239.255.42.1:7000", "booster.interface": "eth0", "booster.rate": "95mbit",
             "booster.ttl": "1", "booster.carousel": "true", "booster.min-receivers": "4", "get.seed-after": "10m",
-            "get.serve": "[nbd://127.0.0.1:10809]", "create.piece-size": "4M", "create.private": "true", "tracker.listen": "0.0.0.0:6969",
+            "get.serve": "[nbd://127.0.0.1:10809]", "get.web-seed-fallback": "true", "create.piece-size": "4M", "create.private": "true", "tracker.listen": "0.0.0.0:6969",
             "tracker.udp-listen": "0.0.0.0:6969", "tracker.allow": "allow", "tracker.tls-cert": "leaf.pem", "tracker.tls-key": "leaf.key", "tracker.interval": "900", "tracker.min-interval": "60",
             "tracker.max-torrents": "1000", "tracker.max-peers": "5000", "tracker.max-peers-per-ip": "16", "tracker.cap-loopback": "true",
             "tracker.threads": "2", "method": "tree", "tracker.tree-fan-out": "2", "rack": "r7", "tracker.rack-prefix": "20",

@@ -63,6 +63,35 @@ import Testing
         #expect(text.stdout.contains("0 bytes downloaded from peers by this run, 300003 from web seeds (19 pieces)"), "\(text.stdout)")
     }
 
+    /// `--web-seed-fallback`: with a peer that holds the image the origin is not asked at all;
+    /// with none, the node still completes from the origin once the fallback's wait is over.
+    @Test func aFallbackWebSeedIsAskedOnlyForWhatNoPeerHas() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let (port, server) = try Self.server(Self.payloads, folder: folder)
+        defer { server.stop() }
+        let torrent = folder.file("vm-small.torrent")
+        let made = try runProcess(vmswarmBinary, ["create", Self.payloads + "/vm-small.img", "--piece-size", "16K",
+            "--web-seed", "http://127.0.0.1:\(port)/vm-small.img", "-o", torrent])
+        try #require(made.status == 0, "\(made.stderr)")
+        let peerPort = freePort()
+        let seeder = try BackgroundProcess(vmswarmBinary, ["seed", torrent, "--data", Self.payloads + "/vm-small.img", "--port", "\(peerPort)"],
+            logTo: folder.file("seed.log"))
+        defer { seeder.stop() }
+        try #require(eventually(20) { seeder.output.contains("on port") }, "\(seeder.output)")
+        let withPeer = try runProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out"), "--port", "0", "--json",
+            "--peer", "127.0.0.1:\(peerPort)", "--web-seed-fallback"])
+        #expect(withPeer.status == 0, "\(withPeer.stderr)")
+        let done = try #require(Self.completion(withPeer.stdout), "\(withPeer.stdout)")
+        #expect(Self.int(done["web_seed_bytes"]) == 0 && Self.int(done["downloaded"]) == 300_003, "\(done)")
+        #expect(!server.output.contains("GET /vm-small.img bytes="), "the origin was asked: \(server.output.suffix(300))")
+
+        let alone = try runProcess(vmswarmBinary, ["get", torrent, "-o", folder.file("out2"), "--port", "0", "--json", "--web-seed-fallback"])
+        #expect(alone.status == 0, "\(alone.stderr)")
+        #expect(Self.int(Self.completion(alone.stdout)?["web_seed_bytes"]) == 300_003)
+        #expect(try sha256(folder.file("out2/vm-small.img")) == sha256(Self.payloads + "/vm-small.img"))
+    }
+
     /// An object store that answers with a redirect (a signed URL, a chain of hops): `get` follows
     /// it for web seed pieces and for a torrent URL, up to 5 in a row, and says so past that.
     @Test func redirectsAreFollowedForWebSeedsAndTorrentURLs() throws {

@@ -43,6 +43,11 @@ import Testing
         configuration.fetchPiecesPeersHave = false
         var fallback = WebSeedPolicy(seeds: ["http://a/x"], layout: Self.layout, configuration: configuration)
         #expect(fallback.next(now: 0, have: Self.bits([]), availability: availability, busy: Self.bits([4])).map(\.piece.value) == [5, 6])
+
+        // As `get --web-seed-fallback` sets it: nothing in the first seconds, while peers connect.
+        var late = WebSeedPolicy(seeds: ["http://a/x"], layout: Self.layout, configuration: .fallback(after: 5))
+        #expect(late.next(now: 4.9, have: Self.bits([]), availability: availability, busy: Self.bits([4])).isEmpty)
+        #expect(late.next(now: 5, have: Self.bits([]), availability: availability, busy: Self.bits([4])).map(\.piece.value) == [5, 6])
     }
 
     /// What readers of the image in flight wait for goes first, most urgent first, unless held,
