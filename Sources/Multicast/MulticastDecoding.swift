@@ -85,7 +85,7 @@ extension MulticastPacket {
         let allowedFlags: UInt16 =
             switch kind {
             case .announce: 3
-            case .nack: 1
+            case .nack: 3
             case .plan, .done: 0
             case .data: throw .unknownType(type)  // data packets have a header of their own
             }
@@ -145,9 +145,12 @@ extension MulticastPacket {
             let countOffset = reader.at
             let count = reader.u16()
             try reader.reserved(2)
-            let complete = flags & 1 != 0
+            let complete = flags & 1 != 0, urgent = flags & 2 != 0
             guard !complete || (count == 0 && missing == 0) else {
                 throw .badField("completion report with missing pieces", offset: countOffset)
+            }
+            guard !urgent || (count > 0 && !complete) else {
+                throw .badField("an urgent request names no piece", offset: countOffset)
             }
             var entries: [NackEntry] = []
             for _ in 0..<count {
@@ -163,7 +166,7 @@ extension MulticastPacket {
             try reader.expectTotal(reader.at)
             body = .nack(
                 Nack(
-                    target: target, pass: pass, lossPermille: loss, missingPieces: missing, complete: complete,
+                    target: target, pass: pass, lossPermille: loss, missingPieces: missing, complete: complete, urgent: urgent,
                     entries: entries))
         case .done:
             try reader.expectTotal(headerLength + Done.bodyLength)

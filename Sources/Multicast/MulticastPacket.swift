@@ -188,10 +188,14 @@ public struct MulticastPacket: Hashable, Sendable {
         /// Pieces the receiver still lacks in all (the entries may name only some of them).
         public var missingPieces: Int
         public var complete: Bool
+        /// A reader of the image in flight waits for these pieces (mUFS): the sender puts them on
+        /// the group next, ahead of its pass, so this receiver and every other keeps them. Not a
+        /// loss report: it is no vote for a repair, and other receivers do not count it.
+        public var urgent: Bool
         public var entries: [NackEntry]
 
         public init(
-            target: UInt32, pass: UInt16, lossPermille: Int, missingPieces: Int, complete: Bool = false,
+            target: UInt32, pass: UInt16, lossPermille: Int, missingPieces: Int, complete: Bool = false, urgent: Bool = false,
             entries: [NackEntry]
         ) {
             self.target = target
@@ -199,6 +203,7 @@ public struct MulticastPacket: Hashable, Sendable {
             self.lossPermille = lossPermille
             self.missingPieces = missingPieces
             self.complete = complete
+            self.urgent = urgent
             self.entries = entries
         }
     }
@@ -274,7 +279,7 @@ public struct MulticastPacket: Hashable, Sendable {
             out.bytes.withUnsafeMutableBytes { Self.writeDataHeader(instance: instance, block, into: $0) }
             out.bytes.append(contentsOf: payload)
         case .nack(let n):
-            writeHeader(&out, .nack, flags: n.complete ? 1 : 0)
+            writeHeader(&out, .nack, flags: (n.complete ? 1 : 0) | (n.urgent ? 2 : 0))
             out.u32(Int(n.target))
             out.u16(Int(n.pass))
             out.u16(n.lossPermille)

@@ -106,6 +106,8 @@ public struct MulticastReceiver: Sendable {
         public var resumed = 0
         /// Other receivers' NACKs dropped beyond `maxForeignNacksPerSecond`.
         public var nacksOverBudget = 0
+        /// Urgent requests sent (mUFS: pieces a reader waited for, asked of the group's sender).
+        public var urgentRequests = 0
     }
 
     /// What a partly heard piece holds, for a BitTorrent side that fetches only the rest.
@@ -213,6 +215,11 @@ public struct MulticastReceiver: Sendable {
     private var random: SeededRandom
     private var nackTokens: Double
     private var lastTick: Double?
+    /// Pieces last asked for urgently, and when.
+    private var urgentAsked: [PieceIndex: Double] = [:]
+    /// Seconds before a piece still missing is asked for urgently again (the sender puts a piece
+    /// on the group at most once a second).
+    public static let urgentRepeat = 0.5
 
     public init(
         session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration = Configuration(),
@@ -390,6 +397,37 @@ public struct MulticastReceiver: Sendable {
         }
         scanPassed(now: now)
         return events
+    }
+
+    /// mUFS: asks the sender to put `pieces` (what readers of the image in flight wait for, most
+    /// urgent first) on the group next, so they arrive at the group's rate and every receiver
+    /// keeps them. Only pieces we lack, are not assembling elsewhere, and the sender can send; a
+    /// piece at most every `urgentRepeat` seconds; one NACK, within the NACK rate. nil: nothing to ask.
+    public mutating func requestUrgent(_ pieces: [PieceIndex], now: Double) -> Event? {
+        guard let view = sender, senderActive(now: now), nackTokens >= 1 else { return nil }
+        urgentAsked = urgentAsked.filter { now - $0.value < Self.urgentRepeat }
+        var entries: [MulticastPacket.NackEntry] = []
+        var length = 0
+        let limit = MulticastPacket.maxControlLength - MulticastPacket.headerLength - MulticastPacket.Nack.fixedLength
+        for piece in pieces where layout.contains(piece) && !have[piece] && !verifying.contains(piece) && !handedOver.contains(piece)
+            && !refused.contains(piece) && urgentAsked[piece] == nil && (view.senderComplete || (view.planKnown && view.plan[piece])) {
+            let pieceEntries = Self.entries(for: piece, missing: missingBlocks(of: piece))
+            let size = pieceEntries.reduce(0) { $0 + $1.encodedLength }
+            guard !pieceEntries.isEmpty, length + size <= limit else { continue }
+            entries += pieceEntries
+            length += size
+            urgentAsked[piece] = now
+        }
+        guard !entries.isEmpty else { return nil }
+        nackTokens -= 1
+        counters.urgentRequests += 1
+        counters.nacksSent += 1
+        let bytes = MulticastPacket(
+            session: session, instance: instance,
+            body: .nack(.init(target: view.instance, pass: view.pass, lossPermille: lossPermille(view),
+                missingPieces: layout.pieceCount - have.count, urgent: true, entries: entries))
+        ).encode()
+        return .sendNack(authentication?.seal(bytes) ?? bytes)
     }
 
     /// Time passing: idle detection and the NACKs that are due.
@@ -752,7 +790,8 @@ public struct MulticastReceiver: Sendable {
     }
 
     private mutating func heardNack(_ nack: MulticastPacket.Nack, from receiver: UInt32) {
-        guard let view = sender, nack.target == view.instance, nack.pass == view.pass, !nack.entries.isEmpty else { return }
+        // Another reader's urgent request is no loss report: it suppresses none of ours.
+        guard let view = sender, nack.target == view.instance, nack.pass == view.pass, !nack.entries.isEmpty, !nack.urgent else { return }
         // Forged receiver instances must not grow what we keep: a bounded number of receivers per
         // pass, and of (piece, receiver) reports.
         if !otherReceivers.contains(receiver) {

@@ -74,6 +74,14 @@ public struct MulticastSender: Sendable {
         /// beyond it NACKs are dropped undecoded (an honest receiver sends at most 20 to 50 a second,
         /// and repeats what it still misses).
         public var maxNacksPerSecond: Double = 1000
+        /// Urgent requests (mUFS: pieces a reader of the image in flight waits for) are put on the
+        /// group ahead of the pass, at most this share of the image's blocks per pass, and a piece
+        /// at most once every `urgentRepeat` seconds: forged requests can reorder the pass a little,
+        /// never stall it or multiply it.
+        public var maxUrgentShare = 0.25
+        public var urgentRepeat: Double = 1
+        /// Pieces waiting to go out urgently at once; later requests wait for room.
+        public var maxUrgentQueue = 32
 
         public init(rate: Int, mode: Mode = .once) {
             self.rate = rate
@@ -118,6 +126,12 @@ public struct MulticastSender: Sendable {
         public var repairsOverBudget = 0
         /// NACKs dropped beyond `maxNacksPerSecond`.
         public var nacksOverBudget = 0
+        /// Urgent requests heard, and the data packets and bytes sent for them (mUFS).
+        public var urgentRequests = 0
+        public var urgentPackets = 0
+        public var urgentBytes: Int64 = 0
+        /// Urgent pieces not sent: over the pass's share, asked again too soon, or no room.
+        public var urgentRefused = 0
     }
 
     enum Phase: Equatable {
@@ -164,6 +178,12 @@ public struct MulticastSender: Sendable {
     private var nextControl: Double = 0
     private var nextAnnounce: Double = 0
     private var startedAt: Double?
+    /// Urgent pieces to put on the group before the pass goes on, each with the blocks asked for.
+    private var urgentQueue: [(piece: PieceIndex, blocks: [Int])] = []
+    private var urgentBlockCursor = 0
+    private var urgentSentAt: [PieceIndex: Double] = [:]
+    private var urgentBlocksThisPass = 0
+    private let urgentBudget: Int
 
     /// `have` is what we can send (a pool node may not have everything); `seed` makes the
     /// instance id (tests pass a constant, the runtime a random one).
@@ -186,6 +206,7 @@ public struct MulticastSender: Sendable {
         instance = UInt32(truncatingIfNeeded: random.next())
         passPlan = Bitfield(pieceCount: layout.pieceCount)
         tokens = 0
+        urgentBudget = max(1, Int(configuration.maxUrgentShare * Double(layout.pieces.reduce(0) { $0 + layout.multicastBlockCount(of: $1) })))
         tokens = capacity
         planFullPass()
     }
@@ -198,13 +219,20 @@ public struct MulticastSender: Sendable {
     public var nextWakeup: Double? {
         switch phase {
         case .announcing, .ending: return nextControl
-        case .collecting(let until): return min(until, nextAnnounce)
+        case .collecting(let until):
+            guard let block = urgentBlock() else { return min(until, nextAnnounce) }
+            return min(until, nextAnnounce, sendable(block))
         case .finished: return nil
         case .sending:
-            guard let block = currentBlock() else { return nextAnnounce }
-            let needed = Double(cost(dataLength: block.length)) - tokens
-            return min(nextAnnounce, (lastRefill ?? 0) + max(0, needed) / bytesPerSecond)
+            guard let block = urgentBlock() ?? currentBlock() else { return nextAnnounce }
+            return min(nextAnnounce, sendable(block))
         }
+    }
+
+    /// When the pacer has the tokens for `block`.
+    private func sendable(_ block: MulticastPacket.DataBlock) -> Double {
+        let needed = Double(cost(dataLength: block.length)) - tokens
+        return (lastRefill ?? 0) + max(0, needed) / bytesPerSecond
     }
 
     // MARK: Events
@@ -244,17 +272,23 @@ public struct MulticastSender: Sendable {
                     continue loop
                 }
                 if now >= nextAnnounce { actions += announce(now: now) }
-                break loop
+                // Readers' pieces go out while the sender waits for NACKs, too.
+                guard let block = urgentBlock(), pay(for: block) else { break loop }
+                actions.append(.sendData(block))
+                advanceUrgent(block)
             case .sending:
                 if now >= nextAnnounce { actions += announce(now: now) }
+                if let block = urgentBlock() {
+                    guard pay(for: block) else { break loop }
+                    actions.append(.sendData(block))
+                    advanceUrgent(block)
+                    continue loop
+                }
                 guard let block = currentBlock() else {
                     actions += endPass(now: now)
                     continue loop
                 }
-                let price = Double(cost(dataLength: block.length))
-                // A byte of slack: at the wake-up time float rounding may leave the bucket a hair short.
-                guard tokens >= price - 1 else { break loop }
-                tokens -= price
+                guard pay(for: block) else { break loop }
                 actions.append(.sendData(block))
                 count(block)
                 advance()
@@ -324,6 +358,10 @@ public struct MulticastSender: Sendable {
         counters.nacksReceived += 1
         heard(receiver: packet.instance, now: now)
         guard votes else { return }
+        if nack.urgent {
+            queueUrgent(nack, now: now)
+            return
+        }
         if case .announcing(let sent) = phase, sent >= configuration.announcements, !waitingForReceivers(now: now) {
             nextControl = now  // the last receiver we waited for: start at once
         }
@@ -340,6 +378,57 @@ public struct MulticastSender: Sendable {
             var set = reports[entry.piece, default: Reports()].byReceiver[packet.instance] ?? BlockSet(count: blocks)
             set.insert(entry)
             reports[entry.piece, default: Reports()].byReceiver[packet.instance] = set
+        }
+    }
+
+    /// Takes the pacer's tokens for `block`, if it has them.
+    private mutating func pay(for block: MulticastPacket.DataBlock) -> Bool {
+        let price = Double(cost(dataLength: block.length))
+        // A byte of slack: at the wake-up time float rounding may leave the bucket a hair short.
+        guard tokens >= price - 1 else { return false }
+        tokens -= price
+        return true
+    }
+
+    /// An urgent request (mUFS): the pieces go on the group next, within the pass's share, each
+    /// at most once every `urgentRepeat` seconds.
+    private mutating func queueUrgent(_ nack: MulticastPacket.Nack, now: Double) {
+        counters.urgentRequests += 1
+        for entry in nack.entries where have[entry.piece] {
+            let piece = entry.piece
+            let blocks = entry.blocks(inPieceOf: layout.multicastBlockCount(of: piece))
+            // Asked again while queued: it goes out once.
+            if urgentQueue.contains(where: { $0.piece == piece }) { continue }
+            guard !blocks.isEmpty, now >= (urgentSentAt[piece] ?? -.infinity) + configuration.urgentRepeat,
+                urgentQueue.count < configuration.maxUrgentQueue, urgentBlocksThisPass + blocks.count <= urgentBudget
+            else {
+                counters.urgentRefused += 1
+                continue
+            }
+            urgentSentAt[piece] = now
+            urgentBlocksThisPass += blocks.count
+            urgentQueue.append((piece, blocks))
+        }
+    }
+
+    /// The next urgent block: another pass's tag (receivers keep its data, their view of the
+    /// pass does not move) and no sequence number of the pass (their loss count stays true).
+    private func urgentBlock() -> MulticastPacket.DataBlock? {
+        guard let first = urgentQueue.first else { return nil }
+        let block = first.blocks[urgentBlockCursor]
+        return MulticastPacket.DataBlock(
+            piece: first.piece, offset: block * MulticastPacket.blockLength, length: layout.multicastBlockLength(of: first.piece, block: block),
+            sequence: 0, pass: MulticastPacket.DataBlock.passTag(pass &+ 64), repair: true)
+    }
+
+    private mutating func advanceUrgent(_ block: MulticastPacket.DataBlock) {
+        counters.urgentPackets += 1
+        counters.urgentBytes += Int64(block.length)
+        counters.wireBytes += Int64(cost(dataLength: block.length))
+        urgentBlockCursor += 1
+        if urgentBlockCursor >= urgentQueue[0].blocks.count {
+            urgentQueue.removeFirst()
+            urgentBlockCursor = 0
         }
     }
 
@@ -449,6 +538,7 @@ public struct MulticastSender: Sendable {
             if isRepairPass || !planRepairPass() { planFullPass() }
             pass &+= 1
             passChangedAt = now
+            urgentBlocksThisPass = 0
         }
         return announce(now: now)
     }
@@ -458,6 +548,7 @@ public struct MulticastSender: Sendable {
             repairRounds += 1
             pass &+= 1
             passChangedAt = now
+            urgentBlocksThisPass = 0
             phase = .sending
             nextAnnounce = now
         } else {

@@ -560,7 +560,22 @@ public final class SwarmRuntime: @unchecked Sendable {
         perform(engine.setUrgentPieces(pieces))
         // A web seed takes what readers wait for first (at once, not at the next tick).
         webSeed?.pump(now: now)
+        askGroupForReadersPieces()
     }
+
+    /// mUFS: with the booster's sender heard, what readers wait for is asked of it too, so it
+    /// comes at the group's rate (not squeezed beside the group's stream on this node's downlink)
+    /// and every node of the group keeps it for its own readers. The receiver asks a piece at most
+    /// twice a second; the sender sends it at most once a second, within its share.
+    private func askGroupForReadersPieces() {
+        guard multicastReceiver != nil, !engine.urgentPieces.isEmpty else { return }
+        let pieces = Array(engine.urgentPieces.prefix(Self.urgentPiecesAskedOfTheGroup))
+        if let request = multicastReceiver!.requestUrgent(pieces, now: now) { handle([request]) }
+    }
+
+    /// The most urgent pieces one request names (4 MiB of 256 KiB pieces: a sequential reader's
+    /// whole read-ahead window).
+    static let urgentPiecesAskedOfTheGroup = 16
 
     private func failReaders() {
         let waiting = readers
@@ -1112,6 +1127,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         guard !stopped, multicastReceiver != nil else { return }
         let now = self.now
         handle(multicastReceiver!.tick(now: now))
+        askGroupForReadersPieces()
         multicastTicks += 1
         // Five times a second: peers are asked only for pieces the booster has passed by.
         guard multicastTicks % 10 == 0, let receiver = multicastReceiver else { return }
