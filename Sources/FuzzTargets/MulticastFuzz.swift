@@ -131,6 +131,10 @@
             fuzzCheck(senderConfiguration.mode == .carousel
                 || sent <= Int64(senderConfiguration.maxRepairRounds + 2) * layout.totalLength + 1,
                 "sender sent \(sent) bytes of a \(layout.totalLength)-byte image in \(sender.counters.passes) passes")
+            // Urgent requests, forged or not, get at most the share of each pass.
+            let urgentBound = Double(senderConfiguration.maxRepairRounds + 2) * senderConfiguration.maxUrgentShare * Double(layout.totalLength)
+            fuzzCheck(senderConfiguration.mode == .carousel || sender.counters.urgentBytes <= Int64(urgentBound) + 2 * Int64(layout.pieceLength),
+                "sender sent \(sender.counters.urgentBytes) urgent bytes of a \(layout.totalLength)-byte image")
         }
 
         var steps = 0
@@ -156,8 +160,9 @@
                     let piece = PieceIndex(Int(reader.byte()) % (layout.pieceCount + 1))
                     entries.append(MulticastPacket.NackEntry.rest(of: piece, from: Int(reader.byte() % 8)))
                 }
+                let complete = reader.bool()
                 let nack = MulticastPacket.Nack(target: sender.instance, pass: reader.u16() % 4, lossPermille: Int(reader.u16() % 1001),
-                    missingPieces: Int(reader.byte()), complete: reader.bool(), entries: entries)
+                    missingPieces: Int(reader.byte()), complete: complete, urgent: !complete && !entries.isEmpty && reader.bool(), entries: entries)
                 sender.received(MulticastPacket(session: fuzzSession, instance: from, body: .nack(nack)).encode(), now: now)
             case 5:  // a forged announce, from the genuine sender's instance or another
                 let instance = reader.bool() ? sender.instance : reader.u32()
@@ -184,9 +189,12 @@
             case 8:  // a replayed genuine datagram
                 guard !captured.isEmpty else { continue }
                 toReceiver(captured[Int(reader.byte()) % captured.count])
-            default:  // BitTorrent asks for a partly heard piece, or got a piece itself
+            default:  // BitTorrent asks for a partly heard piece, or got a piece itself, or a reader waits for pieces
                 let piece = PieceIndex(Int(reader.byte()) % layout.pieceCount)
-                if reader.bool() {
+                if reader.byte() % 4 == 0 {
+                    let pieces = (0..<Int(reader.byte() % 20)).map { _ in PieceIndex(Int(reader.byte()) % (layout.pieceCount + 1)) }
+                    if let request = receiver.requestUrgent([piece] + pieces, now: now) { handle([request]) }
+                } else if reader.bool() {
                     if let partial = receiver.handOver(piece) { handle([.handOver(partial)]) }
                 } else {
                     receiver.pieceObtainedElsewhere(piece, now: now)
