@@ -157,6 +157,29 @@ func checkData(_ store: PieceStore, json: Bool) -> Bitfield {
     return have
 }
 
+/// Opens the download's store in `folder` under `name`, or, when that path holds other data (an
+/// earlier version of the image in a node's cache, say), under the first of NAME.1 ... NAME.99
+/// (the number before the extension, as aria2 names them) that is free, partly downloaded, or
+/// already this torrent's: what is there is never overwritten, and a rerun finds its own copy.
+/// Returns the store, the pieces it holds (checked: a fresh `.part` holds nothing) and the name
+/// that was taken, if it was.
+func openDownload(_ info: TorrentInfo, in folder: String, name: String, transform: (any PieceTransform)?, json: Bool)
+    throws(CLIError) -> (store: PieceStore, have: Bitfield, taken: String?) {
+    for attempt in 0..<100 {
+        let candidate = attempt == 0 ? name : numbered(name, attempt)
+        let store = try CLIError.wrap { try PieceStore.download(info, into: folder, name: candidate, transform: transform) }
+        let have = store.isNew ? Bitfield(pieceCount: info.pieceCount) : checkData(store, json: json)
+        if !store.isFinished || have.isComplete { return (store, have, attempt == 0 ? nil : name) }
+    }
+    throw CLIError("\(folder)/\(name) and \(numbered(name, 1)) to \(numbered(name, 99)) all hold other data; move some away or choose another --output")
+}
+
+/// `disk.img` -> `disk.N.img`, `user` -> `user.N`.
+func numbered(_ name: String, _ number: Int) -> String {
+    guard let dot = name.lastIndex(of: "."), dot != name.startIndex else { return "\(name).\(number)" }
+    return "\(name[..<dot]).\(number)\(name[dot...])"
+}
+
 /// A torrent's bytes (sealed torrents keep recipients and signature outside what `Metainfo` holds)
 /// and its metainfo, from a file or an http:// or https:// URL (fetched with the tracker client's
 /// HTTP GET; `trust` for https, nil: the system's store).
@@ -461,11 +484,17 @@ struct GetCommand: AsyncParsableCommand {
         let sealer = sealing?.sealer
         let storedName = relayOnly && SealedTorrent.isSealed(metainfo) ? metainfo.info.name + ".sealed" : nil
         try CLIError.wrap("cannot create \(output)") { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
-        let store = try CLIError.wrap { try PieceStore.download(metainfo.info, into: output, name: storedName, transform: sealer) }
-        // A fresh .part holds nothing; an existing one (a resumed download) is checked piece by piece.
-        var have = store.isNew ? Bitfield(pieceCount: metainfo.info.pieceCount) : checkData(store, json: peer.json)
-        if store.isFinished && !have.isComplete {
-            throw CLIError("\(store.finalPath) exists and is not this torrent's complete data; move it away or choose another --output")
+        let (store, checked, taken) = try openDownload(metainfo.info, in: output, name: storedName ?? metainfo.info.name,
+            transform: sealer, json: peer.json)
+        var have = checked
+        if let taken {
+            let note = "\(output)/\(taken) holds other data (an earlier version?) and is left as it is; this image goes to \(store.finalPath)"
+            if peer.json {
+                print(#"{"event":"renamed","path":"\#(store.finalPath)"}"#)
+                fflush(nil)
+            } else {
+                FileHandle.standardError.write(Data((note + "\n").utf8))
+            }
         }
         // A key holder's store keeps plaintext while pieces are hashed as ciphertext, so neither
         // the content store nor an old version can be matched against it (docs/reuse.md).

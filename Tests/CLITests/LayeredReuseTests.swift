@@ -188,6 +188,39 @@ import Testing
     /// that is no multiple of the piece size (37 bytes inserted near the start, as a grown header
     /// would) is found in the old version; only the piece holding the insertion is fetched.
     /// Without the checksums the same update costs nearly the whole image.
+    /// A node whose cache is also its output folder (the `cache` setting) fetches a new version
+    /// of an image under the same name: the old one stays as it is (a VM may run on it), the new
+    /// one lands beside it as disk.1.img, built from the old one but for the piece that changed,
+    /// and a rerun finds it there instead of making a third copy.
+    @Test func aNewVersionLandsBesideTheOldOneInTheCacheFolder() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanUp() }
+        let old = try makeLayers(folder, "old", [("disk.img", 8 * Self.pieceSize, 30)])
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: old + "/disk.img")))
+        bytes[3 * Self.pieceSize + 17] ^= 0xff
+        let new = folder.file("new")
+        try FileManager.default.createDirectory(atPath: new, withIntermediateDirectories: true)
+        try Data(bytes).write(to: URL(fileURLWithPath: new + "/disk.img"))
+        let (v1, v2) = (folder.file("v1.torrent"), folder.file("v2.torrent"))
+        try #require(try runProcess(vmswarmBinary, ["create", old + "/disk.img", "-o", v1, "--piece-size", "256K"]).status == 0)
+        try #require(try runProcess(vmswarmBinary, ["create", new + "/disk.img", "-o", v2, "--piece-size", "256K"]).status == 0)
+        let cache = folder.file("cache")
+        try #require(try fetch(folder, v1, data: old + "/disk.img", ["--output", cache, "--cache", cache]).status == 0)
+        let oldSum = try sha256(cache + "/disk.img")
+
+        let update = try fetch(folder, v2, data: new + "/disk.img", ["--output", cache, "--cache", cache])
+        try #require(update.status == 0, "\(update.stderr)")
+        #expect(update.stdout.contains(#"{"event":"renamed","path":"\#(cache)/disk.1.img"}"#), "\(update.stdout.prefix(500))")
+        #expect(try completion(update.stdout)["reused"] as? Int == 7 * Self.pieceSize)
+        #expect(try sha256(cache + "/disk.1.img") == (try sha256(new + "/disk.img")))
+        #expect(try sha256(cache + "/disk.img") == oldSum, "the old version is untouched")
+
+        let again = try runProcess(vmswarmBinary, ["get", v2, "--output", cache, "--port", "0", "--json", "--seed-after", "none"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: cache + "/disk.2.img"))
+        #expect(again.stdout.contains("disk.1.img"), "\(again.stdout.suffix(400))")
+    }
+
     @Test func dataThatMovedIsFoundByTheTorrentsRollingChecksums() throws {
         let folder = try TemporaryFolder()
         defer { folder.cleanUp() }
