@@ -566,16 +566,18 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// mUFS: with the booster's sender heard, what readers wait for is asked of it too, so it
     /// comes at the group's rate (not squeezed beside the group's stream on this node's downlink)
     /// and every node of the group keeps it for its own readers. The receiver asks a piece at most
-    /// twice a second; the sender sends it at most once a second, within its share.
+    /// every 0.2 s; the sender sends it at most every 0.25 s, within its share.
     private func askGroupForReadersPieces() {
         guard multicastReceiver != nil, !engine.urgentPieces.isEmpty else { return }
         let pieces = Array(engine.urgentPieces.prefix(Self.urgentPiecesAskedOfTheGroup))
         if let request = multicastReceiver!.requestUrgent(pieces, now: now) { handle([request]) }
     }
 
-    /// The most urgent pieces one request names (4 MiB of 256 KiB pieces: a sequential reader's
-    /// whole read-ahead window).
-    static let urgentPiecesAskedOfTheGroup = 16
+    /// The most urgent pieces one request names: what readers wait for and a little of what they
+    /// read next (1 MiB of 256 KiB pieces). Not the whole read-ahead window: the sender sends
+    /// requests in the order they come, and a window of 4 MiB from every reader queued a new read's
+    /// piece behind a second of read-ahead (testbed: single reads of 0.4 and 1 s).
+    static let urgentPiecesAskedOfTheGroup = 4
 
     private func failReaders() {
         let waiting = readers

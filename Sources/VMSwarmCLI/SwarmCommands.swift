@@ -398,11 +398,13 @@ struct SeedCommand: AsyncParsableCommand {
     static func report(_ counters: MulticastSender.Counters, imageLength: Int64, json: Bool) {
         let repairShare = Double(counters.repairBytes) / Double(max(imageLength, 1))
         if json {
-            print(#"{"event":"multicast-done","passes":\#(counters.passes),"data_packets":\#(counters.dataPackets),"repair_packets":\#(counters.repairPackets),"data_bytes":\#(counters.dataBytes),"repair_bytes":\#(counters.repairBytes),"nacks":\#(counters.nacksReceived)}"#)
+            print(#"{"event":"multicast-done","passes":\#(counters.passes),"data_packets":\#(counters.dataPackets),"repair_packets":\#(counters.repairPackets),"data_bytes":\#(counters.dataBytes),"repair_bytes":\#(counters.repairBytes),"nacks":\#(counters.nacksReceived),"urgent_requests":\#(counters.urgentRequests),"urgent_packets":\#(counters.urgentPackets),"urgent_bytes":\#(counters.urgentBytes),"urgent_refused":\#(counters.urgentRefused)}"#)
         } else {
             FileHandle.standardError.write(Data(("multicast: \(counters.passes) passes, \(counters.dataPackets) data packets (\(Format.bytes(counters.dataBytes))), "
                 + "\(counters.repairPackets) repair packets (\(Format.bytes(counters.repairBytes)), \(String(format: "%.1f", repairShare * 100)) % of the image), "
-                + "\(counters.nacksReceived) NACKs heard\n").utf8))
+                + "\(counters.nacksReceived) NACKs heard"
+                + (counters.urgentRequests > 0 ? ", \(counters.urgentRequests) urgent requests (\(counters.urgentPackets) packets, \(Format.bytes(counters.urgentBytes)) put on the group for readers, \(counters.urgentRefused) pieces refused)" : "")
+                + "\n").utf8))
         }
     }
 }
