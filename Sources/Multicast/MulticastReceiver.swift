@@ -218,8 +218,8 @@ public struct MulticastReceiver: Sendable {
     /// Pieces last asked for urgently, and when.
     private var urgentAsked: [PieceIndex: Double] = [:]
     /// Seconds before a piece still missing is asked for urgently again (the sender puts a piece
-    /// on the group at most every 0.25 s).
-    public static let urgentRepeat = 0.2
+    /// on the group at most every 0.05 s): a block lost on the way is asked for again soon.
+    public static let urgentRepeat = 0.1
 
     public init(
         session: MulticastSession, layout: PieceLayout, have: Bitfield, configuration: Configuration = Configuration(),

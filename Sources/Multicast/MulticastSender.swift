@@ -79,7 +79,7 @@ public struct MulticastSender: Sendable {
         /// at most once every `urgentRepeat` seconds: forged requests can reorder the pass a little,
         /// never stall it or multiply it.
         public var maxUrgentShare = 0.25
-        public var urgentRepeat: Double = 0.25
+        public var urgentRepeat: Double = 0.05
         /// Pieces waiting to go out urgently at once; later requests wait for room.
         public var maxUrgentQueue = 32
 

@@ -566,7 +566,7 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// mUFS: with the booster's sender heard, what readers wait for is asked of it too, so it
     /// comes at the group's rate (not squeezed beside the group's stream on this node's downlink)
     /// and every node of the group keeps it for its own readers. The receiver asks a piece at most
-    /// every 0.2 s; the sender sends it at most every 0.25 s, within its share.
+    /// every 0.1 s; the sender sends it at most every 0.05 s, within its share.
     private func askGroupForReadersPieces() {
         guard multicastReceiver != nil, !engine.urgentPieces.isEmpty else { return }
         let pieces = Array(engine.urgentPieces.prefix(Self.urgentPiecesAskedOfTheGroup))

@@ -114,8 +114,8 @@ import Testing
         }
         group.sender.received(urgent([20], from: 7), now: group.now)
         group.sender.received(urgent([20], from: 8), now: group.now)  // queued already: once
-        group.run(until: group.now + 0.1)
-        group.sender.received(urgent([20], from: 9), now: group.now)  // within 0.25 s: refused
+        group.run(until: group.now + 0.02)
+        group.sender.received(urgent([20], from: 9), now: group.now)  // sent within 0.05 s: refused
         group.sender.received(urgent([21, 22, 23, 24], from: 9), now: group.now)  // 24 is over the share
         group.run(until: group.now + 0.2)
         #expect(group.sent.filter { $0.piece.value == 20 && $0.repair }.count == 7)
