@@ -56,7 +56,8 @@ import Testing
     }
 
     /// The export has the image's size at once, the first read of a range returns its true bytes
-    /// before the download is done, and `qemu-img compare` and `nbdcopy` see exactly the image.
+    /// before the download is done, and `qemu-img compare`, `qemu-img convert` and `nbdcopy` see
+    /// exactly the image.
     @Test func nbdClientsReadTheImageWhileItDownloads() throws {
         let swarm = try Swarm()
         defer { swarm.stop() }
@@ -82,6 +83,12 @@ import Testing
 
         let compare = try runProcess(try tool("qemu-img"), ["compare", "-f", "raw", "-F", "raw", url, swarm.image])
         #expect(compare.status == 0, "\(compare.stdout) \(compare.stderr)")
+        // qemu-img convert takes the export as any image: to qcow2, the same guest bytes.
+        let converted = swarm.folder.file("converted.qcow2")
+        let convert = try runProcess(try tool("qemu-img"), ["convert", "-f", "raw", "-O", "qcow2", url, converted])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        let same = try runProcess(try tool("qemu-img"), ["compare", "-f", "qcow2", "-F", "raw", converted, swarm.image])
+        #expect(same.status == 0, "\(same.stdout) \(same.stderr)")
         let copy = swarm.folder.file("copy.img")
         let copied = try runProcess(try tool("nbdcopy"), [url, copy])
         #expect(copied.status == 0, "\(copied.stderr)")
