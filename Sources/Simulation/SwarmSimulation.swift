@@ -312,6 +312,10 @@ public final class SwarmSimulation {
         if scenario.network.racks > 1 && scenario.announcesRacks { request.rack = "r\(scenario.network.rack(of: host))" }
         guard let answer = try? tracker.announce(request, from: node.address, now: network.now) else { return }
         network.setTimer(host: host, kind: Timer.announce.rawValue, at: network.now + Double(answer.interval))
+        // As the runtime does: a tracker that chooses peers by rack turns peer exchange off.
+        if answer.rack != nil, node.engine.configuration.policy is MeshPolicy, node.engine.configuration.policy.exchangesPeers {
+            perform(node.engine.setPolicy(MeshPolicy(exchangesPeers: false)), at: host)
+        }
         for peer in answer.peers { dial(from: host, to: peer.address) }
     }
 

@@ -133,6 +133,28 @@ import Testing
         #expect(outcome.received.dropFirst().allSatisfy { $0 >= 32 << 20 })
     }
 
+    /// 4 racks of 4 behind uplinks at a quarter of the hosts' rate (the testbed's racks): the
+    /// rack-aware tracker's gateways carry the image across each uplink about once each way, and
+    /// the swarm takes about the time the uplinks allow. A star of gateways around the source's
+    /// rack took 1.16–1.23 copies out of that rack here (1.31 on the testbed).
+    @Test func racksBehindThinUplinksTakeTheImageAboutOnce() throws {
+        var shape = NetworkShape(hosts: 16, rate: 5_000_000)
+        shape.racks = 4
+        shape.uplink = 1_250_000
+        var scenario = SwarmScenario(network: shape, imageLength: 32 << 20, pieceLength: 256 << 10)
+        scenario.timeLimit = 600
+        let outcome = try SwarmSimulation(scenario).run()
+        let image = Double(scenario.imageLength)
+        #expect(outcome.completions.allSatisfy { $0 != nil })
+        for rack in 0..<4 {
+            #expect(Double(outcome.rackOut[rack]) < 1.05 * image, "out of rack \(rack): \(Double(outcome.rackOut[rack]) / image) images")
+            #expect(Double(outcome.rackIn[rack]) < 1.05 * image, "into rack \(rack): \(Double(outcome.rackIn[rack]) / image) images")
+        }
+        let limit = image / Double(shape.uplink!)
+        let last = outcome.completions.compactMap { $0 }.max()!
+        #expect(last < 1.2 * limit, "\(last / limit)x the uplink's limit")
+    }
+
     @Test func theSameSeedGivesTheSameRun() throws {
         let first = try SwarmSimulation(Self.scenario(hosts: 6)).run()
         let second = try SwarmSimulation(Self.scenario(hosts: 6)).run()

@@ -51,9 +51,25 @@ import TrackerProtocol
         }
         // The seed's rack reaches out through the seed; the others through their first node.
         #expect(gateways == [1: Self.seed, 2: 21, 3: 31, 4: 41])
-        // A gateway knows every other gateway (the seed included), and nobody else outside.
-        let seen = answers[21]!.peers.map(number).filter { Self.rackOf($0) != 2 }
-        #expect(Set(seen) == [Self.seed, 31, 41])
+        // The gateways form a chain from the seed's rack, in the order the racks came: each knows
+        // its neighbours in it and nobody else outside.
+        var outside: [Int: Set<Int>] = [:]
+        for n in [Self.seed, 21, 31, 41] { outside[n] = Set(answers[n]!.peers.map(number).filter { Self.rackOf($0) != Self.rackOf(n) }) }
+        #expect(outside == [Self.seed: [21], 21: [Self.seed, 31], 31: [21, 41], 41: [31]])
+    }
+
+    /// A rack whose node came first but holds no seeder does not head the chain: the seed's rack
+    /// does, so the image leaves it once, not once for each neighbour.
+    @Test mutating func theChainStartsAtTheRackThatHasTheImage() throws {
+        for (n, now) in zip([31, 21, Self.seed, 41], [0.0, 0.1, 0.2, 0.3]) { _ = try state.announce(request(n), from: Self.at(n, port: 40000), now: now) }
+        #expect(try outside(Self.seed) == [31])
+        #expect(try outside(31) == [Self.seed, 21])
+        #expect(try outside(21) == [31, 41])
+    }
+
+    /// The nodes outside its rack that `n` is given when it announces.
+    mutating func outside(_ n: Int) throws -> Set<Int> {
+        Set(try state.announce(request(n), from: Self.at(n, port: 40000), now: 1).peers.map(number).filter { Self.rackOf($0) != Self.rackOf(n) })
     }
 
     @Test mutating func aGatewayThatLeavesIsReplacedFromItsRack() throws {
