@@ -359,7 +359,10 @@
                 case 0:
                     policy = MeshPolicy()
                 case 1:
-                    policy = MeshPolicy(exchangesPeers: false)
+                    // Without peer exchange; with some fuzz peers in our rack (the rest across its
+                    // uplink) when the choice says so.
+                    let rack = (0..<4).filter { choice & (4 << $0) != 0 }.compactMap { IPNetwork(fuzzPeerAddress($0).host) }
+                    policy = MeshPolicy(exchangesPeers: false, rack: rack)
                 case 3:
                     // A pool node: some fuzz peers in the site (near), some of those its sibling pool
                     // nodes; the rest of the peers are the WAN (far). Siblings come and go as peers do.

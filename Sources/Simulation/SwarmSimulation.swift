@@ -312,9 +312,14 @@ public final class SwarmSimulation {
         if scenario.network.racks > 1 && scenario.announcesRacks { request.rack = "r\(scenario.network.rack(of: host))" }
         guard let answer = try? tracker.announce(request, from: node.address, now: network.now) else { return }
         network.setTimer(host: host, kind: Timer.announce.rawValue, at: network.now + Double(answer.interval))
-        // As the runtime does: a tracker that chooses peers by rack turns peer exchange off.
-        if answer.rack != nil, node.engine.configuration.policy is MeshPolicy, node.engine.configuration.policy.exchangesPeers {
-            perform(node.engine.setPolicy(MeshPolicy(exchangesPeers: false)), at: host)
+        // As the runtime does: a node learns its rack (its hosts stand for the rack's subnet), and
+        // stops exchanging peers once the swarm spans racks.
+        if answer.rack != nil, let mesh = node.engine.configuration.policy as? MeshPolicy {
+            let rack = scenario.network.rack(of: host)
+            let members = (0..<scenario.network.hosts).filter { scenario.network.rack(of: $0) == rack }
+            let policy = MeshPolicy(exchangesPeers: mesh.exchangesPeers && !answer.spansRacks,
+                rack: mesh.rack.isEmpty ? members.compactMap { IPNetwork(Self.address(of: $0).host) } : mesh.rack)
+            if policy.exchangesPeers != mesh.exchangesPeers || policy.rack != mesh.rack { perform(node.engine.setPolicy(policy), at: host) }
         }
         for peer in answer.peers { dial(from: host, to: peer.address) }
     }

@@ -206,7 +206,9 @@ public struct SwarmEngine: Sendable {
 
     /// As a seed: the first peer each piece was sent to. A seed's upload is the scarcest link of a
     /// fresh swarm; a piece already on its way to one peer is better fetched from that peer.
-    private var servedTo: [PieceIndex: Peer] = [:]
+    /// As a lone seed, whom each piece went to first, on each side of the rack's uplink (near
+    /// peers under `false`, far ones under `true`; a plain mesh has only the near side).
+    private var servedTo: [Bool: [PieceIndex: Peer]] = [:]
     /// Pieces a reader of the image in flight waits for, most urgent first (at most
     /// `maximumUrgentPieces`): requested before any other, from every peer that has them.
     private var urgent: [PieceIndex] = []
@@ -411,7 +413,7 @@ public struct SwarmEngine: Sendable {
         if suspects[state.key]?.unresolved.isEmpty == true { suspects[state.key] = nil }
         if optimistic == peer { optimistic = nil }
         // Pieces only that peer was getting from us are fresh again.
-        servedTo = servedTo.filter { $0.value != peer }
+        servedTo = servedTo.mapValues { $0.filter { $0.value != peer } }
         return reconsiderPolicy() + fillRequests()
     }
 
@@ -905,26 +907,42 @@ public struct SwarmEngine: Sendable {
     /// our peers: once another peer is complete, seeds are no longer scarce, and seeds that all
     /// declined a straggler's last pieces would leave it waiting `declineMemory` seconds (seen
     /// one to four on loopback: 3 s tails). Nil: serve the request.
+    ///
+    /// A rack's uplink splits our peers in two (the policy's `isFar`): the rack trades inside and
+    /// the other racks' gateways among themselves, but not across, so each side is counted on its
+    /// own, and a piece leaves the rack once (issue 17: 1.31 copies out of the source's rack before).
+    /// A rack's gateway (a node with peers across the uplink) is its rack's only way to what it
+    /// fetches, so it does the same inside, seed or not: each piece goes into the rack once and
+    /// the rack trades it, instead of every member taking every piece from the gateway at once.
+    /// Across the uplink, and from a gateway into its rack, a piece already on its way is declined
+    /// even when nothing fresh is left, as the peer it went to passes it on.
     private mutating func offerFreshPiece(instead request: BlockRequest, to peer: Peer) -> [Action]? {
-        guard have.isComplete, configuration.policy.receiversTrade, let state = peers[peer], state.session.fast,
-            !peers.values.contains(where: { $0.session.peerPieces.isComplete })
+        guard configuration.policy.receiversTrade, let state = peers[peer], state.session.fast else { return nil }
+        let side = configuration.policy.isFar(state.facts)
+        let gateway = !have.isComplete && !side && peers.values.contains { configuration.policy.isFar($0.facts) }
+        guard have.isComplete || gateway,
+            !peers.values.contains(where: { $0.session.peerPieces.isComplete && configuration.policy.isFar($0.facts) == side })
         else { return nil }
-        guard let first = servedTo[request.piece] else {
-            servedTo[request.piece] = peer
+        var served = servedTo[side] ?? [:]
+        defer { servedTo[side] = served }
+        guard let first = served[request.piece] else {
+            served[request.piece] = peer
             return nil
         }
         guard first != peer else { return nil }
         // The piece counts as on its way only to a peer that reads what we send; otherwise a peer
         // that asks for every piece and never reads would have us decline them all to others.
         guard let firstState = peers[first], usesSlot(firstState) else {
-            servedTo[request.piece] = peer
+            served[request.piece] = peer
             return nil
         }
-        guard servedTo.count < info.pieceCount else { return nil }  // nothing fresh is left
-        let pieces = state.session.peerPieces
-        guard let fresh = info.layout.pieces.first(where: { servedTo[$0] == nil && !pieces[$0] && !state.suggestedToPeer.contains($0) })
-            ?? info.layout.pieces.first(where: { servedTo[$0] == nil && !pieces[$0] })
-        else { return nil }
+        let pieces = state.session.peerPieces, held = have
+        let unsent = { (piece: PieceIndex) in held[piece] && served[piece] == nil && !pieces[piece] }
+        guard let fresh = info.layout.pieces.first(where: { unsent($0) && !state.suggestedToPeer.contains($0) })
+            ?? info.layout.pieces.first(where: unsent)
+        else {
+            return side || gateway ? [send(peer, .reject(request))] : nil
+        }
         var actions = [send(peer, .reject(request))]
         if peers[peer]!.suggestedToPeer.insert(fresh).inserted { actions.append(send(peer, .suggest(fresh))) }
         return actions
@@ -936,7 +954,9 @@ public struct SwarmEngine: Sendable {
             let id = state.session.peerExtensions?.messageIDs["ut_pex"], id != 0
         else { return [] }
         peers[peer]?.lastPeerExchange = clock
-        let current = Set(peers.filter { $0.key != peer }.compactMap(\.value.listenAddress))
+        // Peers are told only of peers on their side of a rack's uplink (the policy's `isFar`).
+        let side = configuration.policy.isFar(state.facts)
+        let current = Set(peers.filter { $0.key != peer && configuration.policy.isFar($0.value.facts) == side }.compactMap(\.value.listenAddress))
         let told = state.toldPeers ?? []
         let added = current.subtracting(told).sorted { $0.compact.lexicographicallyPrecedes($1.compact) }.prefix(50)
         let dropped = told.subtracting(current).sorted { $0.compact.lexicographicallyPrecedes($1.compact) }.prefix(50)

@@ -73,9 +73,22 @@ extension SwarmPolicy {
 ///
 /// `exchangesPeers` false: a mesh whose peers were chosen for it (a tracker that gives each rack
 /// one gateway to the others, docs/racks.md), which peer exchange would undo.
+///
+/// `rack`: the networks of this node's rack, when the tracker's answer names it by subnet. A peer
+/// outside is far (across the rack's uplink): a lone seed then sends each piece across once,
+/// since the gateways it serves trade with one another, and once to its rack, which trades
+/// inside (`SwarmEngine`). Asked for anything, as any mesh peer.
 public struct MeshPolicy: SwarmPolicy {
     public let exchangesPeers: Bool
-    public init(exchangesPeers: Bool = true) { self.exchangesPeers = exchangesPeers }
+    public let rack: [IPNetwork]
+    public init(exchangesPeers: Bool = true, rack: [IPNetwork] = []) {
+        self.exchangesPeers = exchangesPeers
+        self.rack = rack
+    }
+    public func isFar(_ peer: PeerFacts) -> Bool {
+        guard !rack.isEmpty, let ip = peer.ip else { return false }
+        return !rack.contains { $0.contains(ip) }
+    }
     public func dials(_ address: PeerAddress) -> Bool { true }
     public func admits(_ peer: PeerFacts) -> Bool { true }
     public func asks(_ peer: PeerFacts) -> Bool { true }

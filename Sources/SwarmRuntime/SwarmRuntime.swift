@@ -1461,7 +1461,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                     if let auto = self.autoMethod, auto.choice == nil {
                         // Still choosing: the answer is one of the facts (`decideMethod`, below).
                         self.autoMethod?.answered(AutoMethod.TrackerFacts(placesTrees: policy != nil,
-                            spansRacks: answer.response.rack != nil, leechers: answer.response.incomplete ?? 1))
+                            spansRacks: answer.response.spansRacks, leechers: answer.response.incomplete ?? 1))
                     } else if let policy {
                         self.perform(self.engine.setPolicy(policy))
                         if self.treeMembership?.lost != nil { self.announceNow() }  // lost again meanwhile
@@ -1473,9 +1473,14 @@ public final class SwarmRuntime: @unchecked Sendable {
                         self.perform(self.engine.setPolicy(MeshPolicy()))
                     }
                 }
-                if let rack = answer.response.rack, self.treeMembership == nil, self.engine.configuration.policy.exchangesPeers {
-                    self.logger.info("the tracker chooses peers by rack; peer exchange is off", metadata: ["rack": "\(rack)"])
-                    self.perform(self.engine.setPolicy(MeshPolicy(exchangesPeers: false)))
+                if let rack = answer.response.rack, self.treeMembership == nil, let mesh = self.engine.configuration.policy as? MeshPolicy {
+                    // A rack named by its subnet (the tracker's default) also tells which peers
+                    // are across the rack's uplink; peer exchange stops once the swarm spans racks.
+                    let policy = MeshPolicy(exchangesPeers: mesh.exchangesPeers && !answer.response.spansRacks, rack: IPNetwork(rack).map { [$0] } ?? [])
+                    if policy.exchangesPeers != mesh.exchangesPeers {
+                        self.logger.info("the tracker chooses peers by rack; peer exchange is off", metadata: ["rack": "\(rack)"])
+                    }
+                    if policy.exchangesPeers != mesh.exchangesPeers || policy.rack != mesh.rack { self.perform(self.engine.setPolicy(policy)) }
                 }
                 for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
                 self.decideMethod()

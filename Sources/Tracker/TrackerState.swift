@@ -176,7 +176,13 @@ public struct TrackerState: Sendable {
             complete: swarm.seeders.count, incomplete: swarm.leechers.count,
             peers: parents ?? swarm.select(count: wanted, for: key, at: address, rack: rack, requesterIsSeeder: request.isSeeder, random: &random))
         response.treeParents = parents
-        if swarm.racks.count > 1 { response.rack = rack }
+        // A node is told its rack (and how many the swarm spans) whenever the tracker counts
+        // racks, so the first in a rack, often the seed, knows its side of the uplink before the
+        // second rack comes: it does not announce again for an interval.
+        if !rack.isEmpty {
+            response.rack = rack
+            response.racks = swarm.racks.count
+        }
         return response
     }
 
@@ -411,9 +417,6 @@ struct RackIndex: Sendable {
     /// `maxDemoted` per rack: one replacement per `gatewayPatience`, and they end with the rack).
     private(set) var demoted: [String: [SourceGroup]] = [:]
     static let maxDemoted = 16
-    /// When each rack's first member came, and its first seeder: the order of the racks' chain.
-    private(set) var firstSeen: [String: Double] = [:]
-    private(set) var seededSince: [String: Double] = [:]
 
     var count: Int { gateways.count }
 
@@ -422,8 +425,6 @@ struct RackIndex: Sendable {
     func member(_ key: PeerKey, in rack: String) -> PeerEntry? { seeders[rack]?.entry(key) ?? leechers[rack]?.entry(key) }
 
     mutating func upsert(_ entry: PeerEntry, seeding: Bool, now: Double) {
-        if firstSeen[entry.rack] == nil { firstSeen[entry.rack] = now }
-        if seeding && seededSince[entry.rack] == nil { seededSince[entry.rack] = now }
         if seeding {
             leechers[entry.rack]?.remove(entry.key)
             seeders[entry.rack, default: PeerTable()].upsert(entry)
@@ -438,24 +439,6 @@ struct RackIndex: Sendable {
             gateways[entry.rack] = entry.key
             gatewaySince[entry.rack] = now
         }
-    }
-
-    /// The racks' gateways in a chain: racks that had a seeder first (the earliest first), then the
-    /// others in the order they came. A gateway is given its neighbours in the chain and no other
-    /// node outside its rack, so the image crosses each rack's uplink once each way, as in the
-    /// tree: a star of gateways around the source's rack would take a piece out of that rack once
-    /// for every gateway that asked for it before another had it to give (1.3 to 1.5 copies on
-    /// the testbed, docs/benchmarks.md). The order holds while racks come and seed: a rack moves
-    /// only when it gets its first seeder, and by then the image has reached it.
-    func chainNeighbours(of rack: String) -> [String] {
-        let order = gateways.keys.sorted { a, b in
-            let (sa, sb) = (seededSince[a] ?? .infinity, seededSince[b] ?? .infinity)
-            if sa != sb { return sa < sb }
-            let (fa, fb) = (firstSeen[a] ?? .infinity, firstSeen[b] ?? .infinity)
-            return fa != fb ? fa < fb : a < b
-        }
-        guard let position = order.firstIndex(of: rack) else { return [] }
-        return [position - 1, position + 1].filter(order.indices.contains).map { order[$0] }
     }
 
     /// Whether the rack shows it is fed, by members from other sources than its gateway's (which one
@@ -489,8 +472,6 @@ struct RackIndex: Sendable {
         if seeders[rack] == nil && leechers[rack] == nil {
             demoted[rack] = nil
             gatewaySince[rack] = nil
-            firstSeen[rack] = nil
-            seededSince[rack] = nil
         }
         guard gateways[rack] == entry.key else { return }
         let first = seeders[rack]?.entries.first ?? leechers[rack]?.entries.first
@@ -738,7 +719,17 @@ struct Swarm: Sendable {
         if racks.count > 1 {
             picked = []
             if racks.gateways[rack] == requester {
-                picked = racks.chainNeighbours(of: rack).compactMap { racks.gateways[$0].flatMap { entry($0) } }
+                // The other racks' gateways, and no seed elsewhere: a rack's seeds are reached
+                // through its gateway, which sends each piece out of the rack once
+                // (`SwarmEngine`'s lone-seed rule, per side of the uplink).
+                let gateways = racks.gateways.filter { $0.key != rack }.values.compactMap { entry($0) }
+                picked = Array(gateways.shuffled(using: &random).prefix(max(1, count / 2)))
+                // A gateway that lacks pieces and has announced no progress for 20 s may have
+                // lost its only source (a gateway that died; the tracker learns that only when
+                // the entry expires): it is also given the seeds elsewhere until it moves again.
+                if !requesterIsSeeder, let me = entry(requester), me.lastSeen - me.progressedAt >= 20 {
+                    picked += seeders.sample(count, excluding: requester, random: &random).filter { $0.rack != rack }.prefix(max(1, count / 2))
+                }
             } else if let gateway = racks.gateways[rack].flatMap({ entry($0) }) {
                 picked = [gateway]
             }

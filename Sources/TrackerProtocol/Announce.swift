@@ -222,10 +222,16 @@ public struct AnnounceResponse: Sendable, Equatable {
     public var treeParents: [AnnouncedPeer]?
     /// At most this many parents are read.
     public static let maxTreeParents = 8
-    /// vmswarm's racks: the rack the tracker counts this node in, sent when the swarm spans more
-    /// than one. The peers in the answer are then chosen by rack (docs/racks.md), and a node that
-    /// exchanged peers (PEX) would undo that, so it stops.
+    /// vmswarm's racks: the rack the tracker counts this node in. When `racks` says the swarm
+    /// spans more than one, the peers in the answer are chosen by rack (docs/racks.md), and a node
+    /// that exchanged peers (PEX) would undo that, so it stops. A rack named by its subnet
+    /// (`10.1.2.0/24`) also tells the node which peers are across its rack's uplink.
     public var rack: String?
+    /// How many racks the swarm spans. Nil with a `rack`: a tracker that sent `rack` only when the
+    /// swarm spanned racks (before session 19).
+    public var racks: Int?
+    /// Whether the answer says the swarm spans racks.
+    public var spansRacks: Bool { rack != nil && (racks ?? 2) > 1 }
 
     public init(interval: Int, minInterval: Int? = nil, complete: Int? = nil, incomplete: Int? = nil,
         peers: [AnnouncedPeer] = [], warning: String? = nil) {
@@ -248,6 +254,7 @@ public struct AnnounceResponse: Sendable, Equatable {
         if let warning { dictionary[Array("warning message".utf8)] = .string(warning) }
         if let tree = encodedTree { dictionary[Array("tree".utf8)] = tree }
         if let rack { dictionary[Array("rack".utf8)] = .string(rack) }
+        if let racks { dictionary[Array("racks".utf8)] = .integer(Int64(racks)) }
         if compact {
             dictionary[Array("peers".utf8)] = .bytes(peers.filter(\.address.isIPv4).flatMap(\.address.compact))
             let v6 = peers.filter { !$0.address.isIPv4 }
@@ -293,6 +300,7 @@ public struct AnnounceResponse: Sendable, Equatable {
         let v6 = peers.filter { !$0.address.isIPv4 }
         if !v6.isEmpty { key("peers6"); bytes(v6.flatMap(\.address.compact)) }
         if let rack { key("rack"); bytes(Array(rack.utf8)) }
+        if let racks { key("racks"); integer(racks) }
         if let tree = encodedTree { key("tree"); out += tree.encoded() }
         if let warning { key("warning message"); bytes(Array(warning.utf8)) }
         out.append(UInt8(ascii: "e"))
@@ -350,6 +358,7 @@ public struct AnnounceResponse: Sendable, Equatable {
         // A rack name that is not one is ignored: the answer's peers are still good.
         if let name = root["rack"]?.bytes.flatMap({ String(validating: $0, as: UTF8.self) }), AnnounceRequest.isValidRack(name) {
             response.rack = name
+            response.racks = nonNegative("racks")
         }
         return response
     }

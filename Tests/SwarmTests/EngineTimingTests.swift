@@ -283,6 +283,75 @@ struct ScriptedLeecher {
         #expect(engine.received(.request(block), from: 2) == [.readBlock(2, block)])
     }
 
+    /// A seed in rack 10.1.1.0/24 serving two peers of its rack and two other racks' gateways: each
+    /// side gets each piece from it once (the rack trades inside, the gateways among themselves,
+    /// but not across), and across the uplink a piece is not sent twice even once nothing fresh
+    /// is left; inside the rack the last pieces are served as before.
+    @Test func aSeedSendsEachPieceOnceToEachSideOfItsRacksUplink() {
+        let pieces = 8
+        let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(16384 * pieces))], isMultiFile: false,
+            privacy: .unspecified, pieceLength: 16384, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        var configuration = SwarmEngine.Configuration()
+        configuration.policy = MeshPolicy(exchangesPeers: false, rack: [IPNetwork("10.1.1.0/24")!])
+        var engine = SwarmEngine(info: info, have: Bitfield(pieceCount: pieces, all: true),
+            handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(0)), configuration: configuration, seed: 5)
+        // 1 and 2 in the rack, 3 and 4 in others.
+        let addresses = [1: [10, 1, 1, 2], 2: [10, 1, 1, 3], 3: [10, 1, 2, 1], 4: [10, 1, 3, 1]] as [Int: [UInt8]]
+        for peer in 1...4 {
+            _ = engine.peerConnected(peer, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(peer)),
+                address: PeerAddress(ip: addresses[peer]!, port: 6881), outgoing: false)
+            _ = engine.received(.haveNone, from: peer)
+            _ = engine.received(.interested, from: peer)
+        }
+        let block = BlockRequest(piece: PieceIndex(5), begin: 0, length: 16384)
+        #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
+        // The gateway is not declined for what went to the rack: it cannot fetch it from there.
+        #expect(engine.received(.request(block), from: 3) == [.readBlock(3, block)])
+        #expect(engine.received(.request(block), from: 2).first == .send(2, .reject(block)))
+        #expect(engine.received(.request(block), from: 4).first == .send(4, .reject(block)))
+        // Every piece sent once to each side: nothing fresh is left.
+        for index in 0..<pieces where index != 5 {
+            let other = BlockRequest(piece: PieceIndex(index), begin: 0, length: 16384)
+            _ = engine.received(.request(other), from: 1)
+            _ = engine.received(.request(other), from: 3)
+        }
+        #expect(engine.received(.request(block), from: 2) == [.readBlock(2, block)])
+        #expect(engine.received(.request(block), from: 4) == [.send(4, .reject(block))])
+        // The gateway it went to leaves: the piece is sent across again.
+        _ = engine.peerDisconnected(3)
+        #expect(engine.received(.request(block), from: 4) == [.readBlock(4, block)])
+    }
+
+    /// A rack's gateway (a leecher with a peer across the uplink) is its rack's only way to what
+    /// it fetches: a piece it sent to one member is declined to the others, which take it from
+    /// that member, even when it has nothing fresh to suggest (the newest piece, which every
+    /// member asks for at once). A leecher with no peer across its uplink serves as any peer.
+    @Test func aRacksGatewaySendsEachPieceIntoItsRackOnce() {
+        let pieces = 8
+        let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(16384 * pieces))], isMultiFile: false,
+            privacy: .unspecified, pieceLength: 16384, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        var configuration = SwarmEngine.Configuration()
+        configuration.policy = MeshPolicy(exchangesPeers: false, rack: [IPNetwork("10.1.2.0/24")!])
+        var held = Bitfield(pieceCount: pieces)
+        held.insert(PieceIndex(5))
+        let block = BlockRequest(piece: PieceIndex(5), begin: 0, length: 16384)
+        for across in [true, false] {
+            var engine = SwarmEngine(info: info, have: held, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(0)),
+                configuration: configuration, seed: 5)
+            var addresses: [Int: [UInt8]] = [1: [10, 1, 2, 2], 2: [10, 1, 2, 3]]
+            if across { addresses[3] = [10, 1, 1, 1] }  // the source's rack
+            for (peer, ip) in addresses.sorted(by: { $0.key < $1.key }) {
+                _ = engine.peerConnected(peer, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(peer)),
+                    address: PeerAddress(ip: ip, port: 6881), outgoing: false)
+                _ = engine.received(.haveNone, from: peer)
+                _ = engine.received(.interested, from: peer)
+            }
+            #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
+            let second = engine.received(.request(block), from: 2)
+            #expect(second == (across ? [.send(2, .reject(block))] : [.readBlock(2, block)]), "across: \(across)")
+        }
+    }
+
     @Test func aLeecherTakesTheSuggestionAndDoesNotAskForTheDeclinedPieceAgain() {
         var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 8)
         let first = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)

@@ -51,25 +51,52 @@ import TrackerProtocol
         }
         // The seed's rack reaches out through the seed; the others through their first node.
         #expect(gateways == [1: Self.seed, 2: 21, 3: 31, 4: 41])
-        // The gateways form a chain from the seed's rack, in the order the racks came: each knows
-        // its neighbours in it and nobody else outside.
-        var outside: [Int: Set<Int>] = [:]
-        for n in [Self.seed, 21, 31, 41] { outside[n] = Set(answers[n]!.peers.map(number).filter { Self.rackOf($0) != Self.rackOf(n) }) }
-        #expect(outside == [Self.seed: [21], 21: [Self.seed, 31], 31: [21, 41], 41: [31]])
+        // A gateway knows every other gateway (the seed included), and nobody else outside.
+        let seen = answers[21]!.peers.map(number).filter { Self.rackOf($0) != 2 }
+        #expect(Set(seen) == [Self.seed, 31, 41])
+        #expect(answers.values.allSatisfy { $0.racks == 4 })
     }
 
-    /// A rack whose node came first but holds no seeder does not head the chain: the seed's rack
-    /// does, so the image leaves it once, not once for each neighbour.
-    @Test mutating func theChainStartsAtTheRackThatHasTheImage() throws {
-        for (n, now) in zip([31, 21, Self.seed, 41], [0.0, 0.1, 0.2, 0.3]) { _ = try state.announce(request(n), from: Self.at(n, port: 40000), now: now) }
-        #expect(try outside(Self.seed) == [31])
-        #expect(try outside(31) == [Self.seed, 21])
-        #expect(try outside(21) == [31, 41])
+    /// A seed that is not its rack's gateway reaches no other rack, and no gateway is given it:
+    /// its rack's pieces leave through the gateway, once (issue 17: rack 1's members, seeds after
+    /// a few seconds, were given to every other gateway, and the source's rack sent 1.31 copies).
+    @Test mutating func seedsReachOtherRacksOnlyThroughTheirGateway() throws {
+        _ = try lists()
+        var done = request(12)
+        done.left = 0
+        done.event = .completed
+        #expect(try outside(12, done) == [])
+        #expect(try outside(31) == [Self.seed, 21, 41])
+    }
+
+    /// A gateway whose source died without a word stops making progress: its announce that says
+    /// so is given the seeds elsewhere as well, so its rack is not cut off until the dead entry
+    /// expires. Once it moves again it is given the gateways only.
+    @Test mutating func aStalledGatewayIsGivenTheSeedsElsewhereUntilItMovesAgain() throws {
+        _ = try lists()
+        var done = request(12)
+        done.left = 0
+        _ = try state.announce(done, from: Self.at(12, port: 40000), now: 1)
+        var stuck = request(31)
+        stuck.downloaded = 5000
+        #expect(try outside(31, stuck, now: 100) == [Self.seed, 21, 41])
+        #expect(try outside(31, stuck, now: 200) == [Self.seed, 12, 21, 41])
+        stuck.downloaded = 9000
+        #expect(try outside(31, stuck, now: 300) == [Self.seed, 21, 41])
+    }
+
+    /// The first node, alone in its rack and in the swarm, is told its rack and that the swarm
+    /// spans one: it learns its side of the uplink before it would announce again.
+    @Test mutating func theFirstNodeIsToldItsRackBeforeASecondRackComes() throws {
+        let first = try state.announce(request(Self.seed), from: Self.at(Self.seed, port: 40000), now: 0)
+        #expect(first.rack == "10.1.1.0/24" && first.racks == 1 && !first.spansRacks)
+        let second = try state.announce(request(21), from: Self.at(21, port: 40000), now: 0)
+        #expect(second.racks == 2 && second.spansRacks)
     }
 
     /// The nodes outside its rack that `n` is given when it announces.
-    mutating func outside(_ n: Int) throws -> Set<Int> {
-        Set(try state.announce(request(n), from: Self.at(n, port: 40000), now: 1).peers.map(number).filter { Self.rackOf($0) != Self.rackOf(n) })
+    mutating func outside(_ n: Int, _ announce: AnnounceRequest? = nil, now: Double = 1) throws -> Set<Int> {
+        Set(try state.announce(announce ?? request(n), from: Self.at(n, port: 40000), now: now).peers.map(number).filter { Self.rackOf($0) != Self.rackOf(n) })
     }
 
     @Test mutating func aGatewayThatLeavesIsReplacedFromItsRack() throws {
