@@ -204,11 +204,15 @@ public struct SwarmEngine: Sendable {
     private var verifyingBytes = 0
     static let declineMemory: Double = 3
 
-    /// As a seed: the first peer each piece was sent to. A seed's upload is the scarcest link of a
-    /// fresh swarm; a piece already on its way to one peer is better fetched from that peer.
-    /// As a lone seed, whom each piece went to first, on each side of the rack's uplink (near
-    /// peers under `false`, far ones under `true`; a plain mesh has only the near side).
-    private var servedTo: [Bool: [PieceIndex: Peer]] = [:]
+    /// As a lone seed or a rack's gateway: the first peer each piece was sent to, and when, on
+    /// each side of the rack's uplink (near peers under `false`, far ones under `true`; a plain
+    /// mesh has only the near side). A seed's upload is the scarcest link of a fresh swarm; a
+    /// piece already on its way to one peer is better fetched from that peer.
+    private var servedTo: [Bool: [PieceIndex: (peer: Peer, at: Double)]] = [:]
+    /// Seconds a piece counts as on its way to the peer it was first sent to, unless that peer
+    /// holds it by then: a peer that asked for a piece and cancelled it, or never finished it,
+    /// does not keep it from the others for longer.
+    static let onItsWay: Double = 5
     /// Pieces a reader of the image in flight waits for, most urgent first (at most
     /// `maximumUrgentPieces`): requested before any other, from every peer that has them.
     private var urgent: [PieceIndex] = []
@@ -413,7 +417,7 @@ public struct SwarmEngine: Sendable {
         if suspects[state.key]?.unresolved.isEmpty == true { suspects[state.key] = nil }
         if optimistic == peer { optimistic = nil }
         // Pieces only that peer was getting from us are fresh again.
-        servedTo = servedTo.mapValues { $0.filter { $0.value != peer } }
+        servedTo = servedTo.mapValues { $0.filter { $0.value.peer != peer } }
         return reconsiderPolicy() + fillRequests()
     }
 
@@ -925,15 +929,18 @@ public struct SwarmEngine: Sendable {
         else { return nil }
         var served = servedTo[side] ?? [:]
         defer { servedTo[side] = served }
-        guard let first = served[request.piece] else {
-            served[request.piece] = peer
+        guard let (first, at) = served[request.piece] else {
+            served[request.piece] = (peer, clock)
             return nil
         }
         guard first != peer else { return nil }
-        // The piece counts as on its way only to a peer that reads what we send; otherwise a peer
-        // that asks for every piece and never reads would have us decline them all to others.
-        guard let firstState = peers[first], usesSlot(firstState) else {
-            served[request.piece] = peer
+        // The piece counts as on its way only to a peer that reads what we send, and holds it or
+        // got it lately; otherwise a peer that asks for every piece and never reads, or cancels,
+        // would have us decline them all to others.
+        guard let firstState = peers[first], usesSlot(firstState),
+            firstState.session.peerPieces[request.piece] || clock - at < Self.onItsWay
+        else {
+            served[request.piece] = (peer, clock)
             return nil
         }
         let pieces = state.session.peerPieces, held = have

@@ -349,6 +349,10 @@ struct ScriptedLeecher {
             #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
             let second = engine.received(.request(block), from: 2)
             #expect(second == (across ? [.send(2, .reject(block))] : [.readBlock(2, block)]), "across: \(across)")
+            // Member 1 never showed it holds the piece: seconds later it no longer keeps it from
+            // member 2 (a member that asks and cancels cannot starve its rack).
+            _ = engine.tick(now: SwarmEngine.onItsWay + 1)
+            #expect(engine.received(.request(block), from: 2).contains(.readBlock(2, block)))
         }
     }
 
