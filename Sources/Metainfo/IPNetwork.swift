@@ -23,9 +23,18 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
 
     /// Whether `ip` (4 or 16 bytes, network order) lies in this network. An IPv4-mapped IPv6
     /// address counts as its IPv4 address.
+    /// Allocates nothing: the engine asks it of every peer for every block it serves in a rack.
     public func contains(_ ip: [UInt8]) -> Bool {
-        let ip = PeerAddress(ip: ip, port: 0)?.ip ?? ip
-        return ip.count == base.count && Self.masked(ip, prefixLength) == base
+        let mapped = ip.count == 16 && ip[0..<10].allSatisfy { $0 == 0 } && ip[10] == 0xFF && ip[11] == 0xFF
+        let start = mapped ? 12 : 0
+        guard ip.count - start == base.count else { return false }
+        var bits = prefixLength
+        for index in base.indices where bits > 0 {
+            let mask: UInt8 = bits >= 8 ? 0xFF : ~(0xFF >> UInt8(bits))
+            guard ip[start + index] & mask == base[index] else { return false }
+            bits -= 8
+        }
+        return true
     }
 
     public var description: String { "\(PeerAddress(ip: base, port: 0)?.host ?? "?")/\(prefixLength)" }

@@ -315,10 +315,12 @@ public final class SwarmSimulation {
         // As the runtime does: a node learns its rack (its hosts stand for the rack's subnet), and
         // stops exchanging peers once the swarm spans racks.
         if answer.rack != nil, let mesh = node.engine.configuration.policy as? MeshPolicy {
-            let rack = scenario.network.rack(of: host)
-            let members = (0..<scenario.network.hosts).filter { scenario.network.rack(of: $0) == rack }
-            let policy = MeshPolicy(exchangesPeers: mesh.exchangesPeers && !answer.spansRacks,
-                rack: mesh.rack.isEmpty ? members.compactMap { IPNetwork(Self.address(of: $0).host) } : mesh.rack)
+            var networks = mesh.rack
+            if networks.isEmpty {
+                let rack = scenario.network.rack(of: host)
+                networks = (0..<scenario.network.hosts).filter { scenario.network.rack(of: $0) == rack }.compactMap { IPNetwork(Self.address(of: $0).host) }
+            }
+            let policy = MeshPolicy(exchangesPeers: mesh.exchangesPeers && !answer.spansRacks, rack: networks)
             if policy.exchangesPeers != mesh.exchangesPeers || policy.rack != mesh.rack { perform(node.engine.setPolicy(policy), at: host) }
         }
         for peer in answer.peers { dial(from: host, to: peer.address) }

@@ -283,26 +283,34 @@ struct ScriptedLeecher {
         #expect(engine.received(.request(block), from: 2) == [.readBlock(2, block)])
     }
 
+    /// An engine of rack `rack` (by subnet) holding `have` of an 8-piece torrent, with fast-extension
+    /// peers at `addresses` connected, holding nothing and interested.
+    func rackNode(_ rack: String, have: Bitfield, addresses: [Int: [UInt8]]) -> SwarmEngine {
+        let pieces = have.pieceCount
+        let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(16384 * pieces))], isMultiFile: false,
+            privacy: .unspecified, pieceLength: 16384, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+        var configuration = SwarmEngine.Configuration()
+        configuration.policy = MeshPolicy(exchangesPeers: false, rack: [IPNetwork(rack)!])
+        var engine = SwarmEngine(info: info, have: have, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(0)),
+            configuration: configuration, seed: 5)
+        for (peer, ip) in addresses.sorted(by: { $0.key < $1.key }) {
+            _ = engine.peerConnected(peer, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(peer)),
+                address: PeerAddress(ip: ip, port: 6881), outgoing: false)
+            _ = engine.received(.haveNone, from: peer)
+            _ = engine.received(.interested, from: peer)
+        }
+        return engine
+    }
+
     /// A seed in rack 10.1.1.0/24 serving two peers of its rack and two other racks' gateways: each
     /// side gets each piece from it once (the rack trades inside, the gateways among themselves,
     /// but not across), and across the uplink a piece is not sent twice even once nothing fresh
     /// is left; inside the rack the last pieces are served as before.
     @Test func aSeedSendsEachPieceOnceToEachSideOfItsRacksUplink() {
         let pieces = 8
-        let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(16384 * pieces))], isMultiFile: false,
-            privacy: .unspecified, pieceLength: 16384, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
-        var configuration = SwarmEngine.Configuration()
-        configuration.policy = MeshPolicy(exchangesPeers: false, rack: [IPNetwork("10.1.1.0/24")!])
-        var engine = SwarmEngine(info: info, have: Bitfield(pieceCount: pieces, all: true),
-            handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(0)), configuration: configuration, seed: 5)
         // 1 and 2 in the rack, 3 and 4 in others.
-        let addresses = [1: [10, 1, 1, 2], 2: [10, 1, 1, 3], 3: [10, 1, 2, 1], 4: [10, 1, 3, 1]] as [Int: [UInt8]]
-        for peer in 1...4 {
-            _ = engine.peerConnected(peer, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(peer)),
-                address: PeerAddress(ip: addresses[peer]!, port: 6881), outgoing: false)
-            _ = engine.received(.haveNone, from: peer)
-            _ = engine.received(.interested, from: peer)
-        }
+        var engine = rackNode("10.1.1.0/24", have: Bitfield(pieceCount: pieces, all: true),
+            addresses: [1: [10, 1, 1, 2], 2: [10, 1, 1, 3], 3: [10, 1, 2, 1], 4: [10, 1, 3, 1]])
         let block = BlockRequest(piece: PieceIndex(5), begin: 0, length: 16384)
         #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
         // The gateway is not declined for what went to the rack: it cannot fetch it from there.
@@ -327,25 +335,13 @@ struct ScriptedLeecher {
     /// that member, even when it has nothing fresh to suggest (the newest piece, which every
     /// member asks for at once). A leecher with no peer across its uplink serves as any peer.
     @Test func aRacksGatewaySendsEachPieceIntoItsRackOnce() {
-        let pieces = 8
-        let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(16384 * pieces))], isMultiFile: false,
-            privacy: .unspecified, pieceLength: 16384, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
-        var configuration = SwarmEngine.Configuration()
-        configuration.policy = MeshPolicy(exchangesPeers: false, rack: [IPNetwork("10.1.2.0/24")!])
-        var held = Bitfield(pieceCount: pieces)
+        var held = Bitfield(pieceCount: 8)
         held.insert(PieceIndex(5))
         let block = BlockRequest(piece: PieceIndex(5), begin: 0, length: 16384)
         for across in [true, false] {
-            var engine = SwarmEngine(info: info, have: held, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(0)),
-                configuration: configuration, seed: 5)
             var addresses: [Int: [UInt8]] = [1: [10, 1, 2, 2], 2: [10, 1, 2, 3]]
             if across { addresses[3] = [10, 1, 1, 1] }  // the source's rack
-            for (peer, ip) in addresses.sorted(by: { $0.key < $1.key }) {
-                _ = engine.peerConnected(peer, handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(peer)),
-                    address: PeerAddress(ip: ip, port: 6881), outgoing: false)
-                _ = engine.received(.haveNone, from: peer)
-                _ = engine.received(.interested, from: peer)
-            }
+            var engine = rackNode("10.1.2.0/24", have: held, addresses: addresses)
             #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
             let second = engine.received(.request(block), from: 2)
             #expect(second == (across ? [.send(2, .reject(block))] : [.readBlock(2, block)]), "across: \(across)")
