@@ -178,6 +178,9 @@ public struct SwarmEngine: Sendable {
     private let ourHandshake: Handshake
     public private(set) var picker: PiecePicker
     private var peers: [Peer: PeerState] = [:]
+    /// The keys of `peers` in ascending order, kept as peers come and go: every piece we gain and
+    /// every choking round walks the peers in this order (the same order for the same input).
+    private var sortedPeers: [Peer] = []
     private var assembling: [PieceIndex: [UInt8]] = [:]
     /// Who delivered each block of the pieces being assembled or verified.
     private var deliveries: [PieceIndex: Deliveries] = [:]
@@ -314,6 +317,12 @@ public struct SwarmEngine: Sendable {
     /// Identities banned so far (for status and metrics; read-only).
     public var bannedCount: Int { banned.count }
     /// Connected peers that still lack pieces (leechers we could serve).
+    /// Whether a connected peer listens at `address` (so it need not be dialled).
+    public func isConnected(to address: PeerAddress) -> Bool { peers.values.contains { $0.listenAddress == address } }
+    /// Peers that let us ask them for blocks (they unchoked us).
+    public var peersUnchokingUs: Int { peers.values.count { !$0.session.peerChoking } }
+    /// Peers we let ask us for blocks.
+    public var peersWeUnchoke: Int { peers.values.count { !$0.session.amChoking } }
     public var peersMissingPieces: Int { peers.values.count { !$0.session.peerPieces.isComplete } }
     /// Connected peers we ask that hold a piece we lack: none while incomplete means the node
     /// needs new peers (its sources left).
@@ -355,6 +364,8 @@ public struct SwarmEngine: Sendable {
         peers[peer] = PeerState(id: theirs.peerID, session: session, listenAddress: outgoing ? address : nil,
             remoteIP: address?.ip, outgoing: outgoing, queueDepth: configuration.requestQueueDepth, lastReceived: clock, lastSent: clock,
             lastBlock: clock, lastPeerExchange: clock - configuration.peerExchangeInterval + configuration.firstPeerExchange)
+        let place = sortedPeers.firstIndex { $0 >= peer } ?? sortedPeers.endIndex
+        if place == sortedPeers.endIndex || sortedPeers[place] != peer { sortedPeers.insert(peer, at: place) }
         arrivals += 1
         peers[peer]?.arrival = arrivals
         var actions: [Action] = []
@@ -384,7 +395,7 @@ public struct SwarmEngine: Sendable {
     public mutating func setPolicy(_ policy: any SwarmPolicy) -> [Action] {
         configuration.policy = policy
         var actions: [Action] = []
-        for peer in peers.keys.sorted() {
+        for peer in sortedPeers {
             guard let state = peers[peer] else { continue }
             let facts = state.facts
             guard policy.admits(facts) else {
@@ -411,6 +422,7 @@ public struct SwarmEngine: Sendable {
 
     public mutating func peerDisconnected(_ peer: Peer) -> [Action] {
         guard let state = peers.removeValue(forKey: peer) else { return [] }
+        sortedPeers.removeAll { $0 == peer }
         picker.peerRemoved(peer, pieces: state.session.peerPieces)
         // Parole outlives the connection while a failure is on record, so a reconnect does not
         // shed it; one whose records were dropped (`dropOldFailures`) ends here.
@@ -447,7 +459,13 @@ public struct SwarmEngine: Sendable {
                 picker.peerGained(piece)
                 state.recentHaves.append(piece)
                 if state.recentHaves.count > PeerState.recentHaveCount { state.recentHaves.removeFirst() }
-                actions += updateInterest(peer) + fillRequests(for: peer)
+                // Interest can change only when the peer gained a piece we lack while we wanted
+                // nothing of it, or when it became a seed (what the policy is shown changed).
+                // Checking only then spares a scan of both bitfields on every `have` of the swarm.
+                if (!state.session.amInterested && !picker.have[piece]) || state.session.peerPieces.isComplete {
+                    actions += updateInterest(peer)
+                }
+                actions += fillRequests(for: peer)
             case .unchoked:
                 actions += fillRequests(for: peer)
             case .requestsDropped(let blocks):
@@ -697,7 +715,7 @@ public struct SwarmEngine: Sendable {
         var actions: [Action] = []
         let urgentSet = Set(wanted)
         let everyone = configuration.readersFirst && urgentHeld
-        for peer in peers.keys.sorted() {
+        for peer in sortedPeers {
             guard let state = peers[peer], everyone || added.contains(where: { state.session.peerPieces[$0] }) else { continue }
             actions += cancelOutstanding(peer) { !urgentSet.contains($0.piece) }
         }
@@ -760,11 +778,12 @@ public struct SwarmEngine: Sendable {
         urgent.removeAll { $0 == piece }
         actions += resolveFailures(of: piece, verified: bytes)
         if !fromElsewhere, !suspects.isEmpty, let sole = delivered?.soleKey { deliveredAlone(sole) }
-        for peer in peers.keys.sorted() {
+        for peer in sortedPeers {
             // Blocks still asked of peers (the piece came from elsewhere, or from end-game) are cancelled.
             for block in peers[peer]!.session.outstanding where block.piece == piece { actions.append(send(peer, .cancel(block))) }
             actions.append(send(peer, .have(piece)))
-            actions += updateInterest(peer)
+            // Gaining a piece can only end our interest in a peer that holds it.
+            if let state = peers[peer], state.session.amInterested, state.session.peerPieces[piece] { actions += updateInterest(peer) }
         }
         if picker.isComplete { actions.append(.completed) }
         return actions + fillRequests()
@@ -777,7 +796,7 @@ public struct SwarmEngine: Sendable {
         let elapsed = now - clock
         clock = now
         var actions: [Action] = []
-        for peer in peers.keys.sorted() {
+        for peer in sortedPeers {
             guard let state = peers[peer] else { continue }
             if now - state.lastReceived >= configuration.idleTimeout {
                 actions.append(.disconnect(peer, reason: "silent for \(Int(now - state.lastReceived)) s"))
@@ -843,7 +862,7 @@ public struct SwarmEngine: Sendable {
             unchoke.insert(pick)
         }
         var actions: [Action] = []
-        for peer in peers.keys.sorted() {
+        for peer in sortedPeers {
             let shouldChoke = !unchoke.contains(peer)
             if shouldChoke != peers[peer]!.session.amChoking {
                 actions += shouldChoke ? choke(peer) : [send(peer, .unchoke)]
@@ -974,12 +993,12 @@ public struct SwarmEngine: Sendable {
     }
 
     private mutating func send(_ peer: Peer, _ message: PeerMessage) -> Action {
-        if case .request = message, peers[peer]?.session.outstanding.isEmpty == true {
-            peers[peer]?.lastBlock = clock
+        if let state = peers[peer] {
+            if case .request = message, state.session.outstanding.isEmpty { state.lastBlock = clock }
+            state.session.sent(message)
+            state.lastSent = clock
+            if case .unchoke = message { state.unchokedAt = clock }
         }
-        peers[peer]?.session.sent(message)
-        peers[peer]?.lastSent = clock
-        if case .unchoke = message { peers[peer]?.unchokedAt = clock }
         return .send(peer, message)
     }
 
@@ -991,6 +1010,10 @@ public struct SwarmEngine: Sendable {
         return [send(peer, .choke)] + pending.map { send(peer, .reject($0)) }
     }
 
+    /// Tells the peer whether we want anything of it. Callers may skip it when neither bitfield
+    /// changed in a way that could change the answer (`received`, `pieceChecked`): the policies
+    /// decide `asks` and `isFar` on a peer's id, address and whether it is a seed, and
+    /// `setPolicy` calls this for every peer when the policy changes.
     private mutating func updateInterest(_ peer: Peer) -> [Action] {
         guard let state = peers[peer] else { return [] }
         let facts = state.facts
@@ -1005,13 +1028,14 @@ public struct SwarmEngine: Sendable {
     }
 
     private mutating func fillRequests() -> [Action] {
-        peers.keys.sorted().flatMap { fillRequests(for: $0) }
+        sortedPeers.flatMap { fillRequests(for: $0) }
     }
 
     private mutating func fillRequests(for peer: Peer) -> [Action] {
         guard let state = peers[peer], !state.session.peerChoking, state.session.amInterested,
             verifyingBytes < max(configuration.maximumVerifyingBytes, 2 * info.pieceLength),
-            avoided == nil || state.remoteIP != avoided, configuration.policy.asks(state.facts)
+            avoided == nil || state.remoteIP != avoided, state.queueDepth > state.session.outstanding.count,
+            configuration.policy.asks(state.facts)
         else { return [] }
         var depth = state.queueDepth
         // While seeds are fewer than the other peers, their upload is the swarm's scarce link: a
@@ -1222,7 +1246,7 @@ public struct SwarmEngine: Sendable {
         banned.insert(key)
         suspects[key] = nil
         var actions: [Action] = []
-        for peer in peers.keys.sorted() where peers[peer]?.key == key {
+        for peer in sortedPeers where peers[peer]?.key == key {
             actions.append(.disconnect(peer, reason: reason))
             actions += peerDisconnected(peer)
         }
