@@ -118,6 +118,8 @@ public final class SwarmSimulation {
     private var random: SeededRandom
     private var incomplete: Int
     private var messages = 0
+    /// Whether each tick records `probes`.
+    public var recordsProbes = false
     private var chokeFlips = 0
     private var connections = 0
     private var refusedConnections = 0
@@ -126,6 +128,9 @@ public final class SwarmSimulation {
     private var received: [Int64]
     /// Per host, real piece bytes received in each simulated second.
     public private(set) var timeline: [[Int64]]
+    /// Per host, at each tick: peers connected, peers unchoking it, peers holding a piece it lacks,
+    /// pieces held (`SIM_TIMELINE`: what a node that fell behind was waiting for).
+    public private(set) var probes: [[(peers: Int, unchokingUs: Int, useful: Int, pieces: Int)]]
 
     private enum Timer: Int {
         case start, tick, verified, connect, announce, death
@@ -136,7 +141,10 @@ public final class SwarmSimulation {
         let address: PeerAddress
         /// Our direction of each connection, by peer host.
         var channels: [Int: Network<PeerMessage>.Channel] = [:]
-        var dialing: Set<Int> = []
+        /// Dials under way, by peer host, with the failures in a row of each address.
+        var dialing: [Int: PeerCandidates.Candidate] = [:]
+        /// Addresses told and not yet dialled, as the runtime keeps them.
+        var candidates = PeerCandidates()
         /// Peers we dialled (the others dialled us).
         var dialled: Set<Int> = []
         var started = false
@@ -196,6 +204,7 @@ public final class SwarmSimulation {
         tracker = TrackerState(configuration: configuration, seed: scenario.seed)
         received = Array(repeating: 0, count: scenario.network.hosts)
         timeline = Array(repeating: [], count: scenario.network.hosts)
+        probes = Array(repeating: [], count: scenario.network.hosts)
         incomplete = scenario.network.hosts - min(scenario.seeders, scenario.network.hosts)
 
         var engineConfiguration = SwarmEngine.Configuration()
@@ -293,6 +302,10 @@ public final class SwarmSimulation {
             network.setTimer(host: host, kind: Timer.tick.rawValue, at: network.now + 1)
         case .tick:
             perform(node.engine.tick(now: network.now), at: host)
+            dialMore(host)
+            if recordsProbes {
+                probes[host].append((node.engine.peerCount, node.engine.peersUnchokingUs, node.engine.usefulPeers, node.engine.have.count))
+            }
             network.setTimer(host: host, kind: Timer.tick.rawValue, at: network.now + 1)
         case .verified:
             perform(node.engine.pieceChecked(PieceIndex(argument), valid: true), at: host)
@@ -323,16 +336,28 @@ public final class SwarmSimulation {
             let policy = MeshPolicy(exchangesPeers: mesh.exchangesPeers && !answer.spansRacks, rack: networks)
             if policy.exchangesPeers != mesh.exchangesPeers || policy.rack != mesh.rack { perform(node.engine.setPolicy(policy), at: host) }
         }
-        for peer in answer.peers { dial(from: host, to: peer.address) }
+        node.candidates.add(answer.peers.map(\.address))
+        dialMore(host)
     }
 
-    private func dial(from host: Int, to address: PeerAddress) {
-        guard let peer = hostByAddress[address], peer != host, reachable(host, peer) else { return }
+    /// Dials addresses the node was told of while `PeerLimits` and the 16 dials at a time allow,
+    /// as the runtime does (`PeerCandidates`).
+    private func dialMore(_ host: Int) {
         let node = nodes[host]
-        guard node.engine.dials(address), node.channels[peer] == nil, node.dialing.count < 16,
+        while node.dialing.count < 16,
             scenario.limits.mayDial(outgoing: node.dialled.count, dialing: node.dialing.count, connected: node.channels.count),
-            node.dialing.insert(peer).inserted
-        else { return }
+            let candidate = node.candidates.next(now: network.now, skip: { address in
+                hostByAddress[address].map { node.channels[$0] != nil || node.dialing[$0] != nil } ?? true
+            }) {
+            dial(from: host, to: candidate)
+        }
+    }
+
+    private func dial(from host: Int, to candidate: PeerCandidates.Candidate) {
+        guard let peer = hostByAddress[candidate.address], peer != host, reachable(host, peer) else { return }
+        let node = nodes[host]
+        guard node.engine.dials(candidate.address), node.channels[peer] == nil, node.dialing[peer] == nil else { return }
+        node.dialing[peer] = candidate
         // SYN, SYN-ACK, then both handshakes: about a round trip and a half.
         network.setTimer(host: host, kind: Timer.connect.rawValue, argument: peer,
             at: network.now + 3 * scenario.network.delay(from: host, to: peer))
@@ -340,12 +365,14 @@ public final class SwarmSimulation {
 
     private func connected(_ host: Int, _ peer: Int) {
         let (dialer, listener) = (nodes[host], nodes[peer])
-        dialer.dialing.remove(peer)
+        let candidate = dialer.dialing.removeValue(forKey: peer)
+        defer { if !dialer.dead { dialMore(host) } }
         guard listener.started, !dialer.dead, dialer.channels[peer] == nil, listener.channels[host] == nil,
             scenario.limits.mayAccept(connected: listener.channels.count),
             listener.engine.admits(Self.peerID(host), ip: dialer.address.ip, outgoing: false)
         else {
             refusedConnections += 1
+            if let candidate { dialer.candidates.failed(candidate, now: network.now) }
             return
         }
         connections += 1
@@ -426,8 +453,9 @@ public final class SwarmSimulation {
             case .connect(let addresses):
                 for address in addresses {
                     if let peer = hostByAddress[address], !reachable(host, peer) { leakedAddresses += 1 }
-                    dial(from: host, to: address)
                 }
+                node.candidates.add(addresses)
+                dialMore(host)
             }
         }
     }

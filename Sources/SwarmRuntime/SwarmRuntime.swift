@@ -216,6 +216,8 @@ public final class SwarmRuntime: @unchecked Sendable {
     /// `Options.siteTrackers`, each announced to on its own schedule.
     private var siteAnnouncers: [SiteAnnouncer] = []
     private var connecting: Set<String> = []
+    /// Addresses the trackers and peer exchange named, dialled as room allows (`dialMore`).
+    private var candidates = PeerCandidates()
     /// Peers whose connection we dialled (`PeerLimits` keeps the rest of the slots for the others).
     private var dialled: Set<Int> = []
     private var nextHandle = 1
@@ -803,7 +805,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             case .completed:
                 finish()
             case .connect(let addresses):
-                for address in addresses { connect(host: address.host, port: Int(address.port)) }
+                learned(addresses)
             }
         }
         for handle in touched { channels[handle]?.flush() }
@@ -1293,7 +1295,32 @@ public final class SwarmRuntime: @unchecked Sendable {
 
     // MARK: Peers and trackers
 
-    private func connect(host: String, port: Int) {
+    /// Addresses a tracker or a peer named: kept, and dialled as far as the limits allow now.
+    private func learned(_ addresses: [PeerAddress]) {
+        candidates.add(addresses)
+        dialMore()
+    }
+
+    /// Dials addresses told earlier while dials and `PeerLimits` leave room: at each tick, and
+    /// when a dial ends. An answer names up to `numwant` peers and 16 are dialled at a time; the
+    /// rest wait here instead of until the next announce.
+    private func dialMore() {
+        let now = self.now
+        while !stopped, connecting.count < options.maxDialing,
+            PeerLimits(maxPeers: options.maxPeers).mayDial(outgoing: dialled.count, dialing: connecting.count, connected: channels.count),
+            let candidate = candidates.next(now: now, skip: { address in
+                connecting.contains("\(address.host):\(address.port)") || engine.isConnected(to: address)
+            }) {
+            connect(host: candidate.address.host, port: Int(candidate.address.port)) { [weak self] connected in
+                guard let self else { return }
+                if !connected { self.candidates.failed(candidate, now: self.now) }
+                self.dialMore()
+            }
+        }
+    }
+
+    /// Dials a peer; `done` learns whether the TCP connection was made, on the runtime's loop.
+    private func connect(host: String, port: Int, done: @escaping @Sendable (Bool) -> Void = { _ in }) {
         let key = "\(host):\(port)"
         // The policy decides whom to dial; a host given by name (a static --peer) is dialled as given,
         // except by a node confined to its site's networks, which cannot tell where a name leads.
@@ -1317,7 +1344,10 @@ public final class SwarmRuntime: @unchecked Sendable {
             }
             .connect(host: host, port: port)
             // The connection's loop is the runtime's (a group of one), so this runs on it.
-            .whenComplete { _ in self.connecting.remove(key) }
+            .whenComplete { result in
+                self.connecting.remove(key)
+                if case .success = result { done(true) } else { done(false) }
+            }
     }
 
     private func tick() {
@@ -1335,6 +1365,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             }
         }
         perform(engine.tick(now: now))
+        dialMore()
         webSeed?.pump(now: now)
         // Pieces whose blocks left since the last pump go back to the cache (or away), and peers
         // that waited for upload buffers get another try.
@@ -1385,7 +1416,7 @@ public final class SwarmRuntime: @unchecked Sendable {
             switch result {
             case .success(let (_, response)):
                 announcer.schedule.answered(interval: response.interval, minInterval: response.minInterval, now: now)
-                for peer in response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
+                self.learned(response.peers.map(\.address))
             case .failure(let error):
                 let delay = announcer.schedule.failed(now: now, using: &self.announceRandom)
                 self.logger.warning("site announce failed", metadata: ["error": "\(error)", "retry_in_s": "\(Int(delay.rounded()))"])
@@ -1482,7 +1513,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                     }
                     if policy.exchangesPeers != mesh.exchangesPeers || policy.rack != mesh.rack { self.perform(self.engine.setPolicy(policy)) }
                 }
-                for peer in answer.response.peers { self.connect(host: peer.address.host, port: Int(peer.address.port)) }
+                self.learned(answer.response.peers.map(\.address))
                 self.decideMethod()
             case .failure(let error):
                 let delay = self.announceSchedule.failed(now: now, using: &self.announceRandom)

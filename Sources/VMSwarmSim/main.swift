@@ -112,6 +112,7 @@ struct VMSwarmSim: ParsableCommand {
             } catch {
                 throw ValidationError("cannot simulate that: \(error)")
             }
+            simulation.recordsProbes = ProcessInfo.processInfo.environment["SIM_TIMELINE"] != nil
             let outcome = simulation.run()
             let wall = ContinuousClock.now - clock
             let seconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
@@ -121,6 +122,7 @@ struct VMSwarmSim: ParsableCommand {
                 for index in [order[order.count / 2], order.last!] {
                     let host = index + scenario.seeders
                     print("  host \(host) done \(outcome.completions[index] ?? -1): " + simulation.timeline[host].map { String(format: "%.1f", Double($0) * 8 / 1e6) }.joined(separator: " "))
+                    print("    peers/unchoking it/useful/pieces each second: " + simulation.probes[host].map { "\($0.peers)/\($0.unchokingUs)/\($0.useful)/\($0.pieces)" }.joined(separator: " "))
                 }
             }
             if !json {

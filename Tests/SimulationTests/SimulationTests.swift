@@ -1,3 +1,4 @@
+import Metainfo
 import Swarm
 import Testing
 
@@ -178,6 +179,23 @@ import Testing
         #expect(partitioned.completions.contains { $0 == nil }, "the old rule should strand late nodes")
     }
 
+    /// Every node is told of more peers than it dials at once, and some it dials are full. Before
+    /// nodes kept what the tracker named beyond the dials of the moment, the last nodes to announce
+    /// stayed with the few of their first dials that were not refused.
+    @Test func aNodeKeepsDiallingThePeersItWasToldOfUntilItsShareIsConnected() throws {
+        var scenario = Self.scenario(hosts: 40, megabytes: 8)
+        scenario.network.rate = 1_250_000  // a few seconds' work, so each node ticks a few times
+        scenario.limits = PeerLimits(maxPeers: 8)
+        scenario.numWant = 30
+        scenario.timeLimit = 120
+        let simulation = try SwarmSimulation(scenario)
+        simulation.recordsProbes = true
+        let outcome = simulation.run()
+        #expect(outcome.refusedConnections > 0, "no dial was refused: the case is not exercised")
+        let fewest = simulation.probes.dropFirst().map { $0.map(\.peers).max() ?? 0 }.min() ?? 0
+        #expect(fewest >= scenario.limits.maxOutgoing, "a node peaked at \(fewest) peers")
+    }
+
     @Test func aScenarioThatCannotBeRunIsRefusedNotACrash() {
         var scenario = Self.scenario(hosts: 4)
         scenario.byteScale = 0
@@ -209,5 +227,47 @@ import Testing
         #expect(limits.mayAccept(connected: 59))
         #expect(!limits.mayAccept(connected: 60))
         #expect(PeerLimits(maxPeers: 1).maxOutgoing == 1)
+    }
+}
+
+@Suite struct PeerCandidatesTests {
+    static func address(_ n: Int) -> PeerAddress { PeerAddress(ip: [10, 0, 0, UInt8(n)], port: 6881)! }
+
+    @Test func addressesBeyondTheDialsOfTheMomentWaitTheirTurnOnce() {
+        var candidates = PeerCandidates()
+        candidates.add((1...5).map(Self.address))
+        candidates.add([Self.address(3), Self.address(6)])
+        #expect(candidates.count == 6)
+        #expect(candidates.next(now: 0)?.address == Self.address(1))
+        // Connected or being dialled already: passed over and dropped.
+        #expect(candidates.next(now: 0, skip: { $0 == Self.address(2) })?.address == Self.address(3))
+        #expect(candidates.count == 3)
+    }
+
+    @Test func aFailedDialWaitsLongerEachTimeAndIsForgottenAfterTheLast() throws {
+        var candidates = PeerCandidates()
+        candidates.add([Self.address(1)])
+        let first = candidates.next(now: 0)
+        var candidate = try #require(first)
+        candidates.failed(candidate, now: 0)
+        #expect(candidates.next(now: PeerCandidates.retryAfter - 1) == nil)
+        let again = candidates.next(now: PeerCandidates.retryAfter)
+        candidate = try #require(again)
+        #expect(candidate.failures == 1)
+        candidates.failed(candidate, now: 100)
+        #expect(candidates.next(now: 100 + 2 * PeerCandidates.retryAfter - 1) == nil)
+        let third = candidates.next(now: 100 + 2 * PeerCandidates.retryAfter)
+        candidate = try #require(third)
+        candidates.failed(candidate, now: 200)
+        #expect(candidates.count == 0, "forgotten after \(PeerCandidates.maxFailures) failures")
+        // Told of it again (a later answer), it starts afresh.
+        candidates.add([Self.address(1)])
+        #expect(candidates.next(now: 200)?.failures == 0)
+    }
+
+    @Test func peerExchangeCannotGrowTheListWithoutBound() {
+        var candidates = PeerCandidates()
+        candidates.add((0..<5000).map { PeerAddress(ip: [10, UInt8($0 >> 8), UInt8($0 & 0xFF), 1], port: 1)! })
+        #expect(candidates.count == PeerCandidates.capacity)
     }
 }
