@@ -181,6 +181,20 @@ public struct SwarmEngine: Sendable {
     /// The keys of `peers` in ascending order, kept as peers come and go: every piece we gain and
     /// every choking round walks the peers in this order (the same order for the same input).
     private var sortedPeers: [Peer] = []
+    /// Peers we unchoked (kept by `send`): slots in use are counted among these, not among all
+    /// peers, on every `interested` that arrives.
+    private var unchokedPeers: Set<Peer> = []
+    /// Whether a peer is across our rack's uplink (`SwarmPolicy.isFar`): asked on every block
+    /// request served, found again only when peers or the policy change.
+    private var hasFarPeer: Bool {
+        mutating get {
+            if let known = farPeerPresent { return known }
+            let found = peers.values.contains { configuration.policy.isFar($0.facts) }
+            farPeerPresent = found
+            return found
+        }
+    }
+    private var farPeerPresent: Bool?
     private var assembling: [PieceIndex: [UInt8]] = [:]
     /// Who delivered each block of the pieces being assembled or verified.
     private var deliveries: [PieceIndex: Deliveries] = [:]
@@ -322,7 +336,7 @@ public struct SwarmEngine: Sendable {
     /// Peers that let us ask them for blocks (they unchoked us).
     public var peersUnchokingUs: Int { peers.values.count { !$0.session.peerChoking } }
     /// Peers we let ask us for blocks.
-    public var peersWeUnchoke: Int { peers.values.count { !$0.session.amChoking } }
+    public var peersWeUnchoke: Int { unchokedPeers.count }
     public var peersMissingPieces: Int { peers.values.count { !$0.session.peerPieces.isComplete } }
     /// Connected peers we ask that hold a piece we lack: none while incomplete means the node
     /// needs new peers (its sources left).
@@ -366,6 +380,7 @@ public struct SwarmEngine: Sendable {
             lastBlock: clock, lastPeerExchange: clock - configuration.peerExchangeInterval + configuration.firstPeerExchange)
         let place = sortedPeers.firstIndex { $0 >= peer } ?? sortedPeers.endIndex
         if place == sortedPeers.endIndex || sortedPeers[place] != peer { sortedPeers.insert(peer, at: place) }
+        farPeerPresent = nil
         arrivals += 1
         peers[peer]?.arrival = arrivals
         var actions: [Action] = []
@@ -394,6 +409,7 @@ public struct SwarmEngine: Sendable {
     /// it was.
     public mutating func setPolicy(_ policy: any SwarmPolicy) -> [Action] {
         configuration.policy = policy
+        farPeerPresent = nil
         var actions: [Action] = []
         for peer in sortedPeers {
             guard let state = peers[peer] else { continue }
@@ -423,6 +439,8 @@ public struct SwarmEngine: Sendable {
     public mutating func peerDisconnected(_ peer: Peer) -> [Action] {
         guard let state = peers.removeValue(forKey: peer) else { return [] }
         sortedPeers.removeAll { $0 == peer }
+        farPeerPresent = nil
+        unchokedPeers.remove(peer)
         picker.peerRemoved(peer, pieces: state.session.peerPieces)
         // Parole outlives the connection while a failure is on record, so a reconnect does not
         // shed it; one whose records were dropped (`dropOldFailures`) ends here.
@@ -502,7 +520,7 @@ public struct SwarmEngine: Sendable {
             case .interested(let wants):
                 // A free upload slot is given at once rather than at the next choking round. A peer
                 // that does not read what we send is not using its slot and is not counted.
-                let unchoked = peers.values.count(where: usesSlot)
+                let unchoked = slotsInUse
                 if wants, state.session.amChoking, unchoked < configuration.maxUnchoked, configuration.policy.serves(state.facts) {
                     actions.append(send(peer, .unchoke))
                 }
@@ -578,10 +596,13 @@ public struct SwarmEngine: Sendable {
             && clock - max(state.lastRequested, state.unchokedAt) < configuration.idleSlotTimeout
     }
 
+    /// Unchoked peers that use their slot.
+    private var slotsInUse: Int { unchokedPeers.count { peers[$0].map(usesSlot) ?? false } }
+
     /// Unchokes interested peers that read (`nextSlotCandidate`), while fewer than `maxUnchoked`
     /// unchoked peers use their slot.
     private mutating func fillFreeSlots() -> [Action] {
-        var free = configuration.maxUnchoked - peers.values.count(where: usesSlot)
+        var free = configuration.maxUnchoked - slotsInUse
         guard free > 0 else { return [] }
         var waiting = slotCandidates()
         var actions: [Action] = []
@@ -942,7 +963,7 @@ public struct SwarmEngine: Sendable {
     private mutating func offerFreshPiece(instead request: BlockRequest, to peer: Peer) -> [Action]? {
         guard configuration.policy.receiversTrade, let state = peers[peer], state.session.fast else { return nil }
         let side = configuration.policy.isFar(state.facts)
-        let gateway = !have.isComplete && !side && peers.values.contains { configuration.policy.isFar($0.facts) }
+        let gateway = !have.isComplete && !side && hasFarPeer
         guard have.isComplete || gateway,
             !peers.values.contains(where: { $0.session.peerPieces.isComplete && configuration.policy.isFar($0.facts) == side })
         else { return nil }
@@ -997,7 +1018,12 @@ public struct SwarmEngine: Sendable {
             if case .request = message, state.session.outstanding.isEmpty { state.lastBlock = clock }
             state.session.sent(message)
             state.lastSent = clock
-            if case .unchoke = message { state.unchokedAt = clock }
+            if case .unchoke = message {
+                state.unchokedAt = clock
+                unchokedPeers.insert(peer)
+            } else if case .choke = message {
+                unchokedPeers.remove(peer)
+            }
         }
         return .send(peer, message)
     }
