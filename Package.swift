@@ -132,11 +132,11 @@ let package = Package(
         // The third driver of the engine: the real SwarmEngine, codec and TrackerState over a
         // flow-level network model in virtual time, for swarms one machine cannot host (docs/simulation.md).
         .target(name: "Simulation", dependencies: [
-            "Swarm", "PeerWire", "Metainfo", "Tracker", "TrackerProtocol",
+            "Swarm", "PeerWire", "Metainfo", "Tracker", "TrackerProtocol", "Multicast",
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .executableTarget(name: "VMSwarmSim", dependencies: [
-            "Simulation", "Swarm", "Units", "Metainfo", "TorrentCreation",
+            "Simulation", "Swarm", "Units", "Metainfo", "Multicast", "TorrentCreation",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // glibc's mallopt, to keep piece-sized buffers in the heap (see Sources/vmswarm/main.swift).

@@ -94,12 +94,17 @@ public final class Network<Payload> {
         public internal(set) var isOpen = true
         /// Bytes sent on this channel.
         public internal(set) var bytes: Int64 = 0
+        /// Datagrams, not a TCP stream: a message that lost a packet is gone, not late.
+        public let isDatagram: Bool
+        /// Datagrams lost on the way.
+        public internal(set) var lost = 0
 
-        init(from: Int, to: Int, path: [Link], delay: Double) {
+        init(from: Int, to: Int, path: [Link], delay: Double, isDatagram: Bool = false) {
             self.from = from
             self.to = to
             self.path = path
             self.delay = delay
+            self.isDatagram = isDatagram
             queues = Array(repeating: [], count: path.count)
             queueHeads = Array(repeating: 0, count: path.count)
         }
@@ -163,6 +168,19 @@ public final class Network<Payload> {
         return Channel(from: from, to: to, path: path, delay: delay)
     }
 
+    /// A multicast group's traffic from one host, as far as its own uplink: a datagram sent on it
+    /// is delivered (to whoever fans it out, `groupDelivery`) once it has left the host.
+    public func openGroupUplink(from host: Int) -> Channel {
+        Channel(from: host, to: host, path: [uploads[host]], delay: 0, isDatagram: true)
+    }
+
+    /// A group's datagrams from one host into another: the receiver's downlink and the delay
+    /// between them, each datagram lost with the links' loss rate (a switch copies multicast to
+    /// every port of the group; the testbed's core does not carry it between racks).
+    public func openGroupDownlink(from: Int, to: Int) -> Channel {
+        Channel(from: from, to: to, path: downloads[to].map { [$0] } ?? [], delay: shape.delay(from: from, to: to), isDatagram: true)
+    }
+
     /// Nothing more is delivered on the channel; what it still carries is dropped where it is.
     public func close(_ channel: Channel) {
         channel.isOpen = false
@@ -185,7 +203,11 @@ public final class Network<Payload> {
         }
         let transit = Transit(payload: payload, bytes: bytes, channel: channel)
         channel.last = transit
-        enqueue(transit, at: 0)
+        if channel.path.isEmpty {
+            arrive(transit, leftAt: now)
+        } else {
+            enqueue(transit, at: 0)
+        }
     }
 
     /// Calls `onTimer(host, kind, argument)` at the given time.
@@ -274,10 +296,21 @@ public final class Network<Payload> {
     private func arrive(_ transit: Transit, leftAt time: Double) {
         let channel = transit.channel
         var arrival = time + channel.delay
-        if shape.loss > 0 {
-            let packets = max(1, (transit.bytes + 1447) / 1448)
+        // A group's datagram is lost (or not) on its way into each receiver, on both links' odds;
+        // leaving the sender (a channel to itself) it is not drawn for.
+        if shape.loss > 0 && channel.from != channel.to {
+            // A datagram is one packet (the booster's fill an MTU and are never fragmented).
+            let packets = channel.isDatagram ? 1 : max(1, (transit.bytes + 1447) / 1448)
             let intact = pow1p(-shape.loss, 2 * packets)
-            if Double.random(in: 0..<1, using: &random) >= intact { arrival += 2 * channel.delay }
+            if Double.random(in: 0..<1, using: &random) >= intact {
+                guard !channel.isDatagram else {
+                    channel.lost += 1
+                    transit.delivered = true
+                    if channel.last === transit { channel.last = nil }
+                    return
+                }
+                arrival += 2 * channel.delay
+            }
         }
         arrival = max(arrival, channel.lastArrival)
         channel.lastArrival = arrival

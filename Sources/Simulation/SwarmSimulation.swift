@@ -45,6 +45,9 @@ public struct SwarmScenario: Sendable {
     public var confined: Set<Int> = []
     /// Hosts that die at a time (a killed process: every connection closes, it never returns).
     public var deaths: [Int: Double] = [:]
+    /// The multicast booster beside the swarm (nil: none), as `tools/bench-distribution`'s
+    /// `vmswarm-multicast` runs it: the first seeder sends, every other host of its rack listens.
+    public var booster: BoosterScenario?
 
     public init(network: NetworkShape, imageLength: Int64, pieceLength: Int) {
         self.network = network
@@ -64,6 +67,13 @@ public struct SwarmScenario: Sendable {
 
     /// The physical limit: the image over one host's link rate, in seconds.
     public var fOverB: Double { Double(imageLength) / network.rate }
+}
+
+/// What the modelled network carries: peer wire messages on connections, datagrams on a
+/// multicast group.
+public enum SimulatedPacket {
+    case peer(PeerMessage)
+    case datagram([UInt8])
 }
 
 /// What a run measured, in real bytes and simulated seconds.
@@ -91,6 +101,10 @@ public struct SwarmOutcome: Sendable {
     /// Addresses that peer exchange gave a confined host outside its rack (`SwarmScenario.confined`):
     /// a private node told of a peer it has no route to.
     public var leakedAddresses = 0
+    /// With the booster: pieces that came whole from the group and verified (all receivers), and
+    /// datagrams lost on the way into a receiver.
+    public var piecesFromGroup = 0
+    public var datagramsLost = 0
 
     /// The last node's completion over F/B, or nil when one never completed.
     public func timeOverLimit(_ scenario: SwarmScenario) -> Double? {
@@ -107,10 +121,12 @@ public struct SwarmOutcome: Sendable {
 /// Pieces are not checked (no node lies here), so blocks carry zeros and nodes hold no image.
 public final class SwarmSimulation {
     public let scenario: SwarmScenario
-    public let network: Network<PeerMessage>
+    public let network: Network<SimulatedPacket>
     let info: TorrentInfo
     let infoHash = InfoHash(bytes: [UInt8](repeating: 7, count: 20))!
-    private var nodes: [Node] = []
+    var nodes: [Node] = []
+    /// The booster's datagram channels into each member, by sender × hosts + receiver.
+    var groupChannels: [Int: Network<SimulatedPacket>.Channel] = [:]
     private var tracker: TrackerState
     private var hostByAddress: [PeerAddress: Int] = [:]
     private let zeros: ByteBuffer
@@ -132,15 +148,15 @@ public final class SwarmSimulation {
     /// pieces held (`SIM_TIMELINE`: what a node that fell behind was waiting for).
     public private(set) var probes: [[(peers: Int, unchokingUs: Int, useful: Int, pieces: Int)]]
 
-    private enum Timer: Int {
-        case start, tick, verified, connect, announce, death
+    enum Timer: Int {
+        case start, tick, verified, connect, announce, death, boosterTick, senderWakeup
     }
 
-    private final class Node {
+    final class Node {
         var engine: SwarmEngine
         let address: PeerAddress
         /// Our direction of each connection, by peer host.
-        var channels: [Int: Network<PeerMessage>.Channel] = [:]
+        var channels: [Int: Network<SimulatedPacket>.Channel] = [:]
         /// Dials under way, by peer host, with the failures in a row of each address.
         var dialing: [Int: PeerCandidates.Candidate] = [:]
         /// Addresses told and not yet dialled, as the runtime keeps them.
@@ -152,6 +168,8 @@ public final class SwarmSimulation {
         var hashingUntil: Double = 0
         var announcedCompletion = false
         var dead = false
+        /// The booster's state on this host (nil: it neither sends nor listens).
+        var booster: BoosterNode?
 
         init(engine: SwarmEngine, address: PeerAddress) {
             self.engine = engine
@@ -223,7 +241,12 @@ public final class SwarmSimulation {
                 configuration: engineConfiguration, seed: scenario.seed &+ UInt64(host) &* 0x9E37_79B9)
             nodes.append(Node(engine: engine, address: address))
         }
-        network.onDeliver = { [unowned self] channel, message in self.delivered(message, on: channel) }
+        network.onDeliver = { [unowned self] channel, packet in
+            switch packet {
+            case .peer(let message): self.delivered(message, on: channel)
+            case .datagram(let bytes): self.deliveredDatagram(bytes, on: channel)
+            }
+        }
         network.onTimer = { [unowned self] host, kind, argument in self.timer(Timer(rawValue: kind)!, host: host, argument: argument) }
         for host in nodes.indices {
             // Seeders first, so the first leechers already find one at the tracker.
@@ -281,7 +304,9 @@ public final class SwarmSimulation {
             events: network.handled, messages: messages,
             wasted: nodes.reduce(0) { $0 + $1.engine.wasted } * scale,
             uplinkBusy: network.uploads.map(\.busy),
-            chokeFlips: chokeFlips, connections: connections, refusedConnections: refusedConnections, leakedAddresses: leakedAddresses)
+            chokeFlips: chokeFlips, connections: connections, refusedConnections: refusedConnections, leakedAddresses: leakedAddresses,
+            piecesFromGroup: nodes.reduce(0) { $0 + ($1.booster?.piecesFromGroup ?? 0) },
+            datagramsLost: groupChannels.values.reduce(0) { $0 + $1.lost })
     }
 
     // MARK: Events
@@ -297,6 +322,7 @@ public final class SwarmSimulation {
             if node.completedAt == nil && host >= scenario.seeders { incomplete -= 1 }
         case .start:
             node.started = true
+            startBooster(host)
             perform(node.engine.tick(now: network.now), at: host)
             announce(host, event: .started)
             network.setTimer(host: host, kind: Timer.tick.rawValue, at: network.now + 1)
@@ -309,6 +335,11 @@ public final class SwarmSimulation {
             network.setTimer(host: host, kind: Timer.tick.rawValue, at: network.now + 1)
         case .verified:
             perform(node.engine.pieceChecked(PieceIndex(argument), valid: true), at: host)
+            boosterPieceChecked(PieceIndex(argument), at: host)
+        case .boosterTick:
+            boosterTick(host)
+        case .senderWakeup:
+            wakeSender(host)
         case .connect:
             connected(host, argument)
         case .announce:
@@ -389,7 +420,7 @@ public final class SwarmSimulation {
         dialer.engine.peerRoundTrip(peer, seconds: roundTrip)
     }
 
-    private func delivered(_ message: PeerMessage, on channel: Network<PeerMessage>.Channel) {
+    private func delivered(_ message: PeerMessage, on channel: Network<SimulatedPacket>.Channel) {
         let host = channel.to
         guard nodes[host].channels[channel.from] != nil else { return }
         if case .piece(_, _, let block) = message {
@@ -413,7 +444,7 @@ public final class SwarmSimulation {
         perform(nodes[host].engine.peerDisconnected(peer), at: host)
     }
 
-    private func perform(_ actions: [SwarmEngine.Action], at host: Int) {
+    func perform(_ actions: [SwarmEngine.Action], at host: Int) {
         let node = nodes[host]
         for action in actions {
             switch action {
@@ -422,7 +453,7 @@ public final class SwarmSimulation {
                 messages += 1
                 switch message {
                 case .piece(_, _, let block):
-                    network.send(message, bytes: 13 + block.readableBytes, on: channel)
+                    network.send(.peer(message), bytes: 13 + block.readableBytes, on: channel)
                 case .choke, .unchoke:
                     chokeFlips += 1
                     fallthrough
@@ -434,7 +465,7 @@ public final class SwarmSimulation {
                     PeerWireEncoder.write(message, to: &scratch)
                     let bytes = scratch.readableBytes
                     guard let decoded = try? PeerWireDecoder().next(from: &scratch) else { continue }
-                    network.send(decoded, bytes: bytes, on: channel)
+                    network.send(.peer(decoded), bytes: bytes, on: channel)
                 }
             case .disconnect(let peer, _):
                 disconnect(host, peer)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Metainfo
+import Multicast
 import Simulation
 import Swarm
 import TorrentCreation
@@ -56,6 +57,8 @@ struct VMSwarmSim: ParsableCommand {
     var seed: UInt64 = 1
     @Option(help: "Runs with seeds seed, seed+1, …; the median is reported.")
     var runs = 1
+    @Option(help: ArgumentHelp("Also run the multicast booster: the first seeder sends the image to a group at this rate (IP and UDP headers included), every other host of its rack listens, as tools/bench-distribution's vmswarm-multicast.", valueName: "rate"))
+    var booster: String?
     @Flag(help: "One JSON object per run, and one for the summary.")
     var json = false
 
@@ -88,6 +91,13 @@ struct VMSwarmSim: ParsableCommand {
             pieceLength = parsed
         }
         var scenario = SwarmScenario(network: shape, imageLength: Int64(image), pieceLength: pieceLength)
+        if let booster {
+            guard let boosterBits = Format.parseBitRate(booster), boosterBits > 0 else { throw ValidationError("--booster: '\(booster)' is not a rate such as 98mbit.") }
+            guard pieceLength <= MulticastPacket.maxBlocksPerPiece * MulticastPacket.blockLength else {
+                throw ValidationError("--booster: pieces of \(pieceLength) bytes are too long for the booster.")
+            }
+            scenario.booster = BoosterScenario(rate: Double(boosterBits))
+        }
         scenario.seeders = seeders
         scenario.limits = PeerLimits(maxPeers: maxPeers)
         scenario.numWant = numwant
@@ -152,7 +162,7 @@ struct VMSwarmSim: ParsableCommand {
         let maxReceived = Double(outcome.received.max() ?? 0) / Double(scenario.imageLength)
         if json {
             func number(_ value: Double?) -> String { value.map { String(format: "%.4f", $0) } ?? "null" }
-            print(#"{"event":"run","seed":\#(scenario.seed),"hosts":\#(scenario.network.hosts),"image_bytes":\#(scenario.imageLength),"piece_bytes":\#(scenario.pieceLength),"scale":\#(scenario.byteScale),"fb_seconds":\#(number(fb)),"completed":\#(done.count),"nodes":\#(outcome.completions.count),"p50_seconds":\#(number(percentile(0.5))),"p99_seconds":\#(number(percentile(0.99))),"last_seconds":\#(number(last)),"time_over_fb":\#(number(last.map { $0 / fb })),"source_sent_images":\#(number(sourceSent)),"max_received_images":\#(number(maxReceived)),"rack_out_bytes":\#(outcome.rackOut),"wasted_bytes":\#(outcome.wasted),"choke_flips":\#(outcome.chokeFlips),"connections":\#(outcome.connections),"refused_connections":\#(outcome.refusedConnections),"messages":\#(outcome.messages),"events":\#(outcome.events),"wall_seconds":\#(number(wall))}"#)
+            print(#"{"event":"run","seed":\#(scenario.seed),"hosts":\#(scenario.network.hosts),"image_bytes":\#(scenario.imageLength),"piece_bytes":\#(scenario.pieceLength),"scale":\#(scenario.byteScale),"fb_seconds":\#(number(fb)),"completed":\#(done.count),"nodes":\#(outcome.completions.count),"p50_seconds":\#(number(percentile(0.5))),"p99_seconds":\#(number(percentile(0.99))),"last_seconds":\#(number(last)),"time_over_fb":\#(number(last.map { $0 / fb })),"source_sent_images":\#(number(sourceSent)),"max_received_images":\#(number(maxReceived)),"rack_out_bytes":\#(outcome.rackOut),"wasted_bytes":\#(outcome.wasted),"pieces_from_group":\#(outcome.piecesFromGroup),"choke_flips":\#(outcome.chokeFlips),"connections":\#(outcome.connections),"refused_connections":\#(outcome.refusedConnections),"messages":\#(outcome.messages),"events":\#(outcome.events),"wall_seconds":\#(number(wall))}"#)
             return
         }
         let pieces = (scenario.imageLength + Int64(scenario.pieceLength) - 1) / Int64(scenario.pieceLength)
@@ -168,6 +178,11 @@ struct VMSwarmSim: ParsableCommand {
         }
         print(String(format: "  source sent %.2f images; most any node received %.3f images; wasted %@",
             sourceSent, maxReceived, Format.bytes(outcome.wasted)))
+        if scenario.booster != nil {
+            let pieces = (scenario.imageLength + Int64(scenario.pieceLength) - 1) / Int64(scenario.pieceLength)
+            print(String(format: "  booster: %.1f %% of the receivers' pieces came from the group, %d datagrams lost",
+                100 * Double(outcome.piecesFromGroup) / Double(max(1, Int64(outcome.completions.count) * pieces)), outcome.datagramsLost))
+        }
         if scenario.network.racks > 1 {
             print("  bytes out of each rack (images): " + outcome.rackOut.map { String(format: "%.2f", Double($0) / Double(scenario.imageLength)) }.joined(separator: " "))
         }
