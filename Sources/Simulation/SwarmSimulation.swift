@@ -168,6 +168,13 @@ public final class SwarmSimulation {
         var hashingUntil: Double = 0
         var announcedCompletion = false
         var dead = false
+        /// The runtime's announce schedule: the last answer, the next announce (an earlier one
+        /// replaces it), and what decides an early one (no useful peer for 5 s, no progress for 20 s).
+        var lastAnswer: Double?
+        var nextAnnounce = Double.infinity
+        var usefulSince = 0.0
+        var lastProgress = 0.0
+        var lastDownloaded: Int64 = 0
         /// The booster's state on this host (nil: it neither sends nor listens).
         var booster: BoosterNode?
 
@@ -329,6 +336,7 @@ public final class SwarmSimulation {
         case .tick:
             perform(node.engine.tick(now: network.now), at: host)
             dialMore(host)
+            announceEarlyWhenStarved(host)
             if recordsProbes {
                 probes[host].append((node.engine.peerCount, node.engine.peersUnchokingUs, node.engine.usefulPeers, node.engine.have.count))
             }
@@ -343,8 +351,26 @@ public final class SwarmSimulation {
         case .connect:
             connected(host, argument)
         case .announce:
+            guard network.now >= node.nextAnnounce else { return }  // replaced by an earlier one
             announce(host, event: .none)
         }
+    }
+
+    /// As the runtime: a node whose peers hold nothing it lacks (5 s), or that got nothing (20 s),
+    /// asks the tracker again as soon as the tracker's minimum interval allows.
+    private func announceEarlyWhenStarved(_ host: Int) {
+        let node = nodes[host], now = network.now
+        guard !node.engine.isComplete else { return }
+        if node.engine.downloaded != node.lastDownloaded {
+            node.lastDownloaded = node.engine.downloaded
+            node.lastProgress = now
+        }
+        if node.engine.usefulPeers > 0 { node.usefulSince = now }
+        guard now - node.usefulSince >= 5 || now - node.lastProgress >= 20 else { return }
+        let allowed = max(now, (node.lastAnswer ?? now) + Double(min(60, scenario.trackerInterval)))
+        guard allowed < node.nextAnnounce else { return }
+        node.nextAnnounce = allowed
+        network.setTimer(host: host, kind: Timer.announce.rawValue, at: allowed)
     }
 
     private func announce(_ host: Int, event: AnnounceEvent) {
@@ -355,7 +381,9 @@ public final class SwarmSimulation {
         request.left = node.engine.isComplete ? 0 : Int64(info.pieceCount - node.engine.have.count) * Int64(info.pieceLength)
         if scenario.network.racks > 1 && scenario.announcesRacks { request.rack = "r\(scenario.network.rack(of: host))" }
         guard let answer = try? tracker.announce(request, from: node.address, now: network.now) else { return }
-        network.setTimer(host: host, kind: Timer.announce.rawValue, at: network.now + Double(answer.interval))
+        node.lastAnswer = network.now
+        node.nextAnnounce = network.now + Double(answer.interval)
+        network.setTimer(host: host, kind: Timer.announce.rawValue, at: node.nextAnnounce)
         // As the runtime does: a node learns its rack (its hosts stand for the rack's subnet), and
         // stops exchanging peers once the swarm spans racks.
         if answer.rack != nil, let mesh = node.engine.configuration.policy as? MeshPolicy {
