@@ -169,7 +169,6 @@ final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let limits: TrackerServer.Limits
     private let connections: ConnectionCounter
     private var head: HTTPRequestHead?
-    private var tooLarge = false
     private let deadlines: DeadlineSweepers
     private var counted = false
 
@@ -207,41 +206,27 @@ final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let requestHead):
             head = requestHead
-            tooLarge = requestHead.uri.utf8.count > limits.maxURILength
         case .body:
             break  // trackers take no bodies; the request is answered (or refused) at its end
         case .end:
             guard let requestHead = head else { return }
             head = nil
-            let response: TrackerHTTPResponse
-            if tooLarge {
-                service.metrics.httpError(414)
-                response = TrackerHTTPResponse(status: 414, contentType: "text/plain", body: failureResponse("request URI too long"))
-            } else {
-                let remote = context.remoteAddress.flatMap(Self.peerAddress)
-                response = service.respond(method: requestHead.method.rawValue, uri: requestHead.uri, remote: remote)
-            }
-            write(response, for: requestHead, context: context)
+            let request = TrackerHTTPRequest(
+                method: requestHead.method.rawValue, uri: requestHead.uri,
+                http10: requestHead.version.major == 1 && requestHead.version.minor == 0, keepAlive: requestHead.isKeepAlive)
+            var bytes: [UInt8] = []
+            let keepAlive = service.answer(
+                request, remote: context.remoteAddress.flatMap(Self.peerAddress), maxURILength: limits.maxURILength, into: &bytes)
+            write(bytes, keepAlive: keepAlive, context: context)
         }
     }
 
-    /// The status line, headers and body in one buffer and one write: the response encoder's
-    /// head, body and end parts cost a header table, three buffers and three pipeline passes per
-    /// answer.
-    private func write(_ response: TrackerHTTPResponse, for request: HTTPRequestHead, context: ChannelHandlerContext) {
-        let keepAlive = request.isKeepAlive && response.status != 414
-        let body = request.method == .HEAD ? [] : response.body
-        var buffer = context.channel.allocator.buffer(capacity: 160 + body.count)
-        buffer.writeStaticString(request.version.minor == 0 && request.version.major == 1 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        buffer.writeString("\(response.status) \(HTTPResponseStatus(statusCode: response.status).reasonPhrase)\r\n")
-        buffer.writeStaticString("Content-Type: ")
-        buffer.writeString(response.contentType)
-        buffer.writeStaticString("\r\nContent-Length: ")
-        buffer.writeString(String(response.body.count))
-        buffer.writeStaticString(keepAlive ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n")
-        for (name, value) in response.extraHeaders { buffer.writeString("\(name): \(value)\r\n") }
-        buffer.writeStaticString("\r\n")
-        buffer.writeBytes(body)
+    /// The answer (`TrackerService.answer`: status line, headers and body) in one buffer and one
+    /// write: the response encoder's head, body and end parts cost a header table, three buffers
+    /// and three pipeline passes per answer.
+    private func write(_ bytes: [UInt8], keepAlive: Bool, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
         // Re-arm before writing: a close on completion may run at once, and must find nothing armed.
         if keepAlive {
             armDeadline(context: context)
@@ -270,9 +255,9 @@ final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Unparsable HTTP (including request lines beyond the parser's limit): answer 400 and close.
         if error is HTTPParserError {
-            service.metrics.httpError(400)
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(
-                staticString: "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")), promise: nil)
+            var bytes: [UInt8] = []
+            service.answerUnreadable(status: 400, into: &bytes)
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
         }
         context.close(promise: nil)
     }
