@@ -175,7 +175,7 @@ public struct TrackerHTTPFramer: Sendable {
 
     /// One head (request line, headers, the empty line), whole.
     static func parseHead(_ head: ArraySlice<UInt8>, lineLimit: Int) -> Head {
-        var lines = head.split(separator: .lf, omittingEmptySubsequences: false).makeIterator()
+        var lines = Lines(rest: head)
         guard let firstLine = lines.next() else { return .failure(400) }
         let line = firstLine.last == .cr ? firstLine.dropLast() : firstLine
         if line.count > lineLimit { return .failure(414) }
@@ -235,6 +235,21 @@ public struct TrackerHTTPFramer: Sendable {
             method: String(decoding: method, as: UTF8.self), uri: String(decoding: target, as: UTF8.self),
             http10: http10, keepAlive: keepAlive)
         return .request(request, bodyLength: contentLength ?? 0)
+    }
+}
+
+/// The lines of a head, without their LF (and without allocating an array of them).
+private struct Lines: IteratorProtocol {
+    var rest: ArraySlice<UInt8>
+
+    mutating func next() -> ArraySlice<UInt8>? {
+        guard !rest.isEmpty else { return nil }
+        guard let lf = rest.firstIndex(of: .lf) else {
+            defer { rest = rest[rest.endIndex...] }
+            return rest
+        }
+        defer { rest = rest[(lf + 1)...] }
+        return rest[..<lf]
     }
 }
 

@@ -180,8 +180,10 @@
 
         /// Answers that may wait for one connection before its requests are no longer read.
         static let maxPendingOutput = 64 * 1024
-        /// Connections accepted per wake-up of the listening socket, before the ready ones are served.
-        static let acceptsPerWakeup = 64
+        /// Connections accepted (and each served at once) per wake-up of the listening socket, before
+        /// other ready connections get their turn. 4, 16 and 64 measured the same within noise
+        /// under wrk's close mode (docs/benchmarks.md, session 20).
+        static let acceptsPerWakeup = 16
 
         init(epollFD: Int32, listenFD: Int32, wakeFD: Int32, service: TrackerService, limits: TrackerServer.Limits,
              connections: ConnectionCounter, runsExpiry: Bool) {
