@@ -223,13 +223,12 @@
                 var stop = false
                 for index in 0..<max(0, Int(count)) {
                     let fd = Int32(truncatingIfNeeded: events[index].data.u64)
-                    let flags = events[index].events
                     if fd == wakeFD {
                         stop = true
                     } else if fd == listenFD {
                         acceptReady()
                     } else {
-                        ready(fd, flags: flags)
+                        ready(fd)
                     }
                 }
                 if stop { break }
@@ -314,11 +313,12 @@
 
         // MARK: Connections
 
-        private func ready(_ fd: Int32, flags: UInt32) {
+        /// An event for `fd`. Errors and hang-ups show in the read or write that follows, not in
+        /// the event's flags: the descriptor may have been closed and reused for a new connection
+        /// earlier in the same batch of events.
+        private func ready(_ fd: Int32) {
             guard Int(fd) < open.count, let connection = open[Int(fd)] else { return }
-            if flags & EPOLLERR.rawValue != 0 {
-                drop(fd)
-            } else if connection.sent < connection.output.count {
+            if connection.sent < connection.output.count {
                 flush(fd, connection)
             } else {
                 readAndAnswer(fd, connection)
