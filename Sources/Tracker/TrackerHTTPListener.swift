@@ -84,11 +84,12 @@
                     let listenFD = listenFD
                     let wakeFD = wakeFD
                     let thread = Thread {
+                        // Named from inside: on Linux a name set before start is not the thread's.
+                        Thread.current.name = "tracker-http-\(index)"
                         ListenerLoop(epollFD: epollFD, listenFD: listenFD, wakeFD: wakeFD, service: service, limits: limits,
                             connections: connections, runsExpiry: index == 0).run()
                         finished.leave()
                     }
-                    thread.name = "tracker-http-\(index)"
                     thread.start()
                 }
                 return TrackerHTTPListener(localAddress: local, listenFD: listenFD, wakeFD: wakeFD, finished: finished)
