@@ -84,14 +84,18 @@ struct RawClient: Sendable {
         await server.shutdown()
     }
 
+    /// The client runs on a thread of its own: were the pause between its two writes a task's sleep,
+    /// a busy test run could stretch it past the request timeout (a 408, rightly).
     @Test func pipelinedAndSplitRequestsAreAnsweredInOrderThenCloseIsHonoured() async throws {
-        try await withServer { server in
+        try await withServer({ $0.requestTimeout = .seconds(60) }) { server in
             let client = try #require(RawClient(port: server.port))
             defer { client.finish() }
-            client.send("GET / HTTP/1.1\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /sta")
-            try await Task.sleep(for: .seconds(0.05))
-            client.send("ts?format=json HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n")
-            let (text, closed) = await onThread { client.readToEnd() }.value
+            let (text, closed) = await onThread {
+                client.send("GET / HTTP/1.1\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\nGET /sta")
+                Thread.sleep(forTimeInterval: 0.05)
+                client.send("ts?format=json HTTP/1.1\r\n\r\nHEAD / HTTP/1.1\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+                return client.readToEnd()
+            }.value
             #expect(closed)
             let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.components(separatedBy: "\r\n")[0] }
             #expect(statuses == ["200 OK", "404 Not Found", "200 OK", "200 OK"], "\(text)")
@@ -119,13 +123,15 @@ struct RawClient: Sendable {
     /// A client that sends many requests and does not read: the answers wait (the socket has no
     /// room), the server stops reading its requests, and all are answered once it reads.
     @Test func answersToAClientThatDoesNotReadAreWrittenWhenItDoes() async throws {
-        try await withServer { server in
+        try await withServer({ $0.requestTimeout = .seconds(60) }) { server in
             let client = try #require(RawClient(port: server.port, receiveBuffer: 4096))
             defer { client.finish() }
             let count = 3000
-            client.send(String(repeating: "GET / HTTP/1.1\r\n\r\n", count: count - 1) + "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-            try await Task.sleep(for: .seconds(0.3))
-            let (text, closed) = await onThread { client.readToEnd() }.value
+            let (text, closed) = await onThread {
+                client.send(String(repeating: "GET / HTTP/1.1\r\n\r\n", count: count - 1) + "GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+                Thread.sleep(forTimeInterval: 0.3)
+                return client.readToEnd()
+            }.value
             #expect(closed)
             #expect(text.components(separatedBy: "HTTP/1.1 200 OK\r\n").count - 1 == count)
         }
