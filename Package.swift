@@ -71,9 +71,10 @@ let package = Package(
         // Pure: where each node sits in a swarm's distribution tree (chains, k-ary trees, repair).
         .target(name: "Topology"),
         .target(name: "TrackerProtocol", dependencies: ["Bencode", "Metainfo"]),
-        // The tracker: pure swarm bookkeeping (TrackerState) and its SwiftNIO HTTP front.
+        // The tracker: pure swarm bookkeeping (TrackerState), its HTTP request framer, its own
+        // epoll listener for plain HTTP (Linux) and its SwiftNIO front for HTTPS.
         .target(name: "Tracker", dependencies: [
-            "TrackerProtocol", "Metainfo", "Bencode", "Units", "Topology",
+            "TrackerProtocol", "Metainfo", "Bencode", "Units", "Topology", "CEpoll",
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -141,6 +142,8 @@ let package = Package(
         ]),
         // glibc's mallopt, to keep piece-sized buffers in the heap (see Sources/vmswarm/main.swift).
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        // Linux's epoll, eventfd and accept4, for the tracker's own listener.
+        .systemLibrary(name: "CEpoll", path: "Sources/CEpoll"),
         .executableTarget(name: "vmswarm", dependencies: ["VMSwarmCLI", "CMalloc"]),
 
         // Fixture lookup, deterministic randomness, temporary folders, process running.

@@ -20,6 +20,7 @@
         FuzzTarget(name: "peer-wire", summary: "handshake, framer split anywhere, and a PeerSession fed the messages", run: fuzzPeerWire),
         FuzzTarget(name: "engine", summary: "a SwarmEngine for a small torrent driven by peers, messages, ticks and hashes", run: fuzzEngine),
         FuzzTarget(name: "tracker-request", summary: "TrackerService request routing (announce, scrape, stats) without sockets", run: fuzzTrackerRequest),
+        FuzzTarget(name: "tracker-http", summary: "HTTP/1.x framing of a connection's bytes, split anywhere, and the answers", run: fuzzTrackerHTTP),
         FuzzTarget(name: "tracker-answer", summary: "announce and scrape answer decoding (the client side)", run: fuzzTrackerAnswer),
         FuzzTarget(name: "udp-tracker", summary: "BEP 15 requests through a UDPTrackerResponder, and answers on the client side", run: fuzzUDPTracker),
         FuzzTarget(name: "multicast-packet", summary: "booster packet decoding and validation, with re-encoding", run: fuzzMulticastPacket),

@@ -7,7 +7,11 @@ import NIOSSL
 import Synchronization
 import TrackerProtocol
 
-/// The tracker on a socket: SwiftNIO HTTP/1.1 with keep-alive, in front of a `TrackerService`.
+/// The tracker on a socket: HTTP/1.1 with keep-alive, in front of a `TrackerService`.
+///
+/// Plain HTTP on Linux is served by `TrackerHTTPListener`, epoll loops of the tracker's own that
+/// build no SwiftNIO channel per connection (most clients open one connection per announce);
+/// HTTPS (`tls`), and plain HTTP elsewhere, by SwiftNIO. Both answer through `TrackerService.answer`.
 ///
 /// Every connection is bounded: a request line of at most `maxURILength`, a whole request within
 /// `requestTimeout` (so a client trickling one byte a second is cut off), no request bodies, and at
@@ -24,29 +28,43 @@ public final class TrackerServer: Sendable {
         /// Connections accepted per wake-up of the listening socket's loop. NIO's default (4):
         /// batches of 64 measured worse under wrk's churn (docs/benchmarks.md, session 3).
         public var acceptsPerWakeup: UInt = 4
-        /// Event-loop threads when the server runs its own.
+        /// Event-loop threads when the server runs its own (the listener's threads for plain HTTP).
         public var threads = System.coreCount
+        /// Plain HTTP on the tracker's own listener (Linux); false serves it through SwiftNIO, as HTTPS is.
+        public var ownHTTPListener = true
 
         public init() {}
     }
 
     public let service: TrackerService
     public let localAddress: SocketAddress
-    private let channel: any Channel
-    private let group: any EventLoopGroup
-    private let ownsGroup: Bool
-    /// Peer expiry and the per-loop deadline sweeps.
-    private let tasks: [RepeatedTask]
+    private let front: Front
+
+    private enum Front: Sendable {
+        /// `tasks`: peer expiry and the per-loop deadline sweeps.
+        case nio(channel: any Channel, group: any EventLoopGroup, ownsGroup: Bool, tasks: [RepeatedTask])
+        #if os(Linux)
+            case own(TrackerHTTPListener)
+        #endif
+    }
 
     public var port: Int { localAddress.port ?? 0 }
 
-    /// Binds and starts serving. With no `group`, the server runs its own event loops (one per core).
-    /// With `tls`, every connection is HTTPS (TLS first, then the same HTTP pipeline).
+    /// Binds and starts serving. With `tls`, every connection is HTTPS (TLS first, then the same
+    /// HTTP handling) on SwiftNIO, on `group` or on event loops of its own (`limits.threads`).
+    /// Plain HTTP on Linux runs on `limits.threads` listener threads of its own; `group` is not used.
     public static func start(
         host: String, port: Int, configuration: TrackerConfiguration, limits: Limits = Limits(),
         logger: Logger, group: (any EventLoopGroup)? = nil, tls: NIOSSLContext? = nil
     ) async throws -> TrackerServer {
         let service = TrackerService(configuration: configuration, logger: logger)
+        #if os(Linux)
+            if tls == nil && limits.ownHTTPListener {
+                let listener = try TrackerHTTPListener.start(host: host, port: port, service: service, limits: limits)
+                logger.info("tracker listening", metadata: ["address": "\(listener.localAddress)"])
+                return TrackerServer(service: service, front: .own(listener), localAddress: listener.localAddress)
+            }
+        #endif
         let loops = group ?? MultiThreadedEventLoopGroup(numberOfThreads: max(1, limits.threads))
         let connections = ConnectionCounter()
         // One deadline sweeper per event loop, made up front so handlers find theirs without a lock.
@@ -89,8 +107,8 @@ public final class TrackerServer: Sendable {
             ) { _ in service.expire() })
             guard let address = channel.localAddress else { throw ChannelError.inappropriateOperationForState }
             logger.info("tracker listening", metadata: ["address": "\(address)"])
-            return TrackerServer(service: service, channel: channel, group: loops, ownsGroup: group == nil,
-                tasks: tasks, localAddress: address)
+            return TrackerServer(service: service,
+                front: .nio(channel: channel, group: loops, ownsGroup: group == nil, tasks: tasks), localAddress: address)
         } catch {
             tasks.forEach { $0.cancel() }
             if group == nil { try? await loops.shutdownGracefully() }
@@ -98,23 +116,25 @@ public final class TrackerServer: Sendable {
         }
     }
 
-    private init(
-        service: TrackerService, channel: any Channel, group: any EventLoopGroup, ownsGroup: Bool,
-        tasks: [RepeatedTask], localAddress: SocketAddress
-    ) {
+    private init(service: TrackerService, front: Front, localAddress: SocketAddress) {
         self.service = service
-        self.channel = channel
-        self.group = group
-        self.ownsGroup = ownsGroup
-        self.tasks = tasks
+        self.front = front
         self.localAddress = localAddress
     }
 
-    /// Stops accepting, closes the listening socket, and stops the event loops it started.
+    /// Stops accepting, closes the listening socket and the open connections, and stops the
+    /// threads or event loops it started.
     public func shutdown() async {
-        tasks.forEach { $0.cancel() }
-        try? await channel.close()
-        if ownsGroup { try? await group.shutdownGracefully() }
+        switch front {
+        case .nio(let channel, let group, let ownsGroup, let tasks):
+            tasks.forEach { $0.cancel() }
+            try? await channel.close()
+            if ownsGroup { try? await group.shutdownGracefully() }
+        #if os(Linux)
+            case .own(let listener):
+                await listener.shutdown()
+        #endif
+        }
     }
 }
 
@@ -169,7 +189,6 @@ final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let limits: TrackerServer.Limits
     private let connections: ConnectionCounter
     private var head: HTTPRequestHead?
-    private var tooLarge = false
     private let deadlines: DeadlineSweepers
     private var counted = false
 
@@ -207,41 +226,27 @@ final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head(let requestHead):
             head = requestHead
-            tooLarge = requestHead.uri.utf8.count > limits.maxURILength
         case .body:
             break  // trackers take no bodies; the request is answered (or refused) at its end
         case .end:
             guard let requestHead = head else { return }
             head = nil
-            let response: TrackerHTTPResponse
-            if tooLarge {
-                service.metrics.httpError(414)
-                response = TrackerHTTPResponse(status: 414, contentType: "text/plain", body: failureResponse("request URI too long"))
-            } else {
-                let remote = context.remoteAddress.flatMap(Self.peerAddress)
-                response = service.respond(method: requestHead.method.rawValue, uri: requestHead.uri, remote: remote)
-            }
-            write(response, for: requestHead, context: context)
+            let request = TrackerHTTPRequest(
+                method: requestHead.method.rawValue, uri: requestHead.uri,
+                http10: requestHead.version.major == 1 && requestHead.version.minor == 0, keepAlive: requestHead.isKeepAlive)
+            var bytes: [UInt8] = []
+            let keepAlive = service.answer(
+                request, remote: context.remoteAddress.flatMap(Self.peerAddress), maxURILength: limits.maxURILength, into: &bytes)
+            write(bytes, keepAlive: keepAlive, context: context)
         }
     }
 
-    /// The status line, headers and body in one buffer and one write: the response encoder's
-    /// head, body and end parts cost a header table, three buffers and three pipeline passes per
-    /// answer.
-    private func write(_ response: TrackerHTTPResponse, for request: HTTPRequestHead, context: ChannelHandlerContext) {
-        let keepAlive = request.isKeepAlive && response.status != 414
-        let body = request.method == .HEAD ? [] : response.body
-        var buffer = context.channel.allocator.buffer(capacity: 160 + body.count)
-        buffer.writeStaticString(request.version.minor == 0 && request.version.major == 1 ? "HTTP/1.0 " : "HTTP/1.1 ")
-        buffer.writeString("\(response.status) \(HTTPResponseStatus(statusCode: response.status).reasonPhrase)\r\n")
-        buffer.writeStaticString("Content-Type: ")
-        buffer.writeString(response.contentType)
-        buffer.writeStaticString("\r\nContent-Length: ")
-        buffer.writeString(String(response.body.count))
-        buffer.writeStaticString(keepAlive ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n")
-        for (name, value) in response.extraHeaders { buffer.writeString("\(name): \(value)\r\n") }
-        buffer.writeStaticString("\r\n")
-        buffer.writeBytes(body)
+    /// The answer (`TrackerService.answer`: status line, headers and body) in one buffer and one
+    /// write: the response encoder's head, body and end parts cost a header table, three buffers
+    /// and three pipeline passes per answer.
+    private func write(_ bytes: [UInt8], keepAlive: Bool, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
         // Re-arm before writing: a close on completion may run at once, and must find nothing armed.
         if keepAlive {
             armDeadline(context: context)
@@ -270,9 +275,9 @@ final class TrackerHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Unparsable HTTP (including request lines beyond the parser's limit): answer 400 and close.
         if error is HTTPParserError {
-            service.metrics.httpError(400)
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(
-                staticString: "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")), promise: nil)
+            var bytes: [UInt8] = []
+            service.answerUnreadable(status: 400, into: &bytes)
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
         }
         context.close(promise: nil)
     }

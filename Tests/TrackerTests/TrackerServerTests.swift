@@ -68,12 +68,15 @@ let silentLogger: Logger = {
 }()
 
 @Suite(.serialized) struct TrackerServerTests {
+    /// `ownListener`: plain HTTP on the tracker's own listener (the default), or on SwiftNIO as HTTPS is.
     func withServer(
+        ownListener: Bool = true,
         _ configure: (inout TrackerConfiguration, inout TrackerServer.Limits) -> Void = { _, _ in },
         _ body: (TrackerServer) async throws -> Void
     ) async throws {
         var configuration = TrackerConfiguration()
         var limits = TrackerServer.Limits()
+        limits.ownHTTPListener = ownListener
         configure(&configuration, &limits)
         let server = try await TrackerServer.start(
             host: "127.0.0.1", port: 0, configuration: configuration, limits: limits, logger: silentLogger)
@@ -86,8 +89,8 @@ let silentLogger: Logger = {
         await server.shutdown()
     }
 
-    @Test func clientsLearnOfEachOtherOverHTTP() async throws {
-        try await withServer { server in
+    @Test(arguments: [true, false]) func clientsLearnOfEachOtherOverHTTP(ownListener: Bool) async throws {
+        try await withServer(ownListener: ownListener) { server in
             let url = "http://127.0.0.1:\(server.port)/announce"
             let client = TrackerClient(tiers: [[url]], group: MultiThreadedEventLoopGroup.singleton, logger: silentLogger)
             var first = AnnounceRequest(infoHash: torrentA, peerID: peerID(1), port: 7001)
@@ -112,8 +115,8 @@ let silentLogger: Logger = {
         }
     }
 
-    @Test func hostileRequestsGetClearAnswersAndAreCounted() async throws {
-        try await withServer { server in
+    @Test(arguments: [true, false]) func hostileRequestsGetClearAnswersAndAreCounted(ownListener: Bool) async throws {
+        try await withServer(ownListener: ownListener) { server in
             let port = server.port
             #expect(RawTCP.get(port: port, "/announce?info_hash=%01&peer_id=x&port=1").contains("failure reason"))
             #expect(RawTCP.get(port: port, "/announce?\(hashQueryA)&peer_id=-TT0001-abcdefghijkl&port=0").contains("invalid 'port'"))
@@ -137,10 +140,11 @@ let silentLogger: Logger = {
         }
     }
 
-    @Test func slowClientsAreCutOff() async throws {
-        try await withServer({ _, limits in limits.requestTimeout = .milliseconds(800) }) { server in
+    @Test(arguments: [true, false]) func slowClientsAreCutOff(ownListener: Bool) async throws {
+        try await withServer(ownListener: ownListener, { _, limits in limits.requestTimeout = .milliseconds(800) }) { server in
             let request = Array("GET /announce?x=1 HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-            let (_, closedAfter) = RawTCP.exchange(port: server.port, chunks: request.map { [$0] }, pause: 0.1, timeout: 8)
+            let port = server.port
+            let (_, closedAfter) = await onThread { RawTCP.exchange(port: port, chunks: request.map { [$0] }, pause: 0.1, timeout: 8) }.value
             #expect(closedAfter < 3, "a client sending a byte every 0.1 s was closed after \(closedAfter) s")
             #expect(RawTCP.get(port: server.port, "/metrics").contains("status=\"408\""))
         }
