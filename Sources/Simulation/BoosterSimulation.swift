@@ -38,6 +38,9 @@ final class BoosterNode {
 }
 
 extension SwarmSimulation {
+    /// A data block's payload: the simulator carries no image.
+    private static let zeroBlock = [UInt8](repeating: 0, count: MulticastPacket.blockLength)
+
     /// The booster's sender is the first seeder; everyone else in its rack listens.
     private var boosterSender: Int { 0 }
 
@@ -47,7 +50,13 @@ extension SwarmSimulation {
 
     /// Hosts whose downlink the group reaches: the sender's rack (the testbed's core does not
     /// route multicast between racks).
-    private var groupMembers: [Int] { nodes.indices.filter(listens) }
+    /// Found once: the sender's every datagram goes to each of them.
+    private var groupMembers: [Int] {
+        if let members = boosterMembers { return members }
+        let members = nodes.indices.filter(listens)
+        boosterMembers = members
+        return members
+    }
 
     func startBooster(_ host: Int) {
         guard let booster = scenario.booster, host == boosterSender ? scenario.seeders > 0 : listens(host) else { return }
@@ -144,8 +153,9 @@ extension SwarmSimulation {
             case .sendData(let block):
                 var datagram = [UInt8](repeating: 0, count: MulticastPacket.DataBlock.headerLength + block.length)
                 datagram.withUnsafeMutableBytes { target in
-                    let zeros = [UInt8](repeating: 0, count: block.length)
-                    zeros.withUnsafeBytes { payload in _ = state.sender!.writeData(block, payload: payload, into: target) }
+                    Self.zeroBlock.withUnsafeBytes { zeros in
+                        _ = state.sender!.writeData(block, payload: UnsafeRawBufferPointer(rebasing: zeros[..<block.length]), into: target)
+                    }
                 }
                 sendToGroup(datagram, from: host)
             case .finished:

@@ -127,6 +127,8 @@ public final class SwarmSimulation {
     var nodes: [Node] = []
     /// The booster's datagram channels into each member, by sender × hosts + receiver.
     var groupChannels: [Int: Network<SimulatedPacket>.Channel] = [:]
+    /// The booster's listeners, once found.
+    var boosterMembers: [Int]?
     private var tracker: TrackerState
     private var hostByAddress: [PeerAddress: Int] = [:]
     private let zeros: ByteBuffer
