@@ -799,7 +799,11 @@ public struct SwarmEngine: Sendable {
         urgent.removeAll { $0 == piece }
         actions += resolveFailures(of: piece, verified: bytes)
         if !fromElsewhere, !suspects.isEmpty, let sole = delivered?.soleKey { deliveredAlone(sole) }
-        for peer in sortedPeers {
+        // Announced from a place of our own in the order: the peers that hear first answer first
+        // and take our free slots (`interested`), and they must not be the same few at every node
+        // (the peers that connected first), or those few trade among themselves while the rest wait.
+        let start = sortedPeers.isEmpty ? 0 : Int(random.next() % UInt64(sortedPeers.count))
+        for peer in sortedPeers[start...] + sortedPeers[..<start] {
             // Blocks still asked of peers (the piece came from elsewhere, or from end-game) are cancelled.
             for block in peers[peer]!.session.outstanding where block.piece == piece { actions.append(send(peer, .cancel(block))) }
             actions.append(send(peer, .have(piece)))
@@ -860,6 +864,10 @@ public struct SwarmEngine: Sendable {
         // Peers that do not read what we send rank last, then those that held a slot and used
         // it not: least-served-first would otherwise hand the slots of a seed to exactly those
         // peers, since they are the ones served least.
+        // Ties (peers that sent us, or got from us, the same: often nothing) are broken at random,
+        // not by connection order, which would favour the same early peers at every node.
+        var tieBreak: [Peer: UInt64] = [:]
+        for peer in interested { tieBreak[peer] = random.next() }
         let ranked = interested.sorted { lhs, rhs in
             let l = peers[lhs]!, r = peers[rhs]!
             let lBlocked = l.writeBlockedSince != nil, rBlocked = r.writeBlockedSince != nil
@@ -869,7 +877,8 @@ public struct SwarmEngine: Sendable {
             let rIdle = !r.session.amChoking && now - max(r.lastRequested, r.unchokedAt) >= configuration.chokeInterval
             if lIdle != rIdle { return rIdle }
             if l.wastedSlot != r.wastedSlot { return r.wastedSlot }
-            return have.isComplete ? (l.bytesToPeer, lhs) < (r.bytesToPeer, rhs) : (l.bytesFromPeer, rhs) > (r.bytesFromPeer, lhs)
+            let (lTie, rTie) = (tieBreak[lhs]!, tieBreak[rhs]!)
+            return have.isComplete ? (l.bytesToPeer, lTie) < (r.bytesToPeer, rTie) : (l.bytesFromPeer, lTie) > (r.bytesFromPeer, rTie)
         }
         var unchoke = Set(ranked.prefix(configuration.maxUnchoked))
         // The optimistic slot goes to a peer that reads, while there is one.
