@@ -53,8 +53,11 @@ final class MulticastLink: @unchecked Sendable {
         self.device = device
     }
 
-    /// `onDatagram` gets each datagram and the address it came from.
-    static func open(_ options: MulticastOptions, on group: any EventLoopGroup,
+    /// `onDatagram` gets each datagram and the address it came from. `dropsData`: the kernel drops
+    /// data packets before they reach the listening socket (`MulticastLink.attachDataFilter`), for a
+    /// sender, which listens only for NACKs and would otherwise wake up for each of its own data
+    /// packets, looped back to it by the group.
+    static func open(_ options: MulticastOptions, on group: any EventLoopGroup, dropsData: Bool = false,
                      onDatagram: @escaping @Sendable ([UInt8], SocketAddress) -> Void) async throws -> MulticastLink {
         let groupAddress = try SocketAddress(ipAddress: options.group, port: options.port)
         let device = try options.interface.map { name in
@@ -82,6 +85,10 @@ final class MulticastLink: @unchecked Sendable {
             // unicasts to our port) cannot reach the booster at all.
             .bind(host: options.group, port: options.port).get()
         guard let multicast = channel as? any MulticastChannel else { throw MulticastLinkError.notMulticastCapable }
+        if dropsData, let provider = channel as? any SocketOptionProvider {
+            // Only an optimisation: without the filter the sender reads and ignores its own data.
+            try? await attachDataFilter(provider)
+        }
         try await multicast.joinGroup(groupAddress, device: device).get()
         let link = MulticastLink(channel: channel, groupAddress: groupAddress, options: options, device: device)
         let sender = try await link.openSender().get()
@@ -128,6 +135,29 @@ final class MulticastLink: @unchecked Sendable {
             self.reopening = false
             if case .success(let sender) = result { self.sender = sender }
         }
+    }
+
+    /// A classic BPF program on the listening socket that drops every datagram whose first byte
+    /// is the data marker (for a UDP socket the program sees the 8-byte UDP header first), and
+    /// keeps the rest. Linux only; elsewhere the sender reads its data and ignores it.
+    static func attachDataFilter(_ provider: any SocketOptionProvider) async throws {
+        #if os(Linux)
+        // struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }, struct sock_fprog { u16 len; sock_filter *filter; }
+        struct Instruction { var code: UInt16; var jt: UInt8; var jf: UInt8; var k: UInt32 }
+        struct Program: Sendable { var length: UInt16; var filter: UInt }
+        let instructions = [
+            Instruction(code: 0x30, jt: 0, jf: 0, k: 8),  // ldb [8]: the payload's first byte
+            Instruction(code: 0x15, jt: 0, jf: 1, k: UInt32(MulticastPacket.dataMarker)),  // jeq marker
+            Instruction(code: 0x06, jt: 0, jf: 0, k: 0),  // ret 0: drop
+            Instruction(code: 0x06, jt: 0, jf: 0, k: UInt32.max),  // ret all: keep
+        ]
+        let filter = UnsafeMutableBufferPointer<Instruction>.allocate(capacity: instructions.count)
+        defer { filter.deallocate() }
+        _ = filter.initialize(from: instructions)
+        // The kernel copies the program during the call.
+        let program = Program(length: UInt16(instructions.count), filter: UInt(bitPattern: filter.baseAddress))
+        try await provider.unsafeSetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_ATTACH_FILTER), value: program).get()
+        #endif
     }
 
     private final class Inbound: ChannelInboundHandler {
@@ -215,7 +245,7 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
 
     /// Joins the group and starts sending.
     public func start() async throws {
-        let link = try await MulticastLink.open(options, on: group) { [weak self] datagram, _ in
+        let link = try await MulticastLink.open(options, on: group, dropsData: true) { [weak self] datagram, _ in
             guard let self else { return }
             self.sender.received(datagram, now: self.now)
         }

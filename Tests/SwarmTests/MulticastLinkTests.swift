@@ -70,4 +70,26 @@ import Testing
         #expect(heard, "multicast to the group reaches the booster (loopback multicast works here)")
         #expect(inbox.all == [Array("to the group".utf8)], "received: \(inbox.all.map { String(decoding: $0, as: UTF8.self) })")
     }
+    /// A sender's link (`dropsData`) never hears data packets (its own, looped back by the group,
+    /// woke it up for each one it sent); it still hears everything else.
+    @Test func aSendersLinkHearsNoDataPackets() async throws {
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let group = "239.255.\(Int.random(in: 100...199)).\(Int.random(in: 1...254))"
+        let port = Int.random(in: 40_000..<60_000)
+        let inbox = Inbox()
+        let link = try await MulticastLink.open(MulticastOptions(group: group, port: port), on: loops, dropsData: true) { bytes, _ in
+            inbox.datagrams.withLock { $0.append(bytes) }
+        }
+        let data: [UInt8] = [0xD2] + Array(repeating: 7, count: 40)
+        try Self.send(data, to: group, port: port)
+        try Self.send(Array("a nack".utf8), to: group, port: port)
+        let heard = eventually(5) { inbox.all.contains(Array("a nack".utf8)) }
+        try await Task.sleep(for: .milliseconds(100))
+        link.close()
+        try await loops.shutdownGracefully()
+        #expect(heard)
+        #if os(Linux)
+        #expect(inbox.all == [Array("a nack".utf8)])
+        #endif
+    }
 }
