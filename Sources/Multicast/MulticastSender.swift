@@ -62,6 +62,10 @@ public struct MulticastSender: Sendable {
         /// Seconds of rate the pacer may send back to back: small, so switch queues never see a
         /// burst they drop.
         public var burst: Double = 0.002
+        /// Seconds of rate the pacer lets accumulate before `nextWakeup` (at most half of the
+        /// bucket): the runtime then wakes once for several datagrams, sent back to back, instead
+        /// of once for each. 0: a wake-up as soon as one datagram may go.
+        public var batch: Double = 0
         /// A repair pass carries at most this share of the image's blocks (those most reported
         /// first): NACKs, forged or not, cannot make the sender put the image on the group again
         /// and again. What is left out is BitTorrent's.
@@ -229,9 +233,10 @@ public struct MulticastSender: Sendable {
         }
     }
 
-    /// When the pacer has the tokens for `block`.
+    /// When the pacer has the tokens for `block`, and for the batch.
     private func sendable(_ block: MulticastPacket.DataBlock) -> Double {
-        let needed = Double(cost(dataLength: block.length)) - tokens
+        let batch = min(capacity / 2, bytesPerSecond * configuration.batch)
+        let needed = max(Double(cost(dataLength: block.length)), batch) - tokens
         return (lastRefill ?? 0) + max(0, needed) / bytesPerSecond
     }
 

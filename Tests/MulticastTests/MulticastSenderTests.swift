@@ -275,4 +275,35 @@ import Testing
         // 200 datagrams of 1464 bytes at 250 kB/s, after 0.2 s of announces, then 0.5 s collecting.
         #expect(now > 1.7 && now < 2.2, "\(now)")
     }
+
+    /// With a batch, the runtime is woken once per few datagrams (sent back to back), and the
+    /// rate over time is the same as with a wake-up per datagram.
+    @Test func aBatchWakesOnceForSeveralDatagramsAtTheSameRate() {
+        let image = TestImage(pieces: 40, pieceLength: 14000)
+        func run(batch: Double) -> (end: Double, wakeups: Int, most: Int) {
+            var configuration = MulticastSender.Configuration(rate: 8_000_000)
+            configuration.burst = 0.008
+            configuration.batch = batch
+            var sender = MulticastSender(
+                session: testSession, layout: image.layout, have: Bitfield(pieceCount: 40, all: true),
+                configuration: configuration, seed: 1)
+            var (now, wakeups, most, calls) = (0.0, 0, 0, 0)
+            while let wakeup = sender.nextWakeup, calls < 10_000 {
+                calls += 1
+                now = max(now, wakeup)
+                let sent = Self.blocks(sender.next(now: now)).count
+                if sent > 0 { wakeups += 1 }
+                most = max(most, sent)
+            }
+            #expect(sender.isFinished && sender.counters.dataPackets == 400)
+            return (now, wakeups, most)
+        }
+        let single = run(batch: 0)
+        let batched = run(batch: 0.004)
+        // 4 ms of 1 MB/s is 4,000 bytes: two or three datagrams of 1,500 each time; never more
+        // than the bucket (8 ms, five datagrams: the first wake-up, with the bucket full).
+        #expect(single.most <= 6 && single.wakeups > 390, "\(single)")
+        #expect(batched.wakeups > 130 && batched.wakeups < 200 && batched.most <= 6, "\(batched)")
+        #expect(abs(batched.end - single.end) < 0.01, "\(batched.end) against \(single.end)")
+    }
 }

@@ -70,4 +70,58 @@ import Testing
         #expect(heard, "multicast to the group reaches the booster (loopback multicast works here)")
         #expect(inbox.all == [Array("to the group".utf8)], "received: \(inbox.all.map { String(decoding: $0, as: UTF8.self) })")
     }
+
+    /// A sender's link (`dropsData`) never hears data packets (its own, looped back by the group,
+    /// woke it up for each one it sent); it still hears everything else.
+    @Test func aSendersLinkHearsNoDataPackets() async throws {
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let group = "239.255.\(Int.random(in: 100...199)).\(Int.random(in: 1...254))"
+        let port = Int.random(in: 40_000..<60_000)
+        let inbox = Inbox()
+        let link = try await MulticastLink.open(MulticastOptions(group: group, port: port), on: loops, dropsData: true) { bytes, _ in
+            inbox.datagrams.withLock { $0.append(bytes) }
+        }
+        let data: [UInt8] = [0xD2] + Array(repeating: 7, count: 40)
+        try Self.send(data, to: group, port: port)
+        try Self.send(Array("a nack".utf8), to: group, port: port)
+        let heard = eventually(5) { inbox.all.contains(Array("a nack".utf8)) }
+        try await Task.sleep(for: .milliseconds(100))
+        link.close()
+        try await loops.shutdownGracefully()
+        #expect(heard)
+        #if os(Linux)
+        #expect(inbox.all == [Array("a nack".utf8)])
+        #endif
+    }
+
+    /// Reads pause between batches (fewer wake-ups), and lose nothing: a burst of datagrams all
+    /// arrive, in order.
+    @Test func aBurstOfDatagramsIsReadWhole() async throws {
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let group = "239.255.\(Int.random(in: 100...199)).\(Int.random(in: 1...254))"
+        let port = Int.random(in: 40_000..<60_000)
+        let inbox = Inbox()
+        let link = try await MulticastLink.open(MulticastOptions(group: group, port: port), on: loops) { bytes, _ in
+            inbox.datagrams.withLock { $0.append(bytes) }
+        }
+        let sent = (0..<300).map { Array("datagram \($0)".utf8) }
+        for (index, datagram) in sent.enumerated() {
+            try Self.send(datagram, to: group, port: port)
+            if index % 50 == 49 { try await Task.sleep(for: .milliseconds(3)) }
+        }
+        let heard = eventually(5) { inbox.all.count >= sent.count }
+        link.close()
+        try await loops.shutdownGracefully()
+        #expect(heard && inbox.all == sent, "\(inbox.all.count) of \(sent.count)")
+    }
+
+    @Test func thePauseBetweenReadsLeavesAboutABatchInTheBuffer() {
+        typealias Inbound = MulticastLink.Inbound
+        #expect(Inbound.pause(datagrams: 0, elapsed: 1) == 0)
+        // Slow (a datagram in a second, or one a millisecond): the longest pause.
+        #expect(Inbound.pause(datagrams: 1, elapsed: 1) == Inbound.maxPause)
+        #expect(Inbound.pause(datagrams: 4, elapsed: 0.004) == Inbound.maxPause)
+        // 64 datagrams in 4 ms: 32 more come in 2 ms.
+        #expect(abs(Inbound.pause(datagrams: 64, elapsed: 0.004) - 0.002) < 1e-9)
+    }
 }
