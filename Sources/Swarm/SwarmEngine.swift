@@ -524,6 +524,9 @@ public struct SwarmEngine: Sendable {
                 if wants, state.session.amChoking, unchoked < configuration.maxUnchoked, configuration.policy.serves(state.facts) {
                     actions.append(send(peer, .unchoke))
                 }
+                // A peer that completed frees its slot at once: the last node of a swarm would
+                // otherwise wait for that slot to idle out at every seed.
+                if !wants, !state.session.amChoking, state.session.peerPieces.isComplete { actions += fillFreeSlots() }
             case .extensionHandshake(let handshake):
                 if let port = handshake.listenPort, let ip = state.remoteIP, peers[peer]?.listenAddress == nil {
                     peers[peer]?.listenAddress = PeerAddress(ip: ip, port: port)
@@ -588,11 +591,11 @@ public struct SwarmEngine: Sendable {
         return state.session.amChoking ? [] : choke(peer)
     }
 
-    /// Whether an unchoked peer uses its upload slot: it reads what we send, and it asked for
-    /// something lately (or was unchoked lately). Peers that do not are no reason to keep an
+    /// Whether an unchoked peer uses its upload slot: it lacks pieces, it reads what we send, and it
+    /// asked for something lately (or was unchoked lately). Peers that do not are no reason to keep an
     /// interested peer choked.
     private func usesSlot(_ state: PeerState) -> Bool {
-        !state.session.amChoking && state.writeBlockedSince == nil
+        !state.session.amChoking && !state.session.peerPieces.isComplete && state.writeBlockedSince == nil
             && clock - max(state.lastRequested, state.unchokedAt) < configuration.idleSlotTimeout
     }
 
@@ -834,7 +837,7 @@ public struct SwarmEngine: Sendable {
                 continue
             }
             if elapsed > 0 { measureRate(peer, over: elapsed) }
-            if !state.session.amChoking && !usesSlot(state) { state.wastedSlot = true }
+            if !state.session.amChoking && !state.session.peerPieces.isComplete && !usesSlot(state) { state.wastedSlot = true }
             if !state.session.outstanding.isEmpty && now - state.lastBlock >= configuration.requestTimeout {
                 actions += releaseStalledRequests(peer)
             }
