@@ -13,6 +13,9 @@ public struct ExtensionHandshake: Equatable, Sendable {
     /// BEP 9: the size of the info dictionary the peer can send (nil: it has none to offer, or
     /// announced a size outside 1...`MetadataPiece.maxMetadataSize`).
     public var metadataSize: Int?
+    /// BEP 21 `upload_only`: the peer wants nothing more (it is a seed, or has all it means to
+    /// fetch). A peer may send its handshake again to say so (BEP 10).
+    public var uploadOnly: Bool
 
     /// The extensions vmswarm speaks, and the ids it receives them under. `ut_metadata` is
     /// named only by a node that holds the info dictionary (`withMetadata`) or fetches it.
@@ -29,8 +32,9 @@ public struct ExtensionHandshake: Equatable, Sendable {
     }
 
     public init(messageIDs: [String: UInt8], listenPort: UInt16? = nil, client: String? = nil, requestQueue: Int? = nil,
-                metadataSize: Int? = nil) {
+                metadataSize: Int? = nil, uploadOnly: Bool = false) {
         self.messageIDs = messageIDs
+        self.uploadOnly = uploadOnly
         self.listenPort = listenPort
         self.client = client
         self.requestQueue = requestQueue
@@ -70,6 +74,7 @@ public struct ExtensionHandshake: Equatable, Sendable {
         metadataSize = root["metadata_size"]?.integer.flatMap {
             (1...Int64(MetadataPiece.maxMetadataSize)).contains($0) ? Int($0) : nil
         }
+        uploadOnly = (root["upload_only"]?.integer ?? 0) != 0
     }
 
     public func encoded() -> [UInt8] {
@@ -80,6 +85,7 @@ public struct ExtensionHandshake: Equatable, Sendable {
         if let client { dictionary[Array("v".utf8)] = .string(client) }
         if let requestQueue { dictionary[Array("reqq".utf8)] = .integer(Int64(requestQueue)) }
         if let metadataSize { dictionary[Array("metadata_size".utf8)] = .integer(Int64(metadataSize)) }
+        if uploadOnly { dictionary[Array("upload_only".utf8)] = .integer(1) }
         return BencodeValue.dictionary(dictionary).encoded()
     }
 }

@@ -146,6 +146,9 @@ public struct SwarmEngine: Sendable {
         var wastedSlot = false
         /// ut_metadata requests answered (`MetadataServer.maxAnswersPerPeer` bounds them).
         var metadataAnswers = 0
+        /// Pieces verified since the last tick that this peer, a seed, has not been told of yet
+        /// (`pieceChecked`).
+        var heldHaves: [PieceIndex] = []
 
         init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, outgoing: Bool, queueDepth: Int,
              lastReceived: Double, lastSent: Double, lastBlock: Double, lastPeerExchange: Double) {
@@ -162,9 +165,17 @@ public struct SwarmEngine: Sendable {
             self.lastPeerExchange = lastPeerExchange
         }
 
+        /// The peer wants nothing more: it holds every piece, or said it is done (BEP 21
+        /// `upload_only`). A peer that completed may have told us of few of its pieces, as it does
+        /// not tell a peer of a piece that peer holds (`pieceChecked`).
+        var isDone: Bool { saidDone || session.peerPieces.isComplete }
+        /// It sent its extension handshake (BEP 10), and said in it that it is done (BEP 21).
+        var speaksExtensions = false
+        var saidDone = false
+
         /// What the policy is shown of this peer.
         var facts: PeerFacts {
-            PeerFacts(id: id, ip: remoteIP, listenAddress: listenAddress, outgoing: outgoing, isSeed: session.peerPieces.isComplete)
+            PeerFacts(id: id, ip: remoteIP, listenAddress: listenAddress, outgoing: outgoing, isSeed: isDone)
         }
     }
 
@@ -337,7 +348,7 @@ public struct SwarmEngine: Sendable {
     public var peersUnchokingUs: Int { peers.values.count { !$0.session.peerChoking } }
     /// Peers we let ask us for blocks.
     public var peersWeUnchoke: Int { unchokedPeers.count }
-    public var peersMissingPieces: Int { peers.values.count { !$0.session.peerPieces.isComplete } }
+    public var peersMissingPieces: Int { peers.values.count { !$0.isDone } }
     /// Connected peers we ask that hold a piece we lack: none while incomplete means the node
     /// needs new peers (its sources left).
     public var usefulPeers: Int {
@@ -391,12 +402,7 @@ public struct SwarmEngine: Sendable {
         } else if !have.isEmpty {
             actions.append(send(peer, .bitfield(have.bytes)))
         }
-        if theirs.supportsExtensions && ourHandshake.supportsExtensions {
-            var ours = metadata.map { ExtensionHandshake.withMetadata(size: $0.metadata.count) } ?? ExtensionHandshake.ours
-            ours.listenPort = listenPort
-            ours.requestQueue = PeerSession.maxPeerRequests
-            actions.append(send(peer, .extended(id: 0, payload: ByteBuffer(bytes: ours.encoded()))))
-        }
+        if theirs.supportsExtensions && ourHandshake.supportsExtensions { actions.append(sendExtensionHandshake(peer)) }
         return actions + reconsiderPolicy()
     }
 
@@ -520,17 +526,20 @@ public struct SwarmEngine: Sendable {
             case .interested(let wants):
                 // A free upload slot is given at once rather than at the next choking round. A peer
                 // that does not read what we send is not using its slot and is not counted.
-                let unchoked = slotsInUse
-                if wants, state.session.amChoking, unchoked < configuration.maxUnchoked, configuration.policy.serves(state.facts) {
+                if wants, state.session.amChoking, slotsInUse < configuration.maxUnchoked, configuration.policy.serves(state.facts) {
                     actions.append(send(peer, .unchoke))
                 }
                 // A peer that completed frees its slot at once: the last node of a swarm would
                 // otherwise wait for that slot to idle out at every seed.
-                if !wants, !state.session.amChoking, state.session.peerPieces.isComplete { actions += fillFreeSlots() }
+                if !wants, !state.session.amChoking, state.isDone { actions += fillFreeSlots() }
             case .extensionHandshake(let handshake):
                 if let port = handshake.listenPort, let ip = state.remoteIP, peers[peer]?.listenAddress == nil {
                     peers[peer]?.listenAddress = PeerAddress(ip: ip, port: port)
                 }
+                state.speaksExtensions = true
+                state.saidDone = handshake.uploadOnly
+                // Sent again when the peer completed (BEP 21): its slot is free at once.
+                if handshake.uploadOnly, !state.session.amChoking { actions += fillFreeSlots() }
                 actions += fillRequests(for: peer)
             case .peerExchange(let exchange):
                 guard configuration.policy.exchangesPeers else { break }
@@ -595,7 +604,7 @@ public struct SwarmEngine: Sendable {
     /// asked for something lately (or was unchoked lately). Peers that do not are no reason to keep an
     /// interested peer choked.
     private func usesSlot(_ state: PeerState) -> Bool {
-        !state.session.amChoking && !state.session.peerPieces.isComplete && state.writeBlockedSince == nil
+        !state.session.amChoking && !state.isDone && state.writeBlockedSince == nil
             && clock - max(state.lastRequested, state.unchokedAt) < configuration.idleSlotTimeout
     }
 
@@ -806,12 +815,36 @@ public struct SwarmEngine: Sendable {
         // and take our free slots (`interested`), and they must not be the same few at every node
         // (the peers that connected first), or those few trade among themselves while the rest wait.
         let start = sortedPeers.isEmpty ? 0 : Int(random.next() % UInt64(sortedPeers.count))
+        // A peer that holds the piece learns nothing from our `have` but our progress (libtorrent's
+        // `send_redundant_have` off), and such `have`s are about half of a swarm's messages. It is
+        // told only if it sent us some of the piece (a seed's `offerFreshPiece` waits to hear it),
+        // and hears that we are done by BEP 21's `upload_only` when we are. Peers that do not
+        // speak extensions cannot hear that, and are told of every piece.
+        // A seed wants nothing of us, so what it is told waits for the next tick and goes in one
+        // write, not one segment per piece that it must acknowledge from its uplink, the swarm's
+        // scarcest link (31 booster receivers: 1 % of the source's link in ACKs). Our last piece
+        // goes at once, after what was held, so that a seed frees our slot as soon as we are done.
+        let completed = picker.isComplete
+        let senders = delivered?.senders ?? []
         for peer in sortedPeers[start...] + sortedPeers[..<start] {
+            guard let state = peers[peer] else { continue }
             // Blocks still asked of peers (the piece came from elsewhere, or from end-game) are cancelled.
-            for block in peers[peer]!.session.outstanding where block.piece == piece { actions.append(send(peer, .cancel(block))) }
-            actions.append(send(peer, .have(piece)))
+            for block in state.session.outstanding where block.piece == piece { actions.append(send(peer, .cancel(block))) }
+            let extensions = state.speaksExtensions && ourHandshake.supportsExtensions
+            if extensions && state.session.peerPieces[piece] && !senders.contains(where: { $0.peer == peer }) {
+                // Redundant: not sent.
+            } else if !completed && state.session.peerPieces.isComplete {
+                state.heldHaves.append(piece)
+            } else {
+                actions += sendHeldHaves(peer)
+                actions.append(send(peer, .have(piece)))
+            }
+            if completed {
+                actions += sendHeldHaves(peer)
+                if extensions { actions.append(sendExtensionHandshake(peer)) }
+            }
             // Gaining a piece can only end our interest in a peer that holds it.
-            if let state = peers[peer], state.session.amInterested, state.session.peerPieces[piece] { actions += updateInterest(peer) }
+            if state.session.amInterested, state.session.peerPieces[piece] { actions += updateInterest(peer) }
         }
         if picker.isComplete { actions.append(.completed) }
         return actions + fillRequests()
@@ -837,7 +870,7 @@ public struct SwarmEngine: Sendable {
                 continue
             }
             if elapsed > 0 { measureRate(peer, over: elapsed) }
-            if !state.session.amChoking && !state.session.peerPieces.isComplete && !usesSlot(state) { state.wastedSlot = true }
+            if !state.session.amChoking && !state.isDone && !usesSlot(state) { state.wastedSlot = true }
             if !state.session.outstanding.isEmpty && now - state.lastBlock >= configuration.requestTimeout {
                 actions += releaseStalledRequests(peer)
             }
@@ -845,6 +878,7 @@ public struct SwarmEngine: Sendable {
             if now - state.lastPeerExchange >= configuration.peerExchangeInterval {
                 actions += exchangePeers(with: peer)
             }
+            actions += sendHeldHaves(peer)
             if now - (peers[peer]?.lastSent ?? now) >= configuration.keepAliveInterval {
                 actions.append(send(peer, .keepAlive))
             }
@@ -977,7 +1011,7 @@ public struct SwarmEngine: Sendable {
         let side = configuration.policy.isFar(state.facts)
         let gateway = !have.isComplete && !side && hasFarPeer
         guard have.isComplete || gateway,
-            !peers.values.contains(where: { $0.session.peerPieces.isComplete && configuration.policy.isFar($0.facts) == side })
+            !peers.values.contains(where: { $0.isDone && configuration.policy.isFar($0.facts) == side })
         else { return nil }
         var served = servedTo[side] ?? [:]
         defer { servedTo[side] = served }
@@ -1023,6 +1057,23 @@ public struct SwarmEngine: Sendable {
         peers[peer]?.toldPeers = told.union(added).subtracting(dropped)
         let message = PeerExchange(added: Array(added), dropped: Array(dropped))
         return [send(peer, .extended(id: id, payload: ByteBuffer(bytes: message.encoded())))]
+    }
+
+    /// Our extension handshake (BEP 10), sent again when we complete to say so (BEP 21).
+    private mutating func sendExtensionHandshake(_ peer: Peer) -> Action {
+        var ours = metadata.map { ExtensionHandshake.withMetadata(size: $0.metadata.count) } ?? ExtensionHandshake.ours
+        ours.listenPort = listenPort
+        ours.requestQueue = PeerSession.maxPeerRequests
+        ours.uploadOnly = have.isComplete
+        return send(peer, .extended(id: 0, payload: ByteBuffer(bytes: ours.encoded())))
+    }
+
+    /// The `have`s held back from a seed (`pieceChecked`), in the order the pieces verified.
+    private mutating func sendHeldHaves(_ peer: Peer) -> [Action] {
+        guard let state = peers[peer], !state.heldHaves.isEmpty else { return [] }
+        let held = state.heldHaves
+        state.heldHaves.removeAll()
+        return held.map { send(peer, .have($0)) }
     }
 
     private mutating func send(_ peer: Peer, _ message: PeerMessage) -> Action {
@@ -1084,15 +1135,15 @@ public struct SwarmEngine: Sendable {
         // receivers the booster filled) they serve whatever we lack.
         var maxAvailability = Int.max
         var seeds = 0, asked = 0
-        if state.session.peerPieces.isComplete {
+        if state.isDone {
             for other in peers.values where configuration.policy.asks(other.facts) {
                 asked += 1
-                if other.session.peerPieces.isComplete { seeds += 1 }
+                if other.isDone { seeds += 1 }
             }
         }
         if seeds > 0 && 2 * seeds <= asked {
             depth = min(depth, max(configuration.minimumQueueDepth, info.layout.blockCount(of: PieceIndex(0))))
-            if peers.values.contains(where: { !$0.session.peerPieces.isComplete && !$0.session.outstanding.isEmpty }) {
+            if peers.values.contains(where: { !$0.isDone && !$0.session.outstanding.isEmpty }) {
                 maxAvailability = seeds
             }
         }

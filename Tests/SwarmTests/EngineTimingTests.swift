@@ -196,6 +196,54 @@ struct ScriptedLeecher {
         #expect(leecher.engine.peerCount == 0)
     }
 
+    /// A peer hears of a piece when that tells it something: it lacks the piece, or sent us some
+    /// of it. Peers that speak extensions hear that we are done (BEP 21 `upload_only`); a peer
+    /// that does not hears of every piece. A seed hears once a tick, in one write (a segment per
+    /// `have` costs it an acknowledgement on its uplink), and of our last piece at once, after
+    /// what was held and before we lose interest.
+    @Test func peersHearOfOurPiecesWhenThatTellsThemSomething() throws {
+        var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 4)
+        var pending = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)
+        // Peers 2 and 3 hold piece 0; only peer 2 speaks extensions.
+        for peer in [2, 3] {
+            _ = leecher.engine.peerConnected(peer, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(peer)))
+            if peer == 2 {
+                _ = leecher.engine.received(.extended(id: 0, payload: ByteBuffer(bytes: ExtensionHandshake(messageIDs: [:]).encoded())), from: peer)
+            }
+            _ = leecher.engine.received(.haveNone, from: peer)
+            _ = leecher.engine.received(.have(PieceIndex(0)), from: peer)
+        }
+        func deliver(_ piece: Int) -> [SwarmEngine.Action] {
+            let block = pending.first { $0.piece == PieceIndex(piece) }!
+            pending.removeAll { $0 == block }
+            var actions = leecher.engine.received(.piece(block.piece, begin: block.begin, block: ByteBuffer(repeating: 0, count: block.length)), from: 1)
+            for case .verify(let piece, _) in actions { actions += leecher.engine.pieceChecked(piece, valid: true) }
+            return actions
+        }
+        let haves = { (messages: [PeerMessage]) in messages.compactMap { if case .have(let piece) = $0 { piece.value } else { nil } } }
+        let done = { (messages: [PeerMessage]) in
+            messages.contains { if case .extended(0, let payload) = $0 { (try? ExtensionHandshake(payload: payload))?.uploadOnly == true } else { false } }
+        }
+        var actions = deliver(0)
+        #expect(haves(ScriptedLeecher.sent(actions, to: 2)).isEmpty, "it holds the piece")
+        #expect(haves(ScriptedLeecher.sent(actions, to: 3)) == [0], "it could not hear that we are done")
+        #expect(haves(ScriptedLeecher.sent(actions, to: 1)).isEmpty, "the seed hears at the tick")
+        #expect(haves(ScriptedLeecher.sent(leecher.engine.tick(now: 1), to: 1)) == [0])
+        #expect(haves(ScriptedLeecher.sent(leecher.engine.tick(now: 2), to: 1)).isEmpty, "each once")
+        for piece in 1..<3 {
+            actions = deliver(piece)
+            #expect(haves(ScriptedLeecher.sent(actions, to: 2)) == [piece], "it lacks the piece")
+            #expect(haves(ScriptedLeecher.sent(actions, to: 3)) == [piece])
+            #expect(haves(ScriptedLeecher.sent(actions, to: 1)).isEmpty)
+        }
+        actions = deliver(3)
+        let toSeed = ScriptedLeecher.sent(actions, to: 1)
+        #expect(haves(toSeed) == [1, 2, 3])
+        #expect(done(toSeed) && toSeed.last == .notInterested, "the seed knows we are done before we lose interest")
+        #expect(haves(ScriptedLeecher.sent(actions, to: 2)) == [3] && done(ScriptedLeecher.sent(actions, to: 2)))
+        #expect(haves(ScriptedLeecher.sent(actions, to: 3)) == [3] && !done(ScriptedLeecher.sent(actions, to: 3)))
+    }
+
     @Test func peerExchangeTellsListeningAddressesAndTheirDeparture() throws {
         var leecher = ScriptedLeecher()
         let pexPeer = ExtensionHandshake(messageIDs: ["ut_pex": 9], requestQueue: 250)

@@ -159,6 +159,21 @@ import Testing
         #expect(ScriptedLeecher.sent(engine.received(.notInterested, from: 1), to: 2).contains(.unchoke))
     }
 
+    /// A peer that completed need not have told us of every piece (it does not tell a peer of a
+    /// piece that peer holds): its handshake sent again with `upload_only` (BEP 21) says it is
+    /// done, its slot goes to another peer, and a seed waiting for the swarm no longer counts it.
+    @Test func aPeerThatSaysItIsDoneGivesUpItsSlot() {
+        var engine = seed(slots: 1)
+        _ = engine.tick(now: 0)
+        _ = join(&engine, 1)
+        _ = engine.received(.request(BlockRequest(piece: PieceIndex(0), begin: 0, length: 16384)), from: 1)
+        _ = join(&engine, 2, ip: 2)
+        #expect(engine.peersMissingPieces == 2)
+        let done = ExtensionHandshake(messageIDs: [:], uploadOnly: true)
+        #expect(ScriptedLeecher.sent(engine.received(.extended(id: 0, payload: ByteBuffer(bytes: done.encoded())), from: 1), to: 2).contains(.unchoke))
+        #expect(engine.peersMissingPieces == 1)
+    }
+
     /// A piece sent to a peer that does not read is not "on its way" to the swarm: a seed's
     /// decline-and-suggest (BEP 6) must not turn every other peer away from it.
     @Test func aNonReadersPiecesAreNotDeclinedToOthers() {
