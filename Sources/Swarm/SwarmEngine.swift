@@ -24,6 +24,9 @@ public struct SwarmEngine: Sendable {
         public var maximumQueueDepth = 500
         /// Seconds between choking rounds (BEP 3 clients use 10).
         public var chokeInterval: Double = 10
+        /// Seconds the optimistic unchoke stays with one peer before it moves on (BEP 3 clients
+        /// use 30: three choking rounds).
+        public var optimisticInterval: Double = 30
         /// Bytes of assembled pieces waiting for their hash and write; beyond this no new blocks
         /// are requested, so a slow disk or busy CPU holds the network back instead of memory
         /// growing (at least two pieces are always allowed).
@@ -138,9 +141,10 @@ public struct SwarmEngine: Sendable {
         /// Since when the peer's connection has not been writable (nil: it is): the runtime stops
         /// serving it then, so it must not hold an upload slot others could use.
         var writeBlockedSince: Double?
-        /// When the peer last asked for a block, and when we last unchoked it.
+        /// When the peer last asked for a block, and when we last unchoked and choked it.
         var lastRequested: Double = -.infinity
         var unchokedAt: Double = -.infinity
+        var chokedAt: Double = -.infinity
         /// The peer once held an upload slot without using it (it stopped reading, or asked for
         /// nothing): free slots go to peers that have not, and this one waits for a choking round.
         var wastedSlot = false
@@ -318,6 +322,7 @@ public struct SwarmEngine: Sendable {
     /// The time of the latest `tick`: events between ticks are stamped with it.
     private var clock: Double = 0
     private var optimistic: Peer?
+    private var optimisticSince: Double = -.infinity
     private var random: SeededRandom
     /// Peers connected so far (`PeerState.arrival`).
     private var arrivals = 0
@@ -894,7 +899,9 @@ public struct SwarmEngine: Sendable {
     // MARK: Internals
 
     /// Leeching: reciprocate the best uploaders to us. Seeding: whoever we served least, in turn.
-    /// One more interested peer is unchoked optimistically, so newcomers get a first piece.
+    /// One more interested peer is unchoked optimistically, so newcomers get a first piece, and
+    /// peers that fell behind (whose pieces nobody needs, so tit-for-tat passes them over) get
+    /// some: every `optimisticInterval` the slot moves to the peer we left choked the longest.
     private mutating func chokingRound() -> [Action] {
         let now = clock
         let interested = peers.filter { $0.value.session.peerInterested && configuration.policy.serves($0.value.facts) }.map(\.key)
@@ -922,10 +929,14 @@ public struct SwarmEngine: Sendable {
         let waiting = interested.filter { !unchoke.contains($0) }
         let reading = waiting.filter { peers[$0]!.writeBlockedSince == nil }
         let others = reading.isEmpty ? waiting : reading
-        if let current = optimistic, others.contains(current) {
+        if let current = optimistic, others.contains(current), now - optimisticSince < configuration.optimisticInterval {
             unchoke.insert(current)
-        } else if let pick = others.randomElement(using: &random) {
+        } else if let pick = others.filter({ $0 != optimistic || others.count == 1 }).min(by: { lhs, rhs in
+            let l = peers[lhs]!, r = peers[rhs]!
+            return (l.session.amChoking ? l.chokedAt : now, tieBreak[lhs]!) < (r.session.amChoking ? r.chokedAt : now, tieBreak[rhs]!)
+        }) {
             optimistic = pick
+            optimisticSince = now
             unchoke.insert(pick)
         }
         var actions: [Action] = []
@@ -1085,6 +1096,7 @@ public struct SwarmEngine: Sendable {
                 state.unchokedAt = clock
                 unchokedPeers.insert(peer)
             } else if case .choke = message {
+                state.chokedAt = clock
                 unchokedPeers.remove(peer)
             }
         }

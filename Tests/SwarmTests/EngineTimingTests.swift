@@ -400,6 +400,44 @@ struct ScriptedLeecher {
         }
     }
 
+    /// Tit-for-tat passes over peers that send us nothing (a node that fell behind holds nothing
+    /// its peers need); the optimistic unchoke is their way in, so it moves on every 30 s to the
+    /// peer left choked the longest, rather than staying with its first pick while that one is
+    /// interested (2,000 simulated nodes: the last starved 30 s with every peer choking it).
+    @Test func theOptimisticUnchokeMovesOnToThePeerChokedTheLongest() {
+        var configuration = SwarmEngine.Configuration()
+        configuration.maxUnchoked = 1
+        configuration.idleSlotTimeout = 1000  // slots move in choking rounds only
+        var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 40, configuration: configuration)
+        var half = Bitfield(pieceCount: 40)
+        for piece in 20..<40 { _ = half.insert(PieceIndex(piece)) }
+        leecher.engine = SwarmEngine(info: leecher.engine.info, have: half,
+            handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(0)), configuration: configuration, seed: 3)
+        // Peer 2 trades with us every round and holds the regular slot; 3, 4 and 5 send nothing.
+        _ = leecher.engine.peerConnected(2, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(2)))
+        _ = leecher.engine.received(.haveNone, from: 2)
+        for piece in 0..<20 { _ = leecher.engine.received(.have(PieceIndex(piece)), from: 2) }
+        var pending = ScriptedLeecher.requests(in: leecher.engine.received(.unchoke, from: 2), to: 2)
+        for peer in 2...5 {
+            if peer > 2 {
+                _ = leecher.engine.peerConnected(peer, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(peer)))
+                _ = leecher.engine.received(.haveNone, from: peer)
+            }
+            _ = leecher.engine.received(.interested, from: peer)
+        }
+        var unchoked: Set<Int> = []
+        for round in 0..<8 {
+            // A second before each choking round, peer 2 sends us a block and asks for one.
+            if round > 0 { _ = leecher.engine.tick(now: Double(10 * round)) }
+            pending = leecher.deliver(1, of: pending, from: 2).pending
+            _ = leecher.engine.received(.request(BlockRequest(piece: PieceIndex(20 + round), begin: 0, length: 16384)), from: 2)
+            let actions = leecher.engine.tick(now: Double(10 * round) + 1)
+            for peer in 3...5 where ScriptedLeecher.sent(actions, to: peer).contains(.unchoke) { unchoked.insert(peer) }
+            #expect(!ScriptedLeecher.sent(actions, to: 2).contains(.choke), "round \(round): the uploader keeps its slot")
+        }
+        #expect(unchoked == [3, 4, 5], "in 70 s each waiting peer had the optimistic slot: \(unchoked)")
+    }
+
     @Test func aLeecherTakesTheSuggestionAndDoesNotAskForTheDeclinedPieceAgain() {
         var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 8)
         let first = ScriptedLeecher.requests(in: leecher.connectSeeder(1), to: 1)
