@@ -820,15 +820,17 @@ public struct SwarmEngine: Sendable {
         // and take our free slots (`interested`), and they must not be the same few at every node
         // (the peers that connected first), or those few trade among themselves while the rest wait.
         let start = sortedPeers.isEmpty ? 0 : Int(random.next() % UInt64(sortedPeers.count))
-        // A peer that holds the piece learns nothing from our `have` but our progress (libtorrent's
-        // `send_redundant_have` off), and such `have`s are about half of a swarm's messages. It is
-        // told only if it sent us some of the piece (a seed's `offerFreshPiece` waits to hear it),
-        // and hears that we are done by BEP 21's `upload_only` when we are. Peers that do not
-        // speak extensions cannot hear that, and are told of every piece.
-        // A seed wants nothing of us, so what it is told waits for the next tick and goes in one
-        // write, not one segment per piece that it must acknowledge from its uplink, the swarm's
-        // scarcest link (31 booster receivers: 1 % of the source's link in ACKs). Our last piece
-        // goes at once, after what was held, so that a seed frees our slot as soon as we are done.
+        // A leecher that holds the piece learns nothing from our `have` but our progress
+        // (libtorrent's `send_redundant_have` off), and such `have`s are about half of a swarm's
+        // messages. It is told only if it sent us some of the piece, and hears that we are done by
+        // BEP 21's `upload_only` when we are. Peers that do not speak extensions cannot hear that,
+        // and are told of every piece.
+        // A seed is told of every piece: it declines pieces on their way to others and suggests
+        // ones we lack (`offerFreshPiece`) by what it knows we hold. It wants nothing of us, so
+        // what it is told waits for the next tick and goes in one write, not one segment per piece
+        // that it must acknowledge from its uplink, the swarm's scarcest link (31 booster
+        // receivers: 1 % of the source's link in ACKs). Our last piece goes at once, after what
+        // was held, so that a seed frees our slot as soon as we are done.
         let completed = picker.isComplete
         let senders = delivered?.senders ?? []
         for peer in sortedPeers[start...] + sortedPeers[..<start] {
@@ -836,13 +838,14 @@ public struct SwarmEngine: Sendable {
             // Blocks still asked of peers (the piece came from elsewhere, or from end-game) are cancelled.
             for block in state.session.outstanding where block.piece == piece { actions.append(send(peer, .cancel(block))) }
             let extensions = state.speaksExtensions && ourHandshake.supportsExtensions
-            if extensions && state.session.peerPieces[piece] && !senders.contains(where: { $0.peer == peer }) {
-                // Redundant: not sent.
-            } else if !completed && state.session.peerPieces.isComplete {
-                state.heldHaves.append(piece)
-            } else {
-                actions += sendHeldHaves(peer)
-                actions.append(send(peer, .have(piece)))
+            let seed = state.session.peerPieces.isComplete
+            if seed || !extensions || !state.session.peerPieces[piece] || senders.contains(where: { $0.peer == peer }) {
+                if seed && !completed {
+                    state.heldHaves.append(piece)
+                } else {
+                    actions += sendHeldHaves(peer)
+                    actions.append(send(peer, .have(piece)))
+                }
             }
             if completed {
                 actions += sendHeldHaves(peer)
