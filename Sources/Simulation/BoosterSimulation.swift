@@ -69,7 +69,7 @@ extension SwarmSimulation {
             var configuration = MulticastSender.Configuration(rate: max(1, Int(booster.rate / Double(scenario.byteScale))))
             configuration.collectTime = 0.25
             configuration.maxRepairRounds = 1
-            configuration.burst = 0.008
+            configuration.burst = 0.016
             configuration.announceSpacing = 0.02
             configuration.minReceivers = booster.waitsForReceivers ? groupMembers.count : 0
             state.sender = MulticastSender(session: session, layout: info.layout, have: node.engine.have,

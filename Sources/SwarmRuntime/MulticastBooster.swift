@@ -259,11 +259,12 @@ public final class MulticastSenderRuntime: @unchecked Sendable {
         // round trip of NACK collection; the last few blocks come faster from peers.
         configuration.collectTime = 0.25
         configuration.maxRepairRounds = 1
-        // The pacer may catch up on 8 ms of rate at once (the default is 2): on a busy machine this
-        // thread is often scheduled a few milliseconds late, and tokens beyond the bucket are lost,
-        // which cost the testbed up to 10 % of the rate in some seconds. 8 ms at the link rate
-        // fits the queue of any switch port (the testbed's tbf holds 20 ms).
-        configuration.burst = 0.008
+        // The pacer may catch up on 16 ms of rate at once (the default is 2): on a busy machine
+        // this thread is often scheduled late, and tokens beyond the bucket are lost. With 8 ms,
+        // 1.8 % of the wake-ups of a sender beside 31 receivers on two cores came more than 6 ms
+        // late, some 40 ms, and the pass lost 1-4 % of its rate (docs/multicast.md). A burst
+        // follows a link left idle as long, and fits the testbed's queues (20 ms or more).
+        configuration.burst = 0.016
         // Woken when 2 ms of rate are due, not at every datagram: the pacer then sends a few
         // datagrams (one sendmmsg) per wake-up, which costs this thread a half to a sixteenth of
         // the wake-ups and syscalls of one datagram each (10 to 100 Mbit/s). A quarter of the
