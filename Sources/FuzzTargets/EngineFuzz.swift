@@ -321,7 +321,8 @@
                     bytes[0] ^= 1
                     corrupted = true
                 }
-                if let actions = engine.pieceArrived(piece, data: bytes) { apply(actions) }
+                // The group brought it to our peers too (its `have`s wait for the tick), or a web seed to us alone.
+                if let actions = engine.pieceArrived(piece, data: bytes, reachedPeers: reader.byte() & 1 != 0) { apply(actions) }
             case 10:  // the booster defers pieces or avoids a host
                 let choice = reader.byte()
                 if choice & 1 != 0 {

@@ -227,7 +227,7 @@ extension SwarmSimulation {
                 handedOver = true
                 perform(nodes[host].engine.piecePartlyArrived(partial.piece, data: partial.bytes, missing: partial.missing), at: host)
             case .pieceAssembled(let piece, let bytes):
-                if let actions = nodes[host].engine.pieceArrived(piece, data: bytes) {
+                if let actions = nodes[host].engine.pieceArrived(piece, data: bytes, reachedPeers: true) {
                     state.fromGroup.insert(piece)
                     perform(actions, at: host)
                 } else {

@@ -150,8 +150,8 @@ public struct SwarmEngine: Sendable {
         var wastedSlot = false
         /// ut_metadata requests answered (`MetadataServer.maxAnswersPerPeer` bounds them).
         var metadataAnswers = 0
-        /// Pieces verified since the last tick that this peer, a seed, has not been told of yet
-        /// (`pieceChecked`).
+        /// Pieces verified since the last tick that this peer has not been told of yet: it is a
+        /// seed, or the multicast group brought it the piece too (`pieceChecked`).
         var heldHaves: [PieceIndex] = []
 
         init(id: PeerID, session: PeerSession, listenAddress: PeerAddress?, remoteIP: [UInt8]?, outgoing: Bool, queueDepth: Int,
@@ -229,6 +229,8 @@ public struct SwarmEngine: Sendable {
     /// anyone on the LAN can forge): if one fails its hash nobody can tell whose bytes were wrong,
     /// so no peer is struck for it; the picker then fetches the whole piece from peers.
     private var external: Set<PieceIndex> = []
+    /// Those of `external` that reached our peers the same way (`pieceArrived(reachedPeers:)`).
+    private var reachedPeersToo: Set<PieceIndex> = []
     /// Hash failures of such pieces: counted, never blamed on a peer.
     public private(set) var externalHashFailures = 0
     /// Pieces handed out in `verify` actions and not yet reported by `pieceChecked`, and their bytes.
@@ -684,14 +686,17 @@ public struct SwarmEngine: Sendable {
         return choke(peer) + [send(next, .unchoke)]
     }
 
-    /// A whole piece from another source (the multicast booster): verified like any other, and
-    /// peers asked for its blocks are told to cancel once it has verified. Nil when the piece is
-    /// held or already being verified.
-    public mutating func pieceArrived(_ piece: PieceIndex, data: [UInt8]) -> [Action]? {
+    /// A whole piece from another source (the multicast booster, a web seed): verified like any
+    /// other, and peers asked for its blocks are told to cancel once it has verified. Nil when the
+    /// piece is held or already being verified. `reachedPeers`: the same delivery reached our
+    /// peers (a multicast group), so our `have` tells them nothing new; it waits for the next tick
+    /// and goes in one write with the others.
+    public mutating func pieceArrived(_ piece: PieceIndex, data: [UInt8], reachedPeers: Bool = false) -> [Action]? {
         guard info.layout.contains(piece), data.count == info.layout.length(of: piece), !have[piece], !verifying.contains(piece) else {
             return nil
         }
         external.insert(piece)
+        if reachedPeers { reachedPeersToo.insert(piece) }
         return [startVerifying(piece, data)]
     }
 
@@ -799,6 +804,7 @@ public struct SwarmEngine: Sendable {
         verifyingBytes -= info.layout.length(of: piece)
         var actions: [Action] = []
         let fromElsewhere = external.remove(piece) != nil
+        let peersGotItToo = reachedPeersToo.remove(piece) != nil
         guard valid else {
             picker.pieceFailed(piece)
             wasted += Int64(info.layout.length(of: piece))
@@ -829,8 +835,10 @@ public struct SwarmEngine: Sendable {
         // ones we lack (`offerFreshPiece`) by what it knows we hold. It wants nothing of us, so
         // what it is told waits for the next tick and goes in one write, not one segment per piece
         // that it must acknowledge from its uplink, the swarm's scarcest link (31 booster
-        // receivers: 1 % of the source's link in ACKs). Our last piece goes at once, after what
-        // was held, so that a seed frees our slot as soon as we are done.
+        // receivers: 1 % of the source's link in ACKs). So is a piece the multicast group brought
+        // to our peers too: 31 receivers told each other of every piece, one segment each, 1.1 MB
+        // per receiver into downlinks the group already filled. Our last piece goes at once,
+        // after what was held, so that a seed frees our slot as soon as we are done.
         let completed = picker.isComplete
         let senders = delivered?.senders ?? []
         for peer in sortedPeers[start...] + sortedPeers[..<start] {
@@ -840,7 +848,7 @@ public struct SwarmEngine: Sendable {
             let extensions = state.speaksExtensions && ourHandshake.supportsExtensions
             let seed = state.session.peerPieces.isComplete
             if seed || !extensions || !state.session.peerPieces[piece] || senders.contains(where: { $0.peer == peer }) {
-                if seed && !completed {
+                if (seed || peersGotItToo) && !completed {
                     state.heldHaves.append(piece)
                 } else {
                     actions += sendHeldHaves(peer)

@@ -1191,7 +1191,7 @@ public final class SwarmRuntime: @unchecked Sendable {
                 handedOver = true
                 perform(engine.piecePartlyArrived(partial.piece, data: partial.bytes, missing: partial.missing))
             case .pieceAssembled(let piece, let bytes):
-                if let actions = engine.pieceArrived(piece, data: bytes) {
+                if let actions = engine.pieceArrived(piece, data: bytes, reachedPeers: true) {
                     fromMulticast.insert(piece)
                     perform(actions)
                 } else {

@@ -245,6 +245,29 @@ struct ScriptedLeecher {
         #expect(haves(ScriptedLeecher.sent(actions, to: 3)) == [3] && !done(ScriptedLeecher.sent(actions, to: 3)))
     }
 
+    /// A piece the multicast group brought to our peers too tells them nothing new: they hear of
+    /// it at the next tick, in one write with the others, not one segment per piece into a
+    /// downlink the group fills. A piece only we got (a web seed's) is told at once.
+    @Test func aPieceTheGroupBroughtEveryoneIsToldAtTheTick() throws {
+        var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 4)
+        _ = leecher.connectSeeder(1)
+        _ = leecher.engine.peerConnected(2, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(2)))
+        _ = leecher.engine.received(.haveNone, from: 2)
+        let haves = { (actions: [SwarmEngine.Action]) in
+            ScriptedLeecher.sent(actions, to: 2).compactMap { if case .have(let piece) = $0 { piece.value } else { nil } }
+        }
+        func arrive(_ piece: Int, reachedPeers: Bool) -> [SwarmEngine.Action] {
+            var actions = leecher.engine.pieceArrived(PieceIndex(piece), data: [UInt8](repeating: 0, count: 16384), reachedPeers: reachedPeers) ?? []
+            for case .verify(let piece, _) in actions { actions += leecher.engine.pieceChecked(piece, valid: true) }
+            return actions
+        }
+        #expect(haves(arrive(0, reachedPeers: true) + arrive(1, reachedPeers: true)).isEmpty)
+        #expect(haves(leecher.engine.tick(now: 1)) == [0, 1])
+        #expect(haves(leecher.engine.tick(now: 2)).isEmpty, "each once")
+        #expect(haves(arrive(2, reachedPeers: false)) == [2], "a web seed's piece is news to every peer")
+        #expect(haves(arrive(3, reachedPeers: true)) == [3], "the last piece goes at once")
+    }
+
     @Test func peerExchangeTellsListeningAddressesAndTheirDeparture() throws {
         var leecher = ScriptedLeecher()
         let pexPeer = ExtensionHandshake(messageIDs: ["ut_pex": 9], requestQueue: 250)
