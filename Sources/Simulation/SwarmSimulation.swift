@@ -23,7 +23,7 @@ public struct SwarmScenario: Sendable {
     /// The runtime's `maxPeers` and the `numwant` it asks the tracker for.
     public var limits = PeerLimits()
     public var numWant = 80
-    /// The engine's `maxUnchoked` (nil: its default, as `vmswarm get` uses).
+    /// A fixed number of upload slots (`--upload-slots`; nil: the engine's rule, as `vmswarm get` uses).
     public var uploadSlots: Int?
     /// Real bytes per second one node hashes (SHA-1 on one core of this machine: about 1 GB/s).
     public var hashRate: Double = 1.0e9
@@ -240,7 +240,12 @@ public final class SwarmSimulation {
         engineConfiguration.requestQueueDepth = max(2, engineConfiguration.requestQueueDepth / scenario.byteScale)
         engineConfiguration.minimumQueueDepth = max(1, engineConfiguration.minimumQueueDepth / scenario.byteScale)
         engineConfiguration.maximumVerifyingBytes = max(2 * pieceLength, engineConfiguration.maximumVerifyingBytes / scenario.byteScale)
-        if let slots = scenario.uploadSlots { engineConfiguration.maxUnchoked = max(1, slots) }
+        if let slots = scenario.uploadSlots {
+            engineConfiguration.maxUnchoked = max(1, slots)
+            engineConfiguration.uploadSlotRate = nil
+        }
+        // The engine counts simulated bytes: its rate per slot is scaled as the queue depths are.
+        engineConfiguration.uploadSlotRate = engineConfiguration.uploadSlotRate.map { $0 / scale }
         for host in 0..<scenario.network.hosts {
             engineConfiguration.policy = scenario.policy(host, pieces) ?? MeshPolicy()
             let address = Self.address(of: host)

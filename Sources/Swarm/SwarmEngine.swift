@@ -10,8 +10,14 @@ public struct SwarmEngine: Sendable {
     public typealias Peer = PiecePicker.Peer
 
     public struct Configuration: Sendable {
-        /// Peers we upload to at once (plus one optimistic unchoke).
+        /// Peers we upload to at once (plus one optimistic unchoke), at least.
         public var maxUnchoked = 8
+        /// Beyond `maxUnchoked`, one upload slot per this many bytes a second of upload the node
+        /// has shown (its best rate over `uploadRateWindow` seconds), up to `maximumUploadSlots`;
+        /// nil: `maxUnchoked` exactly. 2 Mbit/s a slot: a fast uplink is shared by enough TCP
+        /// flows to fill it, and none is so thin that its window is a segment or two, which
+        /// recovers from a loss only by timeout (docs/benchmarks.md, session 23).
+        public var uploadSlotRate: Double? = 250_000
         /// Blocks kept requested from a peer until its rate is known: 64 × 16 KiB = 1 MiB in flight.
         public var requestQueueDepth = 64
         /// Then the queue holds what the peer delivers in this many seconds (its rate times this)
@@ -330,6 +336,18 @@ public struct SwarmEngine: Sendable {
     private var arrivals = 0
     public private(set) var downloaded: Int64 = 0
     public private(set) var uploaded: Int64 = 0
+    /// `uploaded` at recent ticks, oldest first, and the best rate they showed (`uploadSlots`).
+    private var uploadSamples: [(at: Double, uploaded: Int64)] = []
+    private var bestUploadRate: Double = 0
+    static let uploadRateWindow = 2.0
+    static let maximumUploadSlots = 64
+
+    /// Peers we upload to at once (plus one optimistic unchoke): `maxUnchoked`, or more on an
+    /// uplink that has shown it carries more (`Configuration.uploadSlotRate`).
+    public var uploadSlots: Int {
+        guard let perSlot = configuration.uploadSlotRate, perSlot > 0 else { return configuration.maxUnchoked }
+        return max(configuration.maxUnchoked, min(Self.maximumUploadSlots, Int(bestUploadRate / perSlot)))
+    }
     /// Bytes received that were thrown away (failed hashes, late duplicates).
     public private(set) var wasted: Int64 = 0
 
@@ -533,7 +551,7 @@ public struct SwarmEngine: Sendable {
             case .interested(let wants):
                 // A free upload slot is given at once rather than at the next choking round. A peer
                 // that does not read what we send is not using its slot and is not counted.
-                if wants, state.session.amChoking, slotsInUse < configuration.maxUnchoked, configuration.policy.serves(state.facts) {
+                if wants, state.session.amChoking, slotsInUse < uploadSlots, configuration.policy.serves(state.facts) {
                     actions.append(send(peer, .unchoke))
                 }
                 // A peer that completed frees its slot at once: the last node of a swarm would
@@ -621,7 +639,7 @@ public struct SwarmEngine: Sendable {
     /// Unchokes interested peers that read (`nextSlotCandidate`), while fewer than `maxUnchoked`
     /// unchoked peers use their slot.
     private mutating func fillFreeSlots() -> [Action] {
-        var free = configuration.maxUnchoked - slotsInUse
+        var free = uploadSlots - slotsInUse
         guard free > 0 else { return [] }
         var waiting = slotCandidates()
         var actions: [Action] = []
@@ -872,6 +890,7 @@ public struct SwarmEngine: Sendable {
     public mutating func tick(now: Double) -> [Action] {
         let elapsed = now - clock
         clock = now
+        noteUploadRate(now: now)
         var actions: [Action] = []
         for peer in sortedPeers {
             guard let state = peers[peer] else { continue }
@@ -935,7 +954,7 @@ public struct SwarmEngine: Sendable {
             let (lTie, rTie) = (tieBreak[lhs]!, tieBreak[rhs]!)
             return have.isComplete ? (l.bytesToPeer, lTie) < (r.bytesToPeer, rTie) : (l.bytesFromPeer, lTie) > (r.bytesFromPeer, rTie)
         }
-        var unchoke = Set(ranked.prefix(configuration.maxUnchoked))
+        var unchoke = Set(ranked.prefix(uploadSlots))
         // The optimistic slot goes to a peer that reads, while there is one.
         let waiting = interested.filter { !unchoke.contains($0) }
         let reading = waiting.filter { peers[$0]!.writeBlockedSince == nil }
@@ -973,6 +992,15 @@ public struct SwarmEngine: Sendable {
     /// configuration's) plus the round trip of its data in flight.
     /// Until its first block the peer keeps the configured depth; a peer we asked nothing of keeps
     /// its queue, as its rate then says nothing about what it could send.
+    /// Keeps `uploaded` of the ticks within `uploadRateWindow`, and the best rate over a whole window.
+    private mutating func noteUploadRate(now: Double) {
+        uploadSamples.append((now, uploaded))
+        while let oldest = uploadSamples.first, now - oldest.at >= Self.uploadRateWindow {
+            bestUploadRate = max(bestUploadRate, Double(uploaded - oldest.uploaded) / (now - oldest.at))
+            uploadSamples.removeFirst()
+        }
+    }
+
     private mutating func measureRate(_ peer: Peer, over elapsed: Double) {
         guard let state = peers[peer] else { return }
         let sample = Double(state.bytesSinceTick) / elapsed

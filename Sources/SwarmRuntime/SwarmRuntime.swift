@@ -25,12 +25,12 @@ public final class SwarmRuntime: @unchecked Sendable {
         /// Peers to connect to besides those the trackers name.
         public var peers: [(host: String, port: Int)] = []
         public var maxPeers = 60
-        /// Peers uploaded to at once, besides the optimistic unchoke (the engine's `maxUnchoked`).
-        /// BEP 3's handful. vmswarm-sim predicts that one slot per peer leaves fewer uplinks idle
-        /// past 16 nodes; the testbed agreed at 16 hosts (1.26x against 1.33x F/B) and disagreed
-        /// at 32 (1.55x against 1.38x, the source sending 1.5 copies), so the default stays
-        /// (docs/simulation.md).
-        public var uploadSlots = SwarmEngine.Configuration().maxUnchoked
+        /// Peers uploaded to at once, besides the optimistic unchoke. nil: the engine's rule, BEP 3's
+        /// 8, and one more per 2 Mbit/s of upload the node has shown beyond 16
+        /// (`SwarmEngine.Configuration.uploadSlotRate`). More slots left fewer uplinks idle on the
+        /// testbed at 16 × 40 Mbit/s (1.27x against 1.45x F/B) and cost at 32 × 10 Mbit/s (1.40x
+        /// against 1.32x), where each flow got under a megabit (docs/benchmarks.md, session 23).
+        public var uploadSlots: Int?
         public var useTrackers = true
         public var hashThreads = System.coreCount
         /// Upload limit in bytes per second (nil: none): piece messages wait for their turn.
@@ -329,7 +329,10 @@ public final class SwarmRuntime: @unchecked Sendable {
         loop = group.next()
         pool = NIOThreadPool(numberOfThreads: max(1, options.hashThreads))
         var configuration = SwarmEngine.Configuration()
-        configuration.maxUnchoked = max(1, options.uploadSlots)
+        if let slots = options.uploadSlots {
+            configuration.maxUnchoked = max(1, slots)
+            configuration.uploadSlotRate = nil
+        }
         configuration.readersFirst = options.readersFirst
         engine = SwarmEngine(info: metainfo.info, have: have, handshake: ourHandshake, configuration: configuration,
             seed: UInt64.random(in: .min ... .max))

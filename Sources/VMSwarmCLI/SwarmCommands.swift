@@ -33,8 +33,8 @@ struct PeerOptions: ParsableArguments {
     var maxPeers: Int = 60
 
     @Option(name: .customLong("upload-slots"),
-        help: "Peers to upload to at once, plus one optimistic unchoke. Peers that do not read what they are sent never keep a slot.")
-    var uploadSlots: Int = SwarmRuntime.Options().uploadSlots
+        help: "Peers to upload to at once, plus one optimistic unchoke (default: 8, and one more per 2 Mbit/s of upload this node has shown beyond 16 Mbit/s, up to 64). Peers that do not read what they are sent never keep a slot.")
+    var uploadSlots: Int?
 
     @Option(name: .customLong("max-up"), help: "Upload limit, such as 50M (bytes per second; K, M, G binary).")
     var maxUp: String?
@@ -80,7 +80,7 @@ struct PeerOptions: ParsableArguments {
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535.") }
         guard maxPeers >= 1 else { throw ValidationError("--max-peers must be at least 1.") }
-        guard uploadSlots >= 1 else { throw ValidationError("--upload-slots must be at least 1.") }
+        guard uploadSlots.map({ $0 >= 1 }) ?? true else { throw ValidationError("--upload-slots must be at least 1.") }
         if let listen, HostPort(listen) == nil { throw ValidationError("--listen must be HOST:PORT (got '\(listen)').") }
         if let metricsListen, HostPort(metricsListen) == nil {
             throw ValidationError("--metrics-listen must be HOST:PORT (got '\(metricsListen)').")

@@ -30,6 +30,42 @@ import Testing
         return actions
     }
 
+    /// Upload slots follow what the uplink has shown it carries: 8 until then (and on a slow
+    /// link), one per 2 Mbit/s beyond once 2 s of upload ran faster; a fixed count
+    /// (`--upload-slots`) stays fixed.
+    @Test func aFastUplinkOpensMoreUploadSlots() {
+        func run(_ configure: (inout SwarmEngine.Configuration) -> Void, bytesPerSecond: Int) -> (before: Int, after: Int) {
+            let pieces = 8
+            let info = try! TorrentInfo(name: "t.img", files: [FileEntry(path: ["t.img"], length: Int64(16384 * pieces))], isMultiFile: false,
+                privacy: .unspecified, pieceLength: 16384, pieceHashes: [UInt8](repeating: 0, count: 20 * pieces))
+            var configuration = SwarmEngine.Configuration()
+            configure(&configuration)
+            var engine = SwarmEngine(info: info, have: Bitfield(pieceCount: pieces, all: true),
+                handshake: Handshake(infoHash: Self.hash, peerID: ScriptedLeecher.id(0)), configuration: configuration, seed: 5)
+            for peer in 1...30 { _ = join(&engine, peer, ip: UInt8(peer)) }
+            let before = engine.peersWeUnchoke
+            let block = BlockRequest(piece: PieceIndex(0), begin: 0, length: 16384)
+            for second in 1...6 {
+                // The unchoked peers take `bytesPerSecond` between them.
+                var sent = 0
+                while sent < bytesPerSecond {
+                    for peer in 1...30 where sent < bytesPerSecond && engine.received(.request(block), from: peer).contains(.readBlock(peer, block)) {
+                        _ = engine.blockRead(block, data: ByteBuffer(repeating: 0, count: 16384), for: peer)
+                        sent += 16384
+                    }
+                }
+                _ = engine.tick(now: Double(second))
+            }
+            return (before, engine.peersWeUnchoke)
+        }
+        let fast = run({ _ in }, bytesPerSecond: 5_000_000)
+        #expect(fast.before == 8)
+        #expect(fast.after == 20, "5 MB/s is 20 slots of 2 Mbit/s")
+        // 8 and the optimistic unchoke of the first choking round.
+        #expect(run({ _ in }, bytesPerSecond: 1_250_000).after == 8 + 1, "10 Mbit/s keeps 8")
+        #expect(run({ $0.uploadSlotRate = nil }, bytesPerSecond: 5_000_000).after == 8 + 1, "a fixed count stays")
+    }
+
     /// Bans key on the address and the id together: bad data sent under an honest peer's id from
     /// another address bans the sender, not the honest peer.
     @Test func aSquatterSendingBadDataUnderSomeonesIdDoesNotGetThemBanned() {
