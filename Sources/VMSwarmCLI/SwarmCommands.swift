@@ -33,7 +33,7 @@ struct PeerOptions: ParsableArguments {
     var maxPeers: Int = 60
 
     @Option(name: .customLong("upload-slots"),
-        help: "Peers to upload to at once, plus one optimistic unchoke (default: 8, and one more per 2 Mbit/s of upload this node has shown beyond 16 Mbit/s, up to 64). Peers that do not read what they are sent never keep a slot.")
+        help: "Peers to upload to at once, plus one optimistic unchoke (default: 8, and one more per 2 Mbit/s of upload this node has shown beyond 16 Mbit/s, up to 16). Peers that do not read what they are sent never keep a slot.")
     var uploadSlots: Int?
 
     @Option(name: .customLong("max-up"), help: "Upload limit, such as 50M (bytes per second; K, M, G binary).")
