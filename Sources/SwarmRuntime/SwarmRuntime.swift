@@ -26,7 +26,7 @@ public final class SwarmRuntime: @unchecked Sendable {
         public var peers: [(host: String, port: Int)] = []
         public var maxPeers = 60
         /// Peers uploaded to at once, besides the optimistic unchoke. nil: the engine's rule, BEP 3's
-        /// 8, and one more per 2 Mbit/s of upload the node has shown beyond 16, up to 16
+        /// 8, and one more per 2 Mbit/s of upload the node has shown beyond 16 Mbit/s, up to 16 slots
         /// (`SwarmEngine.Configuration.uploadSlotRate`). More slots left fewer uplinks idle on the
         /// testbed at 16 × 40 Mbit/s (1.27x against 1.45x F/B) and cost at 32 × 10 Mbit/s (1.40x
         /// against 1.33x), where each flow got under a megabit (docs/benchmarks.md, session 23).
