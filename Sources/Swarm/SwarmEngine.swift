@@ -13,12 +13,12 @@ public struct SwarmEngine: Sendable {
         /// Peers we upload to at once (plus one optimistic unchoke), at least.
         public var maxUnchoked = 8
         /// Beyond `maxUnchoked`, one upload slot per this many bytes a second of upload the node
-        /// has shown (its best rate over `uploadRateWindow` seconds), up to `maximumUploadSlots`
-        /// (16: vmswarm-sim's 2,000 nodes at 100 Mbit/s finished at 2.27x F/B with up to 64,
-        /// against 1.64x with 16 and 1.67x with 8);
+        /// has shown (its best rate over `uploadRateWindow` seconds), up to `maximumUploadSlots`;
         /// nil: `maxUnchoked` exactly. 2 Mbit/s a slot: a fast uplink is shared by enough TCP
         /// flows to fill it, and none is so thin that its window is a segment or two, which
-        /// recovers from a loss only by timeout (docs/benchmarks.md, session 23).
+        /// recovers from a loss only by timeout. At most 16: vmswarm-sim's 2,000 nodes at
+        /// 100 Mbit/s finished at 2.27x F/B with up to 64, against 1.64x with 16 and 1.67x with 8
+        /// (docs/benchmarks.md, session 23).
         public var uploadSlotRate: Double? = 250_000
         /// Blocks kept requested from a peer until its rate is known: 64 × 16 KiB = 1 MiB in flight.
         public var requestQueueDepth = 64
@@ -638,7 +638,7 @@ public struct SwarmEngine: Sendable {
     /// Unchoked peers that use their slot.
     private var slotsInUse: Int { unchokedPeers.count { peers[$0].map(usesSlot) ?? false } }
 
-    /// Unchokes interested peers that read (`nextSlotCandidate`), while fewer than `maxUnchoked`
+    /// Unchokes interested peers that read (`nextSlotCandidate`), while fewer than `uploadSlots`
     /// unchoked peers use their slot.
     private mutating func fillFreeSlots() -> [Action] {
         var free = uploadSlots - slotsInUse
@@ -990,10 +990,6 @@ public struct SwarmEngine: Sendable {
         peers[peer]?.roundTrip = min(seconds, 5)
     }
 
-    /// Sizes the peer's request queue to its rate: the policy's `requestQueueSeconds` (or the
-    /// configuration's) plus the round trip of its data in flight.
-    /// Until its first block the peer keeps the configured depth; a peer we asked nothing of keeps
-    /// its queue, as its rate then says nothing about what it could send.
     /// Keeps `uploaded` of the ticks within `uploadRateWindow`, and the best rate over a whole window.
     private mutating func noteUploadRate(now: Double) {
         uploadSamples.append((now, uploaded))
@@ -1003,6 +999,10 @@ public struct SwarmEngine: Sendable {
         }
     }
 
+    /// Sizes the peer's request queue to its rate: the policy's `requestQueueSeconds` (or the
+    /// configuration's) plus the round trip of its data in flight.
+    /// Until its first block the peer keeps the configured depth; a peer we asked nothing of keeps
+    /// its queue, as its rate then says nothing about what it could send.
     private mutating func measureRate(_ peer: Peer, over elapsed: Double) {
         guard let state = peers[peer] else { return }
         let sample = Double(state.bytesSinceTick) / elapsed
