@@ -35,6 +35,13 @@ public struct SwarmEngine: Sendable {
         /// Seconds the optimistic unchoke stays with one peer before it moves on (BEP 3 clients
         /// use 30: three choking rounds).
         public var optimisticInterval: Double = 30
+        /// While leeching, one of the upload slots goes at each choking round to the interested
+        /// peer that holds the fewest pieces, instead of to the next-best uploader to us. A node
+        /// that fell behind holds little its peers lack, so reciprocation passes it over and it
+        /// lives on optimistic slots until its peers are seeds: in vmswarm-sim's 1,000 nodes the
+        /// last one was unchoked by 1–3 of its 31 peers for a minute and finished 14 s after the
+        /// 99th percentile. Off: every slot reciprocates (BEP 3).
+        public var catchUpSlot = true
         /// Bytes of assembled pieces waiting for their hash and write; beyond this no new blocks
         /// are requested, so a slow disk or busy CPU holds the network back instead of memory
         /// growing (at least two pieces are always allowed).
@@ -930,7 +937,8 @@ public struct SwarmEngine: Sendable {
 
     // MARK: Internals
 
-    /// Leeching: reciprocate the best uploaders to us. Seeding: whoever we served least, in turn.
+    /// Leeching: reciprocate the best uploaders to us, but for one slot kept for the peer furthest
+    /// behind. Seeding: whoever we served least, in turn.
     /// One more interested peer is unchoked optimistically, so newcomers get a first piece, and
     /// peers that fell behind (whose pieces nobody needs, so tit-for-tat passes them over) get
     /// some: every `optimisticInterval` the slot moves to the peer we left choked the longest.
@@ -956,7 +964,17 @@ public struct SwarmEngine: Sendable {
             let (lTie, rTie) = (tieBreak[lhs]!, tieBreak[rhs]!)
             return have.isComplete ? (l.bytesToPeer, lTie) < (r.bytesToPeer, rTie) : (l.bytesFromPeer, lTie) > (r.bytesFromPeer, rTie)
         }
-        var unchoke = Set(ranked.prefix(uploadSlots))
+        // While leeching, the last slot goes to the peer furthest behind (`catchUpSlot`).
+        let slots = uploadSlots
+        let catchUp = configuration.catchUpSlot && !have.isComplete && slots > 1
+        var unchoke = Set(ranked.prefix(catchUp ? slots - 1 : slots))
+        if catchUp,
+            let behind = ranked.dropFirst(slots - 1).filter({ peers[$0]!.writeBlockedSince == nil }).min(by: { lhs, rhs in
+                (peers[lhs]!.session.peerPieces.count, tieBreak[lhs]!) < (peers[rhs]!.session.peerPieces.count, tieBreak[rhs]!)
+            }) ?? ranked.dropFirst(slots - 1).first
+        {
+            unchoke.insert(behind)
+        }
         // The optimistic slot goes to a peer that reads, while there is one.
         let waiting = interested.filter { !unchoke.contains($0) }
         let reading = waiting.filter { peers[$0]!.writeBlockedSince == nil }
