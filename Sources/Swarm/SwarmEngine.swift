@@ -253,14 +253,15 @@ public struct SwarmEngine: Sendable {
     private var verifyingBytes = 0
     static let declineMemory: Double = 3
 
-    /// As a lone seed or a rack's gateway: the first peer each piece was sent to, and when, on
-    /// each side of the rack's uplink (near peers under `false`, far ones under `true`; a plain
-    /// mesh has only the near side). A seed's upload is the scarcest link of a fresh swarm; a
-    /// piece already on its way to one peer is better fetched from that peer.
+    /// As a lone seed or a rack's gateway: the first peer each piece was sent to, and when it last
+    /// asked for a block of it, on each side of the rack's uplink (near peers under `false`, far
+    /// ones under `true`; a plain mesh has only the near side). A seed's upload is the scarcest
+    /// link of a fresh swarm; a piece already on its way to one peer is better fetched from that peer.
     private var servedTo: [Bool: [PieceIndex: (peer: Peer, at: Double)]] = [:]
-    /// Seconds a piece counts as on its way to the peer it was first sent to, unless that peer
-    /// holds it by then: a peer that asked for a piece and cancelled it, or never finished it,
-    /// does not keep it from the others for longer.
+    /// Seconds (at least: `onItsWayWindow`) a piece counts as on its way to the peer it was first
+    /// sent to after that peer last asked for a block of it; once the peer holds it, for good. A
+    /// peer that asked for a piece and cancelled it, or never finished it, does not keep it from
+    /// the others for longer.
     static let onItsWay: Double = 5
     /// Pieces a reader of the image in flight waits for, most urgent first (at most
     /// `maximumUrgentPieces`): requested before any other, from every peer that has them.
@@ -1089,12 +1090,17 @@ public struct SwarmEngine: Sendable {
             served[request.piece] = (peer, clock)
             return nil
         }
-        guard first != peer else { return nil }
-        // The piece counts as on its way only to a peer that reads what we send, and holds it or
-        // got it lately; otherwise a peer that asks for every piece and never reads, or cancels,
-        // would have us decline them all to others.
-        guard let firstState = peers[first], usesSlot(firstState),
-            firstState.session.peerPieces[request.piece] || clock - at < Self.onItsWay
+        guard first != peer else {
+            // Still fetching it: it stays on its way a while longer.
+            served[request.piece] = (peer, clock)
+            return nil
+        }
+        // The piece counts as on its way to a peer that holds it, which can pass it on whether we
+        // still unchoke it or not, and to one we serve that reads what we send and got it lately;
+        // otherwise a peer that asks for every piece and never reads, or cancels, would have us
+        // decline them all to others.
+        guard let firstState = peers[first],
+            firstState.session.peerPieces[request.piece] || (usesSlot(firstState) && clock - at < onItsWayWindow)
         else {
             served[request.piece] = (peer, clock)
             return nil
@@ -1109,6 +1115,14 @@ public struct SwarmEngine: Sendable {
         var actions = [send(peer, .reject(request))]
         if peers[peer]!.suggestedToPeer.insert(fresh).inserted { actions.append(send(peer, .suggest(fresh))) }
         return actions
+    }
+
+    /// How long a piece counts as on its way after its first taker last asked for a block of it:
+    /// `onItsWay`, or two blocks' time at our rate per slot where that is longer (a thin uplink
+    /// split many ways, or vmswarm-sim's coarse byte scales, where one block is a 4 MiB piece).
+    private var onItsWayWindow: Double {
+        guard bestUploadRate > 0 else { return Self.onItsWay }
+        return max(Self.onItsWay, 2 * Double(PieceLayout.blockLength) * Double(uploadSlots + 1) / bestUploadRate)
     }
 
     /// BEP 11: tells the peer which listening peers we joined and lost since the last message.
