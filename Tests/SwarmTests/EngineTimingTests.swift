@@ -355,6 +355,24 @@ struct ScriptedLeecher {
         #expect(engine.received(.request(block), from: 2) == [.readBlock(2, block)])
     }
 
+    /// A piece stays on its way to its first taker while that peer still asks for it, counted from
+    /// its latest request (a 4 MiB piece over one of 17 slots at 100 Mbit/s takes 5.6 s), and for
+    /// good once the peer holds it, whether it still uses a slot or not (a seed moves its slots
+    /// every 10 s). 100 simulated nodes in 4 MiB pieces: the seed sent 2.32 images before, 2.04 after.
+    @Test func aPieceStaysOnItsWayWhileItsFirstTakerFetchesItAndOnceItHoldsIt() {
+        var engine = seed()
+        let block = BlockRequest(piece: PieceIndex(5), begin: 0, length: 16384)
+        #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
+        _ = engine.tick(now: 4)
+        #expect(engine.received(.request(block), from: 1) == [.readBlock(1, block)])
+        _ = engine.tick(now: SwarmEngine.onItsWay + 1.5)
+        #expect(engine.received(.request(block), from: 2).first == .send(2, .reject(block)), "peer 1 asked for it 2.5 s ago")
+        // Peer 1 holds it and has asked for nothing since: its slot is idle, the piece still went to it.
+        _ = engine.received(.have(PieceIndex(5)), from: 1)
+        _ = engine.tick(now: 30)
+        #expect(engine.received(.request(block), from: 2).first == .send(2, .reject(block)), "peer 1 holds it")
+    }
+
     /// An engine of rack `rack` (by subnet) holding `have` of an 8-piece torrent, with fast-extension
     /// peers at `addresses` connected, holding nothing and interested.
     func rackNode(_ rack: String, have: Bitfield, addresses: [Int: [UInt8]]) -> SwarmEngine {
@@ -424,6 +442,39 @@ struct ScriptedLeecher {
         }
     }
 
+    /// A leecher holding pieces 20..<40 of 40 that trades with peer 2 (which holds 0..<20 and
+    /// unchoked us), beside `waiting` peers that hold their first `held` pieces and send nothing;
+    /// all of them interested. Slots move in choking rounds only.
+    private func tradingLeecher(_ configuration: SwarmEngine.Configuration, waiting: [(peer: Int, held: Int)])
+        -> (leecher: ScriptedLeecher, pending: [BlockRequest]) {
+        var configuration = configuration
+        configuration.idleSlotTimeout = 1000
+        var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 40, configuration: configuration)
+        var half = Bitfield(pieceCount: 40)
+        for piece in 20..<40 { _ = half.insert(PieceIndex(piece)) }
+        leecher.engine = SwarmEngine(info: leecher.engine.info, have: half,
+            handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(0)), configuration: configuration, seed: 3)
+        for (peer, held) in [(2, 20)] + waiting {
+            _ = leecher.engine.peerConnected(peer, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(peer)))
+            _ = leecher.engine.received(.haveNone, from: peer)
+            for piece in 0..<held { _ = leecher.engine.received(.have(PieceIndex(piece)), from: peer) }
+        }
+        let pending = ScriptedLeecher.requests(in: leecher.engine.received(.unchoke, from: 2), to: 2)
+        for peer in [2] + waiting.map(\.peer) { _ = leecher.engine.received(.interested, from: peer) }
+        return (leecher, pending)
+    }
+
+    /// Choking round `round` of `tradingLeecher`, 10 s apart: a second before it, peer 2 sends us a
+    /// block and asks for one, so it keeps its reciprocated slot.
+    private func chokingRound(_ round: Int, of leecher: inout ScriptedLeecher, pending: inout [BlockRequest]) -> [SwarmEngine.Action] {
+        if round > 0 { _ = leecher.engine.tick(now: Double(10 * round)) }
+        pending = leecher.deliver(1, of: pending, from: 2).pending
+        _ = leecher.engine.received(.request(BlockRequest(piece: PieceIndex(20 + round), begin: 0, length: 16384)), from: 2)
+        let actions = leecher.engine.tick(now: Double(10 * round) + 1)
+        #expect(!ScriptedLeecher.sent(actions, to: 2).contains(.choke), "round \(round): the uploader keeps its slot")
+        return actions
+    }
+
     /// Tit-for-tat passes over peers that send us nothing (a node that fell behind holds nothing
     /// its peers need); the optimistic unchoke is their way in, so it moves on every 30 s to the
     /// peer left choked the longest, rather than staying with its first pick while that one is
@@ -431,33 +482,12 @@ struct ScriptedLeecher {
     @Test func theOptimisticUnchokeMovesOnToThePeerChokedTheLongest() {
         var configuration = SwarmEngine.Configuration()
         configuration.maxUnchoked = 1
-        configuration.idleSlotTimeout = 1000  // slots move in choking rounds only
-        var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 40, configuration: configuration)
-        var half = Bitfield(pieceCount: 40)
-        for piece in 20..<40 { _ = half.insert(PieceIndex(piece)) }
-        leecher.engine = SwarmEngine(info: leecher.engine.info, have: half,
-            handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(0)), configuration: configuration, seed: 3)
-        // Peer 2 trades with us every round and holds the regular slot; 3, 4 and 5 send nothing.
-        _ = leecher.engine.peerConnected(2, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(2)))
-        _ = leecher.engine.received(.haveNone, from: 2)
-        for piece in 0..<20 { _ = leecher.engine.received(.have(PieceIndex(piece)), from: 2) }
-        var pending = ScriptedLeecher.requests(in: leecher.engine.received(.unchoke, from: 2), to: 2)
-        for peer in 2...5 {
-            if peer > 2 {
-                _ = leecher.engine.peerConnected(peer, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(peer)))
-                _ = leecher.engine.received(.haveNone, from: peer)
-            }
-            _ = leecher.engine.received(.interested, from: peer)
-        }
+        // Peer 2 holds the regular slot; 3, 4 and 5 hold nothing.
+        var (leecher, pending) = tradingLeecher(configuration, waiting: [(3, 0), (4, 0), (5, 0)])
         var unchoked: Set<Int> = []
         for round in 0..<8 {
-            // A second before each choking round, peer 2 sends us a block and asks for one.
-            if round > 0 { _ = leecher.engine.tick(now: Double(10 * round)) }
-            pending = leecher.deliver(1, of: pending, from: 2).pending
-            _ = leecher.engine.received(.request(BlockRequest(piece: PieceIndex(20 + round), begin: 0, length: 16384)), from: 2)
-            let actions = leecher.engine.tick(now: Double(10 * round) + 1)
+            let actions = chokingRound(round, of: &leecher, pending: &pending)
             for peer in 3...5 where ScriptedLeecher.sent(actions, to: peer).contains(.unchoke) { unchoked.insert(peer) }
-            #expect(!ScriptedLeecher.sent(actions, to: 2).contains(.choke), "round \(round): the uploader keeps its slot")
         }
         #expect(unchoked == [3, 4, 5], "in 70 s each waiting peer had the optimistic slot: \(unchoked)")
     }
@@ -471,33 +501,12 @@ struct ScriptedLeecher {
         configuration.maxUnchoked = 2
         configuration.uploadSlotRate = nil
         configuration.catchUpSlot = catchUp
-        configuration.idleSlotTimeout = 1000  // slots move in choking rounds only
-        var leecher = ScriptedLeecher(pieceLength: 16384, pieces: 40, configuration: configuration)
-        var half = Bitfield(pieceCount: 40)
-        for piece in 20..<40 { _ = half.insert(PieceIndex(piece)) }
-        leecher.engine = SwarmEngine(info: leecher.engine.info, have: half,
-            handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(0)), configuration: configuration, seed: 3)
-        // Peer 2 trades with us and holds the reciprocated slot; 3, 4 and 6 are well ahead of
-        // peer 5, which holds two pieces. None of them sends us anything.
-        _ = leecher.engine.peerConnected(2, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(2)))
-        _ = leecher.engine.received(.haveNone, from: 2)
-        for piece in 0..<20 { _ = leecher.engine.received(.have(PieceIndex(piece)), from: 2) }
-        var pending = ScriptedLeecher.requests(in: leecher.engine.received(.unchoke, from: 2), to: 2)
-        for (peer, held) in [(3, 30), (4, 25), (5, 2), (6, 28)] {
-            _ = leecher.engine.peerConnected(peer, handshake: Handshake(infoHash: ScriptedLeecher.hash, peerID: ScriptedLeecher.id(peer)))
-            _ = leecher.engine.received(.haveNone, from: peer)
-            for piece in 0..<held { _ = leecher.engine.received(.have(PieceIndex(piece)), from: peer) }
-        }
-        for peer in 2...6 { _ = leecher.engine.received(.interested, from: peer) }
+        // Peer 2 holds the reciprocated slot; 3, 4 and 6 are well ahead of peer 5, which holds two pieces.
+        var (leecher, pending) = tradingLeecher(configuration, waiting: [(3, 30), (4, 25), (5, 2), (6, 28)])
         var behindUnchoked: [Bool] = []
         for round in 0..<8 {
-            if round > 0 { _ = leecher.engine.tick(now: Double(10 * round)) }
-            pending = leecher.deliver(1, of: pending, from: 2).pending
-            _ = leecher.engine.received(.request(BlockRequest(piece: PieceIndex(20 + round), begin: 0, length: 16384)), from: 2)
-            let actions = leecher.engine.tick(now: Double(10 * round) + 1)
-            let toFive = ScriptedLeecher.sent(actions, to: 5)
+            let toFive = ScriptedLeecher.sent(chokingRound(round, of: &leecher, pending: &pending), to: 5)
             behindUnchoked.append(toFive.contains(.unchoke) || (!toFive.contains(.choke) && behindUnchoked.last == true))
-            #expect(!ScriptedLeecher.sent(actions, to: 2).contains(.choke), "round \(round): the uploader keeps its slot")
         }
         if catchUp {
             #expect(behindUnchoked.allSatisfy { $0 }, "the peer furthest behind holds a slot every round: \(behindUnchoked)")
