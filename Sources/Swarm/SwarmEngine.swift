@@ -890,7 +890,7 @@ public struct SwarmEngine: Sendable {
             // Gaining a piece can only end our interest in a peer that holds it.
             if state.session.amInterested, state.session.peerPieces[piece] { actions += updateInterest(peer) }
         }
-        if picker.isComplete { actions.append(.completed) }
+        if completed { actions.append(.completed) }
         return actions + fillRequests()
     }
 
@@ -969,12 +969,12 @@ public struct SwarmEngine: Sendable {
         let slots = uploadSlots
         let catchUp = configuration.catchUpSlot && !have.isComplete && slots > 1
         var unchoke = Set(ranked.prefix(catchUp ? slots - 1 : slots))
-        if catchUp,
-            let behind = ranked.dropFirst(slots - 1).filter({ peers[$0]!.writeBlockedSince == nil }).min(by: { lhs, rhs in
-                (peers[lhs]!.session.peerPieces.count, tieBreak[lhs]!) < (peers[rhs]!.session.peerPieces.count, tieBreak[rhs]!)
-            }) ?? ranked.dropFirst(slots - 1).first
-        {
-            unchoke.insert(behind)
+        if catchUp {
+            let rest = ranked.dropFirst(slots - 1)
+            let held = { [peers] (peer: Peer) in (peers[peer]!.session.peerPieces.count, tieBreak[peer]!) }
+            if let behind = rest.filter({ peers[$0]!.writeBlockedSince == nil }).min(by: { held($0) < held($1) }) ?? rest.first {
+                unchoke.insert(behind)
+            }
         }
         // The optimistic slot goes to a peer that reads, while there is one.
         let waiting = interested.filter { !unchoke.contains($0) }

@@ -128,8 +128,8 @@ struct VMSwarmSim: ParsableCommand {
             let seconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
             report(outcome, scenario: scenario, wall: seconds)
             if ProcessInfo.processInfo.environment["SIM_TIMELINE"] != nil {
-                let seconds = simulation.timeline.map(\.count).max() ?? 0
-                let total = (0..<seconds).map { second in simulation.timeline.reduce(Int64(0)) { $0 + (second < $1.count ? $1[second] : 0) } }
+                let timelineLength = simulation.timeline.map(\.count).max() ?? 0
+                let total = (0..<timelineLength).map { second in simulation.timeline.reduce(Int64(0)) { $0 + (second < $1.count ? $1[second] : 0) } }
                 print("  all receivers, Mbit/s each second: " + total.map { String(format: "%.0f", Double($0) * 8 / 1e6) }.joined(separator: " "))
                 let order = outcome.completions.indices.sorted { (outcome.completions[$0] ?? .infinity) < (outcome.completions[$1] ?? .infinity) }
                 for index in [order[order.count / 2], order.last!] {

@@ -42,15 +42,34 @@ import Testing
         try #require(sent == bytes.count, "sendto \(host):\(port): \(String(cString: strerror(errno)))")
     }
 
-    @Test func aDatagramUnicastToTheBoostersPortIsNotReceivedOnlyTheGroupsAre() async throws {
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        // A group and port of its own, so that nothing else on this host (other tests) shares them.
-        let group = "239.255.\(Int.random(in: 100...199)).\(Int.random(in: 1...254))"
-        let port = Int.random(in: 40_000..<60_000)
+    /// A booster link on a group and port of its own (so that nothing else on this host, other
+    /// tests, shares them), collecting what it hears.
+    struct Listening {
+        let loops: MultiThreadedEventLoopGroup
+        let group: String
+        let port: Int
         let inbox = Inbox()
-        let link = try await MulticastLink.open(MulticastOptions(group: group, port: port), on: loops) { bytes, _ in
-            inbox.datagrams.withLock { $0.append(bytes) }
+        let link: MulticastLink
+
+        init(dropsData: Bool = false) async throws {
+            loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            group = "239.255.\(Int.random(in: 100...199)).\(Int.random(in: 1...254))"
+            port = Int.random(in: 40_000..<60_000)
+            let inbox = self.inbox
+            link = try await MulticastLink.open(MulticastOptions(group: group, port: port), on: loops, dropsData: dropsData) { bytes, _ in
+                inbox.datagrams.withLock { $0.append(bytes) }
+            }
         }
+
+        func close() async throws {
+            link.close()
+            try await loops.shutdownGracefully()
+        }
+    }
+
+    @Test func aDatagramUnicastToTheBoostersPortIsNotReceivedOnlyTheGroupsAre() async throws {
+        let listening = try await Listening()
+        let (group, port, inbox) = (listening.group, listening.port, listening.inbox)
         // The forged announce first, unicast to the booster's port on loopback (and on every
         // address of this host's interfaces), then a datagram to the group.
         var unicastTargets = ["127.0.0.1"]
@@ -65,8 +84,7 @@ import Testing
         // Anything unicast, sent first, would have been read before the group's datagram; a
         // moment more in case the loop handed them over out of order.
         try await Task.sleep(for: .milliseconds(200))
-        link.close()
-        try await loops.shutdownGracefully()
+        try await listening.close()
         #expect(heard, "multicast to the group reaches the booster (loopback multicast works here)")
         #expect(inbox.all == [Array("to the group".utf8)], "received: \(inbox.all.map { String(decoding: $0, as: UTF8.self) })")
     }
@@ -74,20 +92,14 @@ import Testing
     /// A sender's link (`dropsData`) never hears data packets (its own, looped back by the group,
     /// woke it up for each one it sent); it still hears everything else.
     @Test func aSendersLinkHearsNoDataPackets() async throws {
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let group = "239.255.\(Int.random(in: 100...199)).\(Int.random(in: 1...254))"
-        let port = Int.random(in: 40_000..<60_000)
-        let inbox = Inbox()
-        let link = try await MulticastLink.open(MulticastOptions(group: group, port: port), on: loops, dropsData: true) { bytes, _ in
-            inbox.datagrams.withLock { $0.append(bytes) }
-        }
+        let listening = try await Listening(dropsData: true)
+        let (group, port, inbox) = (listening.group, listening.port, listening.inbox)
         let data: [UInt8] = [0xD2] + Array(repeating: 7, count: 40)
         try Self.send(data, to: group, port: port)
         try Self.send(Array("a nack".utf8), to: group, port: port)
         let heard = eventually(5) { inbox.all.contains(Array("a nack".utf8)) }
         try await Task.sleep(for: .milliseconds(100))
-        link.close()
-        try await loops.shutdownGracefully()
+        try await listening.close()
         #expect(heard)
         #if os(Linux)
         #expect(inbox.all == [Array("a nack".utf8)])
@@ -97,21 +109,15 @@ import Testing
     /// Reads pause between batches (fewer wake-ups), and lose nothing: a burst of datagrams all
     /// arrive, in order.
     @Test func aBurstOfDatagramsIsReadWhole() async throws {
-        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let group = "239.255.\(Int.random(in: 100...199)).\(Int.random(in: 1...254))"
-        let port = Int.random(in: 40_000..<60_000)
-        let inbox = Inbox()
-        let link = try await MulticastLink.open(MulticastOptions(group: group, port: port), on: loops) { bytes, _ in
-            inbox.datagrams.withLock { $0.append(bytes) }
-        }
+        let listening = try await Listening()
+        let (group, port, inbox) = (listening.group, listening.port, listening.inbox)
         let sent = (0..<300).map { Array("datagram \($0)".utf8) }
         for (index, datagram) in sent.enumerated() {
             try Self.send(datagram, to: group, port: port)
             if index % 50 == 49 { try await Task.sleep(for: .milliseconds(3)) }
         }
         let heard = eventually(5) { inbox.all.count >= sent.count }
-        link.close()
-        try await loops.shutdownGracefully()
+        try await listening.close()
         #expect(heard && inbox.all == sent, "\(inbox.all.count) of \(sent.count)")
     }
 
